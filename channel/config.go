@@ -1,0 +1,96 @@
+package channel
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/exchangekit/exchange/command"
+)
+
+// Default limits and timings. See Config.
+const (
+	DefaultMaxInFlight   = 1024
+	DefaultMaxHandlers   = 1024
+	DefaultTimeout       = 60 * time.Second
+	DefaultRetryAfter    = 100 * time.Millisecond
+	DefaultMaxFrameBytes = 4 << 20
+	DefaultSendQueue     = 256
+)
+
+// Config tunes a Channel. The zero value of every field means its default.
+type Config struct {
+	// MaxInFlight bounds the commands this side may have awaiting replies.
+	// Beyond it Send fails at once with a *BusyError. Default 1024.
+	MaxInFlight int
+	// MaxHandlers bounds the peer's commands handled at once. Beyond it a
+	// command is answered at once with a busy reply carrying RetryAfter, which
+	// the peer's Send returns as a *BusyError. Default 1024.
+	MaxHandlers int
+	// DefaultTimeout applies to Send when its context has no deadline.
+	// Default 60 s, the reference's reply timeout.
+	DefaultTimeout time.Duration
+	// RetryAfter is the hint carried by busy errors. Default 100 ms.
+	RetryAfter time.Duration
+	// SendQueue is the length of the queue in front of the writer goroutine.
+	// Default 256.
+	SendQueue int
+	// Logger receives debug and warning logs. Default: discard.
+	Logger *slog.Logger
+	// Observer, if set, is told about every command sent and handled; it is
+	// how metrics are collected without this package importing a metrics
+	// library. Its methods must be fast and must not block.
+	Observer Observer
+}
+
+// Observer receives channel events for metrics. Implementations must be safe
+// for concurrent use, fast, and must not block.
+type Observer interface {
+	// Sent is called when a Send completes: the command, how long it took and
+	// the error it returned (nil when a reply arrived).
+	Sent(t command.Type, d time.Duration, err error)
+	// Handled is called when a handler for a peer's command returns.
+	Handled(t command.Type, d time.Duration, status command.Status)
+}
+
+// DefaultConfig returns the defaults spelled out.
+func DefaultConfig() Config {
+	return Config{
+		MaxInFlight:    DefaultMaxInFlight,
+		MaxHandlers:    DefaultMaxHandlers,
+		DefaultTimeout: DefaultTimeout,
+		RetryAfter:     DefaultRetryAfter,
+		SendQueue:      DefaultSendQueue,
+	}
+}
+
+// Validate reports negative values.
+func (c Config) Validate() error {
+	if c.MaxInFlight < 0 || c.MaxHandlers < 0 || c.DefaultTimeout < 0 || c.RetryAfter < 0 || c.SendQueue < 0 {
+		return errors.New("channel: config values must not be negative")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxHandlers == 0 {
+		c.MaxHandlers = d.MaxHandlers
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = d.DefaultTimeout
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = d.RetryAfter
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = d.SendQueue
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

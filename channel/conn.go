@@ -1,0 +1,104 @@
+package channel
+
+import (
+	"context"
+	"crypto/tls"
+
+	"github.com/exchangekit/exchange/command"
+)
+
+// Frame is one message on a Conn. Exactly one of Command and Reply is set.
+type Frame struct {
+	Command *command.Command
+	Reply   *command.Reply
+}
+
+// Clone returns a deep copy of f.
+func (f *Frame) Clone() *Frame {
+	if f == nil {
+		return nil
+	}
+	return &Frame{Command: f.Command.Clone(), Reply: f.Reply.Clone()}
+}
+
+// Validate reports a frame that breaks the protocol: neither or both kinds set,
+// a command without id or type, a reply without command id. The error wraps
+// ErrMalformedFrame.
+func (f *Frame) Validate() error {
+	switch {
+	case f == nil || (f.Command == nil && f.Reply == nil):
+		return malformed("frame carries neither a command nor a reply")
+	case f.Command != nil && f.Reply != nil:
+		return malformed("frame carries both a command and a reply")
+	case f.Command != nil && f.Command.ID == "":
+		return malformed("command of type %q has no id", f.Command.Type)
+	case f.Command != nil && f.Command.Type == "":
+		return malformed("command %q has no type", f.Command.ID)
+	case f.Reply != nil && f.Reply.CommandID == "":
+		return malformed("reply of type %q has no command id", f.Reply.Type)
+	}
+	return nil
+}
+
+// Conn is an ordered, message-oriented, bidirectional pipe of Frames: the seam
+// between the one Channel implementation and its transports (the embedded and
+// gRPC twins). It is implemented by transports, not by users.
+//
+// Send and Recv may each be called by one goroutine at a time, concurrently
+// with each other (the gRPC stream rule); Channel guarantees that by owning
+// exactly one reader and one writer goroutine. Close may be called at any time,
+// from any goroutine, more than once; it unblocks Send and Recv, which then
+// fail with an error wrapping ErrClosed. When the peer closes, Recv fails with
+// an error wrapping ErrClosed too. A frame the transport cannot decode makes
+// Recv fail with an error wrapping ErrMalformedFrame, and a frame larger than
+// the transport's limit makes Send fail with an error wrapping ErrFrameTooLarge.
+// Send does not keep f after it returns; the receiver gets its own copy.
+type Conn interface {
+	Send(f *Frame) error
+	Recv() (*Frame, error)
+	Close() error
+}
+
+// Listener accepts Conns on the controller side.
+type Listener interface {
+	// Accept waits for the next Conn. It fails with an error wrapping
+	// ErrClosed once the listener is closed, or with ctx's error.
+	Accept(ctx context.Context) (Conn, error)
+	// Close stops the listener; Conns already accepted stay open.
+	Close() error
+}
+
+// Dialer opens Conns on the connector side.
+type Dialer interface {
+	Dial(ctx context.Context) (Conn, error)
+}
+
+// DialerFunc adapts a function to Dialer.
+type DialerFunc func(ctx context.Context) (Conn, error)
+
+// Dial calls f(ctx).
+func (f DialerFunc) Dial(ctx context.Context) (Conn, error) { return f(ctx) }
+
+// PeerInfo describes the remote end of a Conn, for authentication and logs.
+type PeerInfo struct {
+	// Addr is the peer's network address, or a descriptive name for in-process
+	// peers ("embedded").
+	Addr string
+	// TLS is the TLS connection state when the transport is TLS, else nil. With
+	// mTLS, TLS.PeerCertificates[0] is the client's verified certificate.
+	TLS *tls.ConnectionState
+}
+
+// PeerInfoer is implemented by Conns that know their peer. Controllers use it
+// for authentication by certificate.
+type PeerInfoer interface {
+	PeerInfo() PeerInfo
+}
+
+// Peer returns c's PeerInfo, or the zero PeerInfo if c does not know it.
+func Peer(c Conn) PeerInfo {
+	if p, ok := c.(PeerInfoer); ok {
+		return p.PeerInfo()
+	}
+	return PeerInfo{}
+}

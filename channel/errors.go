@@ -1,0 +1,98 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exchangekit/exchange/command"
+)
+
+var (
+	// ErrClosed is returned by operations on a closed Channel, Conn or
+	// Listener, and by calls pending when the channel closed.
+	ErrClosed = errors.New("channel: closed")
+	// ErrUnknownCommand is wrapped by UnknownCommandError: the peer has no
+	// handler for the command's type.
+	ErrUnknownCommand = errors.New("channel: unknown command")
+	// ErrBusy is wrapped by BusyError: too many commands are in flight.
+	ErrBusy = errors.New("channel: busy")
+	// ErrMalformedFrame reports a frame that breaks the protocol.
+	ErrMalformedFrame = errors.New("channel: malformed frame")
+	// ErrFrameTooLarge reports a frame over the size limit.
+	ErrFrameTooLarge = errors.New("channel: frame too large")
+	// ErrDuplicateID reports a Send whose command id is already in flight on
+	// the channel.
+	ErrDuplicateID = errors.New("channel: command id already in flight")
+	// ErrHelloRejected is wrapped by HelloRejectedError.
+	ErrHelloRejected = errors.New("channel: hello rejected")
+	// ErrProtocol reports a handshake that broke the protocol (for example a
+	// first frame that is not HELLO).
+	ErrProtocol = errors.New("channel: protocol violation")
+)
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformedFrame, fmt.Sprintf(format, args...))
+}
+
+// RemoteError is returned by Send when the peer's handler failed (returned an
+// error or panicked) instead of answering. It is distinct from local errors,
+// like net/rpc's ServerError.
+type RemoteError struct {
+	CommandID string
+	Type      command.Type
+	Message   string
+	// Reply is the NO_REPLY reply as received.
+	Reply *command.Reply
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("channel: remote handler for %s[%s] failed: %s", e.Type, e.CommandID, e.Message)
+}
+
+// UnknownCommandError is returned by Send when the peer has no handler for the
+// command's type.
+type UnknownCommandError struct {
+	CommandID string
+	Type      command.Type
+	Message   string
+}
+
+func (e *UnknownCommandError) Error() string {
+	return fmt.Sprintf("channel: peer has no handler for command type %q (%s)", e.Type, e.Message)
+}
+
+// Unwrap returns ErrUnknownCommand.
+func (e *UnknownCommandError) Unwrap() error { return ErrUnknownCommand }
+
+// BusyError is returned by Send when the command could not be accepted because
+// too many are in flight, locally or at the peer. RetryAfter says when to try
+// again.
+type BusyError struct {
+	RetryAfter time.Duration
+	// Remote is true when the peer rejected the command, false when the local
+	// in-flight bound did.
+	Remote bool
+}
+
+func (e *BusyError) Error() string {
+	side := "local"
+	if e.Remote {
+		side = "remote"
+	}
+	return fmt.Sprintf("channel: busy (%s in-flight limit reached), retry after %s", side, e.RetryAfter)
+}
+
+// Unwrap returns ErrBusy.
+func (e *BusyError) Unwrap() error { return ErrBusy }
+
+// HelloRejectedError is returned to a connector whose HELLO the controller
+// refused (bad token, unknown target, …). Retrying will not help.
+type HelloRejectedError struct {
+	Reason string
+}
+
+func (e *HelloRejectedError) Error() string { return "channel: hello rejected: " + e.Reason }
+
+// Unwrap returns ErrHelloRejected.
+func (e *HelloRejectedError) Unwrap() error { return ErrHelloRejected }

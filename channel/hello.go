@@ -1,0 +1,131 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exchangekit/exchange/command"
+)
+
+// Hello runs the connector side of the handshake on a fresh conn: it sends
+// HELLO with the given payload and waits for the reply, until ctx is done (in
+// which case conn is closed). It must be called before New(conn, …).
+//
+// A reply with status ERROR yields a *HelloRejectedError: the controller
+// refused this connector and retrying will not help. Transport failures and
+// timeouts yield other errors (worth a retry).
+func Hello(ctx context.Context, conn Conn, hello command.HelloPayload) (command.HelloReplyPayload, error) {
+	var none command.HelloReplyPayload
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+
+	if hello.ProtocolVersion == 0 {
+		hello.ProtocolVersion = command.ProtocolVersion
+	}
+	cmd, err := command.NewCommand(command.TypeHello, hello)
+	if err != nil {
+		return none, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		cmd.Timeout = max(time.Until(dl), time.Millisecond)
+	}
+	if err := conn.Send(&Frame{Command: cmd}); err != nil {
+		return none, ctxErr(ctx, fmt.Errorf("hello: send: %w", err))
+	}
+	for {
+		f, err := conn.Recv()
+		if err != nil {
+			return none, ctxErr(ctx, fmt.Errorf("hello: await reply: %w", err))
+		}
+		if f.Reply == nil || f.Reply.CommandID != cmd.ID {
+			return none, fmt.Errorf("hello: %w: first frame from controller is not the HELLO reply", ErrProtocol)
+		}
+		r := f.Reply
+		if r.Status != command.StatusSucceeded {
+			reason := r.Error
+			if reason == "" {
+				reason = "status " + r.Status.String()
+			}
+			return none, &HelloRejectedError{Reason: reason}
+		}
+		out, err := command.Decode[command.HelloReplyPayload](r.Payload)
+		if err != nil {
+			return none, fmt.Errorf("hello: %w: %w", ErrProtocol, err)
+		}
+		return out, nil
+	}
+}
+
+// HelloDecider decides on a connector's HELLO: it returns the reply to send
+// (SUCCEEDED with a command.HelloReplyPayload to accept, or an ERROR reply
+// built with command.Failed to refuse). An error refuses the channel with the
+// error's text.
+type HelloDecider func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error)
+
+// AcceptHello runs the controller side of the handshake on a freshly accepted
+// conn: the first frame must be a HELLO command; decide produces the reply,
+// which is written back. It returns the HELLO payload and the reply sent.
+//
+// When the first frame is not a HELLO, the sender gets an ERROR reply saying
+// so (if the frame can be answered) and the error wraps ErrProtocol. When
+// decide refuses, the error is a *HelloRejectedError. In both cases the caller
+// should close conn. If ctx ends first, conn is closed.
+func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.HelloPayload, *command.Reply, error) {
+	var none command.HelloPayload
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+
+	f, err := conn.Recv()
+	if err != nil {
+		return none, nil, ctxErr(ctx, fmt.Errorf("hello: await HELLO: %w", err))
+	}
+	if err := f.Validate(); err != nil {
+		return none, nil, fmt.Errorf("hello: %w", err)
+	}
+	if f.Command == nil || f.Command.Type != command.TypeHello {
+		if f.Command != nil {
+			r := command.Failed(f.Command, "Hello Command is first expected to initialize the exchange channel")
+			r.Code = 400
+			_ = conn.Send(&Frame{Reply: r})
+		}
+		return none, nil, fmt.Errorf("hello: %w: first frame is not a HELLO command", ErrProtocol)
+	}
+	cmd := f.Command
+	hello, err := command.Decode[command.HelloPayload](cmd.Payload)
+	if err != nil {
+		r := command.Failed(cmd, "invalid HELLO payload: "+err.Error())
+		r.Code = 400
+		_ = conn.Send(&Frame{Reply: r})
+		return none, nil, fmt.Errorf("hello: %w: %w", ErrProtocol, err)
+	}
+	reply, err := decide(ctx, cmd, hello)
+	if err != nil {
+		reply = command.Failed(cmd, err.Error())
+		reply.Code = 401
+	}
+	if reply == nil {
+		return hello, nil, errors.New("hello: decider returned neither a reply nor an error")
+	}
+	reply.CommandID = cmd.ID
+	reply.Type = command.TypeHello
+	if reply.Status == command.StatusUnspecified {
+		reply.Status = command.StatusSucceeded
+	}
+	if err := conn.Send(&Frame{Reply: reply}); err != nil {
+		return hello, reply, ctxErr(ctx, fmt.Errorf("hello: send reply: %w", err))
+	}
+	if reply.Status != command.StatusSucceeded {
+		return hello, reply, &HelloRejectedError{Reason: reply.Error}
+	}
+	return hello, reply, nil
+}
+
+// ctxErr prefers ctx's error when ctx ending is what broke the conn.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
+}

@@ -1,0 +1,107 @@
+package command
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Type names a kind of command, such as "HELLO" or "ECHO". Types are
+// case-sensitive.
+type Type string
+
+// Command is a request sent over a channel. It is answered by exactly one Reply
+// unless OneWay is set.
+type Command struct {
+	// ID correlates the command with its reply. It must be unique among the
+	// commands a sender has in flight on one channel. NewCommand assigns a random
+	// UUID; a caller may set a stable id (for example to deduplicate retries).
+	ID string
+	// Type selects the handler on the receiving side.
+	Type Type
+	// Payload is opaque to the exchange; JSON by convention.
+	Payload []byte
+	// Metadata carries string key/value pairs (tracing ids, tenant, …).
+	Metadata map[string]string
+	// OneWay marks an event: the receiver runs its handler and sends no reply.
+	OneWay bool
+	// Timeout is how long the sender will wait for the reply; zero means unknown.
+	// The channel fills it from the sender's context deadline so the receiver's
+	// handler context expires when the sender stops waiting.
+	Timeout time.Duration
+}
+
+// Clone returns a deep copy of c.
+func (c *Command) Clone() *Command {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	out.Payload = slices.Clone(c.Payload)
+	out.Metadata = maps.Clone(c.Metadata)
+	return &out
+}
+
+// String returns "TYPE[id]", handy in logs and error messages.
+func (c *Command) String() string {
+	if c == nil {
+		return "<nil command>"
+	}
+	return fmt.Sprintf("%s[%s]", c.Type, c.ID)
+}
+
+// Reply answers a Command.
+type Reply struct {
+	// CommandID is the ID of the command being answered.
+	CommandID string
+	// Type is normally the command's type. The reserved types UNKNOWN and
+	// NO_REPLY mark replies produced by the channel itself.
+	Type Type
+	// Status tells whether the command succeeded. A reply with StatusError is a
+	// valid answer: the caller must look at Status.
+	Status Status
+	// Payload is opaque to the exchange; JSON by convention.
+	Payload []byte
+	// Error is a human-readable reason when Status is StatusError.
+	Error string
+	// RetryAfter, when positive, tells the sender when it may try again (the
+	// receiver was busy).
+	RetryAfter time.Duration
+	// Code is an optional application status, HTTP-like (200, 400, 404, 429, 500).
+	Code int32
+}
+
+// Clone returns a deep copy of r.
+func (r *Reply) Clone() *Reply {
+	if r == nil {
+		return nil
+	}
+	out := *r
+	out.Payload = slices.Clone(r.Payload)
+	return &out
+}
+
+// Succeeded reports whether the reply has StatusSucceeded.
+func (r *Reply) Succeeded() bool { return r != nil && r.Status == StatusSucceeded }
+
+// NewID returns a random (version 4) UUID in its canonical 36-character form.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], b[10:16])
+	return string(s[:])
+}

@@ -1,0 +1,33 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNoChannel is returned by Send when the target has no registered
+	// channel anywhere (or, for SendPrimary, no primary).
+	ErrNoChannel = errors.New("controller: no channel for target")
+	// ErrClosed is returned by operations on a closed Controller.
+	ErrClosed = errors.New("controller: closed")
+	// ErrUnauthenticated is returned by authenticators to refuse a HELLO.
+	ErrUnauthenticated = errors.New("controller: unauthenticated")
+)
+
+// NoChannelError is returned by Send when there is no channel to send to. It
+// wraps ErrNoChannel.
+type NoChannelError struct {
+	TargetID string
+	Primary  bool // SendPrimary: the target has channels but no primary, or none at all
+}
+
+func (e *NoChannelError) Error() string {
+	if e.Primary {
+		return fmt.Sprintf("controller: no primary channel for target %q", e.TargetID)
+	}
+	return fmt.Sprintf("controller: no channel for target %q", e.TargetID)
+}
+
+// Unwrap returns ErrNoChannel.
+func (e *NoChannelError) Unwrap() error { return ErrNoChannel }

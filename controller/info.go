@@ -1,0 +1,68 @@
+package controller
+
+import "time"
+
+// ChannelInfo describes one registered channel, for the management API and
+// listeners. Registry fields come from the replicated state (the same on every
+// node); the live fields (LastHealthyAt, InFlight) are known only to the node
+// holding the channel and are zero elsewhere (Local false).
+type ChannelInfo struct {
+	ID           string            `json:"id"`
+	TargetID     string            `json:"targetId"`
+	ConnectorID  string            `json:"connectorId"`
+	NodeID       string            `json:"node"`
+	Active       bool              `json:"active"`
+	Primary      bool              `json:"primary"`
+	Epoch        uint64            `json:"epoch"`
+	RegisteredAt time.Time         `json:"registeredAt"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+
+	Local         bool      `json:"local"`
+	LastHealthyAt time.Time `json:"lastHealthyAt,omitzero"`
+	InFlight      int       `json:"inFlight"`
+	RemoteAddr    string    `json:"remoteAddr,omitempty"`
+}
+
+// TargetInfo describes a target: its channels (oldest first) and its primary.
+type TargetInfo struct {
+	ID        string        `json:"id"`
+	PrimaryID string        `json:"primaryChannelId,omitempty"`
+	Epoch     uint64        `json:"epoch"`
+	Channels  []ChannelInfo `json:"channels"`
+}
+
+// ClusterInfo describes the cluster as this node sees it.
+type ClusterInfo struct {
+	NodeID   string       `json:"nodeId"`
+	LeaderID string       `json:"leaderId"`
+	State    string       `json:"state"` // this node's raft state: "Leader", "Follower", … ("Leader" when standalone)
+	Members  []MemberInfo `json:"members"`
+}
+
+// MemberInfo is one node of the cluster.
+type MemberInfo struct {
+	NodeID  string `json:"nodeId"`
+	Address string `json:"address"`
+	State   string `json:"state"` // "alive", "suspect", "dead", "left"
+	Leader  bool   `json:"leader"`
+}
+
+// EventKind names a listener event.
+type EventKind string
+
+// Listener event kinds.
+const (
+	EventChannelRegistered   EventKind = "channel_registered"
+	EventChannelUnregistered EventKind = "channel_unregistered"
+	EventPrimaryElected      EventKind = "primary_elected"
+	EventPrimaryEvicted      EventKind = "primary_evicted"
+)
+
+// Event is delivered to listeners (Config.OnEvent) on every node, in order.
+type Event struct {
+	Kind      EventKind
+	TargetID  string
+	ChannelID string
+	NodeID    string
+	Epoch     uint64
+}
