@@ -1,0 +1,109 @@
+// Command exchange is the one binary of Exchange: a controller, a connector,
+// the management client and a narrated demo.
+//
+//	exchange controller   run a controller node (single node, data in ./exchange-data)
+//	exchange connector    run a connector that answers ECHO and reports PRIMARY changes
+//	exchange ctl          query and drive a controller through its management API
+//	exchange demo         one process: embedded controller and connectors, narrated
+//
+// Every flag can also be set with an environment variable: EXCHANGE_ followed
+// by the flag name in upper case with dashes as underscores (--grpc-addr is
+// EXCHANGE_GRPC_ADDR). A flag given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitError carries a specific exit code out of a subcommand.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// run executes the command line args and returns the process exit code. It is
+// main without the process: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "exchange:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "exchange",
+		Short:         "Send commands to fleets of connectors and get their replies, reliably",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return bindEnv(cmd)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	for _, sub := range subcommands {
+		root.AddCommand(sub(stdout, stderr))
+	}
+	return root
+}
+
+// subcommands lists the constructors of the top-level commands; each file
+// adds its own in an init function.
+var subcommands []func(stdout, stderr io.Writer) *cobra.Command
+
+// bindEnv gives every flag of cmd not set on the command line the value of its
+// EXCHANGE_* environment variable, if set.
+func bindEnv(cmd *cobra.Command) error {
+	var errs []error
+	visit := func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		name := "EXCHANGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			if err := sv.Replace(strings.Split(v, ",")); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	return errors.Join(errs...)
+}
