@@ -80,6 +80,11 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 // adds its own in an init function.
 var subcommands []func(stdout, stderr io.Writer) *cobra.Command
 
+// envAnnotation names a flag's environment variable when the default name
+// would be ambiguous: `ctl --token` is the management token, so it reads
+// EXCHANGE_MANAGEMENT_TOKEN, not the connectors' EXCHANGE_TOKEN.
+const envAnnotation = "exchange_env"
+
 // bindEnv gives every flag of cmd not set on the command line the value of its
 // EXCHANGE_* environment variable, if set.
 func bindEnv(cmd *cobra.Command) error {
@@ -89,6 +94,9 @@ func bindEnv(cmd *cobra.Command) error {
 			return
 		}
 		name := "EXCHANGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if names := f.Annotations[envAnnotation]; len(names) > 0 {
+			name = names[0]
+		}
 		v, ok := os.LookupEnv(name)
 		if !ok {
 			return

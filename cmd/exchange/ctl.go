@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/exchangekit/exchange/management"
+)
+
+func init() { subcommands = append(subcommands, newCtlCommand) }
+
+// Exit codes of exchange ctl.
+const (
+	exitUsage         = 2 // bad flags or arguments, or a request the API rejected as invalid (400)
+	exitUnreachable   = 3 // the controller cannot be reached
+	exitUnauthorized  = 4 // the token is missing or wrong
+	exitNotFound      = 5 // not found, or the target has no channel
+	exitRemoteFailure = 6 // the command failed at the connector, timed out, or the channel was busy
+)
+
+// ctlRequestTimeout bounds every ctl request but send (which waits for
+// --timeout plus ctlSendMargin).
+const (
+	ctlRequestTimeout = 30 * time.Second
+	ctlSendMargin     = 10 * time.Second
+)
+
+type ctlFlags struct {
+	addr   string
+	token  string
+	output string
+}
+
+func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
+	f := &ctlFlags{}
+	cmd := &cobra.Command{
+		Use:   "ctl [--addr URL] [--token T] [-o table|json] targets|channels|batches|send|cluster",
+		Short: "Query and drive a controller through its management API",
+		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
+
+Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable,
+4 unauthorized, 5 not found or no channel for the target, 6 the command failed
+at the connector, timed out, or the channel was busy, 1 anything else.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &exitError{code: exitUsage, err: errors.New("ctl needs a command: targets, channels, batches, send or cluster")}
+			}
+			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send or cluster", args[0])}
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.addr, "addr", "http://127.0.0.1:7480", "management API address of the controller")
+	pf.StringVar(&f.token, "token", "", "management bearer token (env EXCHANGE_MANAGEMENT_TOKEN, the controller's --management-token)")
+	_ = pf.SetAnnotation("token", envAnnotation, []string{"EXCHANGE_MANAGEMENT_TOKEN"})
+	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	cmd.AddCommand(
+		newCtlTargetsCommand(f, stdout),
+		newCtlChannelsCommand(f, stdout),
+		newCtlBatchesCommand(f, stdout),
+		newCtlSendCommand(f, stdout),
+		newCtlClusterCommand(f, stdout),
+	)
+	return cmd
+}
+
+// ctlArgs rejects positional arguments with the usage exit code.
+func ctlArgs(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return &exitError{code: exitUsage, err: fmt.Errorf("unexpected argument %q", args[0])}
+	}
+	return nil
+}
+
+// ctlRun validates the output flag, builds a client for one command, runs fn
+// with it and a bounded context, and turns failures into exit codes.
+func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx context.Context, c *management.Client) error) error {
+	if f.output != "table" && f.output != "json" {
+		return &exitError{code: exitUsage, err: fmt.Errorf("-o %q: want table or json", f.output)}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	c, err := management.NewClient(f.addr, f.token, &http.Client{Transport: tr})
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--addr: %w", err)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx, c)
+}
+
+// ctlError turns a client error into an error with the right exit code.
+// notFound, if set, rewrites the message of a 404.
+func ctlError(err error, notFound string) error {
+	var (
+		unreachable *management.UnreachableError
+		api         *management.APIError
+	)
+	switch {
+	case errors.As(err, &unreachable):
+		return &exitError{code: exitUnreachable, err: err}
+	case errors.As(err, &api):
+		switch {
+		case api.StatusCode == http.StatusUnauthorized:
+			return &exitError{code: exitUnauthorized, err: errors.New("unauthorized: check --token")}
+		case api.StatusCode == http.StatusNotFound:
+			if notFound != "" {
+				return &exitError{code: exitNotFound, err: errors.New(notFound)}
+			}
+			return &exitError{code: exitNotFound, err: fmt.Errorf("not found: %s", api.Message)}
+		case api.StatusCode == http.StatusBadRequest:
+			return &exitError{code: exitUsage, err: fmt.Errorf("invalid request: %s", api.Message)}
+		case api.StatusCode == http.StatusServiceUnavailable && api.RetryAfter > 0:
+			return &exitError{code: exitRemoteFailure, err: fmt.Errorf("%s (retry after %s)", api.Message, api.RetryAfter)}
+		case api.StatusCode == http.StatusBadGateway || api.StatusCode == http.StatusGatewayTimeout:
+			return &exitError{code: exitRemoteFailure, err: errors.New(api.Message)}
+		}
+		return &exitError{code: 1, err: fmt.Errorf("the controller answered %d: %s", api.StatusCode, api.Message)}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &exitError{code: exitRemoteFailure, err: fmt.Errorf("no answer from the controller in time: %w", err)}
+	}
+	return err
+}
+
+// printJSON writes v indented, for -o json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// table writes rows aligned in columns.
+func table(w io.Writer, header string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "targets",
+		Short: "List the targets that have channels, with their primary and batches",
+		Args:  ctlArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				ts, err := c.Targets(ctx)
+				if err != nil {
+					return ctlError(err, "")
+				}
+				if f.output == "json" {
+					return printJSON(stdout, ts)
+				}
+				rows := make([][]string, 0, len(ts))
+				for _, t := range ts {
+					active, primary, epoch := 0, "-", "-"
+					for _, ch := range t.Channels {
+						if ch.Active {
+							active++
+						}
+						if ch.Primary {
+							primary, epoch = ch.ID, fmt.Sprint(ch.Epoch)
+						}
+					}
+					rows = append(rows, []string{t.ID, fmt.Sprint(len(t.Channels)), fmt.Sprint(active), primary, epoch, fmt.Sprint(len(t.Batchs))})
+				}
+				return table(stdout, "TARGET\tCHANNELS\tACTIVE\tPRIMARY\tEPOCH\tBATCHES", rows)
+			})
+		},
+	}
+}
+
+func newCtlChannelsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	var target string
+	cmd := &cobra.Command{
+		Use:   "channels [--target T]",
+		Short: "List the channels, of every target or of one",
+		Args:  ctlArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				chs, err := c.Channels(ctx, management.ChannelQuery{TargetID: target})
+				if err != nil {
+					return ctlError(err, "")
+				}
+				if f.output == "json" {
+					return printJSON(stdout, chs)
+				}
+				rows := make([][]string, 0, len(chs))
+				for _, ch := range chs {
+					rows = append(rows, []string{
+						ch.ID, ch.TargetID, orDash(ch.ConnectorID), orDash(ch.Node), fmt.Sprint(ch.Active), fmt.Sprint(ch.Primary),
+						fmt.Sprint(ch.Epoch), fmt.Sprint(ch.InFlight), formatTime(&ch.RegisteredAt),
+					})
+				}
+				return table(stdout, "CHANNEL\tTARGET\tCONNECTOR\tNODE\tACTIVE\tPRIMARY\tEPOCH\tIN-FLIGHT\tREGISTERED", rows)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "only this target's channels")
+	return cmd
+}
+
+func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	var target, status string
+	cmd := &cobra.Command{
+		Use:   "batches [--target T] [--status S]",
+		Short: "List the batches, optionally of one target and/or with one status",
+		Args:  ctlArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				bs, err := c.Batches(ctx, management.BatchQuery{TargetID: target, Status: status})
+				if err != nil {
+					return ctlError(err, "")
+				}
+				if f.output == "json" {
+					return printJSON(stdout, bs)
+				}
+				rows := make([][]string, 0, len(bs))
+				for _, b := range bs {
+					done := 0
+					for _, bc := range b.Commands {
+						if bc.Status == "SUCCEEDED" {
+							done++
+						}
+					}
+					rows = append(rows, []string{
+						b.ID, orDash(deref(b.Key)), b.TargetID, b.Status, fmt.Sprintf("%d/%d", b.Retry, b.MaxRetry),
+						fmt.Sprintf("%d/%d", done, len(b.Commands)), formatTime(b.NextAttemptAt), orDash(deref(b.ErrorDetails)),
+					})
+				}
+				return table(stdout, "BATCH\tKEY\tTARGET\tSTATUS\tRETRY\tDONE\tNEXT-ATTEMPT\tERROR", rows)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "only this target's batches")
+	cmd.Flags().StringVar(&status, "status", "", "only batches with this status: CREATED, PENDING, IN_PROGRESS, SUCCEEDED or ERROR")
+	return cmd
+}
+
+func newCtlSendCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	var (
+		target, typ, payload string
+		timeout              time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "send --target T --type TYPE [--payload JSON] [--timeout 30s]",
+		Short: "Send one command to a target and print the reply",
+		Long: `Send one command to a target and print the reply. A reply with status ERROR
+is printed too, and the exit code is then 6.`,
+		Args: ctlArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if target == "" || typ == "" {
+				return &exitError{code: exitUsage, err: errors.New("send needs --target and --type")}
+			}
+			if payload != "" && !json.Valid([]byte(payload)) {
+				return &exitError{code: exitUsage, err: errors.New("--payload is not valid JSON")}
+			}
+			if timeout <= 0 {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--timeout %s: must be positive", timeout)}
+			}
+			req := management.CommandRequest{Type: typ, TimeoutMs: timeout.Milliseconds()}
+			if payload != "" {
+				req.Payload = json.RawMessage(payload)
+			}
+			return ctlRun(cmd.Context(), f, timeout+ctlSendMargin, func(ctx context.Context, c *management.Client) error {
+				r, err := c.Send(ctx, target, req)
+				if err != nil {
+					return ctlError(err, fmt.Sprintf("target %s has no channel", target))
+				}
+				if f.output == "json" {
+					err = printJSON(stdout, r)
+				} else {
+					err = printReply(stdout, r)
+				}
+				if err != nil {
+					return err
+				}
+				if r.Status != "SUCCEEDED" {
+					return &exitError{code: exitRemoteFailure, err: fmt.Errorf("the connector answered %s: %s", r.Status, orDash(deref(r.Error)))}
+				}
+				return nil
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&target, "target", "", "target to send to")
+	fl.StringVar(&typ, "type", "", "command type, such as ECHO")
+	fl.StringVar(&payload, "payload", "", "command payload, JSON")
+	fl.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the reply (at most the server's limit, 60s by default)")
+	return cmd
+}
+
+func printReply(w io.Writer, r management.Reply) error {
+	rows := [][]string{{"STATUS", r.Status}, {"COMMAND", r.CommandID}}
+	if r.Code != nil {
+		rows = append(rows, []string{"CODE", fmt.Sprint(*r.Code)})
+	}
+	if r.Error != nil {
+		rows = append(rows, []string{"ERROR", *r.Error})
+	}
+	if len(r.Payload) > 0 {
+		var b bytes.Buffer
+		if err := json.Compact(&b, r.Payload); err != nil {
+			b.Reset()
+			b.Write(r.Payload)
+		}
+		rows = append(rows, []string{"PAYLOAD", b.String()})
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+func newCtlClusterCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cluster",
+		Short: "Show this node, the leader and the members",
+		Args:  ctlArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				cl, err := c.Cluster(ctx)
+				if err != nil {
+					return ctlError(err, "")
+				}
+				if f.output == "json" {
+					return printJSON(stdout, cl)
+				}
+				fmt.Fprintf(stdout, "node %s (%s), leader %s\n\n", cl.NodeID, orDash(cl.State), orDash(cl.LeaderID))
+				rows := make([][]string, 0, len(cl.Members))
+				for _, m := range cl.Members {
+					leader := "no"
+					if m.Leader {
+						leader = "yes"
+					}
+					rows = append(rows, []string{m.NodeID, orDash(m.Address), m.State, leader})
+				}
+				return table(stdout, "NODE\tADDRESS\tSTATE\tLEADER", rows)
+			})
+		},
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func formatTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

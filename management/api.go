@@ -1,0 +1,46 @@
+package management
+
+import (
+	"context"
+
+	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/controller"
+)
+
+// Exchange is what the management API reads and drives on the controller.
+// *controller.Controller satisfies it. Every method must be safe for
+// concurrent use.
+type Exchange interface {
+	// Channels returns every registered channel of the cluster.
+	Channels() []controller.ChannelInfo
+	// Channel returns one channel by id.
+	Channel(id string) (controller.ChannelInfo, bool)
+	// Targets returns every target.
+	Targets() []controller.TargetInfo
+	// Target returns one target by id.
+	Target(id string) (controller.TargetInfo, bool)
+	// Send sends cmd to a channel of the target and returns its reply.
+	Send(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error)
+	// Cluster describes the cluster as this node sees it.
+	Cluster() controller.ClusterInfo
+}
+
+// Batches is what the management API reads and drives of the batch runner.
+// Every method must be safe for concurrent use.
+type Batches interface {
+	// ExecuteBatch creates b and runs its first attempt; it fails with
+	// batch.ErrExists for a duplicate id and *batch.ValidationError for bad
+	// input.
+	ExecuteBatch(ctx context.Context, b batch.Batch) (batch.Batch, error)
+	// GetBatch returns one batch, or batch.ErrNotFound.
+	GetBatch(id string) (batch.Batch, error)
+	// ListBatches returns the batches matching f.
+	ListBatches(f batch.Filter) []batch.Batch
+}
+
+// The controller and the batch runner are what New is normally given.
+var (
+	_ Exchange = (*controller.Controller)(nil)
+	_ Batches  = (*batch.Runner)(nil)
+)
