@@ -13,6 +13,10 @@ var (
 	ErrClosed = errors.New("controller: closed")
 	// ErrUnauthenticated is returned by authenticators to refuse a HELLO.
 	ErrUnauthenticated = errors.New("controller: unauthenticated")
+	// ErrForwardingUnavailable is returned by Send when the target's channels
+	// are all held by other nodes and this node cannot forward commands (node
+	// to node forwarding is not available yet).
+	ErrForwardingUnavailable = errors.New("controller: target is served by other nodes and forwarding is not available")
 )
 
 // NoChannelError is returned by Send when there is no channel to send to. It

@@ -66,6 +66,9 @@ const (
 	ChannelUnregistered EventKind = "channel_unregistered"
 	PrimaryElected      EventKind = "primary_elected"
 	PrimaryEvicted      EventKind = "primary_evicted"
+	// StateRestored: the whole State was replaced (a raft snapshot was
+	// restored); the event carries no ids, subscribers resync from View.
+	StateRestored EventKind = "state_restored"
 )
 
 // Event describes one change made by Apply.
@@ -126,13 +129,7 @@ func (s *State) Apply(op Op) ([]Event, error) {
 	case op.SetPrimary != nil:
 		return s.setPrimary(op.SetPrimary.TargetID, op.SetPrimary.ChannelID)
 	case op.RemoveNodeChannels != nil:
-		var evs []Event
-		for _, id := range slices.Sorted(maps.Keys(s.Channels)) {
-			if s.Channels[id].NodeID == op.RemoveNodeChannels.NodeID {
-				evs = append(evs, s.unregister(id)...)
-			}
-		}
-		return evs, nil
+		return s.removeNode(op.RemoveNodeChannels.NodeID), nil
 	}
 	if evs, ok, err := s.applyBatch(op); ok {
 		return evs, err
@@ -163,6 +160,27 @@ func (s *State) unregister(id string) []Event {
 	delete(s.Channels, id)
 	evs := []Event{{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}}
 	return append(evs, s.elect(c.TargetID)...)
+}
+
+// removeNode removes all of a node's channels first, then elects once per
+// affected target, so a target whose primary and runner-up both died with the
+// node changes primary (and epoch) once, not once per channel.
+func (s *State) removeNode(node string) []Event {
+	var evs []Event
+	targets := map[string]bool{}
+	for _, id := range slices.Sorted(maps.Keys(s.Channels)) {
+		c := s.Channels[id]
+		if c.NodeID != node {
+			continue
+		}
+		delete(s.Channels, id)
+		targets[c.TargetID] = true
+		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
+	}
+	for _, t := range slices.Sorted(maps.Keys(targets)) {
+		evs = append(evs, s.elect(t)...)
+	}
+	return evs
 }
 
 func (s *State) setPrimary(target, channelID string) ([]Event, error) {

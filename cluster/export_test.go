@@ -1,0 +1,33 @@
+package cluster
+
+import (
+	"errors"
+
+	"github.com/hashicorp/raft"
+)
+
+// White-box hooks for the black-box tests in package cluster_test.
+
+// RaftOf returns n's raft instance.
+func RaftOf(n *Node) *raft.Raft { return n.raft }
+
+// FirstLogIndex returns the first index still in n's raft log (0: empty).
+func FirstLogIndex(n *Node) (uint64, error) { return n.logs.FirstIndex() }
+
+// RaftError maps a raft future error as Apply does.
+func RaftError(n *Node, err error) error { return n.raftError(err) }
+
+// EncodeEntry and DecodeEntry expose the log entry envelope.
+var (
+	EncodeEntry = encodeEntry
+	DecodeEntry = decodeEntry
+)
+
+// ApplyResultError returns the joined op errors of an FSM response.
+func ApplyResultError(resp any) error {
+	r, ok := resp.(*applyResult)
+	if !ok {
+		return nil
+	}
+	return errors.Join(r.errs...)
+}

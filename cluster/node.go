@@ -1,0 +1,460 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/exchangekit/exchange/cluster/internal/logadapt"
+	"github.com/exchangekit/exchange/state"
+)
+
+const (
+	// raftDBFile is the bbolt file holding the raft log and stable store.
+	raftDBFile = "raft.db"
+	// boltLockTimeout bounds the wait for the bbolt file lock: a second
+	// process opening the same DataDir fails instead of hanging.
+	boltLockTimeout = time.Second
+	// transportMaxPool and transportTimeout configure raft's TCP transport
+	// (connections kept per peer, I/O deadline per RPC).
+	transportMaxPool = 3
+	transportTimeout = 10 * time.Second
+)
+
+// Node is one member of an Exchange cluster: it holds the replicated state
+// (package state) in a raft FSM whose log and stable store are in bbolt
+// (raft-boltdb) and whose snapshots are files, all in Config.DataDir.
+//
+// Today a Node is a single-voter cluster: Open bootstraps it on first start
+// and waits until it is the leader. Node is the state.Memory twin the
+// controller consumes: Apply, View and Subscribe have the same contracts.
+//
+// A Node is safe for concurrent use.
+type Node struct {
+	cfg   Config
+	id    string
+	log   *slog.Logger
+	fsm   *fsm
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	bolt  *raftboltdb.BoltStore
+	logs  *countingLogStore
+
+	mu      sync.Mutex // protects closed; held while adding to futures
+	closed  bool
+	futures sync.WaitGroup // goroutines waiting on raft futures (Apply, Barrier, …)
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the node's data directory, starts raft, and
+// bootstraps a one-voter cluster when the directory holds no raft state. It
+// returns once this node is the leader and its state has caught up with the
+// whole log, so a View right after Open sees every acknowledged Apply; ctx
+// bounds that wait (a fresh node becomes leader within 1-2 HeartbeatTimeouts).
+// On error nothing is left running or open.
+func Open(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	hl := logadapt.HCLog(lg, "raft", cfg.RaftLogLevel)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: create data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: lg, fsm: newFSM(lg)}
+	var undo []func() error // closes what is open so far, in reverse
+	fail := func(err error) (*Node, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			_ = undo[i]()
+		}
+		return nil, err
+	}
+
+	opts := *bbolt.DefaultOptions
+	opts.Timeout = boltLockTimeout
+	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fail(fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", dbPath, boltLockTimeout, err))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("cluster: open raft log %s: %w", dbPath, err))
+	}
+	undo = append(undo, bolt.Close)
+	n.bolt = bolt
+	n.logs = &countingLogStore{LogStore: bolt}
+
+	if n.id, err = resolveNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return fail(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, hl.Named("snapshots"))
+	if err != nil {
+		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
+	}
+
+	adv, err := cfg.advertiseFor(lg)
+	if err != nil {
+		return fail(fmt.Errorf("cluster: %w", err))
+	}
+	var advertise net.Addr // stays a nil interface when adv is nil: raft then advertises the listener's address
+	if adv != nil {
+		advertise = adv
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, transportMaxPool, transportTimeout, hl.Named("transport"))
+	if err != nil {
+		return fail(fmt.Errorf("cluster: raft transport on %s: %w", cfg.RaftAddr, err))
+	}
+	undo = append(undo, trans.Close)
+	n.trans = trans
+
+	rc := n.raftConfig(hl)
+	existing, err := raft.HasExistingState(n.logs, bolt, snaps)
+	if err != nil {
+		return fail(fmt.Errorf("cluster: inspect raft state: %w", err))
+	}
+	if !existing {
+		boot := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: trans.LocalAddr(),
+		}}}
+		if err := raft.BootstrapCluster(rc, n.logs, bolt, snaps, trans, boot); err != nil {
+			return fail(fmt.Errorf("cluster: bootstrap: %w", err))
+		}
+		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
+	}
+	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, trans)
+	if err != nil {
+		return fail(fmt.Errorf("cluster: start raft: %w", err))
+	}
+	n.raft = r
+	if err := n.waitReady(ctx); err != nil {
+		_ = n.Close()
+		return nil, fmt.Errorf("cluster: open: %w", err)
+	}
+	lg.Info("cluster: node ready", "node", n.id, "raftAddr", trans.LocalAddr(),
+		"lastIndex", r.LastIndex(), "appliedIndex", r.AppliedIndex())
+	return n, nil
+}
+
+func (n *Node) raftConfig(hl hclog.Logger) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.id)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
+	// Group commit needs no buffered apply channel: while the leader
+	// writes one group, the next Applies wait to be received, and the
+	// leader takes them all (up to MaxAppendEntries) into its next disk
+	// write. BatchApplyCh measured no faster, and futures buffered in it
+	// are never answered if raft shuts down.
+	rc.BatchApplyCh = false
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	return rc
+}
+
+// waitReady waits until this node leads and its FSM has applied the whole
+// log, then makes sure the raft configuration carries this node's current
+// address.
+//
+// Multi-node: a node joining an existing cluster will instead wait until it
+// has caught up with the leader's commit index; the leadership wait below is
+// the single-voter case.
+func (n *Node) waitReady(ctx context.Context) error {
+	self, err := n.selfServer()
+	if err != nil {
+		return err
+	}
+	if self.Suffrage != raft.Voter {
+		return fmt.Errorf("node %q is not a voter in the stored raft configuration", n.id)
+	}
+	for n.raft.State() != raft.Leader {
+		select {
+		case <-n.raft.LeaderCh():
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for leadership (state %s): %w", n.raft.State(), ctx.Err())
+		}
+	}
+	// A barrier commits after every entry before it has been applied to the
+	// FSM: from here on View sees every acknowledged Apply.
+	if err := n.await(ctx, func(timeout time.Duration) error { return n.raft.Barrier(timeout).Error() }); err != nil {
+		return fmt.Errorf("waiting for the FSM to catch up: %w", err)
+	}
+	if addr := n.trans.LocalAddr(); self.Address != addr {
+		// The node restarted on another address (a port-0 test, a moved
+		// host): AddVoter on an existing voter updates its address.
+		n.log.Info("cluster: updating this node's raft address", "node", n.id, "from", self.Address, "to", addr)
+		err := n.await(ctx, func(timeout time.Duration) error {
+			return n.raft.AddVoter(raft.ServerID(n.id), addr, 0, timeout).Error()
+		})
+		if err != nil {
+			return fmt.Errorf("updating this node's raft address: %w", err)
+		}
+	}
+	return nil
+}
+
+// selfServer returns this node's entry in the latest raft configuration.
+func (n *Node) selfServer() (raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raft.Server{}, fmt.Errorf("read raft configuration: %w", err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(n.id) {
+			return s, nil
+		}
+	}
+	return raft.Server{}, fmt.Errorf("node %q is not in the stored raft configuration %v", n.id, f.Configuration().Servers)
+}
+
+// goFuture runs fn on a goroutine counted in n.futures, unless n is closed.
+// fn waits on a raft future: raft answers every future while it runs, and
+// Close waits for these goroutines before it shuts raft down (raft leaves
+// futures queued at shutdown unanswered, so waiting after would hang).
+func (n *Node) goFuture(fn func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.futures.Go(fn)
+	return true
+}
+
+// await runs fn (which waits on a raft future, with an enqueue timeout) on an
+// owned goroutine and waits for it or for ctx.
+func (n *Node) await(ctx context.Context, fn func(timeout time.Duration) error) error {
+	timeout := enqueueTimeout(ctx, n.cfg.ApplyTimeout)
+	done := make(chan error, 1)
+	if !n.goFuture(func() { done <- fn(timeout) }) {
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		return n.raftError(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enqueueTimeout is how long raft may take to accept an entry: until ctx's
+// deadline, at most def, at least a millisecond (raft reads 0 as "forever").
+func enqueueTimeout(ctx context.Context, def time.Duration) time.Duration {
+	t := def
+	if d, ok := ctx.Deadline(); ok {
+		t = min(t, time.Until(d))
+	}
+	return max(t, time.Millisecond)
+}
+
+// Apply applies ops, in order, as ONE raft log entry, and returns once the
+// entry is committed (on disk) and applied to this node's state, with the
+// failures of the individual ops joined, exactly as state.Memory returns them
+// (errors.Is(err, state.ErrExists) works). Every op is attempted.
+//
+// Subscribers have been called with the entry's events before Apply returns.
+// When ctx ends first Apply returns its error at once; the entry may still be
+// applied. On a node that is not the leader Apply returns a *NotLeaderError;
+// after Close, ErrClosed.
+//
+// Concurrent Applies are grouped by raft into few disk writes: prefer many
+// ops per Apply, or many concurrent Applies, to a loop of single Applies.
+func (n *Node) Apply(ctx context.Context, ops ...state.Op) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("cluster: apply: %w", err)
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if n.isClosed() {
+		return ErrClosed
+	}
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	b, err := encodeEntry(ops)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	timeout := enqueueTimeout(ctx, n.cfg.ApplyTimeout)
+	type outcome struct {
+		res any
+		err error
+	}
+	done := make(chan outcome, 1)
+	if !n.goFuture(func() {
+		f := n.raft.Apply(b, timeout)
+		if err := f.Error(); err != nil {
+			done <- outcome{err: err}
+			return
+		}
+		done <- outcome{res: f.Response()}
+	}) {
+		return ErrClosed
+	}
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return n.raftError(o.err)
+		}
+		res, ok := o.res.(*applyResult)
+		if !ok {
+			return fmt.Errorf("cluster: apply: unexpected FSM response %T", o.res)
+		}
+		return errors.Join(res.errs...)
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: apply (the ops may still be applied): %w", ctx.Err())
+	}
+}
+
+// raftError maps an error of a raft future to this package's errors.
+func (n *Node) raftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("cluster: raft did not accept the entry in time: %w: %w", context.DeadlineExceeded, err)
+	default:
+		return fmt.Errorf("cluster: raft: %w", err)
+	}
+}
+
+func (n *Node) notLeader() error {
+	addr, id := n.raft.LeaderWithID()
+	return &NotLeaderError{LeaderID: string(id), LeaderAddress: string(addr)}
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// View calls fn with this node's copy of the state, which fn must only read
+// and must not keep. Applies wait while fn runs. fn must not call Apply.
+func (n *Node) View(fn func(*state.State)) { n.fsm.view(fn) }
+
+// Subscribe registers fn to be called with the events of every applied log
+// entry, in log order, on every node (not only the one that applied it). fn
+// runs synchronously on raft's FSM goroutine with the state locked: it must
+// be fast, must not block, and must not call back into the Node. After a
+// snapshot is restored (a lagging follower catching up, an operator restore)
+// fn gets one state.StateRestored event and should resync from View. The
+// returned function unsubscribes.
+func (n *Node) Subscribe(fn func([]state.Event)) (cancel func()) { return n.fsm.subscribe(fn) }
+
+// Snapshot makes raft snapshot the state now (it does on its own every
+// SnapshotThreshold entries) and compacts the log.
+func (n *Node) Snapshot(ctx context.Context) error {
+	err := n.await(ctx, func(time.Duration) error { return n.raft.Snapshot().Error() })
+	if err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return nil
+}
+
+// NodeID returns this node's id (Config.NodeID, or the one stored in the data
+// directory).
+func (n *Node) NodeID() string { return n.id }
+
+// RaftAddr returns the raft address this node advertises.
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// Leader reports whether this node is the raft leader.
+func (n *Node) Leader() bool { return n.raft.State() == raft.Leader }
+
+// LeaderID returns the current leader's node id, "" when none is known.
+func (n *Node) LeaderID() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// RaftState returns this node's raft state: "Leader", "Follower",
+// "Candidate" or "Shutdown".
+func (n *Node) RaftState() string { return n.raft.State().String() }
+
+// LastIndex returns the index of the last entry in the raft log (or of the
+// last snapshot).
+func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
+
+// AppliedIndex returns the index of the last entry applied to this node's
+// state.
+func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
+
+// Close stops the node: it waits for pending Applies to finish (raft answers
+// them), shuts raft down, closes the transport and the raft log. It is
+// idempotent, and every goroutine the Node started has exited when it
+// returns. State is not lost: every acknowledged Apply is in the log.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		n.futures.Wait()
+		var errs []error
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: shut raft down: %w", err))
+		}
+		if err := n.trans.Close(); err != nil { // raft closed it already; Close is idempotent
+			errs = append(errs, fmt.Errorf("cluster: close raft transport: %w", err))
+		}
+		if err := n.bolt.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: close raft log: %w", err))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// countingLogStore counts the raft log's disk writes (one bbolt transaction,
+// one fsync, per StoreLogs) and the entries they carry, to show how raft
+// groups concurrent Applies.
+type countingLogStore struct {
+	raft.LogStore
+	writes  atomic.Uint64
+	entries atomic.Uint64
+}
+
+// StoreLog implements raft.LogStore.
+func (s *countingLogStore) StoreLog(l *raft.Log) error {
+	s.writes.Add(1)
+	s.entries.Add(1)
+	return s.LogStore.StoreLog(l)
+}
+
+// StoreLogs implements raft.LogStore.
+func (s *countingLogStore) StoreLogs(ls []*raft.Log) error {
+	s.writes.Add(1)
+	s.entries.Add(uint64(len(ls)))
+	return s.LogStore.StoreLogs(ls)
+}

@@ -1,0 +1,203 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/state"
+)
+
+// maxLinger bounds how long a refused connection is kept open so the
+// connector can read the refusal before the connection closes.
+const maxLinger = time.Second
+
+// acceptLoop accepts connections until ctx is done; each gets its own
+// goroutine. It returns an error only when the listener is closed under it.
+// Other Accept errors are logged and retried with backoff.
+func (c *Controller) acceptLoop(ctx context.Context) error {
+	bo := newBackoff(5*time.Millisecond, time.Second)
+	defer bo.stop()
+	for {
+		conn, err := c.lis.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, channel.ErrClosed) {
+				return fmt.Errorf("controller: listener closed: %w", err)
+			}
+			c.log.Warn("controller: accept failed; retrying", "err", err)
+			if bo.wait(ctx) != nil {
+				return nil
+			}
+			continue
+		}
+		bo.reset()
+		c.workers.Go(func() { c.serveConn(ctx, conn) })
+	}
+}
+
+// serveConn runs one connection: handshake, channel, registration, then
+// watches the channel and unregisters it the moment it dies.
+func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
+	lc := c.handshake(ctx, conn)
+	if lc == nil {
+		return
+	}
+	err := c.applier.register(ctx, state.Channel{
+		ID:           lc.id,
+		TargetID:     lc.targetID,
+		ConnectorID:  lc.connectorID,
+		NodeID:       c.nodeID,
+		Active:       true,
+		RegisteredAt: time.Now(),
+		Metadata:     lc.metadata,
+	})
+	lc.metadata = nil // stored in the state now; the local copy is not needed
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
+			c.dropLocal(lc)
+		}
+		return
+	}
+	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
+		"connector", lc.connectorID, "peer", lc.peer.Addr)
+	select {
+	case <-lc.ch.Done():
+		c.log.Info("controller: channel closed", "channel", lc.id, "target", lc.targetID, "cause", lc.ch.Err())
+		c.dropLocal(lc)
+	case <-ctx.Done(): // Close says goodbye and unregisters every channel
+	}
+}
+
+// handshake runs the HELLO exchange and starts the channel. It returns nil
+// when the connection was refused or broke (conn is then closed).
+func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
+	peer := channel.Peer(conn)
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
+	defer cancel()
+
+	var (
+		refusal string // metrics reason when the decider refused
+		lc      *local
+	)
+	decide := func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error) {
+		if hello.ProtocolVersion < 0 {
+			refusal = "protocol"
+			r := command.Failed(cmd, fmt.Sprintf("unsupported protocol version %d", hello.ProtocolVersion))
+			r.Code = 400
+			return r, nil
+		}
+		req := HelloRequest{
+			ConnectorID:     hello.ConnectorID,
+			TargetID:        hello.TargetID,
+			Token:           hello.Token,
+			Metadata:        stripReserved(hello.Metadata),
+			ProtocolVersion: hello.ProtocolVersion,
+			Peer:            peer,
+		}
+		target := req.TargetID
+		if a := c.cfg.Authenticator; a != nil {
+			var err error
+			target, err = a.Authenticate(ctx, req)
+			if err != nil {
+				refusal = "unauthenticated"
+				if errors.Is(err, ErrUnauthenticated) {
+					return nil, err
+				}
+				c.log.Error("controller: authenticator failed", "peer", peer.Addr, "connector", req.ConnectorID, "err", err)
+				return nil, fmt.Errorf("%w: authentication failed", ErrUnauthenticated)
+			}
+		}
+		if target == "" {
+			refusal = "protocol"
+			r := command.Failed(cmd, "HELLO has no targetId: a connector must say which target it serves")
+			r.Code = 400
+			return r, nil
+		}
+		version := command.ProtocolVersion
+		if hello.ProtocolVersion > 0 {
+			version = min(version, hello.ProtocolVersion)
+		}
+		lc = &local{
+			id:          command.NewID(),
+			targetID:    target,
+			connectorID: hello.ConnectorID,
+			peer:        peer,
+			metadata:    req.Metadata,
+		}
+		maxInFlight := c.cfg.Channel.MaxHandlers
+		if maxInFlight == 0 {
+			maxInFlight = channel.DefaultMaxHandlers
+		}
+		return command.Succeeded(cmd, command.HelloReplyPayload{
+			TargetID:        target,
+			ChannelID:       lc.id,
+			ProtocolVersion: version,
+			Limits:          command.Limits{MaxFrameBytes: channel.DefaultMaxFrameBytes, MaxInFlight: maxInFlight},
+			HeartbeatMs:     c.cfg.HealthInterval.Milliseconds(),
+			NodeID:          c.nodeID,
+		})
+	}
+
+	_, _, err := channel.AcceptHello(hctx, conn, decide)
+	if err != nil {
+		c.refused(ctx, hctx, conn, peer, refusal, err)
+		return nil
+	}
+	chCfg := c.cfg.Channel
+	chCfg.Logger = chCfg.Logger.With("channel", lc.id, "target", lc.targetID)
+	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
+	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere
+		_ = lc.ch.Close()
+		return nil
+	}
+	return lc
+}
+
+// refused handles a failed handshake: count it, let the connector read the
+// refusal, close the connection.
+func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer channel.PeerInfo, refusal string, err error) {
+	reason := refusal
+	switch {
+	case ctx.Err() != nil: // closing: not the connector's fault
+		reason = ""
+	case reason != "":
+	case errors.Is(hctx.Err(), context.DeadlineExceeded):
+		reason = "timeout"
+	case errors.Is(err, channel.ErrProtocol), errors.Is(err, channel.ErrMalformedFrame):
+		reason = "protocol"
+	}
+	if reason != "" {
+		c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "reason", reason, "err", err)
+		if m := c.cfg.Metrics; m != nil {
+			m.HelloRejected(reason)
+		}
+	} else {
+		c.log.Debug("controller: connection ended before HELLO completed", "peer", peer.Addr, "err", err)
+	}
+	if reason != "" && reason != "timeout" {
+		c.linger(ctx, conn)
+	}
+	_ = conn.Close()
+}
+
+// linger waits, at most maxLinger (or until ctx is done), for the peer to
+// close conn after reading our refusal, discarding anything it sends.
+// Closing at once could destroy the refusal before the peer reads it.
+func (c *Controller) linger(ctx context.Context, conn channel.Conn) {
+	lctx, cancel := context.WithTimeout(ctx, min(maxLinger, c.cfg.HelloTimeout))
+	defer cancel()
+	stop := context.AfterFunc(lctx, func() { _ = conn.Close() })
+	defer stop()
+	for {
+		if _, err := conn.Recv(); err != nil {
+			return
+		}
+	}
+}

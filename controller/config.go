@@ -1,0 +1,158 @@
+package controller
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
+)
+
+// Defaults of Config. See ARCHITECTURE §6 and the reference's §5.3.
+const (
+	DefaultHelloTimeout      = 10 * time.Second
+	DefaultHealthInterval    = 30 * time.Second
+	DefaultHealthTimeout     = 10 * time.Second
+	DefaultHealthConcurrency = 64
+	DefaultGoodByeTimeout    = 5 * time.Second
+	DefaultReconcileInterval = 10 * time.Second
+)
+
+// Config configures a Controller. The zero value of every field means its
+// default; DefaultConfig spells them out.
+type Config struct {
+	// NodeID names this node in the replicated state. It must be stable
+	// across restarts of the same node: on start the controller removes the
+	// channels the state still records for it (they died with the previous
+	// process). Default: the host name plus a short random suffix, which
+	// suits a single node with an in-memory store only.
+	NodeID string
+	// HelloTimeout bounds the handshake: a connection that has not completed
+	// its HELLO in time is closed. Default 10 s.
+	HelloTimeout time.Duration
+	// HealthInterval is the period of the health loop (HEALTH_CHECK to every
+	// local channel). It is also announced to connectors in the HELLO reply.
+	// Default 30 s.
+	HealthInterval time.Duration
+	// HealthTimeout bounds each HEALTH_CHECK (and each PRIMARY notification).
+	// Default 10 s.
+	HealthTimeout time.Duration
+	// HealthConcurrency bounds the HEALTH_CHECKs in flight in one round, the
+	// PRIMARY notifications in flight, and the GOOD_BYEs sent at once by
+	// Close. Default 64.
+	HealthConcurrency int
+	// GoodByeTimeout bounds each GOOD_BYE sent before closing a channel (on
+	// eviction and on Close), and the final unregistration made by Close.
+	// Default 5 s.
+	GoodByeTimeout time.Duration
+	// ReconcileInterval is how often the primary notifier re-checks every
+	// local channel against the state even when nothing changed: a safety net
+	// under the event-driven path. Default 10 s.
+	ReconcileInterval time.Duration
+	// Channel configures every channel. Its Observer is replaced by Metrics
+	// when Metrics is set; its Logger defaults to Logger.
+	Channel channel.Config
+	// Authenticator decides on every HELLO. Nil accepts every HELLO (New logs
+	// a warning).
+	Authenticator Authenticator
+	// Handler answers the commands connectors send to the controller. Nil
+	// answers every such command UNKNOWN.
+	Handler command.Handler
+	// OnEvent, if set, is called with every registry and primary change of
+	// the replicated state (on every node, whichever node caused it), in
+	// order, from one goroutine. It must not block for long and must not call
+	// Close.
+	OnEvent func(Event)
+	// Metrics, if set, receives the controller's measurements.
+	Metrics Metrics
+	// Logger receives the controller's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Metrics receives the controller's measurements; package metrics implements
+// it. Every method must be safe for concurrent use, fast and non-blocking.
+type Metrics interface {
+	// Observer is passed to every channel as its Config.Observer.
+	channel.Observer
+	// HelloRejected counts a refused handshake. reason is "unauthenticated",
+	// "protocol" or "timeout".
+	HelloRejected(reason string)
+	// HealthCheckFailed counts a channel evicted by the health loop. reason is
+	// "unhealthy", "timeout" or "error".
+	HealthCheckFailed(reason string)
+}
+
+// DefaultConfig returns the defaults spelled out (NodeID is still empty: New
+// generates one).
+func DefaultConfig() Config {
+	return Config{
+		HelloTimeout:      DefaultHelloTimeout,
+		HealthInterval:    DefaultHealthInterval,
+		HealthTimeout:     DefaultHealthTimeout,
+		HealthConcurrency: DefaultHealthConcurrency,
+		GoodByeTimeout:    DefaultGoodByeTimeout,
+		ReconcileInterval: DefaultReconcileInterval,
+	}
+}
+
+// Validate reports negative durations and bounds.
+func (c Config) Validate() error {
+	if c.HelloTimeout < 0 || c.HealthInterval < 0 || c.HealthTimeout < 0 || c.HealthConcurrency < 0 ||
+		c.GoodByeTimeout < 0 || c.ReconcileInterval < 0 {
+		return errors.New("controller: config values must not be negative")
+	}
+	if err := c.Channel.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = d.HelloTimeout
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = d.HealthInterval
+	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = d.HealthTimeout
+	}
+	if c.HealthConcurrency == 0 {
+		c.HealthConcurrency = d.HealthConcurrency
+	}
+	if c.GoodByeTimeout == 0 {
+		c.GoodByeTimeout = d.GoodByeTimeout
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = d.ReconcileInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics != nil {
+		c.Channel.Observer = c.Metrics
+	}
+	if c.Channel.Logger == nil {
+		c.Channel.Logger = c.Logger
+	}
+	return c
+}
+
+// defaultNodeID returns the host name with a short random suffix.
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "exchange"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return host + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,8 @@
+package controller
+
+// QueuedOps returns how many ops wait in the group commit queue.
+func (c *Controller) QueuedOps() int {
+	c.applier.mu.Lock()
+	defer c.applier.mu.Unlock()
+	return len(c.applier.queue)
+}

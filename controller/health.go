@@ -1,0 +1,120 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/state"
+)
+
+// healthLoop health-checks every registered local channel every
+// HealthInterval until ctx is done. Rounds never overlap: a round that
+// outlasts the interval delays the next tick (ticks do not queue up). A round
+// has no error path that could stop the loop: every failure is about one
+// channel and ends with that channel evicted.
+func (c *Controller) healthLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.healthRound(ctx)
+		}
+	}
+}
+
+// healthRound checks the registered local channels, HealthConcurrency at a
+// time, and waits for all. Channels still in their handshake are not local
+// yet, and channels not yet in the state are skipped, so a tick never evicts
+// a channel that is still being set up (reference weakness 25).
+func (c *Controller) healthRound(ctx context.Context) {
+	locals := c.locals()
+	c.store.View(func(s *state.State) {
+		for id := range locals {
+			if ch, ok := s.Channels[id]; !ok || ch.NodeID != c.nodeID {
+				delete(locals, id)
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, c.cfg.HealthConcurrency)
+	for _, lc := range locals {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.checkHealth(ctx, lc)
+		})
+	}
+	wg.Wait()
+}
+
+// checkHealth sends one HEALTH_CHECK and evicts the channel unless it answers
+// healthy in time.
+func (c *Controller) checkHealth(ctx context.Context, lc *local) {
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
+	defer cancel()
+	reply, err := lc.ch.Send(hctx, command.MustCommand(command.TypeHealthCheck, command.HealthCheckPayload{}))
+	if ctx.Err() != nil || lc.ch.Err() != nil {
+		return // closing, or the channel died anyway (its watcher unregisters it)
+	}
+	var reason, detail string
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		reason, detail = "timeout", fmt.Sprintf("no reply within %s", c.cfg.HealthTimeout)
+	case err != nil:
+		reason, detail = "error", err.Error()
+	case !reply.Succeeded():
+		reason, detail = "error", fmt.Sprintf("reply status %s: %s", reply.Status, reply.Error)
+	default:
+		p, derr := command.Decode[command.HealthCheckReplyPayload](reply.Payload)
+		switch {
+		case derr != nil:
+			reason, detail = "error", derr.Error()
+		case !p.Healthy:
+			reason, detail = "unhealthy", p.Detail
+		default:
+			lc.lastHealthy.Store(time.Now().UnixNano())
+			return
+		}
+	}
+	c.log.Warn("controller: health check failed; evicting channel", "channel", lc.id, "target", lc.targetID,
+		"reason", reason, "detail", detail)
+	if m := c.cfg.Metrics; m != nil {
+		m.HealthCheckFailed(reason)
+	}
+	c.evict(ctx, lc)
+}
+
+// evict says GOOD_BYE{reconnect:true} and closes the channel; its watcher
+// (serveConn) then unregisters it at once.
+func (c *Controller) evict(ctx context.Context, lc *local) {
+	gctx, cancel := context.WithTimeout(ctx, c.cfg.GoodByeTimeout)
+	defer cancel()
+	if err := c.goodbye(gctx, lc); err != nil {
+		c.log.Debug("controller: GOOD_BYE failed", "channel", lc.id, "err", err)
+	}
+	_ = lc.ch.Close()
+}
+
+// goodbye sends GOOD_BYE{reconnect:true}. A channel that closes in answer
+// (ErrClosed) has understood: that counts as success.
+func (c *Controller) goodbye(ctx context.Context, lc *local) error {
+	cmd := command.MustCommand(command.TypeGoodBye, command.GoodByePayload{TargetID: lc.targetID, Reconnect: true})
+	_, err := lc.ch.Send(ctx, cmd)
+	if err != nil && !errors.Is(err, channel.ErrClosed) {
+		return fmt.Errorf("good bye to channel %s: %w", lc.id, err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package primary
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestPlan(t *testing.T) {
+	t.Parallel()
+	type step struct {
+		at      time.Duration   // since t0
+		want    map[string]Want // input to Plan
+		limit   int             // Plan's limit
+		done    map[string]bool // outcomes reported (Done) for the notices of this step
+		notices []Notice        // expected from Plan
+		next    time.Duration   // expected next retry (since t0), -1: none
+		told    map[string]Want // expected Told after the outcomes
+	}
+	yes := func(e uint64) Want { return Want{Primary: true, Epoch: e} }
+	no := func(e uint64) Want { return Want{Primary: false, Epoch: e} }
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{name: "first channel is told it is primary", steps: []step{
+			{want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": true},
+				notices: []Notice{{"a", yes(1)}}, next: -1, told: map[string]Want{"a": yes(1)}},
+			{want: map[string]Want{"a": yes(1)}, next: -1, told: map[string]Want{"a": yes(1)}}, // nothing new
+		}},
+		{name: "joiner told primary:false (weakness 15)", steps: []step{
+			{want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": true}, notices: []Notice{{"a", yes(1)}}, next: -1},
+			{want: map[string]Want{"a": yes(1), "b": no(1)}, done: map[string]bool{"b": true},
+				notices: []Notice{{"b", no(1)}}, next: -1, told: map[string]Want{"a": yes(1), "b": no(1)}},
+		}},
+		{name: "re-election: survivor promoted at the new epoch", steps: []step{
+			{want: map[string]Want{"a": yes(1), "b": no(1)}, done: map[string]bool{"a": true, "b": true},
+				notices: []Notice{{"a", yes(1)}, {"b", no(1)}}, next: -1},
+			{want: map[string]Want{"b": yes(2)}, done: map[string]bool{"b": true},
+				notices: []Notice{{"b", yes(2)}}, next: -1, told: map[string]Want{"b": yes(2)}},
+		}},
+		{name: "epoch change alone is notified", steps: []step{
+			{want: map[string]Want{"b": no(1)}, done: map[string]bool{"b": true}, notices: []Notice{{"b", no(1)}}, next: -1},
+			{want: map[string]Want{"b": no(3)}, done: map[string]bool{"b": true}, notices: []Notice{{"b", no(3)}}, next: -1},
+		}},
+		{name: "failure retried after backoff (weakness 14)", steps: []step{
+			{want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": false}, notices: []Notice{{"a", yes(1)}}, next: -1},
+			{at: 10 * time.Millisecond, want: map[string]Want{"a": yes(1)}, next: 100 * time.Millisecond}, // held back
+			{at: 100 * time.Millisecond, want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": false},
+				notices: []Notice{{"a", yes(1)}}, next: -1},
+			{at: 150 * time.Millisecond, want: map[string]Want{"a": yes(1)}, next: 300 * time.Millisecond}, // doubled
+			{at: 300 * time.Millisecond, want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": true},
+				notices: []Notice{{"a", yes(1)}}, next: -1, told: map[string]Want{"a": yes(1)}},
+		}},
+		{name: "in flight: no second notice until done", steps: []step{
+			{want: map[string]Want{"a": yes(1)}, notices: []Notice{{"a", yes(1)}}, next: -1},
+			{want: map[string]Want{"a": yes(2)}, next: -1}, // a still in flight
+		}},
+		{name: "limit holds the rest back", steps: []step{
+			{want: map[string]Want{"a": yes(1), "b": yes(1), "c": yes(1)}, limit: 2, done: map[string]bool{"a": true, "b": true},
+				notices: []Notice{{"a", yes(1)}, {"b", yes(1)}}, next: -1},
+			{want: map[string]Want{"a": yes(1), "b": yes(1), "c": yes(1)}, limit: 2, notices: []Notice{{"c", yes(1)}}, next: -1},
+		}},
+		{name: "gone channels are forgotten", steps: []step{
+			{want: map[string]Want{"a": yes(1)}, done: map[string]bool{"a": true}, notices: []Notice{{"a", yes(1)}}, next: -1},
+			{want: map[string]Want{}, next: -1, told: map[string]Want{}},
+			{want: map[string]Want{"a": yes(1)}, notices: []Notice{{"a", yes(1)}}, next: -1}, // back: told again
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tr := NewTracker(100*time.Millisecond, time.Second)
+			for i, s := range tt.steps {
+				now := t0.Add(s.at)
+				notices, next := tr.Plan(now, s.want, s.limit)
+				if !slices.Equal(notices, s.notices) {
+					t.Fatalf("step %d: Plan() notices = %v, want %v", i, notices, s.notices)
+				}
+				wantNext := time.Time{}
+				if s.next >= 0 {
+					wantNext = t0.Add(s.next)
+				}
+				if !next.Equal(wantNext) {
+					t.Fatalf("step %d: Plan() next = %v, want %v", i, next, wantNext)
+				}
+				for _, n := range notices {
+					if ok, reported := s.done[n.ChannelID]; reported {
+						tr.Done(now, n.ChannelID, n.Want, ok)
+					}
+				}
+				for id, w := range s.told {
+					if got, ok := tr.Told(id); !ok || got != w {
+						t.Errorf("step %d: Told(%s) = %v, %t; want %v", i, id, got, ok, w)
+					}
+				}
+				if s.told != nil && len(s.told) == 0 {
+					if _, ok := tr.Told("a"); ok {
+						t.Errorf("step %d: a still remembered", i)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestDoneForUnknownChannel(t *testing.T) {
+	t.Parallel()
+	tr := NewTracker(time.Millisecond, time.Second)
+	tr.Done(t0, "ghost", Want{Primary: true}, true) // no panic, nothing remembered
+	if _, ok := tr.Told("ghost"); ok {
+		t.Errorf("ghost remembered")
+	}
+	if tr.InFlight() != 0 {
+		t.Errorf("InFlight() = %d", tr.InFlight())
+	}
+}

@@ -1,0 +1,108 @@
+package controller
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/exchangekit/exchange/state"
+)
+
+// Channels returns every registered channel of the cluster, by target then
+// registration order. The live fields are filled for this node's channels.
+func (c *Controller) Channels() []ChannelInfo {
+	var out []ChannelInfo
+	locals := c.locals()
+	c.store.View(func(s *state.State) {
+		chs := slices.SortedFunc(maps.Values(s.Channels), func(a, b *state.Channel) int {
+			return cmp.Or(cmp.Compare(a.TargetID, b.TargetID), cmp.Compare(a.Seq, b.Seq))
+		})
+		out = make([]ChannelInfo, 0, len(chs))
+		for _, ch := range chs {
+			out = append(out, c.channelInfo(s, ch, locals))
+		}
+	})
+	return out
+}
+
+// Channel returns the registered channel id.
+func (c *Controller) Channel(id string) (ChannelInfo, bool) {
+	var (
+		out ChannelInfo
+		ok  bool
+	)
+	locals := c.locals()
+	c.store.View(func(s *state.State) {
+		var ch *state.Channel
+		if ch, ok = s.Channels[id]; ok {
+			out = c.channelInfo(s, ch, locals)
+		}
+	})
+	return out, ok
+}
+
+// Targets returns every target that has at least one registered channel,
+// sorted by id.
+func (c *Controller) Targets() []TargetInfo {
+	var out []TargetInfo
+	locals := c.locals()
+	c.store.View(func(s *state.State) {
+		for _, t := range s.Targets() {
+			out = append(out, c.targetInfo(s, t, locals))
+		}
+	})
+	return out
+}
+
+// Target returns target id, if it has at least one registered channel.
+func (c *Controller) Target(id string) (TargetInfo, bool) {
+	var out TargetInfo
+	locals := c.locals()
+	c.store.View(func(s *state.State) { out = c.targetInfo(s, id, locals) })
+	return out, len(out.Channels) > 0
+}
+
+// Cluster describes the cluster as this node sees it. A single node is its
+// own leader.
+func (c *Controller) Cluster() ClusterInfo {
+	return ClusterInfo{
+		NodeID:   c.nodeID,
+		LeaderID: c.nodeID,
+		State:    "Leader",
+		Members:  []MemberInfo{{NodeID: c.nodeID, State: "alive", Leader: true}},
+	}
+}
+
+func (c *Controller) targetInfo(s *state.State, target string, locals map[string]*local) TargetInfo {
+	pid, epoch := s.PrimaryOf(target)
+	t := TargetInfo{ID: target, PrimaryID: pid, Epoch: epoch, Channels: []ChannelInfo{}}
+	for _, ch := range s.TargetChannels(target) {
+		t.Channels = append(t.Channels, c.channelInfo(s, ch, locals))
+	}
+	return t
+}
+
+func (c *Controller) channelInfo(s *state.State, ch *state.Channel, locals map[string]*local) ChannelInfo {
+	pid, epoch := s.PrimaryOf(ch.TargetID)
+	info := ChannelInfo{
+		ID:           ch.ID,
+		TargetID:     ch.TargetID,
+		ConnectorID:  ch.ConnectorID,
+		NodeID:       ch.NodeID,
+		Active:       ch.Active,
+		Primary:      pid == ch.ID,
+		Epoch:        epoch,
+		RegisteredAt: ch.RegisteredAt,
+		Metadata:     maps.Clone(ch.Metadata),
+	}
+	if lc := locals[ch.ID]; lc != nil && ch.NodeID == c.nodeID {
+		info.Local = true
+		info.InFlight = lc.ch.InFlight()
+		info.RemoteAddr = lc.peer.Addr
+		if ns := lc.lastHealthy.Load(); ns != 0 {
+			info.LastHealthyAt = time.Unix(0, ns)
+		}
+	}
+	return info
+}

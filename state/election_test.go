@@ -1,0 +1,473 @@
+package state_test
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/exchangekit/exchange/state"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Op builders.
+func reg(id, target, node string) state.Op {
+	return state.Op{Register: &state.RegisterChannel{Channel: state.Channel{
+		ID: id, TargetID: target, NodeID: node, Active: true, RegisteredAt: time.Unix(1, 0),
+	}}}
+}
+
+func regInactive(id, target string) state.Op {
+	op := reg(id, target, "n1")
+	op.Register.Channel.Active = false
+	return op
+}
+
+func unreg(id string) state.Op {
+	return state.Op{Unregister: &state.UnregisterChannel{ChannelID: id}}
+}
+
+func setPrimary(target, id string) state.Op {
+	return state.Op{SetPrimary: &state.SetPrimary{TargetID: target, ChannelID: id}}
+}
+
+func removeNode(node string) state.Op {
+	return state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: node}}
+}
+
+// Event builders.
+func registered(target, id, node string) state.Event {
+	return state.Event{Kind: state.ChannelRegistered, TargetID: target, ChannelID: id, NodeID: node}
+}
+
+func unregistered(target, id, node string) state.Event {
+	return state.Event{Kind: state.ChannelUnregistered, TargetID: target, ChannelID: id, NodeID: node}
+}
+
+func elected(target, id, node string, epoch uint64) state.Event {
+	return state.Event{Kind: state.PrimaryElected, TargetID: target, ChannelID: id, NodeID: node, Epoch: epoch}
+}
+
+func evicted(target string, epoch uint64) state.Event {
+	return state.Event{Kind: state.PrimaryEvicted, TargetID: target, Epoch: epoch}
+}
+
+// applyAll applies ops to a fresh state and fails on any error.
+func applyAll(t *testing.T, ops ...state.Op) *state.State {
+	t.Helper()
+	s := state.NewState()
+	for i, op := range ops {
+		if _, err := s.Apply(op); err != nil {
+			t.Fatalf("setup op %d: Apply() = %v", i, err)
+		}
+	}
+	return s
+}
+
+func primaries(s *state.State) map[string]state.Primary {
+	out := map[string]state.Primary{}
+	for t, p := range s.Primaries {
+		out[t] = *p
+	}
+	return out
+}
+
+func TestElection(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		setup []state.Op
+		op    state.Op
+		// want: the events of op, and every target's primary afterwards.
+		events    []state.Event
+		primaries map[string]state.Primary
+	}{
+		{
+			name:      "first channel is elected at epoch 1",
+			op:        reg("c1", "t1", "n1"),
+			events:    []state.Event{registered("t1", "c1", "n1"), elected("t1", "c1", "n1", 1)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name:      "a second channel does not steal the role",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        reg("c2", "t1", "n2"),
+			events:    []state.Event{registered("t1", "c2", "n2")},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name:      "a non-primary leaving changes nothing",
+			setup:     []state.Op{reg("c1", "t1", "n1"), reg("c2", "t1", "n1")},
+			op:        unreg("c2"),
+			events:    []state.Event{unregistered("t1", "c2", "n1")},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			// "z" registered before "a": registration order decides, not the id.
+			name:      "primary leaves: the longest-registered survivor is elected, epoch bumped",
+			setup:     []state.Op{reg("p", "t1", "n1"), reg("z", "t1", "n2"), reg("a", "t1", "n1")},
+			op:        unreg("p"),
+			events:    []state.Event{unregistered("t1", "p", "n1"), elected("t1", "z", "n2", 2)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "z", Epoch: 2}},
+		},
+		{
+			name:      "last channel leaves: primary evicted, epoch bumped",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        unreg("c1"),
+			events:    []state.Event{unregistered("t1", "c1", "n1"), evicted("t1", 2)},
+			primaries: map[string]state.Primary{"t1": {Epoch: 2}},
+		},
+		{
+			name:      "a target's epoch survives an empty spell",
+			setup:     []state.Op{reg("c1", "t1", "n1"), unreg("c1")},
+			op:        reg("c2", "t1", "n1"),
+			events:    []state.Event{registered("t1", "c2", "n1"), elected("t1", "c2", "n1", 3)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c2", Epoch: 3}},
+		},
+		{
+			name:      "unregistering an unknown channel is a no-op",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        unreg("ghost"),
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name:      "inactive channels are never elected",
+			setup:     []state.Op{regInactive("c0", "t1")},
+			op:        reg("c1", "t1", "n1"),
+			events:    []state.Event{registered("t1", "c1", "n1"), elected("t1", "c1", "n1", 1)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name: "RemoveNodeChannels removes the node's channels and re-elects",
+			setup: []state.Op{
+				reg("a1", "t1", "n1"), reg("b1", "t1", "n2"), reg("a2", "t2", "n1"), reg("b3", "t3", "n2"),
+			},
+			op: removeNode("n1"),
+			events: []state.Event{ // removals in channel id order, then one election per target
+				unregistered("t1", "a1", "n1"), unregistered("t2", "a2", "n1"),
+				elected("t1", "b1", "n2", 2), evicted("t2", 2),
+			},
+			primaries: map[string]state.Primary{
+				"t1": {ChannelID: "b1", Epoch: 2}, "t2": {Epoch: 2}, "t3": {ChannelID: "b3", Epoch: 1},
+			},
+		},
+		{
+			name: "RemoveNodeChannels of a target's primary and runner-up elects once",
+			setup: []state.Op{
+				reg("a1", "t1", "n1"), reg("a2", "t1", "n1"), reg("b1", "t1", "n2"),
+			},
+			op: removeNode("n1"),
+			events: []state.Event{
+				unregistered("t1", "a1", "n1"), unregistered("t1", "a2", "n1"), elected("t1", "b1", "n2", 2),
+			},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "b1", Epoch: 2}},
+		},
+		{
+			name:      "RemoveNodeChannels of an unknown node is a no-op",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        removeNode("n9"),
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name:      "SetPrimary moves the role and bumps the epoch",
+			setup:     []state.Op{reg("c1", "t1", "n1"), reg("c2", "t1", "n2")},
+			op:        setPrimary("t1", "c2"),
+			events:    []state.Event{elected("t1", "c2", "n2", 2)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c2", Epoch: 2}},
+		},
+		{
+			name:      "SetPrimary to the current primary changes nothing",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        setPrimary("t1", "c1"),
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
+		},
+		{
+			name:      "SetPrimary to none evicts",
+			setup:     []state.Op{reg("c1", "t1", "n1")},
+			op:        setPrimary("t1", ""),
+			events:    []state.Event{evicted("t1", 2)},
+			primaries: map[string]state.Primary{"t1": {Epoch: 2}},
+		},
+		{
+			// SetPrimary("") is sticky too: the next registry change of the
+			// target elects again, by registration order.
+			name:      "after SetPrimary to none, the next change elects again",
+			setup:     []state.Op{reg("c1", "t1", "n1"), setPrimary("t1", "")},
+			op:        reg("c2", "t1", "n1"),
+			events:    []state.Event{registered("t1", "c2", "n1"), elected("t1", "c1", "n1", 3)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 3}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := applyAll(t, tt.setup...)
+			evs, err := s.Apply(tt.op)
+			if err != nil {
+				t.Fatalf("Apply() = %v", err)
+			}
+			if !slices.Equal(evs, tt.events) {
+				t.Errorf("events:\n got %+v\nwant %+v", evs, tt.events)
+			}
+			if got := primaries(s); !maps.Equal(got, tt.primaries) {
+				t.Errorf("primaries = %+v, want %+v", got, tt.primaries)
+			}
+		})
+	}
+}
+
+func TestApplyErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		setup []state.Op
+		op    state.Op
+		want  error
+	}{
+		{name: "empty op", op: state.Op{}, want: state.ErrInvalid},
+		{name: "register without id", op: reg("", "t1", "n1"), want: state.ErrInvalid},
+		{name: "register without target", op: reg("c1", "", "n1"), want: state.ErrInvalid},
+		{name: "register twice", setup: []state.Op{reg("c1", "t1", "n1")}, op: reg("c1", "t2", "n1"), want: state.ErrExists},
+		{name: "set primary without target", op: setPrimary("", "c1"), want: state.ErrInvalid},
+		{name: "set primary to an unknown channel", setup: []state.Op{reg("c1", "t1", "n1")}, op: setPrimary("t1", "c9"), want: state.ErrNotFound},
+		{name: "set primary to another target's channel", setup: []state.Op{reg("c1", "t1", "n1"), reg("c2", "t2", "n1")},
+			op: setPrimary("t1", "c2"), want: state.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := applyAll(t, tt.setup...)
+			before := primaries(s)
+			evs, err := s.Apply(tt.op)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Apply() = %v, want %v", err, tt.want)
+			}
+			if len(evs) != 0 || !maps.Equal(primaries(s), before) {
+				t.Errorf("a failed op changed the state: events %+v", evs)
+			}
+		})
+	}
+}
+
+// Elect only reads the state.
+func TestElectIsPure(t *testing.T) {
+	t.Parallel()
+	s := applyAll(t, reg("c1", "t1", "n1"), reg("c2", "t1", "n1"))
+	s.Primaries["t1"].ChannelID = "gone" // as if the primary vanished
+	before, _ := s.Marshal()
+	for range 3 {
+		if id, change := state.Elect(s, "t1"); id != "c1" || !change {
+			t.Fatalf("Elect() = %q, %t; want c1, true", id, change)
+		}
+	}
+	if after, _ := s.Marshal(); string(after) != string(before) {
+		t.Errorf("Elect modified the state")
+	}
+	if id, change := state.Elect(s, "nobody"); id != "" || change {
+		t.Errorf("Elect(nobody) = %q, %t", id, change)
+	}
+}
+
+// checkInvariants verifies, after every op: at most one primary per target
+// (structural) and it is a registered, active channel of that target; a
+// target with active channels and no forced eviction has a primary; epochs
+// never decrease; a primary change bumps the epoch, and the events report the
+// new epochs. Single-channel ops change a target's epoch by one exactly when
+// its primary changes; so does RemoveNodeChannels (multi), which removes all of
+// a node's channels before electing once per target.
+func checkInvariants(s *state.State, before map[string]state.Primary, evs []state.Event, forcedNone map[string]bool, multi bool) error {
+	for target, p := range s.Primaries {
+		old := before[target]
+		if p.Epoch < old.Epoch {
+			return fmt.Errorf("target %s: epoch went back from %d to %d", target, old.Epoch, p.Epoch)
+		}
+		if p.ChannelID != old.ChannelID && p.Epoch == old.Epoch {
+			return fmt.Errorf("target %s: primary %q→%q without an epoch bump", target, old.ChannelID, p.ChannelID)
+		}
+		if p.ChannelID == old.ChannelID && p.Epoch != old.Epoch {
+			return fmt.Errorf("target %s: epoch %d→%d but the primary stayed %q", target, old.Epoch, p.Epoch, p.ChannelID)
+		}
+		if p.Epoch > old.Epoch+1 {
+			return fmt.Errorf("target %s: epoch jumped from %d to %d in one op", target, old.Epoch, p.Epoch)
+		}
+		if p.ChannelID == "" {
+			continue
+		}
+		c, ok := s.Channels[p.ChannelID]
+		if !ok || c.TargetID != target || !c.Active {
+			return fmt.Errorf("target %s: primary %s is not a registered active channel of it", target, p.ChannelID)
+		}
+	}
+	for target := range before {
+		if _, ok := s.Primaries[target]; !ok {
+			return fmt.Errorf("target %s: primary record vanished (its epoch would be lost)", target)
+		}
+	}
+	for _, c := range s.Channels {
+		if p := s.Primaries[c.TargetID]; c.Active && (p == nil || p.ChannelID == "") && !forcedNone[c.TargetID] {
+			return fmt.Errorf("target %s has active channel %s but no primary", c.TargetID, c.ID)
+		}
+	}
+	for _, e := range evs {
+		if e.Kind != state.PrimaryElected && e.Kind != state.PrimaryEvicted {
+			continue
+		}
+		if p := s.Primaries[e.TargetID]; p == nil || p.Epoch < e.Epoch {
+			return fmt.Errorf("event %+v ahead of the state", e)
+		}
+	}
+	return nil
+}
+
+// Property: over a long random sequence of ops, the invariants hold after
+// every op. Seeded, so a failure is reproducible.
+func TestElectionInvariantsRandomOps(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, 42))
+			s := state.NewState()
+			targets := []string{"t0", "t1", "t2", "t3"}
+			nodes := []string{"n0", "n1", "n2"}
+			forcedNone := map[string]bool{} // SetPrimary("") leaves a target without primary until its next change
+			next := 0
+			for i := range 2000 {
+				var op state.Op
+				ids := slices.Sorted(maps.Keys(s.Channels))
+				switch r := rng.IntN(100); {
+				case r < 45 || len(ids) == 0:
+					next++
+					op = reg(fmt.Sprint("c", next), targets[rng.IntN(len(targets))], nodes[rng.IntN(len(nodes))])
+					if rng.IntN(10) == 0 {
+						op.Register.Channel.Active = false
+					}
+				case r < 85:
+					op = unreg(ids[rng.IntN(len(ids))])
+				case r < 90:
+					op = removeNode(nodes[rng.IntN(len(nodes))])
+				case r < 97:
+					c := s.Channels[ids[rng.IntN(len(ids))]]
+					if c.Active {
+						op = setPrimary(c.TargetID, c.ID)
+					} else {
+						op = unreg(c.ID)
+					}
+				default:
+					op = setPrimary(targets[rng.IntN(len(targets))], "")
+				}
+				before := primaries(s)
+				evs, err := s.Apply(op)
+				if err != nil {
+					t.Fatalf("op %d %+v: Apply() = %v", i, op, err)
+				}
+				for _, e := range evs {
+					switch e.Kind {
+					case state.PrimaryElected:
+						forcedNone[e.TargetID] = false
+					case state.PrimaryEvicted:
+						forcedNone[e.TargetID] = op.SetPrimary != nil
+					}
+				}
+				if err := checkInvariants(s, before, evs, forcedNone, op.RemoveNodeChannels != nil); err != nil {
+					t.Fatalf("after op %d %+v: %v", i, op, err)
+				}
+			}
+		})
+	}
+}
+
+// A snapshot keeps channels, registration order and epochs, and the restored
+// state goes on from there: epochs never go backwards across a restart.
+func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
+	t.Parallel()
+	s := applyAll(t,
+		reg("c1", "t1", "n1"), reg("c2", "t1", "n2"), unreg("c1"), // t1: c2 at epoch 2
+		reg("c3", "t2", "n1"), unreg("c3"), // t2: none at epoch 2
+		reg("c4", "t3", "n1"),
+	)
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := state.Unmarshal(b)
+	if err != nil {
+		t.Fatalf("Unmarshal() = %v", err)
+	}
+	if got, want := primaries(r), primaries(s); !maps.Equal(got, want) {
+		t.Errorf("primaries after round trip = %+v, want %+v", got, want)
+	}
+	if r.Seq != s.Seq || len(r.Channels) != len(s.Channels) {
+		t.Errorf("seq %d, %d channels; want %d, %d", r.Seq, len(r.Channels), s.Seq, len(s.Channels))
+	}
+	for id, c := range s.Channels {
+		rc := r.Channels[id]
+		if rc == nil || rc.Seq != c.Seq || rc.TargetID != c.TargetID || rc.NodeID != c.NodeID || !rc.RegisteredAt.Equal(c.RegisteredAt) {
+			t.Errorf("channel %s = %+v, want %+v", id, rc, c)
+		}
+	}
+
+	// Life goes on after the restore.
+	evs, err := r.Apply(reg("c5", "t2", "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []state.Event{registered("t2", "c5", "n1"), elected("t2", "c5", "n1", 3)}; !slices.Equal(evs, want) {
+		t.Errorf("events after restore = %+v, want %+v", evs, want)
+	}
+	if c := r.Channels["c5"]; c.Seq != s.Seq+1 {
+		t.Errorf("new channel seq = %d, want %d", c.Seq, s.Seq+1)
+	}
+	if _, err := r.Apply(unreg("c2")); err != nil {
+		t.Fatal(err)
+	}
+	if id, epoch := r.PrimaryOf("t1"); id != "" || epoch != 3 {
+		t.Errorf("t1 after its primary left = %q@%d, want none@3", id, epoch)
+	}
+
+	// An empty snapshot decodes to a usable state.
+	e, err := state.Unmarshal([]byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Apply(reg("c1", "t1", "n1")); err != nil {
+		t.Errorf("Apply on a state from {} = %v", err)
+	}
+	if _, err := state.Unmarshal([]byte(`{`)); err == nil {
+		t.Errorf("Unmarshal of garbage = nil error")
+	}
+}
+
+// Memory.Apply applies every op, joins the errors, and notifies subscribers
+// in order.
+func TestMemoryApplyAndSubscribe(t *testing.T) {
+	m := state.NewMemory()
+	var got [][]state.Event
+	cancel := m.Subscribe(func(evs []state.Event) { got = append(got, evs) })
+	err := m.Apply(t.Context(), reg("c1", "t1", "n1"), reg("c1", "t1", "n1"), reg("c2", "t1", "n1"))
+	if !errors.Is(err, state.ErrExists) {
+		t.Errorf("Apply() = %v, want ErrExists for the duplicate", err)
+	}
+	m.View(func(s *state.State) {
+		if len(s.Channels) != 2 {
+			t.Errorf("%d channels, want 2 (the failed op does not stop the others)", len(s.Channels))
+		}
+	})
+	want := []state.Event{registered("t1", "c1", "n1"), elected("t1", "c1", "n1", 1), registered("t1", "c2", "n1")}
+	if len(got) != 1 || !slices.Equal(got[0], want) {
+		t.Errorf("subscriber got %+v, want one batch %+v", got, want)
+	}
+	cancel()
+	if err := m.Apply(t.Context(), unreg("c1")); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Errorf("subscriber called after cancel")
+	}
+}
