@@ -67,6 +67,9 @@ type Config struct {
 	// order, from one goroutine. It must not block for long and must not call
 	// Close.
 	OnEvent func(Event)
+	// ClusterInfo, if set, describes the cluster for Cluster (the raft-backed
+	// store knows its members and leader). Nil: this node alone, leading.
+	ClusterInfo func() ClusterInfo
 	// Metrics, if set, receives the controller's measurements.
 	Metrics Metrics
 	// Logger receives the controller's logs. Default slog.Default().

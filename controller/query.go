@@ -66,6 +66,9 @@ func (c *Controller) Target(id string) (TargetInfo, bool) {
 // Cluster describes the cluster as this node sees it. A single node is its
 // own leader.
 func (c *Controller) Cluster() ClusterInfo {
+	if c.cfg.ClusterInfo != nil {
+		return c.cfg.ClusterInfo()
+	}
 	return ClusterInfo{
 		NodeID:   c.nodeID,
 		LeaderID: c.nodeID,

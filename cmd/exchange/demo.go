@@ -54,6 +54,15 @@ type demo struct {
 
 	connectors map[string]*demoConnector
 	elected    chan controller.Event // primary elections, from the controller's listener
+	told       chan told             // what connectors were told about their role
+	quiet      bool                  // set once the story is over; protected by mu
+}
+
+// told is a PRIMARY notification as a connector saw it.
+type told struct {
+	connector, target string
+	primary           bool
+	epoch             uint64
 }
 
 type demoConnector struct {
@@ -64,6 +73,9 @@ type demoConnector struct {
 func (d *demo) say(format string, args ...any) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.quiet {
+		return
+	}
 	fmt.Fprintf(d.out, "[%6.3fs] %s\n", time.Since(d.t0).Seconds(), fmt.Sprintf(format, args...))
 }
 
@@ -71,7 +83,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	d := &demo{out: out, log: log, t0: time.Now(), lis: embedded.Listen(),
-		connectors: map[string]*demoConnector{}, elected: make(chan controller.Event, 64)}
+		connectors: map[string]*demoConnector{}, elected: make(chan controller.Event, 64), told: make(chan told, 64)}
 
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "demo-node"
@@ -123,6 +135,9 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 	if err := d.waitChannels(ctx, 3); err != nil {
 		return err
 	}
+	if err := d.waitRoles(ctx, 3); err != nil {
+		return err
+	}
 
 	// Commands to targets, answered by whichever connector holds a channel.
 	for _, target := range []string{"alpha", "beta"} {
@@ -162,6 +177,18 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 	case <-ctx.Done():
 		return fmt.Errorf("demo: no new primary: %w", ctx.Err())
 	}
+	for learned := false; !learned; {
+		select {
+		case t := <-d.told:
+			if t.target == "alpha" && t.primary && t.connector != victim {
+				d.say("demo         %s knows it is the primary %s after the kill", t.connector,
+					time.Since(killed).Round(time.Microsecond))
+				learned = true
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("demo: the new primary was never told: %w", ctx.Err())
+		}
+	}
 	if err := d.echo(ctx, "alpha", "still there?"); err != nil {
 		return err
 	}
@@ -169,6 +196,9 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 		d.say("controller   send to gamma: %v", err)
 	}
 	d.say("demo         done")
+	d.mu.Lock()
+	d.quiet = true
+	d.mu.Unlock()
 	return nil
 }
 
@@ -186,7 +216,11 @@ func (d *demo) start(ctx context.Context, id, target string) error {
 		if primary {
 			d.say("%-12s is now the PRIMARY of %s (epoch %d)", id, target, epoch)
 		} else {
-			d.say("%-12s is a replica of %s (epoch %d)", id, target, epoch)
+			d.say("%-12s is not the primary of %s (epoch %d)", id, target, epoch)
+		}
+		select {
+		case d.told <- told{connector: id, target: target, primary: primary, epoch: epoch}:
+		default:
 		}
 	}
 	c, err := connector.New(cfg, mux, d.lis)
@@ -223,6 +257,20 @@ func (d *demo) waitChannels(ctx context.Context, n int) error {
 		case <-t.C:
 		case <-ctx.Done():
 			return fmt.Errorf("demo: waiting for %d channels: %w", n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// waitRoles waits until n connectors have been told their role.
+func (d *demo) waitRoles(ctx context.Context, n int) error {
+	seen := map[string]bool{}
+	for len(seen) < n {
+		select {
+		case t := <-d.told:
+			seen[t.connector] = true
+		case <-ctx.Done():
+			return fmt.Errorf("demo: waiting for %d connectors to learn their role: %w", n, ctx.Err())
 		}
 	}
 	return nil

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster"
+	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/management"
+	"github.com/exchangekit/exchange/metrics"
+	"github.com/exchangekit/exchange/state"
+)
+
+func init() { subcommands = append(subcommands, newControllerCommand) }
+
+type controllerFlags struct {
+	nodeID          string
+	dataDir         string
+	grpcAddr        string
+	httpAddr        string
+	raftAddr        string
+	gossipAddr      string
+	join            []string
+	bootstrapExpect int
+	inMemory        bool
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
+	tokens          []string
+	mgmtTokens      []string
+	healthInterval  time.Duration
+	healthTimeout   time.Duration
+	log             logFlags
+}
+
+func newControllerCommand(stdout, stderr io.Writer) *cobra.Command {
+	var f controllerFlags
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run a controller node (single node; durable state in --data-dir)",
+		Long: `Run a controller: connectors connect to --grpc-addr, the management API and
+Prometheus metrics are served on --http-addr, and the replicated state (channel
+registry, primaries and their epochs, batches) is kept by raft in --data-dir,
+so nothing acknowledged is lost on a crash or restart. --in-memory keeps
+everything in memory instead.
+
+Without --management-token the management API listens on loopback only.
+Without --token or --tls-client-ca every connector is accepted (a warning says so).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runController(cmd.Context(), f, stdout, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	def := cluster.DefaultConfig()
+	fl.StringVar(&f.nodeID, "node-id", "", "node id (default: stored in --data-dir, else the host name)")
+	fl.StringVar(&f.dataDir, "data-dir", def.DataDir, "directory of the durable state (raft log, snapshots)")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", ":7400", "address connectors connect to (gRPC)")
+	fl.StringVar(&f.httpAddr, "http-addr", ":7480", "management API and /metrics address (loopback only without --management-token)")
+	fl.StringVar(&f.raftAddr, "raft-addr", def.RaftAddr, "raft transport address")
+	fl.StringVar(&f.gossipAddr, "gossip-addr", ":7402", "gossip (membership) address, for multi-node clusters")
+	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses of cluster members to join, HOST:PORT,...")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 1, "number of nodes to wait for before bootstrapping a cluster")
+	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
+	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA (PEM) whose client certificates are required (mutual TLS)")
+	fl.StringSliceVar(&f.tokens, "token", nil, "token(s) connectors must present in HELLO")
+	fl.StringSliceVar(&f.mgmtTokens, "management-token", nil, "bearer token(s) for the management API and /metrics")
+	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
+	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
+	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+// controllerStore is what the controller command needs from either store.
+type controllerStore interface {
+	controller.Store
+	state.Store
+}
+
+func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Writer) error {
+	log, err := f.log.logger(stderr)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if len(f.join) > 0 || f.bootstrapExpect > 1 {
+		return &exitError{code: 2, err: errors.New("multi-node clusters (--join, --bootstrap-expect > 1) are not available in this release; run a single node")}
+	}
+	tlsCfg, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsClientCA)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+
+	// The replicated state: raft on disk by default, or memory.
+	var (
+		store   controllerStore
+		node    *cluster.Node
+		nodeID  = f.nodeID
+		where   = "memory (--in-memory: nothing survives exit)"
+		cluInfo func() controller.ClusterInfo
+	)
+	if f.inMemory {
+		store = state.NewMemory()
+	} else {
+		ccfg := cluster.DefaultConfig()
+		ccfg.NodeID, ccfg.DataDir, ccfg.RaftAddr, ccfg.Logger = f.nodeID, f.dataDir, f.raftAddr, log
+		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		node, err = cluster.Open(octx, ccfg)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("open state in %s: %w", f.dataDir, err)
+		}
+		defer func() {
+			if err := node.Close(); err != nil {
+				log.Error("close state", "err", err)
+			}
+		}()
+		store, nodeID = node, node.NodeID()
+		where = fmt.Sprintf("%s (raft %s)", f.dataDir, node.RaftAddr())
+		cluInfo = func() controller.ClusterInfo { return clusterInfo(node.Stats()) }
+	}
+
+	// Metrics: the controller's own plus Go runtime and process collectors.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	src := &lateSource{}
+	m := metrics.NewController(reg, src)
+
+	// Connectors' transport.
+	var sopts []grpcchannel.ServerOption
+	if tlsCfg != nil {
+		sopts = append(sopts, grpcchannel.WithTLS(tlsCfg))
+	}
+	srv := grpcchannel.NewServer(sopts...)
+	gl, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.grpcAddr, err)
+	}
+
+	cfg := controller.DefaultConfig()
+	cfg.NodeID = nodeID
+	cfg.Logger = log
+	cfg.Metrics = m
+	cfg.OnEvent = m.OnEvent
+	cfg.ClusterInfo = cluInfo
+	cfg.HealthInterval = f.healthInterval
+	cfg.HealthTimeout = f.healthTimeout
+	var auths []controller.Authenticator
+	if len(f.tokens) > 0 {
+		auths = append(auths, controller.StaticTokens(f.tokens...))
+	}
+	if f.tlsClientCA != "" {
+		auths = append(auths, controller.CertIdentity(controller.BindNone))
+	}
+	if len(auths) > 0 {
+		cfg.Authenticator = controller.Chain(auths...)
+	}
+	ctrl, err := controller.New(cfg, srv, store)
+	if err != nil {
+		_ = gl.Close()
+		return &exitError{code: 2, err: err}
+	}
+
+	runner, err := batch.NewRunner(batch.DefaultConfig(), ctrl, state.NewBatchStore(store))
+	if err != nil {
+		_ = gl.Close()
+		return &exitError{code: 2, err: err}
+	}
+	src.set(metrics.WithBatchCounts(ctrl, metrics.CountBatches(runner.ListBatches)))
+
+	mcfg := management.DefaultConfig()
+	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
+	mcfg.Ready = func() error {
+		if node != nil && !node.Leader() {
+			return errors.New("this node does not lead the raft cluster")
+		}
+		return nil
+	}
+	mgmt, err := management.New(mcfg, ctrl, runner, reg)
+	if err != nil {
+		_ = gl.Close()
+		return &exitError{code: 2, err: err}
+	}
+	ml, err := mgmt.Listen()
+	if err != nil {
+		_ = gl.Close()
+		return fmt.Errorf("listen %s: %w", f.httpAddr, err)
+	}
+
+	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s state=%s\n",
+		nodeID, gl.Addr(), ml.Addr(), where)
+	if len(auths) == 0 {
+		log.Warn("no --token and no --tls-client-ca: every connector is accepted")
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(gl); err != nil {
+			return fmt.Errorf("grpc server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return ctrl.Run(gctx) })
+	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error { return mgmt.Serve(gctx, ml) })
+	g.Go(func() error {
+		<-gctx.Done()
+		// Shut down in order: say GOOD_BYE to every connector and leave the
+		// registry clean, stop the batch runner, then the transport.
+		_ = ctrl.Close()
+		_ = runner.Close()
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-stopped:
+		case <-t.C:
+			srv.Stop()
+			<-stopped
+		}
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("controller stopped", "err", err)
+	return err
+}
+
+// lateSource lets the metrics read the controller that is built after them.
+type lateSource struct {
+	src atomicValue[metrics.Source]
+}
+
+func (l *lateSource) set(s metrics.Source) { l.src.Store(s) }
+
+func (l *lateSource) Channels() []controller.ChannelInfo {
+	if s := l.src.Load(); s != nil {
+		return s.Channels()
+	}
+	return nil
+}
+
+func (l *lateSource) Targets() []controller.TargetInfo {
+	if s := l.src.Load(); s != nil {
+		return s.Targets()
+	}
+	return nil
+}
+
+// BatchCounts forwards to the wrapped source when it counts batches.
+func (l *lateSource) BatchCounts() map[string]int {
+	if bc, ok := l.src.Load().(metrics.BatchCounter); ok {
+		return bc.BatchCounts()
+	}
+	return nil
+}
+
+// clusterInfo maps the raft node's view to the controller's.
+func clusterInfo(st cluster.Stats) controller.ClusterInfo {
+	info := controller.ClusterInfo{NodeID: st.NodeID, LeaderID: st.LeaderID, State: st.State}
+	for _, m := range st.Members {
+		info.Members = append(info.Members, controller.MemberInfo{
+			NodeID: m.NodeID, Address: m.Address, State: "alive", Leader: m.Leader})
+	}
+	return info
+}
