@@ -313,9 +313,15 @@ func TestCtlToken(t *testing.T) {
 	if code, _, errOut = runCtl(t, "--addr", addr, "--token", "s3cret", "targets"); code != 0 {
 		t.Errorf("right token: exit code %d, stderr %q; want 0", code, errOut)
 	}
+	// ctl's --token is the management token: EXCHANGE_MANAGEMENT_TOKEN, the
+	// controller's --management-token; EXCHANGE_TOKEN (connector tokens) is not it.
 	t.Setenv("EXCHANGE_TOKEN", "s3cret")
 	t.Setenv("EXCHANGE_ADDR", addr)
+	if code, _, _ = runCtl(t, "targets"); code != 4 {
+		t.Errorf("EXCHANGE_TOKEN only: exit code %d; want 4 (it is not the management token)", code)
+	}
+	t.Setenv("EXCHANGE_MANAGEMENT_TOKEN", "s3cret")
 	if code, _, errOut = runCtl(t, "targets"); code != 0 {
-		t.Errorf("EXCHANGE_TOKEN and EXCHANGE_ADDR: exit code %d, stderr %q; want 0", code, errOut)
+		t.Errorf("EXCHANGE_MANAGEMENT_TOKEN and EXCHANGE_ADDR: exit code %d, stderr %q; want 0", code, errOut)
 	}
 }
