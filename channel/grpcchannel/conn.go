@@ -1,0 +1,180 @@
+package grpcchannel
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/exchangekit/exchange/channel"
+	pb "github.com/exchangekit/exchange/internal/exchangepb"
+)
+
+// stream is what a conn needs of either end of the Connect stream
+// (grpc.BidiStreamingServer and grpc.BidiStreamingClient both fit).
+type stream interface {
+	Send(*pb.Frame) error
+	Recv() (*pb.Frame, error)
+	Context() context.Context
+}
+
+// conn is a channel.Conn over one Connect stream, on either side.
+//
+// Concurrency follows the channel.Conn contract, which is gRPC's stream rule:
+// at most one goroutine in Send and one in Recv at a time (channel.Channel
+// owns exactly one writer and one reader goroutine per Conn). conn therefore
+// takes no lock around stream.Send or stream.Recv, and must not: concurrent
+// SendMsg calls on one gRPC stream are illegal, and a lock would only hide a
+// broken caller. Close and CloseWithError may be called from any goroutine at
+// any time, more than once.
+type conn struct {
+	st    stream
+	side  string // "client" or "server", for error messages
+	max   int    // largest frame sent, in encoded bytes
+	peer  channel.PeerInfo
+	abort context.CancelFunc // client side: cancels the stream; nil on the server side
+
+	// queue holds the rest of a received batch; used only by Recv (the single
+	// reader), so it needs no lock.
+	queue []*pb.Frame
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+	status    error         // server side: how the stream ends; written before done is closed
+}
+
+var (
+	_ channel.Conn             = (*conn)(nil)
+	_ channel.PeerInfoer       = (*conn)(nil)
+	_ channel.CloseWithErrorer = (*conn)(nil)
+)
+
+func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
+	return &conn{
+		st:    st,
+		side:  side,
+		max:   maxFrameBytes,
+		peer:  peerInfo(st.Context()),
+		abort: abort,
+		done:  make(chan struct{}),
+	}
+}
+
+// Send writes f as one gRPC message. A frame whose encoding exceeds the
+// maximum frame size fails with an error wrapping channel.ErrFrameTooLarge
+// before anything is written; the conn stays usable.
+func (c *conn) Send(f *channel.Frame) error {
+	if c.closed() {
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+	}
+	m, err := toProto(f)
+	if err != nil {
+		return err
+	}
+	if n := proto.Size(m); n > c.max {
+		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side, channel.ErrFrameTooLarge, n, c.max)
+	}
+	if err := c.st.Send(m); err != nil {
+		return c.translate("send", err)
+	}
+	return nil
+}
+
+// Recv returns the next frame. Frames that arrived coalesced in a batch are
+// returned one at a time, in order.
+func (c *conn) Recv() (*channel.Frame, error) {
+	for {
+		if c.closed() {
+			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side, channel.ErrClosed)
+		}
+		if len(c.queue) > 0 {
+			m := c.queue[0]
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+			return fromProto(m), nil
+		}
+		m, err := c.st.Recv()
+		if err != nil {
+			return nil, c.translate("recv", err)
+		}
+		if b, ok := m.GetKind().(*pb.Frame_Batch); ok {
+			c.queue = b.Batch.GetFrames() // an empty batch is nothing to deliver
+			continue
+		}
+		return fromProto(m), nil
+	}
+}
+
+// Close ends the stream: on the client side by cancelling it (the server sees
+// CANCELLED), on the server side by returning from the Connect handler with
+// status OK (the client sees the end of the stream). Pending and later Send
+// and Recv calls fail with an error wrapping channel.ErrClosed.
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		if c.abort != nil {
+			c.abort()
+		}
+	})
+	return nil
+}
+
+// CloseWithError closes the conn and, on the server side, ends the stream
+// with a status telling the client why: INVALID_ARGUMENT with err's text when
+// err wraps channel.ErrMalformedFrame, RESOURCE_EXHAUSTED when it wraps
+// channel.ErrFrameTooLarge, OK when it wraps channel.ErrClosed, ABORTED
+// otherwise. A client cannot send a status, so on the client side it is Close.
+// Only the first Close or CloseWithError counts.
+func (c *conn) CloseWithError(err error) error {
+	c.closeOnce.Do(func() {
+		c.status = closeStatus(err)
+		close(c.done)
+		if c.abort != nil {
+			c.abort()
+		}
+	})
+	return nil
+}
+
+// PeerInfo returns the remote address and, over TLS, the connection state; on
+// the server side with mTLS, PeerCertificates[0] is the client's verified
+// certificate.
+func (c *conn) PeerInfo() channel.PeerInfo { return c.peer }
+
+func (c *conn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// translate maps a stream error; once the conn is closed locally every error
+// is ErrClosed, whatever gRPC made of the cancellation.
+func (c *conn) translate(op string, err error) error {
+	if c.closed() {
+		return fmt.Errorf("grpcchannel: %s %s: %w", c.side, op, channel.ErrClosed)
+	}
+	return translate(c.side+" "+op, err)
+}
+
+// peerInfo extracts the peer's address and TLS state from a stream context.
+func peerInfo(ctx context.Context) channel.PeerInfo {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return channel.PeerInfo{}
+	}
+	var info channel.PeerInfo
+	if p.Addr != nil {
+		info.Addr = p.Addr.String()
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		state := ti.State
+		info.TLS = &state
+	}
+	return info
+}

@@ -1,0 +1,74 @@
+// Package grpcchannel is the gRPC twin of the channel transport: a connector
+// opens one bidirectional gRPC stream (exchange.v1.Exchange/Connect) per
+// channel to a controller, and each message on the stream is one frame
+// (proto/exchange/v1/exchange.proto, described in docs/protocol.md).
+//
+// It provides the two ends of a channel.Conn and nothing else: the command and
+// reply semantics (correlation, deadlines, HELLO, GOOD_BYE, …) live once in
+// channel.Channel, which runs the same way over this package and over
+// channel/embedded. Both pass the conformance suite in channel/channeltest,
+// and both report the same errors: a closed or broken stream is
+// channel.ErrClosed, a protocol violation channel.ErrMalformedFrame, a frame
+// over the limit channel.ErrFrameTooLarge; gRPC status codes never leave this
+// package.
+//
+// # Usage
+//
+// On the controller:
+//
+//  1. Create the server: srv := grpcchannel.NewServer(grpcchannel.WithTLS(serverTLS)).
+//     With cfg.ClientCAs and cfg.ClientAuth = tls.RequireAndVerifyClientCert
+//     the server requires mutual TLS.
+//  2. Optionally register other services on srv.GRPCServer() (same port).
+//  3. Serve on a listener, in a goroutine you own: go srv.Serve(lis) (port
+//     7400 by convention).
+//  4. Accept channels: conn, err := srv.Accept(ctx). Server is a
+//     channel.Listener. channel.Peer(conn) gives the peer's address and, with
+//     mTLS, its verified client certificate. Run channel.AcceptHello on conn,
+//     then channel.New(conn, handler, cfg).
+//  5. Shut down: srv.Close() stops accepting (the health service turns
+//     NOT_SERVING); close the channels (GOOD_BYE); then srv.GracefulStop(),
+//     or srv.Stop() to cut every connection at once.
+//
+// On the connector:
+//
+//  1. Create the dialer once: d, err := grpcchannel.NewDialer("controller:7400",
+//     grpcchannel.WithTLS(clientTLS)) (or WithInsecure() for tests). It holds
+//     one gRPC ClientConn, reused by every Dial.
+//  2. Dial for each (re)connection: conn, err := d.Dial(ctx). Dial fails
+//     promptly, wrapping ErrUnavailable, when the controller cannot be
+//     reached, so the caller can back off or fail over.
+//  3. Run channel.Hello on conn, then channel.New(conn, handler, cfg).
+//  4. At the end, close the channel, then d.Close().
+//
+// # Keepalive and limits
+//
+// Both sides ping an idle connection every 10 s and drop it 5 s after an
+// unanswered ping, so a half-open connection (a peer that vanished without
+// closing) is detected from either side in about 15–20 s and the Conn's Recv
+// fails with channel.ErrClosed. The server tolerates client pings every 5 s,
+// with or without streams, so clients on these defaults are never sent
+// "too_many_pings". Frames are limited to 4 MiB each way (the encoded size of
+// one exchange.v1.Frame): Send refuses a larger frame before writing anything,
+// with an error wrapping channel.ErrFrameTooLarge, and the conn stays usable;
+// a peer that sends one anyway has its stream ended with RESOURCE_EXHAUSTED.
+// WithKeepalive and WithMaxFrameBytes change both.
+//
+// # Concurrency
+//
+// A Conn follows the gRPC stream rule, which is the channel.Conn contract: one
+// goroutine may be in Send and another in Recv at the same time, but never two
+// in Send or two in Recv. channel.Channel guarantees it with its single reader
+// and single writer goroutines; the package adds no lock around the stream.
+// Close and CloseWithError may be called from any goroutine, any number of
+// times, and unblock Send and Recv. Server and Dialer are safe for concurrent
+// use.
+//
+// # Goroutines
+//
+// The package starts no long-lived goroutine of its own. Each Connect stream
+// runs on a gRPC handler goroutine that blocks until its Conn is closed, the
+// client goes away, or the server stops. gRPC's own goroutines belong to the
+// grpc.Server (ended by Stop or GracefulStop) and the ClientConn (ended by
+// Dialer.Close).
+package grpcchannel

@@ -1,0 +1,224 @@
+package grpcchannel
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/exchangekit/exchange/channel"
+)
+
+// Keepalive defaults (docs/protocol.md, "Keepalive"). The client pings an idle
+// connection every 10 s and gives up 5 s after an unanswered ping; the server
+// does the same and accepts client pings as often as every 5 s, with or
+// without open streams, so a client on the defaults is never sent
+// GOAWAY "too_many_pings". A half-open connection is thus detected from either
+// side within about 15–20 s.
+const (
+	DefaultClientKeepaliveTime    = 10 * time.Second
+	DefaultClientKeepaliveTimeout = 5 * time.Second
+	DefaultServerKeepaliveTime    = 10 * time.Second
+	DefaultServerKeepaliveTimeout = 5 * time.Second
+	DefaultServerKeepaliveMinTime = 5 * time.Second
+)
+
+// ServerOption configures a Server (see NewServer).
+type ServerOption interface{ applyServer(*serverOptions) }
+
+// DialOption configures a Dialer (see NewDialer).
+type DialOption interface{ applyDial(*dialOptions) }
+
+// Option configures either side: it is both a ServerOption and a DialOption.
+type Option interface {
+	ServerOption
+	DialOption
+}
+
+type serverOptions struct {
+	tls           *tls.Config
+	keepalive     ServerKeepalive
+	maxFrameBytes int
+	grpcOpts      []grpc.ServerOption
+}
+
+type dialOptions struct {
+	tls           *tls.Config
+	insecure      bool
+	keepalive     ClientKeepalive
+	maxFrameBytes int
+	dialer        func(ctx context.Context, addr string) (net.Conn, error)
+	grpcOpts      []grpc.DialOption
+}
+
+func defaultServerOptions() serverOptions {
+	return serverOptions{
+		keepalive: ServerKeepalive{
+			Time:    DefaultServerKeepaliveTime,
+			Timeout: DefaultServerKeepaliveTimeout,
+			MinTime: DefaultServerKeepaliveMinTime,
+		},
+		maxFrameBytes: channel.DefaultMaxFrameBytes,
+	}
+}
+
+func defaultDialOptions() dialOptions {
+	return dialOptions{
+		keepalive: ClientKeepalive{
+			Time:    DefaultClientKeepaliveTime,
+			Timeout: DefaultClientKeepaliveTimeout,
+		},
+		maxFrameBytes: channel.DefaultMaxFrameBytes,
+	}
+}
+
+// option implements Option with one function per side; a nil function leaves
+// that side alone.
+type option struct {
+	server func(*serverOptions)
+	dial   func(*dialOptions)
+}
+
+func (o option) applyServer(s *serverOptions) {
+	if o.server != nil {
+		o.server(s)
+	}
+}
+
+func (o option) applyDial(d *dialOptions) {
+	if o.dial != nil {
+		o.dial(d)
+	}
+}
+
+// WithTLS secures the connection with TLS.
+//
+// On a Server, cfg must hold the server's certificate; when cfg also sets
+// ClientCAs and ClientAuth: tls.RequireAndVerifyClientCert, the server
+// requires mutual TLS and refuses clients without a certificate signed by one
+// of those CAs, and the verified client certificate is available through
+// channel.Peer(conn).TLS.PeerCertificates[0] on every accepted Conn.
+//
+// On a Dialer, cfg holds the CAs that verify the server (RootCAs; nil means
+// the system pool) and, for mutual TLS, the client's Certificates. gRPC
+// requires and sets the "h2" ALPN protocol itself.
+func WithTLS(cfg *tls.Config) Option {
+	return option{
+		server: func(o *serverOptions) { o.tls = cfg },
+		dial:   func(o *dialOptions) { o.tls = cfg; o.insecure = false },
+	}
+}
+
+// WithInsecure makes a Dialer connect without transport security (plain
+// HTTP/2). For tests and trusted networks only. A Dialer needs either WithTLS
+// or WithInsecure.
+func WithInsecure() DialOption {
+	return option{dial: func(o *dialOptions) { o.insecure = true; o.tls = nil }}
+}
+
+// WithMaxFrameBytes sets the largest frame, as encoded on the wire (the
+// protobuf size of one exchange.v1.Frame), that this side sends and accepts.
+// Default channel.DefaultMaxFrameBytes (4 MiB). Send fails with an error
+// wrapping channel.ErrFrameTooLarge, before anything is written, for a larger
+// frame; a peer sending a larger frame has its stream ended with status
+// RESOURCE_EXHAUSTED. A value ≤ 0 means the default.
+func WithMaxFrameBytes(n int) Option {
+	return option{
+		server: func(o *serverOptions) { o.maxFrameBytes = n },
+		dial:   func(o *dialOptions) { o.maxFrameBytes = n },
+	}
+}
+
+// ServerKeepalive tunes the server's side of gRPC keepalive. Zero fields keep
+// their defaults.
+type ServerKeepalive struct {
+	// Time is how long a connection may be idle before the server pings the
+	// client. Default 10 s; gRPC raises values under 1 s to 1 s.
+	Time time.Duration
+	// Timeout is how long the server waits for the ping's ack before closing
+	// the connection. Default 5 s.
+	Timeout time.Duration
+	// MinTime is the shortest interval between client pings the server
+	// tolerates; a client pinging more often gets GOAWAY "too_many_pings".
+	// Default 5 s, half the client's default ping interval.
+	MinTime time.Duration
+}
+
+// ClientKeepalive tunes the client's side of gRPC keepalive. Zero fields keep
+// their defaults.
+type ClientKeepalive struct {
+	// Time is how long a connection may be idle before the client pings the
+	// server. Default 10 s; gRPC raises values under 10 s to 10 s. It must not
+	// be shorter than the server's MinTime (5 s by default).
+	Time time.Duration
+	// Timeout is how long the client waits for the ping's ack before closing
+	// the connection. Default 5 s.
+	Timeout time.Duration
+}
+
+// Keepalive is the constraint of WithKeepalive: ServerKeepalive or
+// ClientKeepalive.
+type Keepalive interface {
+	ServerKeepalive | ClientKeepalive
+}
+
+// WithKeepalive sets gRPC keepalive parameters: pass a ServerKeepalive to
+// NewServer and a ClientKeepalive to NewDialer. Time and Timeout apply to
+// whichever side the option is given to (a ClientKeepalive given to a server
+// sets the server's Time and Timeout); MinTime exists only on a server.
+func WithKeepalive[K Keepalive](k K) Option {
+	var interval, timeout, minTime time.Duration
+	switch k := any(k).(type) {
+	case ServerKeepalive:
+		interval, timeout, minTime = k.Time, k.Timeout, k.MinTime
+	case ClientKeepalive:
+		interval, timeout = k.Time, k.Timeout
+	}
+	return option{
+		server: func(o *serverOptions) {
+			if interval > 0 {
+				o.keepalive.Time = interval
+			}
+			if timeout > 0 {
+				o.keepalive.Timeout = timeout
+			}
+			if minTime > 0 {
+				o.keepalive.MinTime = minTime
+			}
+		},
+		dial: func(o *dialOptions) {
+			if interval > 0 {
+				o.keepalive.Time = interval
+			}
+			if timeout > 0 {
+				o.keepalive.Timeout = timeout
+			}
+		},
+	}
+}
+
+// WithServerOptions appends raw gRPC server options, applied after the ones
+// this package derives from the other options (so they win). Use it for
+// interceptors, stats handlers, connection limits, ….
+func WithServerOptions(opts ...grpc.ServerOption) ServerOption {
+	return option{server: func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }}
+}
+
+// WithDialOptions appends raw gRPC dial options, applied after the ones this
+// package derives from the other options (so they win). Do not pass transport
+// credentials or a context dialer here: use WithTLS, WithInsecure and
+// WithContextDialer, which Dial's fail-fast connectivity check relies on.
+func WithDialOptions(opts ...grpc.DialOption) DialOption {
+	return option{dial: func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }}
+}
+
+// WithContextDialer replaces the function that opens the network connection
+// to the address the target resolves to (default: TCP, or a Unix socket for
+// "unix:" targets). Tests use it with bufconn; deployments behind an HTTP
+// CONNECT proxy use it to dial through the proxy, since a Dialer does not
+// read the proxy environment variables.
+func WithContextDialer(f func(ctx context.Context, addr string) (net.Conn, error)) DialOption {
+	return option{dial: func(o *dialOptions) { o.dialer = f }}
+}

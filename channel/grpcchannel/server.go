@@ -1,0 +1,189 @@
+package grpcchannel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/exchangekit/exchange/channel"
+	pb "github.com/exchangekit/exchange/internal/exchangepb"
+)
+
+// ServiceName is the full name of the Exchange gRPC service, as registered
+// with the health service.
+const ServiceName = "exchange.v1.Exchange"
+
+// Server is the controller side of the gRPC twin: a gRPC server that serves
+// the Exchange service and hands each Connect stream to Accept as a
+// channel.Conn. It is a channel.Listener.
+//
+// The standard health service (grpc.health.v1.Health) is registered too: it
+// reports SERVING for "" and for ServiceName from NewServer until Close.
+// Other services (node-to-node forwarding, …) may share the port through
+// GRPCServer.
+type Server struct {
+	pb.UnimplementedExchangeServer
+
+	gs            *grpc.Server
+	health        *health.Server
+	maxFrameBytes int
+
+	conns     chan *conn    // Connect handlers → Accept
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+}
+
+var (
+	_ channel.Listener  = (*Server)(nil)
+	_ pb.ExchangeServer = (*Server)(nil)
+)
+
+// NewServer returns a Server configured by opts. It does not listen: call
+// Serve with a net.Listener (or serve GRPCServer yourself).
+//
+// Defaults: no TLS (use WithTLS), keepalive pings every 10 s with a 5 s
+// timeout, client pings tolerated every 5 s even without streams, frames up to
+// 4 MiB each way.
+func NewServer(opts ...ServerOption) *Server {
+	o := defaultServerOptions()
+	for _, opt := range opts {
+		opt.applyServer(&o)
+	}
+	if o.maxFrameBytes <= 0 {
+		o.maxFrameBytes = channel.DefaultMaxFrameBytes
+	}
+	gopts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    o.keepalive.Time,
+			Timeout: o.keepalive.Timeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             o.keepalive.MinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxRecvMsgSize(o.maxFrameBytes),
+		grpc.MaxSendMsgSize(o.maxFrameBytes),
+	}
+	if o.tls != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(o.tls)))
+	}
+	gopts = append(gopts, o.grpcOpts...)
+
+	s := &Server{
+		gs:            grpc.NewServer(gopts...),
+		health:        health.NewServer(),
+		maxFrameBytes: o.maxFrameBytes,
+		conns:         make(chan *conn),
+		done:          make(chan struct{}),
+	}
+	pb.RegisterExchangeServer(s.gs, s)
+	healthpb.RegisterHealthServer(s.gs, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s
+}
+
+// GRPCServer returns the underlying gRPC server, to register other services
+// on the same port before Serve.
+func (s *Server) GRPCServer() *grpc.Server { return s.gs }
+
+// Serve accepts connections on lis until Stop or GracefulStop; it returns nil
+// after them, or the error that made it stop (see grpc.Server.Serve).
+func (s *Server) Serve(lis net.Listener) error { return s.gs.Serve(lis) }
+
+// Accept waits for the next Connect stream and returns it as a Conn. It fails
+// with an error wrapping channel.ErrClosed once the Server is closed, or with
+// ctx's error.
+func (s *Server) Accept(ctx context.Context) (channel.Conn, error) {
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("grpcchannel: accept: %w", ctx.Err())
+	case <-s.done:
+		return nil, fmt.Errorf("grpcchannel: accept: %w", channel.ErrClosed)
+	}
+}
+
+// Close stops accepting channels: pending and later Accept calls fail with
+// channel.ErrClosed, Connect streams not yet accepted and new ones are refused
+// with UNAVAILABLE, and the health service turns NOT_SERVING. Conns already
+// accepted stay open, and the gRPC server keeps serving (other services, and
+// the health status); Stop or GracefulStop shut it down. Close is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.health.Shutdown()
+	})
+	return nil
+}
+
+// GracefulStop closes the Server, stops listening, and waits until every
+// accepted Conn has been closed by its owner (for example after GOOD_BYE) and
+// every other RPC has finished.
+func (s *Server) GracefulStop() {
+	_ = s.Close()
+	s.gs.GracefulStop()
+}
+
+// Stop closes the Server and the gRPC server at once: every connection is
+// closed and the Recv and Send of every accepted Conn fail with
+// channel.ErrClosed.
+func (s *Server) Stop() {
+	_ = s.Close()
+	s.gs.Stop()
+}
+
+// acceptedHeader is sent at the start of every Connect stream so that the
+// client's Dial knows the server took the stream (and learns its peer).
+var acceptedHeader = metadata.Pairs("exchange-stream", "v1")
+
+// Connect implements the Exchange service: it wraps the stream in a Conn,
+// hands it to Accept, and then blocks until the Conn is closed, because
+// returning from the handler ends the stream. It ends with the status given
+// to CloseWithError, or UNAVAILABLE when the Server is closed before Accept
+// took the stream.
+func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
+	ctx := st.Context()
+	if s.isClosed() {
+		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+	}
+	if err := st.SendHeader(acceptedHeader); err != nil {
+		return err
+	}
+	c := newConn(st, "server", s.maxFrameBytes, nil)
+	select {
+	case s.conns <- c:
+	case <-s.done:
+		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	select {
+	case <-c.done:
+		return c.status
+	case <-ctx.Done():
+		// The client went away, keepalive failed, or the server stopped: the
+		// stream is over. The owner learns it from Recv or Send.
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
