@@ -8,18 +8,18 @@
 //
 // # Usage
 //
-//  1. Build a Mux and register a handler per command type:
+// Build a Mux and register a handler per command type:
 //
 //	mux := command.NewMux()
 //	mux.Register("ECHO", command.Typed(func(ctx context.Context, in EchoPayload) (EchoPayload, error) {
 //		return in, nil
 //	}))
 //
-//  2. Build commands with NewCommand, which assigns a fresh id:
+// Build commands with NewCommand, which assigns a fresh id:
 //
 //	cmd, err := command.NewCommand("ECHO", EchoPayload{Text: "hi"})
 //
-//  3. Read a reply's payload with Decode:
+// Read a reply's payload with Decode:
 //
 //	out, err := command.Decode[EchoPayload](reply.Payload)
 //

@@ -1,0 +1,512 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/backoff"
+)
+
+// Connector keeps one channel open to a controller node: it dials its
+// endpoints with failover, says HELLO, answers the controller's commands with
+// a command.Mux (plus the built-ins GOOD_BYE, PRIMARY and HEALTH_CHECK), and
+// reconnects with jittered exponential backoff whenever the channel is lost,
+// until Close or Run's context ends it.
+//
+// A Connector is safe for concurrent use. Run may be called once.
+type Connector struct {
+	cfg     Config
+	mux     *command.Mux
+	dialers []channel.Dialer
+	log     *slog.Logger
+	policy  backoff.Policy
+	int64n  func(int64) int64 // backoff randomness; tests substitute a fixed one
+	window  *window           // nil when deduplication is disabled
+
+	life    context.Context // cancelled by Close
+	cancel  context.CancelFunc
+	runDone chan struct{}   // closed when Run has returned
+	done    chan struct{}   // closed once stopped (Run returned, or Close before Run)
+	runCtx  context.Context // Run's context, for user handlers; set before any channel exists
+	wg      sync.WaitGroup  // user-handler runs and channel closers
+
+	mu        sync.Mutex // protects the fields below
+	started   bool       // Run was called
+	closed    bool       // Close was called
+	stopped   bool       // done is closed
+	stopErr   error      // what Run returned
+	state     State
+	sess      *session      // the live channel, nil when not connected
+	connected chan struct{} // closed when a channel is published; replaced when it goes
+	targetID  string        // adopted from the last HELLO reply
+	primary   bool
+	epoch     uint64
+	maxEpoch  map[string]uint64 // target → highest PRIMARY epoch seen
+	events    []func()          // callbacks waiting for the notifier, in order
+	wake      chan struct{}     // buffered(1): events is not empty
+}
+
+// session is one live channel.
+type session struct {
+	ch        *channel.Channel
+	endpoint  int
+	channelID string
+	targetID  string
+	heartbeat time.Duration               // silence after which the channel is taken for dead; 0: never
+	ready     chan struct{}               // closed once published; handlers wait for it
+	goodbye   chan command.GoodByePayload // buffered(1): the first GOOD_BYE wins
+	touch     chan struct{}               // buffered(1): a command arrived (heartbeat watchdog)
+	detached  bool                        // guarded by Connector.mu: no longer the live channel
+}
+
+// New returns a Connector that will connect to the first reachable of
+// endpoints (at least one) and answer commands with mux (nil: an empty Mux).
+// Nothing happens until Run.
+func New(cfg Config, mux *command.Mux, endpoints ...channel.Dialer) (*Connector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(endpoints) == 0 {
+		return nil, fmt.Errorf("%w: at least one endpoint is required", ErrInvalidConfig)
+	}
+	for i, d := range endpoints {
+		if d == nil {
+			return nil, fmt.Errorf("%w: endpoint %d is nil", ErrInvalidConfig, i)
+		}
+	}
+	cfg = cfg.withDefaults()
+	if cfg.ConnectorID == "" {
+		cfg.ConnectorID = command.NewID()
+	}
+	cfg.Metadata = maps.Clone(cfg.Metadata) // sent on every HELLO; the caller may reuse its map
+	if mux == nil {
+		mux = command.NewMux()
+	}
+	life, cancel := context.WithCancel(context.Background())
+	c := &Connector{
+		cfg:       cfg,
+		mux:       mux,
+		dialers:   append([]channel.Dialer(nil), endpoints...),
+		log:       cfg.Logger.With("connectorId", cfg.ConnectorID),
+		policy:    cfg.policy(),
+		int64n:    rand.Int64N,
+		life:      life,
+		cancel:    cancel,
+		runDone:   make(chan struct{}),
+		done:      make(chan struct{}),
+		connected: make(chan struct{}),
+		targetID:  cfg.TargetID,
+		maxEpoch:  make(map[string]uint64),
+		wake:      make(chan struct{}, 1),
+	}
+	if cfg.DedupWindow > 0 {
+		c.window = newWindow(cfg.DedupWindow)
+	}
+	return c, nil
+}
+
+// Run connects and keeps the Connector connected until ctx is done or Close
+// is called (Run then returns nil), or until a fatal stop:
+//   - the controller refused the HELLO: an error wrapping the
+//     *channel.HelloRejectedError (errors.Is channel.ErrHelloRejected); no retry;
+//   - the controller said GOOD_BYE{reconnect:false}: a *GoodByeError (errors.Is
+//     ErrGoodBye).
+//
+// Any other loss of the channel (broken stream, controller crash, malformed
+// frame, missed heartbeats) and any failed dial or handshake leads to a
+// reconnection after the backoff. Before returning, Run closes the channel and
+// waits for every goroutine it started, callbacks included. Run may be called
+// once; it returns ErrClosed if Close came first.
+func (c *Connector) Run(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return ErrClosed
+	case c.started:
+		c.mu.Unlock()
+		return errors.New("connector: Run already called")
+	}
+	c.started = true
+	ctx, cancel := context.WithCancel(ctx)
+	c.runCtx = ctx
+	c.mu.Unlock()
+	defer close(c.runDone)
+	defer cancel()
+	stop := context.AfterFunc(c.life, cancel)
+	defer stop()
+
+	quit, notified := make(chan struct{}), make(chan struct{})
+	go func() { // the notifier: owned by Run, which waits for it below
+		defer close(notified)
+		c.notify(quit)
+	}()
+
+	// Run's own token keeps the WaitGroup above zero while channels that may
+	// start handler runs are alive.
+	c.wg.Add(1)
+	ep, err := c.loop(ctx)
+	cancel() // ends the contexts of user handlers still running
+	c.wg.Done()
+	c.wg.Wait()
+
+	c.mu.Lock()
+	c.state = StateStopped
+	c.enqueueState(StateChange{State: StateStopped, Endpoint: ep, Err: err})
+	c.finishLocked(err)
+	c.mu.Unlock()
+	close(quit)
+	<-notified
+	return err
+}
+
+// loop is Run's body. It returns the last endpoint used and Run's result.
+func (c *Connector) loop(ctx context.Context) (int, error) {
+	failures, ep := 0, 0
+	for {
+		if ctx.Err() != nil {
+			return ep, nil
+		}
+		c.setState(StateChange{State: StateConnecting, Endpoint: ep, Attempt: failures})
+		sess, err := c.connect(ctx, ep)
+		if err != nil {
+			var rejected *channel.HelloRejectedError
+			switch {
+			case ctx.Err() != nil:
+				c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: ErrClosed})
+				return ep, nil
+			case errors.As(err, &rejected):
+				c.log.Error("connector: hello rejected; not retrying", "endpoint", ep, "reason", rejected.Reason)
+				c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err})
+				return ep, err
+			}
+			delay := c.policy.Delay(failures, c.int64n)
+			failures++
+			c.log.Warn("connector: connection attempt failed", "endpoint", ep, "err", err, "retryIn", delay)
+			c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err, Delay: delay})
+			ep = (ep + 1) % len(c.dialers)
+			if !sleep(ctx, delay) {
+				return ep, nil
+			}
+			continue
+		}
+
+		up := time.Now()
+		cause := c.serve(ctx, sess)
+		if time.Since(up) >= c.cfg.StableAfter {
+			failures = 0
+		}
+		var gb *GoodByeError
+		var delay time.Duration
+		var stop bool
+		var result error
+		switch {
+		case ctx.Err() != nil:
+			cause, stop = ErrClosed, true
+		case errors.As(cause, &gb) && !gb.Reconnect:
+			stop, result = true, cause
+		case gb != nil:
+			// The controller asks us to come back, elsewhere if we can: the
+			// first backoff step (jittered) on the next endpoint.
+			delay = c.policy.Delay(0, c.int64n)
+			ep = (ep + 1) % len(c.dialers)
+		default:
+			// The one that worked is tried first again.
+			delay = c.policy.Delay(failures, c.int64n)
+			failures++
+		}
+		c.log.Info("connector: channel lost", "channelId", sess.channelID, "cause", cause, "retryIn", delay, "stopping", stop)
+		c.setState(StateChange{State: StateDisconnected, Endpoint: sess.endpoint,
+			ChannelID: sess.channelID, TargetID: sess.targetID, Err: cause, Delay: delay})
+		if stop {
+			return ep, result
+		}
+		if !sleep(ctx, delay) {
+			return ep, nil
+		}
+	}
+}
+
+// connect dials endpoint ep, runs the handshake and publishes the new channel.
+func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
+	defer cancel()
+	conn, err := c.dialers[ep].Dial(actx)
+	if err != nil {
+		return nil, fmt.Errorf("connector: dial endpoint %d: %w", ep, err)
+	}
+	reply, err := channel.Hello(actx, conn, command.HelloPayload{
+		TargetID:        c.cfg.TargetID,
+		ConnectorID:     c.cfg.ConnectorID,
+		Token:           c.cfg.Token,
+		ProtocolVersion: command.ProtocolVersion,
+		Metadata:        c.cfg.Metadata,
+	})
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("connector: hello on endpoint %d: %w", ep, err)
+	}
+	sess := &session{
+		endpoint:  ep,
+		channelID: reply.ChannelID,
+		targetID:  reply.TargetID,
+		ready:     make(chan struct{}),
+		goodbye:   make(chan command.GoodByePayload, 1),
+		touch:     make(chan struct{}, 1),
+	}
+	if sess.targetID == "" {
+		sess.targetID = c.cfg.TargetID
+	}
+	if reply.HeartbeatMs > 0 && c.cfg.MissedHeartbeats > 0 {
+		sess.heartbeat = time.Duration(reply.HeartbeatMs) * time.Millisecond * time.Duration(c.cfg.MissedHeartbeats)
+	}
+	sess.ch = channel.New(conn, c.handler(sess), c.cfg.Channel)
+
+	c.mu.Lock()
+	c.sess = sess
+	c.targetID = sess.targetID
+	c.state = StateConnected
+	close(c.connected)
+	c.enqueueState(StateChange{State: StateConnected, Endpoint: ep, ChannelID: sess.channelID, TargetID: sess.targetID})
+	c.mu.Unlock()
+	close(sess.ready)
+	c.log.Info("connector: connected", "endpoint", ep, "channelId", sess.channelID, "targetId", sess.targetID)
+	return sess, nil
+}
+
+// serve waits until sess ends, detaches it and closes its channel. It returns
+// why it ended.
+func (c *Connector) serve(ctx context.Context, sess *session) error {
+	cause := c.await(ctx, sess)
+	c.detach(sess)
+	var gb *GoodByeError
+	if errors.As(cause, &gb) {
+		// Let the SUCCEEDED reply reach the controller: it closes the channel
+		// once it has it. Bounded, in case it does not.
+		t := time.NewTimer(goodByeLinger)
+		select {
+		case <-sess.ch.Done():
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	c.closeChannel(sess.ch)
+	return cause
+}
+
+// await blocks until sess must end and returns why: the channel died, ctx is
+// done, the controller said GOOD_BYE, or it fell silent past the heartbeat.
+func (c *Connector) await(ctx context.Context, sess *session) error {
+	var silence <-chan time.Time // nil (never fires) without a heartbeat
+	var t *time.Timer
+	if sess.heartbeat > 0 {
+		t = time.NewTimer(sess.heartbeat)
+		defer t.Stop()
+		silence = t.C
+	}
+	for {
+		select {
+		case <-sess.ch.Done():
+			// A controller closes right after it has our GOOD_BYE reply, and
+			// the handler queued the GOOD_BYE before it made that reply: look
+			// for it, or a GOOD_BYE would pass for a plain drop.
+			select {
+			case p := <-sess.goodbye:
+				return &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
+			default:
+			}
+			return fmt.Errorf("connector: channel %s: %w", sess.channelID, sess.ch.Err())
+		case <-ctx.Done():
+			return ErrClosed
+		case p := <-sess.goodbye:
+			return &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
+		case <-sess.touch:
+			if t != nil {
+				t.Reset(sess.heartbeat)
+			}
+		case <-silence:
+			return fmt.Errorf("connector: channel %s: %w (no command for %s)", sess.channelID, ErrHeartbeatMissed, sess.heartbeat)
+		}
+	}
+}
+
+// detach makes sess no longer the live channel: Send stops using it, and the
+// primary role is dropped, since the connector can no longer know whether it
+// still holds it.
+func (c *Connector) detach(sess *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sess.detached = true
+	if c.sess == sess {
+		c.sess = nil
+		c.state = StateDisconnected
+		c.connected = make(chan struct{})
+	}
+	if c.primary {
+		c.primary = false
+		c.enqueuePrimary(false, c.epoch)
+	}
+}
+
+// closeChannel closes ch without waiting for its handlers (a stuck handler
+// must not keep the connector from reconnecting), but returns only once ch is
+// dead, so pending Sends have failed. The close completes on a goroutine that
+// Run waits for.
+func (c *Connector) closeChannel(ch *channel.Channel) {
+	c.wg.Go(func() { _ = ch.Close() })
+	<-ch.Done()
+}
+
+// sleep waits d, or until ctx is done; it reports whether the wait ran out.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Close stops the Connector: Run's channel is closed and Run returns nil.
+// Close waits until Run has returned and every goroutine of the Connector has
+// ended, user handlers included (their contexts are cancelled; they must
+// return). It is idempotent and returns nil. It must not be called from a
+// handler or a callback (OnState, OnPrimary): cancel Run's context there.
+func (c *Connector) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	started := c.started
+	if !started {
+		c.state = StateStopped
+		c.finishLocked(nil)
+	}
+	c.mu.Unlock()
+	c.cancel()
+	if started {
+		<-c.runDone
+	}
+	return nil
+}
+
+// finishLocked records that the Connector has stopped. c.mu must be held.
+func (c *Connector) finishLocked(err error) {
+	if c.stopped {
+		return
+	}
+	c.stopped, c.stopErr = true, err
+	close(c.done)
+}
+
+// Send sends cmd to the controller node the connector is connected to and
+// waits for its reply, until ctx is done (or the channel's default timeout).
+// When not connected it fails at once with ErrNotConnected (also wrapping
+// ErrClosed once the Connector is closed). If the channel closes while the
+// call waits, it fails at once with an error wrapping channel.ErrClosed. See
+// channel.Channel.Send for the other errors.
+func (c *Connector) Send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+	c.mu.Lock()
+	sess, closed := c.sess, c.closed || c.stopped
+	c.mu.Unlock()
+	switch {
+	case sess == nil && closed:
+		return nil, fmt.Errorf("%w: %w", ErrNotConnected, ErrClosed)
+	case sess == nil:
+		return nil, ErrNotConnected
+	}
+	return sess.ch.Send(ctx, cmd)
+}
+
+// WaitConnected blocks until the Connector has a live channel, ctx is done, or
+// the Connector stops (it then returns Run's fatal error, or an error wrapping
+// ErrClosed).
+func (c *Connector) WaitConnected(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		sess, stopped, stopErr, connected := c.sess, c.stopped, c.stopErr, c.connected
+		c.mu.Unlock()
+		switch {
+		case sess != nil:
+			return nil
+		case stopped && stopErr != nil:
+			return stopErr
+		case stopped:
+			return fmt.Errorf("%w: %w", ErrNotConnected, ErrClosed)
+		}
+		select {
+		case <-connected:
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("connector: wait connected: %w", ctx.Err())
+		}
+	}
+}
+
+// IsPrimary reports whether the controller has told this connector that it is
+// its target's primary, on the current channel. It is false after every
+// (re)connection until a PRIMARY{primary:true} arrives, and false from the
+// moment a channel closes.
+func (c *Connector) IsPrimary() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.primary
+}
+
+// Epoch returns the epoch of the last PRIMARY accepted (the fencing token of
+// the role); it is kept when the role is dropped.
+func (c *Connector) Epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+// TargetID returns the target adopted from the last HELLO reply (the
+// controller may rewrite the one asked for), or Config.TargetID before the
+// first connection.
+func (c *Connector) TargetID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.targetID
+}
+
+// ChannelID returns the id of the live channel, or "" when not connected.
+func (c *Connector) ChannelID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return ""
+	}
+	return c.sess.channelID
+}
+
+// ConnectorID returns the connector id sent in HELLO (Config.ConnectorID or
+// the one generated by New).
+func (c *Connector) ConnectorID() string { return c.cfg.ConnectorID }
+
+// State returns the current connection state.
+func (c *Connector) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// setState records a state change and queues it for OnState.
+func (c *Connector) setState(sc StateChange) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = sc.State
+	c.enqueueState(sc)
+}
