@@ -24,6 +24,23 @@ type result struct {
 	err   error
 }
 
+// The pools of a Channel (resultChans, timers) are per Channel, not per
+// process: channels and timers made inside a testing/synctest bubble must
+// never be used outside it, and a Channel lives in exactly one bubble.
+//
+// resultChans recycles the buffered(1) channels on which pending calls wait,
+// so that Send does not allocate one per call. A channel goes back to the pool
+// only once nobody can send on it any more (see Channel.await).
+func newResultChan() any { return make(chan result, 1) }
+
+// timers recycles the timers of Sends whose context has no deadline. Since Go
+// 1.23, Stop and Reset guarantee that a recycled timer delivers no stale value.
+func newTimer() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
 // Channel runs the command/reply semantics over a Conn: it correlates replies
 // with commands, applies deadlines, bounds the commands in flight, runs the
 // peer's commands through a Handler off the read loop, and fails every pending
@@ -41,22 +58,27 @@ type Channel struct {
 
 	ctx    context.Context // cancelled (with the cause) when the channel dies
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup        // reader, writer and handler goroutines
 	sendq  chan *command.Command // outgoing commands, to the writer
 	replyq chan *command.Reply   // outgoing replies, to the writer
 	sem    chan struct{}         // one token per running handler
 
 	mu      sync.Mutex             // protects pending
-	pending map[string]chan result // command id → buffered(1) result channel
+	pending map[string]chan result // command id → buffered(1) result channel; nil once dead
 
 	handling  atomic.Int64 // peer commands being handled
+	dieOnce   sync.Once    // guards the effects of shutdown
 	closeOnce sync.Once
 	closed    chan struct{} // closed once Close has finished waiting
+
+	resultChans sync.Pool // of chan result; see newResultChan
+	timers      sync.Pool // of *time.Timer; see newTimer
 }
 
 // New starts a Channel over conn. Commands from the peer are answered by h; a
 // nil h answers every command with UNKNOWN. New takes ownership of conn: it is
-// closed when the Channel closes.
+// closed when the Channel closes. Config values that are zero (or negative)
+// mean their default; see Config.Validate to reject negative values early.
 func New(conn Conn, h command.Handler, cfg Config) *Channel {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -72,6 +94,8 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		pending: make(map[string]chan result),
 		closed:  make(chan struct{}),
 	}
+	c.resultChans.New = newResultChan
+	c.timers.New = newTimer
 	c.wg.Go(c.readLoop)
 	c.wg.Go(c.writeLoop)
 	return c
@@ -81,8 +105,9 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 // closed by the peer, or broken.
 func (c *Channel) Done() <-chan struct{} { return c.ctx.Done() }
 
-// Err returns why the channel died (an error wrapping ErrClosed for a normal
-// close), or nil while it is alive.
+// Err returns why the channel died, or nil while it is alive. The error always
+// wraps ErrClosed; when the channel died of a protocol error it also wraps that
+// error (for example ErrMalformedFrame).
 func (c *Channel) Err() error {
 	if c.ctx.Err() == nil {
 		return nil
@@ -101,79 +126,151 @@ func (c *Channel) InFlight() int {
 }
 
 // Send sends cmd and waits for its reply, until ctx is done (or, if ctx has no
-// deadline, Config.DefaultTimeout). An empty cmd.ID gets a fresh one.
+// deadline, Config.DefaultTimeout has passed). An empty cmd.ID gets a fresh
+// one; cmd itself is not modified, and Send does not keep it after returning.
+// The time left before the deadline travels with the command (Command.Timeout)
+// so that the peer's handler context expires when this side stops waiting. A
+// one-way cmd (OneWay set) is sent as by Notify and Send returns a nil reply.
 //
 // A reply with StatusError is returned as a reply, not an error. Errors:
-// ctx's error (context.DeadlineExceeded on timeout) wrapped; an error wrapping
-// ErrClosed if the channel closes first; *UnknownCommandError when the peer
-// has no handler for the type; *RemoteError when the peer's handler failed;
-// *BusyError when too many commands are in flight here or at the peer;
-// ErrDuplicateID; ErrFrameTooLarge.
+// context.DeadlineExceeded (or ctx's other error), wrapped, when no reply came
+// in time; an error wrapping ErrClosed if the channel dies first (at once, not
+// at the deadline); *UnknownCommandError when the peer has no handler for the
+// type; *RemoteError when the peer's handler failed or panicked; *BusyError
+// when too many commands are in flight here or at the peer; ErrDuplicateID
+// when a command with the same id is already in flight; ErrFrameTooLarge when
+// the transport refused the frame; ErrMalformedFrame when cmd has no type.
 func (c *Channel) Send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+	o := c.cfg.Observer
+	if o == nil {
+		return c.send(ctx, cmd)
+	}
 	start := time.Now()
 	reply, err := c.send(ctx, cmd)
-	if o := c.cfg.Observer; o != nil {
-		o.Sent(cmd.Type, time.Since(start), err)
+	var t command.Type
+	if cmd != nil {
+		t = cmd.Type
 	}
+	o.Sent(t, time.Since(start), err)
 	return reply, err
 }
 
 func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
-	if cmd == nil || cmd.Type == "" {
-		return nil, errors.New("channel: send needs a command with a type")
+	if err := checkCommand(cmd); err != nil {
+		return nil, fmt.Errorf("channel: send: %w", err)
 	}
 	if cmd.OneWay {
 		return nil, c.Notify(ctx, cmd)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.DefaultTimeout)
-		defer cancel()
+	// The deadline: ctx's, or Config.DefaultTimeout from now on a pooled timer
+	// (cheaper than a context per call).
+	var (
+		timeout time.Duration
+		timer   *time.Timer
+		expired <-chan time.Time
+	)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	} else {
+		timeout = c.cfg.DefaultTimeout
+		timer = c.timers.Get().(*time.Timer)
+		timer.Reset(timeout)
+		expired = timer.C
+		defer func() {
+			timer.Stop()
+			c.timers.Put(timer)
+		}()
 	}
-	if err := c.Err(); err != nil {
-		return nil, fmt.Errorf("send %s: %w", cmd, err)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("channel: send %s: %w", cmd, err)
 	}
+
 	out := cmd.Clone()
 	if out.ID == "" {
 		out.ID = command.NewID()
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		out.Timeout = max(time.Until(dl), time.Millisecond)
-	}
+	out.Timeout = max(timeout, time.Millisecond)
 
-	ch := make(chan result, 1)
+	ch := c.resultChans.Get().(chan result)
 	c.mu.Lock()
 	switch {
-	case len(c.pending) >= c.cfg.MaxInFlight:
+	case c.ctx.Err() != nil:
+		// Checked under mu: shutdown cancels ctx before it takes pending, so a
+		// call registered after that would never be failed.
 		c.mu.Unlock()
-		return nil, fmt.Errorf("send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
+		c.resultChans.Put(ch)
+		return nil, fmt.Errorf("channel: send %s: %w", out, context.Cause(c.ctx))
 	case c.pending[out.ID] != nil:
 		c.mu.Unlock()
-		return nil, fmt.Errorf("send %s: %w", out, ErrDuplicateID)
+		c.resultChans.Put(ch)
+		return nil, fmt.Errorf("channel: send %s: %w", out, ErrDuplicateID)
+	case len(c.pending) >= c.cfg.MaxInFlight:
+		c.mu.Unlock()
+		c.resultChans.Put(ch)
+		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
 	c.pending[out.ID] = ch
 	c.mu.Unlock()
 
 	select {
 	case c.sendq <- out:
+	case r := <-ch: // the channel died (shutdown fails every pending call)
+		c.resultChans.Put(ch)
+		return c.finish(out, r)
 	case <-ctx.Done():
-		c.forget(out.ID)
-		return nil, fmt.Errorf("send %s: %w", out, ctx.Err())
-	case <-c.ctx.Done():
-		c.forget(out.ID)
-		return nil, fmt.Errorf("send %s: %w", out, context.Cause(c.ctx))
+		return c.giveUp(out, ch, ctx.Err())
+	case <-expired:
+		return c.giveUp(out, ch, context.DeadlineExceeded)
 	}
 
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("send %s: %w", out, r.err)
-		}
-		return classify(out, r.reply)
+		c.resultChans.Put(ch)
+		return c.finish(out, r)
 	case <-ctx.Done():
-		c.forget(out.ID)
-		return nil, fmt.Errorf("send %s: no reply: %w", out, ctx.Err())
+		return c.giveUp(out, ch, ctx.Err())
+	case <-expired:
+		return c.giveUp(out, ch, context.DeadlineExceeded)
 	}
+}
+
+// checkCommand rejects commands that could not be sent.
+func checkCommand(cmd *command.Command) error {
+	if cmd == nil {
+		return fmt.Errorf("%w: nil command", ErrMalformedFrame)
+	}
+	if cmd.Type == "" {
+		return fmt.Errorf("%w: command %q has no type", ErrMalformedFrame, cmd.ID)
+	}
+	return nil
+}
+
+// finish turns the result of a call into Send's return values.
+func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error) {
+	if r.err != nil {
+		return nil, fmt.Errorf("channel: send %s: %w", cmd, r.err)
+	}
+	return classify(cmd, r.reply)
+}
+
+// giveUp ends a call whose caller stopped waiting. If the result is already on
+// its way (a reply or the channel's death raced with the deadline), that result
+// wins; otherwise the pending entry is dropped, and a late reply is ignored.
+func (c *Channel) giveUp(cmd *command.Command, ch chan result, err error) (*command.Reply, error) {
+	c.mu.Lock()
+	mine := c.pending[cmd.ID] == ch
+	if mine {
+		delete(c.pending, cmd.ID)
+	}
+	c.mu.Unlock()
+	if !mine {
+		// deliver or shutdown took the entry and sends exactly once, promptly.
+		r := <-ch
+		c.resultChans.Put(ch)
+		return c.finish(cmd, r)
+	}
+	c.resultChans.Put(ch)
+	return nil, fmt.Errorf("channel: send %s: no reply: %w", cmd, err)
 }
 
 // classify turns the reserved reply kinds into typed errors.
@@ -183,17 +280,31 @@ func classify(cmd *command.Command, r *command.Reply) (*command.Reply, error) {
 		return nil, &UnknownCommandError{CommandID: cmd.ID, Type: cmd.Type, Message: r.Error}
 	case r.Type == command.TypeNoReply:
 		return nil, &RemoteError{CommandID: cmd.ID, Type: cmd.Type, Message: r.Error, Reply: r}
-	case r.Status == command.StatusError && r.Code == 429 && r.RetryAfter > 0:
-		return nil, fmt.Errorf("send %s: %w", cmd, &BusyError{RetryAfter: r.RetryAfter, Remote: true})
+	case r.Status == command.StatusError && r.Code == codeBusy && r.RetryAfter > 0:
+		return nil, fmt.Errorf("channel: send %s: %w", cmd, &BusyError{RetryAfter: r.RetryAfter, Remote: true})
 	}
 	return r, nil
 }
 
+// Reply codes the channel itself puts on the replies it makes.
+const (
+	codeBadRequest = 400 // malformed command
+	codeNotFound   = 404 // no handler for the type (UNKNOWN)
+	codeTooLarge   = 413 // the handler's reply was over the frame limit (NO_REPLY)
+	codeBusy       = 429 // MaxHandlers reached; RetryAfter set
+	codeInternal   = 500 // the handler failed or panicked (NO_REPLY)
+)
+
 // Notify sends a one-way command: the peer runs its handler and sends no
-// reply. Notify returns once the command is queued for writing.
+// reply. Notify returns once the command is queued for writing, so a nil error
+// does not mean the peer got it. It blocks while the write queue is full,
+// until ctx is done or the channel dies.
 func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
+	if err := checkCommand(cmd); err != nil {
+		return fmt.Errorf("channel: notify: %w", err)
+	}
 	if err := c.Err(); err != nil {
-		return fmt.Errorf("notify %s: %w", cmd, err)
+		return fmt.Errorf("channel: notify %s: %w", cmd, err)
 	}
 	out := cmd.Clone()
 	out.OneWay = true
@@ -204,18 +315,10 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	case c.sendq <- out:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("notify %s: %w", out, ctx.Err())
+		return fmt.Errorf("channel: notify %s: %w", out, ctx.Err())
 	case <-c.ctx.Done():
-		return fmt.Errorf("notify %s: %w", out, context.Cause(c.ctx))
+		return fmt.Errorf("channel: notify %s: %w", out, context.Cause(c.ctx))
 	}
-}
-
-// forget drops a pending call whose caller gave up; a late reply is then
-// ignored.
-func (c *Channel) forget(id string) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
 }
 
 // deliver hands r to the caller waiting for id, if it still waits.
@@ -227,13 +330,17 @@ func (c *Channel) deliver(id string, r result) bool {
 	if ch == nil {
 		return false
 	}
-	ch <- r // buffered(1), never blocks
+	ch <- r // buffered(1), and only one sender ever holds ch: never blocks
 	return true
 }
 
-// Close closes the channel: pending calls fail with ErrClosed, handlers'
-// contexts are cancelled, and Close waits for every goroutine of the channel.
-// It is idempotent and returns nil.
+// Close closes the channel: pending calls fail at once with an error wrapping
+// ErrClosed, handlers' contexts are cancelled, and Close waits for every
+// goroutine of the channel, handlers included. Commands and replies still
+// queued for writing are dropped. It is idempotent and returns nil.
+//
+// Close must not be called from a Handler running on this channel: it would
+// wait for that handler to return.
 func (c *Channel) Close() error {
 	c.shutdown(ErrClosed, nil)
 	c.closeOnce.Do(func() {
@@ -244,44 +351,44 @@ func (c *Channel) Close() error {
 	return nil
 }
 
-// shutdown kills the channel with cause: the first cause wins. tell, if not
-// nil, is passed to the peer where the transport allows.
+// shutdown kills the channel with cause: the first cause wins, and it is
+// wrapped so that it always matches ErrClosed. tell, if not nil, is passed to
+// the peer where the transport allows.
 func (c *Channel) shutdown(cause, tell error) {
-	if c.ctx.Err() != nil {
-		return
-	}
-	c.cancel(cause)
-	if cw, ok := c.conn.(CloseWithErrorer); ok && tell != nil {
-		_ = cw.CloseWithError(tell)
-	} else {
-		_ = c.conn.Close()
-	}
-	cause = context.Cause(c.ctx)
-	c.mu.Lock()
-	pending := c.pending
-	c.pending = make(map[string]chan result)
-	c.mu.Unlock()
-	for _, ch := range pending {
-		ch <- result{err: cause}
-	}
+	c.dieOnce.Do(func() {
+		if !errors.Is(cause, ErrClosed) {
+			cause = fmt.Errorf("%w: %w", ErrClosed, cause)
+		}
+		c.cancel(cause)
+		if cw, ok := c.conn.(CloseWithErrorer); ok && tell != nil {
+			_ = cw.CloseWithError(tell)
+		} else {
+			_ = c.conn.Close()
+		}
+		c.mu.Lock()
+		pending := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		for _, ch := range pending {
+			ch <- result{err: cause} // buffered(1), never blocks
+		}
+	})
 }
 
 func (c *Channel) readLoop() {
 	for {
 		f, err := c.conn.Recv()
 		if err != nil {
-			if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMalformedFrame) {
-				err = fmt.Errorf("%w: %w", ErrClosed, err)
-			}
 			c.cfg.Logger.Debug("channel: read loop ends", "err", err)
-			c.shutdown(err, nil)
+			c.shutdown(fmt.Errorf("read: %w", err), nil)
 			return
 		}
 		if err := f.Validate(); err != nil {
 			if f != nil && f.Command != nil && f.Command.ID != "" && f.Reply == nil {
 				// A command we can answer: tell the sender exactly what is wrong.
+				c.cfg.Logger.Warn("channel: malformed command answered", "err", err)
 				r := command.Failed(f.Command, err.Error())
-				r.Code = 400
+				r.Code = codeBadRequest
 				c.queueReply(r)
 				continue
 			}
@@ -304,32 +411,49 @@ func (c *Channel) dispatch(cmd *command.Command) {
 	select {
 	case c.sem <- struct{}{}:
 	default:
-		if !cmd.OneWay {
-			r := command.Failed(cmd, fmt.Sprintf("busy: %d commands already being handled", c.cfg.MaxHandlers))
-			r.Code = 429
-			r.RetryAfter = c.cfg.RetryAfter
-			c.queueReply(r)
+		if cmd.OneWay {
+			c.cfg.Logger.Warn("channel: one-way command dropped: too many commands being handled", "command", cmd.String())
+			return
 		}
+		r := command.Failed(cmd, fmt.Sprintf("busy: %d commands already being handled", c.cfg.MaxHandlers))
+		r.Code = codeBusy
+		r.RetryAfter = c.cfg.RetryAfter
+		c.queueReply(r)
 		return
 	}
 	c.handling.Add(1)
-	c.wg.Go(func() {
-		defer func() {
-			c.handling.Add(-1)
-			<-c.sem
-		}()
-		start := time.Now()
-		r := c.run(cmd)
-		if o := c.cfg.Observer; o != nil {
-			o.Handled(cmd.Type, time.Since(start), r.Status)
-		}
-		if !cmd.OneWay {
-			c.queueReply(r)
-		}
-	})
+	// Not wg.Go: on this hot path a plain go statement saves the allocation
+	// of wg.Go's wrapper closure.
+	c.wg.Add(1)
+	go c.handle(cmd)
 }
 
-// run calls the handler, turning errors and panics into replies.
+// handle runs on its own goroutine, one per command being handled.
+func (c *Channel) handle(cmd *command.Command) {
+	defer func() {
+		c.handling.Add(-1)
+		<-c.sem
+		c.wg.Done()
+	}()
+	var start time.Time
+	if c.cfg.Observer != nil {
+		start = time.Now()
+	}
+	r := c.run(cmd)
+	if o := c.cfg.Observer; o != nil {
+		status := command.StatusError
+		if r != nil {
+			status = r.Status
+		}
+		o.Handled(cmd.Type, time.Since(start), status)
+	}
+	if r != nil && !cmd.OneWay {
+		c.queueReply(r)
+	}
+}
+
+// run calls the handler, turning errors and panics into replies. It returns
+// nil when no reply should be sent.
 func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	ctx := c.ctx
 	if cmd.Timeout > 0 {
@@ -341,7 +465,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 		if p := recover(); p != nil {
 			c.cfg.Logger.Error("channel: handler panicked", "command", cmd.String(), "panic", p)
 			r = &command.Reply{CommandID: cmd.ID, Type: command.TypeNoReply, Status: command.StatusError,
-				Error: fmt.Sprintf("handler for %s panicked: %v", cmd.Type, p), Code: 500}
+				Error: fmt.Sprintf("handler for %s panicked: %v", cmd.Type, p), Code: codeInternal}
 		}
 	}()
 	var err error
@@ -351,16 +475,27 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 		r, err = c.h.Handle(ctx, cmd)
 	}
 	switch {
+	case err != nil && cmd.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.ctx.Err() == nil:
+		// The handler gave up because the sender's deadline passed: the
+		// sender stopped waiting (its deadline came first, as its clock
+		// started first), so an answer would only be dropped there. Without
+		// this, a NO_REPLY could overtake the sender's own timeout and turn a
+		// DeadlineExceeded into a *RemoteError.
+		c.cfg.Logger.Debug("channel: handler timed out, no reply sent", "command", cmd.String(), "err", err)
+		return nil
 	case errors.Is(err, command.ErrUnknownCommand):
 		return &command.Reply{CommandID: cmd.ID, Type: command.TypeUnknown, Status: command.StatusError,
-			Error: fmt.Sprintf("no handler for command type %q", cmd.Type), Code: 404}
+			Error: fmt.Sprintf("no handler for command type %q", cmd.Type), Code: codeNotFound}
 	case err != nil:
 		return &command.Reply{CommandID: cmd.ID, Type: command.TypeNoReply, Status: command.StatusError,
-			Error: err.Error(), Code: 500}
+			Error: err.Error(), Code: codeInternal}
 	case r == nil:
 		r = &command.Reply{Status: command.StatusSucceeded}
+	case r.CommandID == cmd.ID && r.Type != "" && r.Status != command.StatusUnspecified:
+		return r // complete already (as built by command.Succeeded or Failed)
 	default:
-		r = r.Clone()
+		cp := *r // the handler keeps its reply; the fields below are ours to set
+		r = &cp
 	}
 	r.CommandID = cmd.ID
 	if r.Type == "" {
@@ -375,6 +510,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	return r
 }
 
+// queueReply hands r to the writer, unless the channel dies first.
 func (c *Channel) queueReply(r *command.Reply) {
 	select {
 	case c.replyq <- r:
@@ -383,8 +519,9 @@ func (c *Channel) queueReply(r *command.Reply) {
 }
 
 func (c *Channel) writeLoop() {
+	var f Frame // reused: Conn.Send does not keep the frame
 	for {
-		var f Frame
+		f = Frame{}
 		select {
 		case <-c.ctx.Done():
 			return
@@ -397,19 +534,21 @@ func (c *Channel) writeLoop() {
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrFrameTooLarge) && f.Command != nil:
-			c.deliver(f.Command.ID, result{err: err})
+			if !c.deliver(f.Command.ID, result{err: err}) {
+				c.cfg.Logger.Warn("channel: command dropped", "command", f.Command.String(), "err", err)
+			}
 		case errors.Is(err, ErrFrameTooLarge):
-			small := &command.Reply{CommandID: f.Reply.CommandID, Type: f.Reply.Type, Status: command.StatusError,
-				Error: err.Error(), Code: 413}
-			if err := c.conn.Send(&Frame{Reply: small}); err != nil {
-				c.shutdown(fmt.Errorf("%w: write: %w", ErrClosed, err), nil)
+			// The handler's answer cannot travel: the sender gets a NO_REPLY
+			// (a *RemoteError) naming the problem instead of a timeout.
+			small := &command.Reply{CommandID: f.Reply.CommandID, Type: command.TypeNoReply,
+				Status: command.StatusError, Error: "reply not sent: " + err.Error(), Code: codeTooLarge}
+			f = Frame{Reply: small}
+			if err := c.conn.Send(&f); err != nil {
+				c.shutdown(fmt.Errorf("write: %w", err), nil)
 				return
 			}
 		default:
-			if !errors.Is(err, ErrClosed) {
-				err = fmt.Errorf("%w: write: %w", ErrClosed, err)
-			}
-			c.shutdown(err, nil)
+			c.shutdown(fmt.Errorf("write: %w", err), nil)
 			return
 		}
 	}

@@ -1,7 +1,7 @@
 package channel
 
 import (
-	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -64,29 +64,42 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports negative values.
+// Validate reports negative values, naming the first offending field. New
+// itself treats them as zero (the default); Validate lets a caller that builds
+// a Config from flags or files reject them early.
 func (c Config) Validate() error {
-	if c.MaxInFlight < 0 || c.MaxHandlers < 0 || c.DefaultTimeout < 0 || c.RetryAfter < 0 || c.SendQueue < 0 {
-		return errors.New("channel: config values must not be negative")
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxInFlight", int64(c.MaxInFlight)},
+		{"MaxHandlers", int64(c.MaxHandlers)},
+		{"DefaultTimeout", int64(c.DefaultTimeout)},
+		{"RetryAfter", int64(c.RetryAfter)},
+		{"SendQueue", int64(c.SendQueue)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("channel: config: %s must not be negative (got %d)", f.name, f.v)
+		}
 	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.MaxInFlight == 0 {
+	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = d.MaxInFlight
 	}
-	if c.MaxHandlers == 0 {
+	if c.MaxHandlers <= 0 {
 		c.MaxHandlers = d.MaxHandlers
 	}
-	if c.DefaultTimeout == 0 {
+	if c.DefaultTimeout <= 0 {
 		c.DefaultTimeout = d.DefaultTimeout
 	}
-	if c.RetryAfter == 0 {
+	if c.RetryAfter <= 0 {
 		c.RetryAfter = d.RetryAfter
 	}
-	if c.SendQueue == 0 {
+	if c.SendQueue <= 0 {
 		c.SendQueue = d.SendQueue
 	}
 	if c.Logger == nil {

@@ -48,11 +48,16 @@ func (f *Frame) Validate() error {
 // with each other (the gRPC stream rule); Channel guarantees that by owning
 // exactly one reader and one writer goroutine. Close may be called at any time,
 // from any goroutine, more than once; it unblocks Send and Recv, which then
-// fail with an error wrapping ErrClosed. When the peer closes, Recv fails with
-// an error wrapping ErrClosed too. A frame the transport cannot decode makes
-// Recv fail with an error wrapping ErrMalformedFrame, and a frame larger than
-// the transport's limit makes Send fail with an error wrapping ErrFrameTooLarge.
+// fail with an error wrapping ErrClosed. When the peer closes, Recv returns the
+// frames the peer sent before closing, then fails with an error wrapping
+// ErrClosed, and Send fails with an error wrapping ErrClosed too. Send blocks
+// while the peer does not read (back-pressure). A frame the transport cannot
+// decode makes Recv fail with an error wrapping ErrMalformedFrame, and a frame
+// larger than the transport's limit makes Send fail with an error wrapping
+// ErrFrameTooLarge, without sending anything and leaving the Conn usable.
 // Send does not keep f after it returns; the receiver gets its own copy.
+//
+// The conformance suite channel/channeltest.TestConn checks all of this.
 type Conn interface {
 	Send(f *Frame) error
 	Recv() (*Frame, error)

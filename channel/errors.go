@@ -36,8 +36,9 @@ func malformed(format string, args ...any) error {
 }
 
 // RemoteError is returned by Send when the peer's handler failed (returned an
-// error or panicked) instead of answering. It is distinct from local errors,
-// like net/rpc's ServerError.
+// error or panicked) instead of answering, or when its answer could not be
+// sent (larger than the frame limit). It is distinct from local errors, like
+// net/rpc's ServerError; the channel stays up.
 type RemoteError struct {
 	CommandID string
 	Type      command.Type
@@ -46,6 +47,7 @@ type RemoteError struct {
 	Reply *command.Reply
 }
 
+// Error describes the remote failure.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("channel: remote handler for %s[%s] failed: %s", e.Type, e.CommandID, e.Message)
 }
@@ -55,11 +57,13 @@ func (e *RemoteError) Error() string {
 type UnknownCommandError struct {
 	CommandID string
 	Type      command.Type
-	Message   string
+	// Message is the error text of the peer's UNKNOWN reply.
+	Message string
 }
 
+// Error names the unknown type. (The peer's own words are in Message.)
 func (e *UnknownCommandError) Error() string {
-	return fmt.Sprintf("channel: peer has no handler for command type %q (%s)", e.Type, e.Message)
+	return fmt.Sprintf("channel: peer has no handler for command type %q", e.Type)
 }
 
 // Unwrap returns ErrUnknownCommand.
@@ -75,12 +79,13 @@ type BusyError struct {
 	Remote bool
 }
 
+// Error says which limit was hit and when to retry.
 func (e *BusyError) Error() string {
-	side := "local"
+	why := "local in-flight limit reached"
 	if e.Remote {
-		side = "remote"
+		why = "peer's handler limit reached"
 	}
-	return fmt.Sprintf("channel: busy (%s in-flight limit reached), retry after %s", side, e.RetryAfter)
+	return fmt.Sprintf("channel: busy (%s), retry after %s", why, e.RetryAfter)
 }
 
 // Unwrap returns ErrBusy.
@@ -92,6 +97,7 @@ type HelloRejectedError struct {
 	Reason string
 }
 
+// Error gives the controller's reason.
 func (e *HelloRejectedError) Error() string { return "channel: hello rejected: " + e.Reason }
 
 // Unwrap returns ErrHelloRejected.

@@ -32,30 +32,32 @@ func Hello(ctx context.Context, conn Conn, hello command.HelloPayload) (command.
 		cmd.Timeout = max(time.Until(dl), time.Millisecond)
 	}
 	if err := conn.Send(&Frame{Command: cmd}); err != nil {
-		return none, ctxErr(ctx, fmt.Errorf("hello: send: %w", err))
+		return none, ctxErr(ctx, fmt.Errorf("channel: hello: send: %w", err))
 	}
-	for {
-		f, err := conn.Recv()
-		if err != nil {
-			return none, ctxErr(ctx, fmt.Errorf("hello: await reply: %w", err))
-		}
-		if f.Reply == nil || f.Reply.CommandID != cmd.ID {
-			return none, fmt.Errorf("hello: %w: first frame from controller is not the HELLO reply", ErrProtocol)
-		}
-		r := f.Reply
-		if r.Status != command.StatusSucceeded {
-			reason := r.Error
-			if reason == "" {
-				reason = "status " + r.Status.String()
-			}
-			return none, &HelloRejectedError{Reason: reason}
-		}
-		out, err := command.Decode[command.HelloReplyPayload](r.Payload)
-		if err != nil {
-			return none, fmt.Errorf("hello: %w: %w", ErrProtocol, err)
-		}
-		return out, nil
+	f, err := conn.Recv()
+	if err != nil {
+		return none, ctxErr(ctx, fmt.Errorf("channel: hello: await reply: %w", err))
 	}
+	if !stop() {
+		// ctx ended while the reply arrived: conn is being closed under us.
+		return none, ctxErr(ctx, fmt.Errorf("channel: hello: %w", ErrClosed))
+	}
+	if f == nil || f.Reply == nil || f.Reply.CommandID != cmd.ID {
+		return none, fmt.Errorf("channel: hello: %w: first frame from controller is not the HELLO reply", ErrProtocol)
+	}
+	r := f.Reply
+	if r.Status != command.StatusSucceeded {
+		reason := r.Error
+		if reason == "" {
+			reason = "status " + r.Status.String()
+		}
+		return none, &HelloRejectedError{Reason: reason}
+	}
+	out, err := command.Decode[command.HelloReplyPayload](r.Payload)
+	if err != nil {
+		return none, fmt.Errorf("channel: hello: %w: reply payload: %w", ErrProtocol, err)
+	}
+	return out, nil
 }
 
 // HelloDecider decides on a connector's HELLO: it returns the reply to send
@@ -79,53 +81,66 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 
 	f, err := conn.Recv()
 	if err != nil {
-		return none, nil, ctxErr(ctx, fmt.Errorf("hello: await HELLO: %w", err))
+		return none, nil, ctxErr(ctx, fmt.Errorf("channel: hello: await HELLO: %w", err))
 	}
-	if err := f.Validate(); err != nil {
-		return none, nil, fmt.Errorf("hello: %w", err)
-	}
-	if f.Command == nil || f.Command.Type != command.TypeHello {
-		if f.Command != nil {
+	if f == nil || f.Command == nil || f.Command.Type != command.TypeHello || f.Command.ID == "" || f.Reply != nil {
+		if f != nil && f.Command != nil && f.Command.ID != "" && f.Reply == nil {
 			r := command.Failed(f.Command, "Hello Command is first expected to initialize the exchange channel")
-			r.Code = 400
+			r.Code = codeBadRequest
 			_ = conn.Send(&Frame{Reply: r})
 		}
-		return none, nil, fmt.Errorf("hello: %w: first frame is not a HELLO command", ErrProtocol)
+		return none, nil, fmt.Errorf("channel: hello: %w: first frame is not a HELLO command", ErrProtocol)
 	}
 	cmd := f.Command
 	hello, err := command.Decode[command.HelloPayload](cmd.Payload)
 	if err != nil {
 		r := command.Failed(cmd, "invalid HELLO payload: "+err.Error())
-		r.Code = 400
+		r.Code = codeBadRequest
 		_ = conn.Send(&Frame{Reply: r})
-		return none, nil, fmt.Errorf("hello: %w: %w", ErrProtocol, err)
+		return none, nil, fmt.Errorf("channel: hello: %w: %w", ErrProtocol, err)
 	}
 	reply, err := decide(ctx, cmd, hello)
-	if err != nil {
+	switch {
+	case err != nil:
 		reply = command.Failed(cmd, err.Error())
 		reply.Code = 401
-	}
-	if reply == nil {
-		return hello, nil, errors.New("hello: decider returned neither a reply nor an error")
+	case reply == nil:
+		// Never leave the connector waiting for an answer that will not come.
+		r := command.Failed(cmd, "internal error: no decision on HELLO")
+		r.Code = codeInternal
+		_ = conn.Send(&Frame{Reply: r})
+		return hello, nil, errors.New("channel: hello: decider returned neither a reply nor an error")
 	}
 	reply.CommandID = cmd.ID
 	reply.Type = command.TypeHello
 	if reply.Status == command.StatusUnspecified {
 		reply.Status = command.StatusSucceeded
+		if reply.Error != "" {
+			reply.Status = command.StatusError
+		}
 	}
 	if err := conn.Send(&Frame{Reply: reply}); err != nil {
-		return hello, reply, ctxErr(ctx, fmt.Errorf("hello: send reply: %w", err))
+		return hello, reply, ctxErr(ctx, fmt.Errorf("channel: hello: send reply: %w", err))
 	}
 	if reply.Status != command.StatusSucceeded {
-		return hello, reply, &HelloRejectedError{Reason: reply.Error}
+		reason := reply.Error
+		if reason == "" {
+			reason = "status " + reply.Status.String()
+		}
+		return hello, reply, &HelloRejectedError{Reason: reason}
+	}
+	if !stop() {
+		// ctx ended as the reply went out: conn is being closed under us.
+		return hello, reply, ctxErr(ctx, fmt.Errorf("channel: hello: %w", ErrClosed))
 	}
 	return hello, reply, nil
 }
 
-// ctxErr prefers ctx's error when ctx ending is what broke the conn.
+// ctxErr prefers ctx's error when ctx ending is what broke the conn; the
+// transport's error stays wrapped too.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+		return fmt.Errorf("%w: %w", err, ctx.Err())
 	}
 	return err
 }

@@ -19,9 +19,12 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
 )
 
 // queueLen is how many frames may wait in one direction before Send blocks
@@ -38,8 +41,9 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 // WithMaxFrameBytes sets the largest frame Send accepts (default
-// channel.DefaultMaxFrameBytes, as the gRPC twin). The size counted is the
-// payload, ids, type and metadata.
+// channel.DefaultMaxFrameBytes, as the gRPC twin; n <= 0 means the default).
+// The size counted approximates an encoded frame: payload, ids, type, error
+// text and metadata, plus a small fixed overhead.
 func WithMaxFrameBytes(n int) Option { return optionFunc(func(o *options) { o.maxFrameBytes = n }) }
 
 func buildOptions(opts []Option) options {
@@ -47,23 +51,30 @@ func buildOptions(opts []Option) options {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
+	if o.maxFrameBytes <= 0 {
+		o.maxFrameBytes = channel.DefaultMaxFrameBytes
+	}
 	return o
 }
 
-// link is one shared connection: two queues and one done channel.
-type link struct {
-	once sync.Once
-	done chan struct{}
+// end is the state of one end of a pipe, shared with the other end.
+type end struct {
+	once   sync.Once
+	closed chan struct{} // closed by this end's Close
 }
 
-func (l *link) close() { l.once.Do(func() { close(l.done) }) }
+func (e *end) close() { e.once.Do(func() { close(e.closed) }) }
 
-// conn is one end of a pipe.
+// conn is one end of a pipe. Each direction is a buffered queue of frames;
+// each end has its own closed signal, so that closing one end can fail its own
+// calls at once while the other end still drains what was sent before (as a
+// network peer reads the data that preceded an orderly close).
 type conn struct {
-	l    *link
-	in   <-chan *channel.Frame
-	out  chan<- *channel.Frame
-	max  int
+	self *end                  // this end
+	peer *end                  // the other end
+	in   <-chan *channel.Frame // frames from the peer
+	out  chan<- *channel.Frame // frames to the peer
+	max  int                   // frame size limit, see frameSize
 	name string
 }
 
@@ -71,55 +82,106 @@ var _ channel.Conn = (*conn)(nil)
 var _ channel.PeerInfoer = (*conn)(nil)
 
 // Pipe returns the two ends of an in-process connection. Closing either end
-// closes both: the other end's Recv fails with channel.ErrClosed, as when a
-// network peer goes away.
+// closes the connection: the closed end's Send and Recv fail at once with
+// channel.ErrClosed; the other end's Send fails with channel.ErrClosed, and
+// its Recv returns the frames sent before the close and then fails with
+// channel.ErrClosed, as when a network peer goes away.
 func Pipe(opts ...Option) (a, b channel.Conn) {
 	o := buildOptions(opts)
-	l := &link{done: make(chan struct{})}
+	ea := &end{closed: make(chan struct{})}
+	eb := &end{closed: make(chan struct{})}
 	ab := make(chan *channel.Frame, queueLen)
 	ba := make(chan *channel.Frame, queueLen)
-	return &conn{l: l, in: ba, out: ab, max: o.maxFrameBytes, name: "embedded:a"},
-		&conn{l: l, in: ab, out: ba, max: o.maxFrameBytes, name: "embedded:b"}
+	return &conn{self: ea, peer: eb, in: ba, out: ab, max: o.maxFrameBytes, name: "embedded:a"},
+		&conn{self: eb, peer: ea, in: ab, out: ba, max: o.maxFrameBytes, name: "embedded:b"}
 }
 
+// Send queues a deep copy of f for the peer. It blocks while the peer's queue
+// is full (back-pressure, like a full TCP window) until the peer reads or
+// either end closes.
 func (c *conn) Send(f *channel.Frame) error {
-	if n := frameSize(f); n > c.max {
-		return fmt.Errorf("embedded: %w: %d bytes, limit %d", channel.ErrFrameTooLarge, n, c.max)
+	if f == nil {
+		return fmt.Errorf("embedded: send: %w: nil frame", channel.ErrMalformedFrame)
 	}
-	// Check done first: a closed conn must fail even if the queue has room.
+	// A closed conn must fail even if the queue has room.
 	select {
-	case <-c.l.done:
+	case <-c.self.closed:
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
+	case <-c.peer.closed:
+		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
 	default:
 	}
+	if n := frameSize(f); n > c.max {
+		return fmt.Errorf("embedded: send: %w: %d bytes, limit %d", channel.ErrFrameTooLarge, n, c.max)
+	}
 	select {
-	case c.out <- f.Clone():
+	case c.out <- clone(f):
 		return nil
-	case <-c.l.done:
+	case <-c.self.closed:
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
+	case <-c.peer.closed:
+		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
 	}
 }
 
+// Recv returns the next frame from the peer. After the peer closed, it
+// returns the frames still queued, then fails with channel.ErrClosed.
 func (c *conn) Recv() (*channel.Frame, error) {
 	select {
-	case <-c.l.done:
+	case <-c.self.closed:
 		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
 	default:
 	}
 	select {
 	case f := <-c.in:
 		return f, nil
-	case <-c.l.done:
+	case <-c.self.closed:
 		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
+	case <-c.peer.closed:
+		// The peer's sends happened before its close: drain them first.
+		select {
+		case f := <-c.in:
+			return f, nil
+		default:
+			return nil, fmt.Errorf("embedded: recv: peer closed: %w", channel.ErrClosed)
+		}
 	}
 }
 
+// Close closes this end, and with it the connection. It is idempotent.
 func (c *conn) Close() error {
-	c.l.close()
+	c.self.close()
 	return nil
 }
 
+// PeerInfo names the end: "embedded:a" for the first end of Pipe (the dialing
+// end of a Listener), "embedded:b" for the second.
 func (c *conn) PeerInfo() channel.PeerInfo { return channel.PeerInfo{Addr: c.name} }
+
+// clone deep-copies f, as marshalling would, so the two ends never share
+// memory. A frame and its one command or reply are allocated together.
+func clone(f *channel.Frame) *channel.Frame {
+	switch {
+	case f.Command != nil && f.Reply == nil:
+		box := &struct {
+			f channel.Frame
+			c command.Command
+		}{c: *f.Command}
+		box.c.Payload = slices.Clone(f.Command.Payload)
+		box.c.Metadata = maps.Clone(f.Command.Metadata)
+		box.f.Command = &box.c
+		return &box.f
+	case f.Reply != nil && f.Command == nil:
+		box := &struct {
+			f channel.Frame
+			r command.Reply
+		}{r: *f.Reply}
+		box.r.Payload = slices.Clone(f.Reply.Payload)
+		box.f.Reply = &box.r
+		return &box.f
+	}
+	return f.Clone()
+}
 
 // frameSize approximates a frame's encoded size: what dominates it.
 func frameSize(f *channel.Frame) int {
@@ -156,6 +218,11 @@ func Listen(opts ...Option) *Listener {
 // Dial connects to the listener: it waits until Accept takes the other end,
 // ctx is done, or the listener closes.
 func (l *Listener) Dial(ctx context.Context) (channel.Conn, error) {
+	select {
+	case <-l.done:
+		return nil, fmt.Errorf("embedded: dial: %w", channel.ErrClosed)
+	default:
+	}
 	a, b := Pipe(l.opts...)
 	select {
 	case l.conns <- b:
@@ -167,8 +234,14 @@ func (l *Listener) Dial(ctx context.Context) (channel.Conn, error) {
 	}
 }
 
-// Accept waits for the next Dial.
+// Accept waits for the next Dial, until ctx is done or the listener closes.
 func (l *Listener) Accept(ctx context.Context) (channel.Conn, error) {
+	// A closed listener fails even if a Dial is waiting.
+	select {
+	case <-l.done:
+		return nil, fmt.Errorf("embedded: accept: %w", channel.ErrClosed)
+	default:
+	}
 	select {
 	case c := <-l.conns:
 		return c, nil

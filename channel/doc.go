@@ -1,0 +1,71 @@
+// Package channel runs the command/reply protocol of Exchange over a frame
+// pipe. One implementation of the semantics, Channel, serves every transport:
+// transports implement only Conn (an ordered pipe of Frames), so the embedded
+// and gRPC twins cannot drift, and the conformance suite in
+// channel/channeltest pins down what a Conn must do.
+//
+// # Usage
+//
+//  1. Get a Conn: from a Dialer on the connector side, from a Listener on the
+//     controller side (channel/embedded for in-process use,
+//     channel/grpcchannel over the network).
+//  2. Shake hands before anything else: the connector calls Hello, the
+//     controller calls AcceptHello with a HelloDecider that authenticates the
+//     connector. On a rejection, close the Conn.
+//  3. Start a Channel with New(conn, handler, cfg). The handler (usually a
+//     command.Mux) answers the peer's commands; both sides may send.
+//  4. Send commands with Send (request/reply) or Notify (one-way). Watch Done
+//     and Err to learn when and why the channel ended.
+//  5. Close the Channel when done. Close waits for the channel's goroutines.
+//
+// # The Conn contract
+//
+// A Conn is an ordered, message-oriented, bidirectional pipe. Send and Recv
+// may each be called by one goroutine at a time, concurrently with each other
+// (the gRPC stream rule); a Channel honours that by owning exactly one reader
+// and one writer goroutine. Close may be called at any time, from any
+// goroutine, more than once; it unblocks Send and Recv, which then fail with an
+// error wrapping ErrClosed. When the peer closes, Recv returns the frames the
+// peer sent before closing and then fails with an error wrapping ErrClosed, and
+// Send fails with ErrClosed too. Send blocks while the peer does not read
+// (back-pressure), copies the frame (or marshals it) before returning, and
+// refuses a frame over the transport's limit (DefaultMaxFrameBytes) with an
+// error wrapping ErrFrameTooLarge, leaving the Conn usable.
+//
+// # Semantics of a Channel
+//
+//   - Correlation: every command has an id, unique among the sender's calls in
+//     flight (ErrDuplicateID otherwise); its reply carries the id back. A late
+//     or unknown reply is logged and dropped.
+//   - Deadlines: Send waits until its context's deadline, or
+//     Config.DefaultTimeout when the context has none; the time left travels
+//     with the command (Command.Timeout) and bounds the peer's handler context.
+//     On timeout the error wraps context.DeadlineExceeded and the pending entry
+//     is freed at once.
+//   - Bounds: Config.MaxInFlight bounds this side's pending calls (a local
+//     *BusyError); Config.MaxHandlers bounds the peer's commands handled at
+//     once, beyond which the peer gets a busy reply with a retry-after (a
+//     remote *BusyError).
+//   - Handlers run on their own goroutines, never on the read loop. A handler
+//     error or panic becomes a NO_REPLY reply (*RemoteError at the sender); an
+//     unregistered type becomes an UNKNOWN reply (*UnknownCommandError). In
+//     both cases the channel stays up. A reply built with command.Failed is a
+//     reply: the sender gets it with StatusError and a nil error.
+//   - Close and failure: when the channel dies (Close, the peer closing, a
+//     transport error, a malformed frame) every pending call fails at once
+//     with an error wrapping ErrClosed, and every handler's context is
+//     cancelled with the same cause, which Err reports.
+//   - Malformed frames are never dropped silently: a command with an id but no
+//     type gets an ERROR reply with code 400 naming the problem; any other
+//     malformed frame closes the channel with an error wrapping
+//     ErrMalformedFrame.
+//
+// # Goroutines
+//
+// A Channel owns: one reader (readLoop, the only caller of Conn.Recv), one
+// writer (writeLoop, the only caller of Conn.Send, fed by a queue of
+// Config.SendQueue commands and one of replies) and one goroutine per command
+// being handled, at most Config.MaxHandlers. Close cancels them and waits for
+// all of them. Hello and AcceptHello start no goroutine (they use
+// context.AfterFunc to close the Conn if their context ends).
+package channel
