@@ -193,6 +193,25 @@ func getJSON(ctx context.Context, t *testing.T, url string, v any) int {
 	return resp.StatusCode
 }
 
+// getText fetches url and returns its body.
+func getText(ctx context.Context, t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
 // waitPrimary waits until a connector other than `except` prints that it is
 // the primary, and fails if two of them claim it.
 func waitPrimary(ctx context.Context, t *testing.T, anyLine <-chan struct{}, conns map[string]*proc, except *proc) (*proc, uint64) {
@@ -277,6 +296,24 @@ func TestEndToEndPrimaryFailover(t *testing.T) {
 	errb.Reset()
 	if code := run(ctx, []string{"ctl", "--addr", httpURL, "send", "--target", "nobody", "--type", "ECHO"}, &out, &errb); code != 5 {
 		t.Errorf("ctl send to a target without channel: exit %d (%s), want 5", code, errb.String())
+	}
+
+	// Probes answer, and /metrics counts what just happened.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code := getJSON(ctx, t, httpURL+path, nil); code != http.StatusOK {
+			t.Errorf("GET %s = %d, want 200", path, code)
+		}
+	}
+	metricsText := getText(ctx, t, httpURL+"/metrics")
+	for _, want := range []string{
+		`exchange_commands_total{outcome="ok",type="ECHO"} 1`,
+		`exchange_channels{state="active"} 3`,
+		`exchange_targets 1`,
+		`exchange_primaries 1`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	// kill -9 the primary's process: another connector becomes primary.
