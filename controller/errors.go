@@ -3,6 +3,8 @@ package controller
 import (
 	"errors"
 	"fmt"
+
+	"github.com/exchangekit/exchange/batch"
 )
 
 var (
@@ -35,3 +37,8 @@ func (e *NoChannelError) Error() string {
 
 // Unwrap returns ErrNoChannel.
 func (e *NoChannelError) Unwrap() error { return ErrNoChannel }
+
+// Is reports that a NoChannelError is also batch.ErrNoChannel, so the batch
+// runner treats an offline target as "wait for a channel" (no retry used up),
+// not as a failed attempt.
+func (e *NoChannelError) Is(target error) bool { return target == batch.ErrNoChannel }

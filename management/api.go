@@ -29,9 +29,10 @@ type Exchange interface {
 // Batches is what the management API reads and drives of the batch runner.
 // Every method must be safe for concurrent use.
 type Batches interface {
-	// ExecuteBatch creates b and runs its first attempt; it fails with
-	// batch.ErrExists for a duplicate id and *batch.ValidationError for bad
-	// input.
+	// ExecuteBatch validates and stores b (durably, with the raft-backed
+	// store) and returns at once; the runner delivers it in the background.
+	// It fails with batch.ErrExists for a duplicate id and
+	// *batch.ValidationError for bad input.
 	ExecuteBatch(ctx context.Context, b batch.Batch) (batch.Batch, error)
 	// GetBatch returns one batch, or batch.ErrNotFound.
 	GetBatch(id string) (batch.Batch, error)

@@ -1,0 +1,98 @@
+package state
+
+import (
+	"context"
+
+	"github.com/exchangekit/exchange/batch"
+)
+
+// Store is a store of State: Memory, or the raft-backed store of package
+// cluster. Apply applies ops in order and returns once they are applied
+// (every op is attempted; the error joins the failures). View calls fn with
+// the current State, which fn must only read and must not keep. Subscribe
+// calls fn with the events of every Apply, in order; fn runs with the store
+// locked, so it must not block or call back into the store.
+type Store interface {
+	Apply(ctx context.Context, ops ...Op) error
+	View(fn func(*State))
+	Subscribe(fn func([]Event)) (cancel func())
+}
+
+var (
+	_ Store       = (*Memory)(nil)
+	_ batch.Store = (*BatchStore)(nil)
+)
+
+// BatchStore adapts a Store to batch.Store, the view of the state the batch
+// runner needs: batch ops wrapped in Ops, the batch Table of the State, and
+// the batch events plus ChannelRegistered (which wakes the batches of that
+// target) and StateRestored.
+type BatchStore struct {
+	s Store
+}
+
+// NewBatchStore returns the batch view of s.
+func NewBatchStore(s Store) *BatchStore { return &BatchStore{s: s} }
+
+// Apply applies batch ops through the underlying store.
+func (b *BatchStore) Apply(ctx context.Context, ops ...batch.Op) error {
+	sops := make([]Op, len(ops))
+	for i := range ops {
+		sops[i] = Op{batchOps: batchOps{Batch: &ops[i]}}
+	}
+	return b.s.Apply(ctx, sops...)
+}
+
+// View calls fn with the batches of the current State.
+func (b *BatchStore) View(fn func(*batch.Table)) {
+	b.s.View(func(s *State) {
+		t := s.Batches
+		if t == nil { // never for a State made by NewState or Unmarshal
+			t = &batch.Table{}
+		}
+		fn(t)
+	})
+}
+
+// Subscribe calls fn with the batch events of every Apply, and with
+// batch.EventChannelRegistered and batch.EventRestored for the registry
+// events that matter to batches. Like Store.Subscribe, fn runs with the store
+// locked.
+func (b *BatchStore) Subscribe(fn func([]batch.Event)) (cancel func()) {
+	return b.s.Subscribe(func(evs []Event) {
+		var out []batch.Event
+		for _, e := range evs {
+			if be, ok := batchEvent(e); ok {
+				out = append(out, be)
+			}
+		}
+		if len(out) > 0 {
+			fn(out)
+		}
+	})
+}
+
+func batchEvent(e Event) (batch.Event, bool) {
+	be := batch.Event{BatchID: e.BatchID, TargetID: e.TargetID}
+	switch e.Kind {
+	case BatchCreated:
+		be.Kind, be.Status = batch.EventCreated, batch.StatusCreated
+	case BatchStarted:
+		be.Kind, be.Status = batch.EventStarted, batch.StatusInProgress
+	case BatchPending:
+		be.Kind, be.Status = batch.EventPending, batch.StatusPending
+	case BatchSucceeded:
+		be.Kind, be.Status = batch.EventTerminal, batch.StatusSucceeded
+	case BatchFailed:
+		be.Kind, be.Status = batch.EventTerminal, batch.StatusError
+	case BatchDeleted:
+		be.Kind = batch.EventDeleted
+	case ChannelRegistered:
+		be.Kind = batch.EventChannelRegistered
+	case StateRestored:
+		be.Kind = batch.EventRestored
+	default:
+		return batch.Event{}, false
+	}
+	return be, true
+}
