@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/channel/embedded"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
@@ -49,8 +50,9 @@ type demo struct {
 	log  *slog.Logger
 	mu   sync.Mutex // serialises narration
 	t0   time.Time
-	lis  *embedded.Listener
-	ctrl *controller.Controller
+	lis    *embedded.Listener
+	ctrl   *controller.Controller
+	runner *batch.Runner
 
 	connectors map[string]*demoConnector
 	elected    chan controller.Event // primary elections, from the controller's listener
@@ -114,12 +116,20 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	d.runner, err = batch.NewRunner(batch.DefaultConfig(), d.ctrl, state.NewBatchStore(store))
+	if err != nil {
+		return err
+	}
 	ctrlDone := make(chan error, 1)
 	go func() { ctrlDone <- d.ctrl.Run(ctx) }()
+	runnerDone := make(chan error, 1)
+	go func() { runnerDone <- d.runner.Run(ctx) }()
 	defer func() {
 		for id := range d.connectors {
 			d.stop(id)
 		}
+		_ = d.runner.Close()
+		<-runnerDone
 		_ = d.ctrl.Close()
 		if e := <-ctrlDone; e != nil && err == nil {
 			err = e
@@ -195,10 +205,39 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 	if _, err := d.ctrl.Send(ctx, "gamma", command.MustCommand(TypeEcho, "anyone?")); err != nil {
 		d.say("controller   send to gamma: %v", err)
 	}
+	if err := d.batch(ctx); err != nil {
+		return err
+	}
 	d.say("demo         done")
 	d.mu.Lock()
 	d.quiet = true
 	d.mu.Unlock()
+	return nil
+}
+
+// batch narrates a batch for a target that has no connector yet: it is
+// stored, waits, and runs in order as soon as a connector of the target
+// connects.
+func (d *demo) batch(ctx context.Context) error {
+	b := batch.Batch{ID: "rollout-1", Key: "firmware-2.1", TargetID: "gamma"}
+	for i, step := range []string{"download firmware", "verify signature", "reboot"} {
+		b.Commands = append(b.Commands, batch.Command{Command: command.MustCommand(TypeEcho, fmt.Sprintf("%d. %s", i+1, step))})
+	}
+	stored, err := d.runner.ExecuteBatch(ctx, b)
+	if err != nil {
+		return fmt.Errorf("demo: execute batch: %w", err)
+	}
+	d.say("controller   batch %s (%d commands) stored for gamma, which has no connector: %s",
+		stored.ID, len(stored.Commands), stored.Status)
+	if err := d.start(ctx, "gamma-1", "gamma"); err != nil {
+		return err
+	}
+	done, err := d.runner.AwaitBatch(ctx, stored.ID)
+	if err != nil {
+		return fmt.Errorf("demo: await batch: %w", err)
+	}
+	d.say("controller   batch %s %s, %d retries used (waiting for a channel is not a retry); each command ran once, in order",
+		done.ID, done.Status, done.Retry)
 	return nil
 }
 

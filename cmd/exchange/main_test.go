@@ -26,6 +26,9 @@ func TestDemoNarratesFailover(t *testing.T) {
 		"knows it is the primary",
 		`<- SUCCEEDED "still there?"`,
 		`no channel for target "gamma"`,
+		"batch rollout-1 (3 commands) stored for gamma, which has no connector",
+		`gamma-1      <- ECHO "3. reboot"`,
+		"batch rollout-1 SUCCEEDED, 0 retries used",
 		"demo         done",
 	} {
 		if !strings.Contains(out.String(), want) {
