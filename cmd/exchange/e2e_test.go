@@ -173,8 +173,8 @@ func startController(ctx context.Context, t *testing.T, args ...string) (p *proc
 	return p, m[1], m[2]
 }
 
-// getJSON fetches url and decodes the JSON body into v.
-func getJSON(ctx context.Context, t *testing.T, url string, v any) int {
+// get fetches url; the caller closes the body.
+func get(ctx context.Context, t *testing.T, url string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -184,6 +184,13 @@ func getJSON(ctx context.Context, t *testing.T, url string, v any) int {
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+	return resp
+}
+
+// getJSON fetches url and, on 200, decodes the JSON body into v.
+func getJSON(ctx context.Context, t *testing.T, url string, v any) int {
+	t.Helper()
+	resp := get(ctx, t, url)
 	defer resp.Body.Close()
 	if v != nil && resp.StatusCode == http.StatusOK {
 		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
@@ -196,14 +203,7 @@ func getJSON(ctx context.Context, t *testing.T, url string, v any) int {
 // getText fetches url and returns its body.
 func getText(ctx context.Context, t *testing.T, url string) string {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
+	resp := get(ctx, t, url)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
