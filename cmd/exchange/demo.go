@@ -46,10 +46,10 @@ elected, and a batch of commands delivered in order.`,
 
 // demo holds the running pieces of the demo.
 type demo struct {
-	out  io.Writer
-	log  *slog.Logger
-	mu   sync.Mutex // serialises narration
-	t0   time.Time
+	out    io.Writer
+	log    *slog.Logger
+	mu     sync.Mutex // serialises narration
+	t0     time.Time
 	lis    *embedded.Listener
 	ctrl   *controller.Controller
 	runner *batch.Runner
