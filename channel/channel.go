@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,8 +50,8 @@ func newTimer() any {
 //
 // A Channel is safe for concurrent use. It owns three kinds of goroutine: one
 // reader (the only caller of Conn.Recv), one writer (the only caller of
-// Conn.Send) and up to Config.MaxHandlers handler goroutines. Close stops them
-// all and waits for them.
+// Conn.Send and BatchSender.SendBatch) and up to Config.MaxHandlers handler
+// goroutines. Close stops them all and waits for them.
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -457,9 +458,9 @@ func (c *Channel) handle(cmd *command.Command) {
 func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	ctx := c.ctx
 	if cmd.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cmd.Timeout)
-		defer cancel()
+		hc := newHandlerCtx(c.ctx, time.Now().Add(cmd.Timeout))
+		defer hc.cancel()
+		ctx = hc
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -518,38 +519,164 @@ func (c *Channel) queueReply(r *command.Reply) {
 	}
 }
 
+// Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
+// frames and about maxBatchBytes bytes (estimated by frameSize). Batching
+// pays off for small frames, whose per-message costs dominate; a frame of
+// maxBatchBytes or more travels alone. The byte bound also keeps a batch far
+// below the default frame limit (DefaultMaxFrameBytes), so that the fallback
+// of writeBatch is rare.
+const (
+	maxBatchFrames = 64
+	maxBatchBytes  = 64 << 10
+)
+
+// writeLoop is the writer: the only caller of Conn.Send and SendBatch. With
+// coalescing, after taking one frame it takes whatever else is already queued
+// (never waiting for more) and sends it all at once.
 func (c *Channel) writeLoop() {
-	var f Frame // reused: Conn.Send does not keep the frame
+	bs, _ := c.conn.(BatchSender)
+	if !c.cfg.Coalesce {
+		bs = nil
+	}
+	// Reused: Conn.Send and SendBatch do not keep the frames.
+	var (
+		frames [maxBatchFrames]Frame
+		batch  [maxBatchFrames]*Frame
+		carry  Frame // taken, but over the byte bound of the last batch
+	)
+	for i := range frames {
+		batch[i] = &frames[i]
+	}
 	for {
-		f = Frame{}
-		select {
-		case <-c.ctx.Done():
-			return
-		case r := <-c.replyq:
-			f.Reply = r
-		case cmd := <-c.sendq:
-			f.Command = cmd
-		}
-		err := c.conn.Send(&f)
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrFrameTooLarge) && f.Command != nil:
-			if !c.deliver(f.Command.ID, result{err: err}) {
-				c.cfg.Logger.Warn("channel: command dropped", "command", f.Command.String(), "err", err)
-			}
-		case errors.Is(err, ErrFrameTooLarge):
-			// The handler's answer cannot travel: the sender gets a NO_REPLY
-			// (a *RemoteError) naming the problem instead of a timeout.
-			small := &command.Reply{CommandID: f.Reply.CommandID, Type: command.TypeNoReply,
-				Status: command.StatusError, Error: "reply not sent: " + err.Error(), Code: codeTooLarge}
-			f = Frame{Reply: small}
-			if err := c.conn.Send(&f); err != nil {
-				c.shutdown(fmt.Errorf("write: %w", err), nil)
+		if carry != (Frame{}) {
+			frames[0], carry = carry, Frame{}
+		} else {
+			select {
+			case <-c.ctx.Done():
 				return
+			case r := <-c.replyq:
+				frames[0] = Frame{Reply: r}
+			case cmd := <-c.sendq:
+				frames[0] = Frame{Command: cmd}
 			}
-		default:
-			c.shutdown(fmt.Errorf("write: %w", err), nil)
+		}
+		n := 1
+		if bs != nil {
+			yielded := false
+			for size := frameSize(&frames[0]); n < maxBatchFrames && size < maxBatchBytes; n++ {
+				f, ok := c.poll()
+				if !ok && !yielded {
+					// Alone in the queue: give the goroutines that are already
+					// runnable (callers and handlers about to queue frames) one
+					// turn, then take what they queued. On an idle channel
+					// nothing is runnable and this costs nothing; under load it
+					// turns many one-frame writes into one batch. This is what
+					// grpc-go's own writer does before a small flush; it is no
+					// timer and never waits for frames that are not coming.
+					yielded = true
+					runtime.Gosched()
+					f, ok = c.poll()
+				}
+				if !ok {
+					break
+				}
+				s := frameSize(&f)
+				if size+s > maxBatchBytes {
+					carry = f
+					break
+				}
+				frames[n], size = f, size+s
+			}
+		}
+		var ok bool
+		if n == 1 {
+			ok = c.write(&frames[0])
+		} else {
+			ok = c.writeBatch(bs, batch[:n])
+		}
+		clear(frames[:n]) // let the GC have what was sent
+		if !ok {
 			return
 		}
 	}
+}
+
+// poll takes a frame already queued for the writer, without waiting.
+func (c *Channel) poll() (Frame, bool) {
+	select {
+	case r := <-c.replyq:
+		return Frame{Reply: r}, true
+	case cmd := <-c.sendq:
+		return Frame{Command: cmd}, true
+	default:
+		return Frame{}, false
+	}
+}
+
+// writeBatch sends fs in one transport message. When the Conn refuses the
+// batch as a whole for what one of its frames is (too large, malformed), it
+// has sent nothing: the frames then go one at a time, so that exactly the
+// faulty one fails, as without coalescing. It reports whether the writer may
+// go on.
+func (c *Channel) writeBatch(bs BatchSender, fs []*Frame) bool {
+	err := bs.SendBatch(fs)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrMalformedFrame):
+		c.cfg.Logger.Debug("channel: batch refused; sending its frames one at a time", "frames", len(fs), "err", err)
+		for _, f := range fs {
+			if !c.write(f) {
+				return false
+			}
+		}
+		return true
+	default:
+		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		return false
+	}
+}
+
+// write sends one frame. A frame over the transport's limit fails alone: a
+// command's Send gets ErrFrameTooLarge, a reply turns into a small NO_REPLY
+// (413) so that the sender learns why. Any other error kills the channel. It
+// reports whether the writer may go on.
+func (c *Channel) write(f *Frame) bool {
+	err := c.conn.Send(f)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrFrameTooLarge) && f.Command != nil:
+		if !c.deliver(f.Command.ID, result{err: err}) {
+			c.cfg.Logger.Warn("channel: command dropped", "command", f.Command.String(), "err", err)
+		}
+	case errors.Is(err, ErrFrameTooLarge):
+		// The handler's answer cannot travel: the sender gets a NO_REPLY
+		// (a *RemoteError) naming the problem instead of a timeout.
+		small := Frame{Reply: &command.Reply{CommandID: f.Reply.CommandID, Type: command.TypeNoReply,
+			Status: command.StatusError, Error: "reply not sent: " + err.Error(), Code: codeTooLarge}}
+		if err := c.conn.Send(&small); err != nil {
+			c.shutdown(fmt.Errorf("write: %w", err), nil)
+			return false
+		}
+	default:
+		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		return false
+	}
+	return true
+}
+
+// frameSize estimates the encoded size of f from what dominates it, for the
+// byte bound of a batch (the transport checks the exact size).
+func frameSize(f *Frame) int {
+	n := 16
+	if c := f.Command; c != nil {
+		n += len(c.ID) + len(c.Type) + len(c.Payload) + 16
+		for k, v := range c.Metadata {
+			n += len(k) + len(v) + 8
+		}
+	}
+	if r := f.Reply; r != nil {
+		n += len(r.CommandID) + len(r.Type) + len(r.Payload) + len(r.Error) + 24
+	}
+	return n
 }

@@ -35,6 +35,18 @@ type Config struct {
 	// SendQueue is the length of the queue in front of the writer goroutine.
 	// Default 256.
 	SendQueue int
+	// Coalesce lets the writer send the frames already queued behind the one
+	// it is writing (up to 64 of them, about 64 KiB) in one transport message,
+	// when the Conn is a BatchSender; a lone frame still goes out by itself
+	// through Conn.Send. No frame waits for others on a timer: before writing
+	// a lone frame the writer yields once (runtime.Gosched), so goroutines
+	// that are already runnable may queue theirs, as gRPC's own writer does
+	// before a small flush. It cuts the
+	// per-message costs of a transport when many commands are in flight. Set
+	// it only when the peer announced the "batch" capability in HELLO
+	// (command.CapabilityBatch); the connector and the controller do that
+	// themselves. Default off.
+	Coalesce bool
 	// Logger receives debug and warning logs. Default: discard.
 	Logger *slog.Logger
 	// Observer, if set, is told about every command sent and handled; it is

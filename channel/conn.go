@@ -64,6 +64,26 @@ type Conn interface {
 	Close() error
 }
 
+// BatchSender is implemented by Conns that can carry several frames in one
+// transport message (the gRPC twin sends them as one Frame with the batch
+// kind). A Channel uses it only when Config.Coalesce is set, which must be
+// only when the peer announced the "batch" capability in HELLO
+// (docs/protocol.md §3.2).
+//
+// SendBatch sends fs, in order, so that the peer's Recv returns them one at a
+// time exactly as if each had been sent by Send. It follows Send's rules: it
+// is called by the single writer, never concurrently with Send; it blocks
+// while the peer does not read; it does not keep fs or its frames after it
+// returns. It is all or nothing for errors of the frames themselves: when the
+// batch is over the transport's frame limit (an error wrapping
+// ErrFrameTooLarge) or one of its frames cannot be encoded (ErrMalformedFrame),
+// it sends nothing and the Conn stays usable, so that the caller can send the
+// frames one at a time and fail only the faulty one. Any other error is a
+// transport failure, as for Send.
+type BatchSender interface {
+	SendBatch(fs []*Frame) error
+}
+
 // Listener accepts Conns on the controller side.
 type Listener interface {
 	// Accept waits for the next Conn. It fails with an error wrapping

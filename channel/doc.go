@@ -32,6 +32,12 @@
 // refuses a frame over the transport's limit (DefaultMaxFrameBytes) with an
 // error wrapping ErrFrameTooLarge, leaving the Conn usable.
 //
+// A Conn may also be a BatchSender: SendBatch carries several frames in one
+// transport message (the gRPC twin's batch frame), all or nothing. A Channel
+// uses it only with Config.Coalesce, which must be set only when the peer
+// announced the "batch" capability in HELLO; the connector and the
+// controller set it themselves.
+//
 // # Semantics of a Channel
 //
 //   - Correlation: every command has an id, unique among the sender's calls in
@@ -55,6 +61,11 @@
 //     transport error, a malformed frame) every pending call fails at once
 //     with an error wrapping ErrClosed, and every handler's context is
 //     cancelled with the same cause, which Err reports.
+//   - Coalescing (Config.Coalesce): when the writer takes a frame, it also
+//     takes the frames already queued behind it (at most 64, about 64 KiB)
+//     and sends them in one transport message. It never waits for more, and
+//     a lone frame goes out alone. Every frame keeps its own fate: one that
+//     is too large fails alone, exactly as without coalescing.
 //   - Malformed frames are never dropped silently: a command with an id but no
 //     type gets an ERROR reply with code 400 naming the problem; any other
 //     malformed frame closes the channel with an error wrapping
@@ -63,9 +74,11 @@
 // # Goroutines
 //
 // A Channel owns: one reader (readLoop, the only caller of Conn.Recv), one
-// writer (writeLoop, the only caller of Conn.Send, fed by a queue of
-// Config.SendQueue commands and one of replies) and one goroutine per command
-// being handled, at most Config.MaxHandlers. Close cancels them and waits for
-// all of them. Hello and AcceptHello start no goroutine (they use
+// writer (writeLoop, the only caller of Conn.Send and SendBatch, fed by a
+// queue of Config.SendQueue commands and one of replies) and one goroutine
+// per command being handled, at most Config.MaxHandlers. Close cancels them
+// and waits for all of them. A handler's context starts a timer (and links
+// itself to the channel's context) only when the handler asks for its Done
+// channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).
 package channel

@@ -22,6 +22,13 @@ const (
 // both sides support.
 const ProtocolVersion = 1
 
+// CapabilityBatch is the HELLO capability of a peer that accepts batch frames:
+// several frames coalesced into one transport message (docs/protocol.md
+// §3.2). A connector lists it in HelloPayload.Capabilities, a controller in
+// HelloReplyPayload.Capabilities; a peer sends batches only to a peer that
+// listed it.
+const CapabilityBatch = "batch"
+
 // HelloPayload is the payload of HELLO. TargetID is the reference field; the
 // rest are ours.
 type HelloPayload struct {

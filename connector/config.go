@@ -78,6 +78,8 @@ type Config struct {
 	MissedHeartbeats int
 
 	// Channel configures each channel (in-flight bounds, default timeout…).
+	// Its Coalesce is set per channel, on when the controller's HELLO reply
+	// lists the "batch" capability.
 	Channel channel.Config
 	// Logger receives the connector's logs. Default: discard.
 	Logger *slog.Logger

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,7 +37,7 @@ type Connector struct {
 	runDone chan struct{}   // closed when Run has returned
 	done    chan struct{}   // closed once stopped (Run returned, or Close before Run)
 	runCtx  context.Context // Run's context, for user handlers; set before any channel exists
-	wg      sync.WaitGroup  // user-handler runs and channel closers
+	wg      sync.WaitGroup  // channel closers
 
 	mu        sync.Mutex // protects the fields below
 	started   bool       // Run was called
@@ -150,12 +151,11 @@ func (c *Connector) Run(ctx context.Context) error {
 		c.notify(quit)
 	}()
 
-	// Run's own token keeps the WaitGroup above zero while channels that may
-	// start handler runs are alive.
-	c.wg.Add(1)
 	ep, err := c.loop(ctx)
-	cancel() // ends the contexts of user handlers still running
-	c.wg.Done()
+	// End the contexts of user handlers still running on closing channels,
+	// then wait for the closers, and so for those handlers (a channel's
+	// Close waits for its handlers). loop started every closer.
+	cancel()
 	c.wg.Wait()
 
 	c.mu.Lock()
@@ -249,6 +249,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 		Token:           c.cfg.Token,
 		ProtocolVersion: command.ProtocolVersion,
 		Metadata:        c.cfg.Metadata,
+		Capabilities:    []string{command.CapabilityBatch}, // the gRPC twin unpacks batches
 	})
 	if err != nil {
 		_ = conn.Close()
@@ -268,7 +269,9 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	if reply.HeartbeatMs > 0 && c.cfg.MissedHeartbeats > 0 {
 		sess.heartbeat = time.Duration(reply.HeartbeatMs) * time.Millisecond * time.Duration(c.cfg.MissedHeartbeats)
 	}
-	sess.ch = channel.New(conn, c.handler(sess), c.cfg.Channel)
+	chCfg := c.cfg.Channel
+	chCfg.Coalesce = slices.Contains(reply.Capabilities, command.CapabilityBatch)
+	sess.ch = channel.New(conn, c.handler(sess), chCfg)
 
 	c.mu.Lock()
 	c.sess = sess

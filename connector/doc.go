@@ -127,20 +127,22 @@
 // effects that must never repeat should still be idempotent. The built-ins
 // (HELLO, GOOD_BYE, PRIMARY, HEALTH_CHECK) are not deduplicated.
 //
-// To make this work, a user handler does not run on the channel: it runs on a
-// goroutine of the Connector, with a context that ends at the command's
-// deadline or when Run ends, but not when the channel drops. Work cut off
-// from its caller by a reconnection thus completes, and its reply waits in
-// the window for the retry. Handlers must still return once their context is
-// done: Close waits for them.
+// To make this work, a user handler runs with a context that ends at the
+// command's deadline or when Run ends, but not when the channel drops (it
+// runs on the channel's handler goroutine, whose Close the connector does not
+// wait for before reconnecting). Work cut off from its caller by a
+// reconnection thus completes, and its reply waits in the window for the
+// retry. Handlers must still return once their context is done: Close waits
+// for them.
 //
 // # Goroutines
 //
 // Run owns: the notifier, which runs OnState and OnPrimary one at a time, in
-// order, with no lock held; one goroutine per user command being handled; one
-// per closing channel (a handler stuck on a closed channel must not delay the
-// reconnection); and, through each channel.Channel, its reader, writer and
-// handler goroutines. All end before Run returns, and Close waits for Run.
+// order, with no lock held; one goroutine per closing channel (a handler
+// stuck on a closed channel must not delay the reconnection); and, through
+// each channel.Channel, its reader, writer and handler goroutines (user
+// handlers run on the latter). All end before Run returns, and Close waits
+// for Run.
 // Callbacks and handlers must not call Close (cancel Run's context instead).
 //
 // # Compared with the reference

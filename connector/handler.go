@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
 )
 
@@ -14,10 +15,8 @@ func (c *Connector) handler(sess *session) command.Handler {
 		// The channel may hand over a command before connect has published
 		// sess; built-ins must see it published (a PRIMARY must not be taken
 		// for one of a dead channel, nor come before Connected).
-		select {
-		case <-sess.ready:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := awaitReady(ctx, sess); err != nil {
+			return nil, err
 		}
 		select {
 		case sess.touch <- struct{}{}:
@@ -35,6 +34,23 @@ func (c *Connector) handler(sess *session) command.Handler {
 		}
 		return c.user(ctx, cmd)
 	})
+}
+
+// awaitReady waits until sess is published, or ctx ends. It looks at ready
+// first: it nearly always is, and asking a handler context for its Done
+// channel costs a timer.
+func awaitReady(ctx context.Context, sess *session) error {
+	select {
+	case <-sess.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-sess.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // badPayload answers a built-in command whose payload does not decode.
@@ -100,11 +116,12 @@ func (c *Connector) health(ctx context.Context, cmd *command.Command) (*command.
 
 // user runs a user command through the dedup window: a command whose id
 // completed recently is answered from the window; one whose id is running
-// waits for that run; otherwise the handler runs on a goroutine owned by the
-// Connector, with a context that ends at the command's deadline or when Run
-// ends, but not when the channel closes, so work cut off from its caller by a
-// reconnection still completes and its reply waits in the window for the
-// retry.
+// waits for that run; otherwise the handler runs here, on the channel's
+// handler goroutine, but with a context that ends at the command's deadline
+// or when Run ends, not when the channel closes, so work cut off from its
+// caller by a reconnection still completes and its reply waits in the window
+// for the retry. (The channel's Close, which the connector runs in the
+// background, waits for it; Run waits for that Close.)
 func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
 	h, ok := c.mux.Handler(cmd.Type)
 	if !ok {
@@ -114,37 +131,29 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 		return h.Handle(ctx, cmd)
 	}
 	cached, f, first := c.window.join(cmd.ID)
-	if cached != nil {
+	switch {
+	case cached != nil:
 		c.log.Debug("connector: duplicate command answered from the window", "command", cmd.String())
 		return cached.reply.Clone(), nil
-	}
-	if first {
-		var hctx context.Context
-		var cancel context.CancelFunc
-		if dl, ok := ctx.Deadline(); ok {
-			hctx, cancel = context.WithDeadline(c.runCtx, dl)
-		} else {
-			hctx, cancel = context.WithCancel(c.runCtx)
-		}
-		cmd := cmd.Clone()
-		c.wg.Go(func() {
-			defer cancel()
-			r, err := c.runUser(hctx, h, cmd)
-			c.window.finish(cmd.ID, f, r, err)
-		})
-	} else {
+	case !first:
 		c.log.Debug("connector: duplicate command joins the running one", "command", cmd.String())
+		select {
+		case <-f.done:
+			return f.reply.Clone(), f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	select {
-	case <-f.done:
-		return f.reply.Clone(), f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	hctx, cancel := channel.Detach(ctx, c.runCtx)
+	r, err := c.runUser(hctx, h, cmd)
+	cancel()
+	c.window.finish(cmd.ID, f, r, err) // keeps its own copy of r
+	return r, err
 }
 
 // runUser calls h, turning a panic into an error (the channel answers it
-// NO_REPLY), since it runs on the Connector's goroutine, not the channel's.
+// NO_REPLY) recorded in the window, so that a duplicate waiting for this run
+// is not left waiting.
 func (c *Connector) runUser(ctx context.Context, h command.Handler, cmd *command.Command) (r *command.Reply, err error) {
 	defer func() {
 		if p := recover(); p != nil {

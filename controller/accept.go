@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -83,8 +84,9 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	defer cancel()
 
 	var (
-		refusal string // metrics reason when the decider refused
-		lc      *local
+		refusal  string // metrics reason when the decider refused
+		lc       *local
+		coalesce bool // the connector accepts batch frames
 	)
 	decide := func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error) {
 		if hello.ProtocolVersion < 0 {
@@ -124,6 +126,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 		if hello.ProtocolVersion > 0 {
 			version = min(version, hello.ProtocolVersion)
 		}
+		coalesce = slices.Contains(hello.Capabilities, command.CapabilityBatch)
 		lc = &local{
 			id:          command.NewID(),
 			targetID:    target,
@@ -142,6 +145,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			Limits:          command.Limits{MaxFrameBytes: channel.DefaultMaxFrameBytes, MaxInFlight: maxInFlight},
 			HeartbeatMs:     c.cfg.HealthInterval.Milliseconds(),
 			NodeID:          c.nodeID,
+			Capabilities:    []string{command.CapabilityBatch}, // the gRPC twin unpacks batches
 		})
 	}
 
@@ -151,6 +155,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 		return nil
 	}
 	chCfg := c.cfg.Channel
+	chCfg.Coalesce = coalesce
 	chCfg.Logger = chCfg.Logger.With("channel", lc.id, "target", lc.targetID)
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
 	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere

@@ -54,7 +54,9 @@ type Config struct {
 	// under the event-driven path. Default 10 s.
 	ReconcileInterval time.Duration
 	// Channel configures every channel. Its Observer is replaced by Metrics
-	// when Metrics is set; its Logger defaults to Logger.
+	// when Metrics is set; its Logger defaults to Logger; its Coalesce is set
+	// per channel, on when the connector's HELLO lists the "batch"
+	// capability.
 	Channel channel.Config
 	// Authenticator decides on every HELLO. Nil accepts every HELLO (New logs
 	// a warning).

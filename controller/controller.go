@@ -62,6 +62,7 @@ type Controller struct {
 	events      *dispatcher
 	primaryKick chan struct{} // buffered(1): "the state changed, reconcile"
 	turn        atomic.Uint64 // rotates ties in routing
+	routes      routeCache    // targets' routes, kept between state changes
 	forwarder   forwarder     // nil: no forwarding (single node)
 
 	closeOnce sync.Once
@@ -142,6 +143,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.applierWG.Go(func() { c.applier.run(c.ctx) })
 	c.eventsWG.Go(c.events.run)
 	c.unsub = c.store.Subscribe(c.onStoreEvents)
+	c.routes.start()
 	c.mu.Unlock()
 
 	startCtx, cancelStart := context.WithCancel(c.ctx)

@@ -8,11 +8,12 @@ import (
 )
 
 // onStoreEvents is the store subscription. It runs with the store locked, so
-// it only queues and signals. Every batch of events wakes the primary
-// notifier, which reads the state afresh: that also covers
+// it only drops stale routes, queues and signals. Every batch of events wakes
+// the primary notifier, which reads the state afresh: that also covers
 // state.StateRestored (the whole state replaced by a snapshot), which has no
 // listener event of its own.
 func (c *Controller) onStoreEvents(evs []state.Event) {
+	c.routes.invalidate(evs)
 	for _, ev := range evs {
 		if e, ok := translate(ev); ok {
 			c.events.push(e)

@@ -254,6 +254,8 @@ type connOpts struct {
 	failPrimary int
 	// handlers answer other command types.
 	handlers map[command.Type]command.Handler
+	// capabilities are announced in HELLO.
+	capabilities []string
 }
 
 // connector plays a connector: it dials, says HELLO, and answers
@@ -287,6 +289,7 @@ func (h *harness) attach(ctx context.Context, conn channel.Conn, o connOpts) (*c
 	defer cancel()
 	hello, err := channel.Hello(hctx, conn, command.HelloPayload{
 		TargetID: o.target, ConnectorID: o.connectorID, Token: o.token, Metadata: o.metadata,
+		Capabilities: o.capabilities,
 	})
 	if err != nil {
 		_ = conn.Close()

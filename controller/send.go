@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller/internal/route"
@@ -50,10 +51,9 @@ func (c *Controller) send(ctx context.Context, targetID string, cmd *command.Com
 	if c.ctx.Err() != nil {
 		return nil, fmt.Errorf("controller: send %s to target %q: %w", cmd, targetID, ErrClosed)
 	}
-	choice, locals := c.route(targetID, primaryOnly)
+	choice, lc := c.route(targetID, primaryOnly)
 	switch choice.Kind {
 	case route.Local:
-		lc := locals[choice.ChannelID]
 		reply, err := lc.ch.Send(ctx, cmd)
 		if err != nil {
 			return nil, fmt.Errorf("controller: send %s to target %q on channel %s: %w", cmd, targetID, lc.id, err)
@@ -73,35 +73,129 @@ func (c *Controller) send(ctx context.Context, targetID string, cmd *command.Com
 	return nil, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
 }
 
-// route gathers the target's candidates from the state and the live local
-// channels and lets route.Pick choose. locals holds the local candidates.
-func (c *Controller) route(targetID string, primaryOnly bool) (route.Choice, map[string]*local) {
-	var (
-		cands     []route.Candidate
-		primaryID string
-	)
+// route lets route.Pick choose among the target's channels: its routes (from
+// the state, see routes) with the live figures of the local ones. It returns
+// the local channel chosen, if the choice is Local.
+func (c *Controller) route(targetID string, primaryOnly bool) (route.Choice, *local) {
+	tr := c.routes.get(targetID, c.buildRoutes)
+	var buf [8]route.Candidate // on the stack for up to 8 channels
+	cands := buf[:0]
+	for i, cd := range tr.cands {
+		if lc := tr.locals[i]; lc != nil {
+			if lc.ch.Err() != nil {
+				continue // registered to this node but dead: being unregistered
+			}
+			cd.Local, cd.InFlight = true, lc.ch.InFlight()
+		}
+		cands = append(cands, cd)
+	}
+	choice := route.Pick(cands, primaryOnly, tr.primaryID, c.turn.Add(1))
+	if choice.Kind != route.Local {
+		return choice, nil
+	}
+	for i, cd := range tr.cands {
+		if cd.ChannelID == choice.ChannelID {
+			return choice, tr.locals[i]
+		}
+	}
+	return route.Choice{}, nil // unreachable: Pick chose among cands
+}
+
+// buildRoutes reads the target's routes from the state: its active channels
+// in registration order (those of this node only if they are live here) and
+// its primary.
+func (c *Controller) buildRoutes(targetID string) *targetRoutes {
+	tr := &targetRoutes{}
 	c.store.View(func(s *state.State) {
-		primaryID, _ = s.PrimaryOf(targetID)
+		tr.primaryID, _ = s.PrimaryOf(targetID)
 		for _, ch := range s.TargetChannels(targetID) {
 			if ch.Active {
-				cands = append(cands, route.Candidate{ChannelID: ch.ID, NodeID: ch.NodeID})
+				tr.cands = append(tr.cands, route.Candidate{ChannelID: ch.ID, NodeID: ch.NodeID})
 			}
 		}
 	})
-	locals := make(map[string]*local)
-	kept := cands[:0]
-	for _, cd := range cands {
-		if cd.NodeID != c.nodeID {
-			kept = append(kept, cd)
-			continue
+	tr.locals = make([]*local, len(tr.cands))
+	kept := tr.cands[:0]
+	c.mu.Lock()
+	for _, cd := range tr.cands {
+		var lc *local
+		if cd.NodeID == c.nodeID {
+			if lc = c.local[cd.ChannelID]; lc == nil {
+				continue // registered to this node but not live: being unregistered
+			}
 		}
-		lc := c.localChannel(cd.ChannelID)
-		if lc == nil || lc.ch.Err() != nil {
-			continue // registered to this node but dead: being unregistered
-		}
-		cd.Local, cd.InFlight = true, lc.ch.InFlight()
-		locals[cd.ChannelID] = lc
+		tr.locals[len(kept)] = lc
 		kept = append(kept, cd)
 	}
-	return route.Pick(kept, primaryOnly, primaryID, c.turn.Add(1)), locals
+	c.mu.Unlock()
+	tr.cands, tr.locals = kept, tr.locals[:len(kept)]
+	return tr
+}
+
+// targetRoutes is what the state says about where a target's commands may
+// go. It is immutable once built.
+type targetRoutes struct {
+	primaryID string
+	cands     []route.Candidate // ChannelID and NodeID; Local and InFlight are set per send
+	locals    []*local          // parallel to cands: the live local channel, nil for other nodes'
+}
+
+// routeCache keeps each target's routes between the state changes that
+// affect them, so that Send does not read (and sort) the registry every
+// time. Every change of a target's channels or primary comes with a state
+// event naming the target (state.Apply's contract), which drops the entry;
+// a restored snapshot drops them all. Channels that die before their
+// unregistration is applied are skipped by route (their Err is set), and a
+// new local channel is added to the controller before it is registered, so
+// an entry never lacks a live channel.
+type routeCache struct {
+	mu      sync.Mutex
+	live    bool   // subscribed to the store's events: entries may be kept
+	version uint64 // bumped by every invalidation
+	targets map[string]*targetRoutes
+}
+
+// get returns target's routes, from the cache or built by build (and kept
+// unless the state changed meanwhile).
+func (rc *routeCache) get(target string, build func(string) *targetRoutes) *targetRoutes {
+	rc.mu.Lock()
+	tr, live, version := rc.targets[target], rc.live, rc.version
+	rc.mu.Unlock()
+	if tr != nil {
+		return tr
+	}
+	tr = build(target)
+	rc.mu.Lock()
+	if live && rc.version == version { // no event since: tr is current
+		if rc.targets == nil {
+			rc.targets = make(map[string]*targetRoutes)
+		}
+		rc.targets[target] = tr
+	}
+	rc.mu.Unlock()
+	return tr
+}
+
+// start enables caching; call it once subscribed to the store's events.
+func (rc *routeCache) start() {
+	rc.mu.Lock()
+	rc.live = true
+	rc.version++
+	rc.mu.Unlock()
+}
+
+// invalidate drops the routes that evs change.
+func (rc *routeCache) invalidate(evs []state.Event) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, ev := range evs {
+		switch ev.Kind {
+		case state.ChannelRegistered, state.ChannelUnregistered, state.PrimaryElected, state.PrimaryEvicted:
+			delete(rc.targets, ev.TargetID)
+			rc.version++
+		case state.StateRestored:
+			clear(rc.targets)
+			rc.version++
+		}
+	}
 }

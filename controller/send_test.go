@@ -194,3 +194,68 @@ func TestConnectorToController(t *testing.T) {
 	}
 	h.waitFor("handled metrics", func() bool { return h.metrics.count("handled") >= 2 })
 }
+
+// Send keeps following the registry once it has routed commands to a target:
+// new channels, closed channels and primary changes are seen at once (the
+// routes it keeps between state changes are dropped by every change).
+func TestSendFollowsRegistryChanges(t *testing.T) {
+	h := newHarness(t, fastConfig())
+	handlers := map[command.Type]command.Handler{"ECHO": echo}
+	send := func(primary bool) error {
+		t.Helper()
+		var err error
+		if primary {
+			_, err = h.ctrl.SendPrimary(t.Context(), "t1", command.MustCommand("ECHO", nil))
+		} else {
+			_, err = h.ctrl.Send(t.Context(), "t1", command.MustCommand("ECHO", nil))
+		}
+		return err
+	}
+	c1 := h.connect(connOpts{target: "t1", handlers: handlers})
+	h.waitBelief(c1, command.PrimaryPayload{Primary: true, Epoch: 1})
+	for _, primary := range []bool{false, true} {
+		if err := send(primary); err != nil {
+			t.Fatalf("send(primary=%t) = %v", primary, err)
+		}
+	}
+
+	// A second channel: idle channels take turns, so it gets commands too.
+	c2 := h.connect(connOpts{target: "t1", handlers: handlers})
+	h.waitBelief(c2, command.PrimaryPayload{Primary: false, Epoch: 1})
+	h.waitFor("nothing in flight", func() bool {
+		i1, _ := h.ctrl.Channel(c1.id())
+		i2, _ := h.ctrl.Channel(c2.id())
+		return i1.InFlight == 0 && i2.InFlight == 0
+	})
+	for range 4 {
+		if err := send(false); err != nil {
+			t.Fatalf("Send() = %v", err)
+		}
+	}
+	if n := c2.receivedCount("ECHO"); n != 2 {
+		t.Errorf("the new channel got %d of 4 ECHO, want 2", n)
+	}
+
+	// The primary goes: every command, primary or not, reaches the other
+	// channel.
+	c1.close()
+	h.waitRegistered(c1.id(), false)
+	for _, primary := range []bool{false, false, true} {
+		if primary {
+			h.waitBelief(c2, command.PrimaryPayload{Primary: true, Epoch: 2})
+		}
+		if err := send(primary); err != nil {
+			t.Fatalf("send(primary=%t) after the first channel closed = %v", primary, err)
+		}
+	}
+	if n := c2.receivedCount("ECHO"); n != 5 {
+		t.Errorf("the remaining channel got %d ECHO in all, want 5", n)
+	}
+
+	// The last one goes: no channel, at once.
+	c2.close()
+	h.waitRegistered(c2.id(), false)
+	if err := send(false); !errors.Is(err, controller.ErrNoChannel) {
+		t.Errorf("Send() with no channel left = %v, want ErrNoChannel", err)
+	}
+}

@@ -20,28 +20,36 @@ const benchInFlight = 64
 //   - Send/Sequential: one command at a time (round-trip latency).
 //   - Send/InFlight64: 64 goroutines sending concurrently on one channel
 //     (throughput with pipelining).
+//   - SendCoalesced/Sequential, SendCoalesced/InFlight64: the same with
+//     channel.Config.Coalesce set on both channels (what a connector and a
+//     controller that both announce the "batch" capability run).
 //
-// Both report allocations. Each command gets a fresh id from Send, as
+// All report allocations. Each command gets a fresh id from Send, as
 // commands built by command.NewCommand do, and the context has no deadline,
 // so the channel's default timeout applies.
 func RunBenchmarks(b *testing.B, mp MakePipe) {
 	b.Helper()
-	b.Run("Send", func(b *testing.B) {
-		b.Run("Sequential", func(b *testing.B) { benchSend(b, mp, 1) })
-		b.Run("InFlight64", func(b *testing.B) { benchSend(b, mp, benchInFlight) })
-	})
+	for _, v := range []struct {
+		name string
+		cfg  channel.Config
+	}{{"Send", channel.Config{}}, {"SendCoalesced", channel.Config{Coalesce: true}}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.Run("Sequential", func(b *testing.B) { benchSend(b, mp, 1, v.cfg) })
+			b.Run("InFlight64", func(b *testing.B) { benchSend(b, mp, benchInFlight, v.cfg) })
+		})
+	}
 }
 
 // benchPayload is about 100 bytes of JSON.
 var benchPayload = []byte(`{"text":"` + string(bytes.Repeat([]byte("x"), 88)) + `","n":1}`)
 
-func benchSend(b *testing.B, mp MakePipe, senders int) {
+func benchSend(b *testing.B, mp MakePipe, senders int, cfg channel.Config) {
 	a, p := mp(b)
 	echo := command.HandlerFunc(func(_ context.Context, c *command.Command) (*command.Reply, error) {
 		return &command.Reply{CommandID: c.ID, Type: c.Type, Status: command.StatusSucceeded, Payload: c.Payload}, nil
 	})
-	ca := channel.New(a, nil, channel.Config{})
-	cb := channel.New(p, echo, channel.Config{})
+	ca := channel.New(a, nil, cfg)
+	cb := channel.New(p, echo, cfg)
 	b.Cleanup(func() { _ = ca.Close(); _ = cb.Close() })
 	ctx := b.Context()
 	cmd := &command.Command{Type: "ECHO", Payload: benchPayload}

@@ -21,11 +21,39 @@ import (
 // handshake. Each subtest makes its own pipe; in most, a Channel runs on each
 // end, and in the malformed-frame and handshake tests the test drives one end
 // through the raw Conn.
+//
+// The whole suite runs twice: with the default Config, then (subtest
+// "Coalesce") with Config.Coalesce set on every Channel, so that the
+// semantics are the same whether or not the writer coalesces frames. Its
+// Burst test checks that a burst of frames queued behind a stalled writer is
+// sent in batches exactly when Coalesce is set.
 func TestChannel(t *testing.T, mp MakePipe) {
+	t.Helper()
+	runChannelSuite(t, suite{mp: mp})
+	t.Run("Coalesce", func(t *testing.T) {
+		s := suite{mp: mp, coalesce: true}
+		runChannelSuite(t, s)
+	})
+}
+
+// suite is one configuration of the TestChannel suite.
+type suite struct {
+	mp       MakePipe
+	coalesce bool // every Channel made by the suite's env coalesces
+}
+
+// env returns the scaffolding of one test of the suite.
+func (s suite) env(t testing.TB) *env {
+	e := newEnv(t)
+	e.coalesce = s.coalesce
+	return e
+}
+
+func runChannelSuite(t *testing.T, s suite) {
 	t.Helper()
 	for _, tc := range []struct {
 		name string
-		fn   func(*testing.T, MakePipe)
+		fn   func(*testing.T, suite)
 	}{
 		{"RequestReply", testRequestReply},
 		{"ConcurrentInFlight64", testConcurrentInFlight},
@@ -53,8 +81,9 @@ func TestChannel(t *testing.T, mp MakePipe) {
 		{"HelloRejected", testHelloRejected},
 		{"HelloFirstFrameNotHello", testHelloFirstFrameNotHello},
 		{"HelloTimeout", testHelloTimeout},
+		{"Burst", testBurst},
 	} {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, mp) })
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, s) })
 	}
 }
 
@@ -134,15 +163,15 @@ func blockMux(b *blocker) *command.Mux {
 
 func blockCmd(id string) *command.Command { return &command.Command{ID: id, Type: "BLOCK"} }
 
-func testRequestReply(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testRequestReply(t *testing.T, s suite) {
+	e := s.env(t)
 	var seen atomic.Pointer[command.Command]
 	mux := echoMux()
 	mux.RegisterFunc("META", func(_ context.Context, c *command.Command) (*command.Reply, error) {
 		seen.Store(c)
 		return &command.Reply{Payload: []byte(c.Metadata["k"]), Code: 201}, nil
 	})
-	ca, cb := e.channels(mp, mux, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, mux, mux, channel.Config{}, channel.Config{})
 
 	// Both directions: either side can be the sender.
 	checkEcho(e, ca, "from a")
@@ -173,9 +202,9 @@ func testRequestReply(t *testing.T, mp MakePipe) {
 	e.eventually("InFlight back to 0", func() bool { return ca.InFlight()+cb.InFlight() == 0 })
 }
 
-func testConcurrentInFlight(t *testing.T, mp MakePipe) {
+func testConcurrentInFlight(t *testing.T, s suite) {
 	const n = 64
-	e := newEnv(t)
+	e := s.env(t)
 	// The handler holds every call until all n have arrived, which proves
 	// they were in flight together.
 	var arrived atomic.Int32
@@ -192,7 +221,7 @@ func testConcurrentInFlight(t *testing.T, mp MakePipe) {
 			return echo{}, ctx.Err()
 		}
 	}))
-	ca, _ := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	results := make([]<-chan sendResult, n)
 	for i := range n {
 		results[i] = e.goSend(e.ctx, ca, command.MustCommand("BARRIER", echo{Text: strconv.Itoa(i)}))
@@ -212,8 +241,8 @@ func testConcurrentInFlight(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testDeadlineExceeded(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testDeadlineExceeded(t *testing.T, s suite) {
+	e := s.env(t)
 	// LATE sees its context end with the sender's deadline, then answers
 	// anyway once released: a late reply the sender must ignore.
 	started := make(chan struct{})
@@ -230,7 +259,7 @@ func testDeadlineExceeded(t *testing.T, mp MakePipe) {
 		}
 		return command.Succeeded(c, echo{Text: "too late"})
 	})
-	ca, cb := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 
 	ctx, cancel := context.WithTimeout(e.ctx, 50*time.Millisecond)
 	defer cancel()
@@ -263,11 +292,11 @@ func testDeadlineExceeded(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testDefaultTimeout(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testDefaultTimeout(t *testing.T, s suite) {
+	e := s.env(t)
 	const timeout = 50 * time.Millisecond
 	blk := newBlocker()
-	ca, _ := e.channels(mp, nil, blockMux(blk), channel.Config{DefaultTimeout: timeout}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, blockMux(blk), channel.Config{DefaultTimeout: timeout}, channel.Config{})
 
 	// Only a watchdog bounds this context (it has no deadline), so the
 	// channel's DefaultTimeout must apply.
@@ -293,8 +322,8 @@ func testDefaultTimeout(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHandlerDeadline(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testHandlerDeadline(t *testing.T, s suite) {
+	e := s.env(t)
 	type seen struct {
 		deadline time.Time
 		ok       bool
@@ -307,7 +336,7 @@ func testHandlerDeadline(t *testing.T, mp MakePipe) {
 		got <- seen{dl, ok, c.Timeout}
 		return nil, nil
 	})
-	ca, _ := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	const timeout = 5 * time.Second
 	ctx, cancel := context.WithTimeout(e.ctx, timeout)
 	defer cancel()
@@ -315,19 +344,19 @@ func testHandlerDeadline(t *testing.T, mp MakePipe) {
 	if _, err := ca.Send(ctx, &command.Command{Type: "DEADLINE"}); err != nil {
 		t.Fatalf("Send() error = %v", err)
 	}
-	s := await(e, got, "handler")
-	if !s.ok {
+	h := await(e, got, "handler")
+	if !h.ok {
 		t.Fatal("handler context has no deadline, want the sender's")
 	}
-	if s.timeout <= 0 || s.timeout > timeout {
-		t.Errorf("Command.Timeout = %v, want in (0, %v]", s.timeout, timeout)
+	if h.timeout <= 0 || h.timeout > timeout {
+		t.Errorf("Command.Timeout = %v, want in (0, %v]", h.timeout, timeout)
 	}
-	if s.deadline.Before(before) || s.deadline.After(before.Add(timeout+time.Second)) {
-		t.Errorf("handler deadline = %v from the send, want within about %v", s.deadline.Sub(before), timeout)
+	if h.deadline.Before(before) || h.deadline.After(before.Add(timeout+time.Second)) {
+		t.Errorf("handler deadline = %v from the send, want within about %v", h.deadline.Sub(before), timeout)
 	}
 }
 
-func testUnknownCommand(t *testing.T, mp MakePipe) {
+func testUnknownCommand(t *testing.T, s suite) {
 	for _, tc := range []struct {
 		name string
 		h    command.Handler
@@ -336,8 +365,8 @@ func testUnknownCommand(t *testing.T, mp MakePipe) {
 		{"NilHandler", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			ca, cb := e.channels(mp, echoMux(), tc.h, channel.Config{}, channel.Config{})
+			e := s.env(t)
+			ca, cb := e.channels(s.mp, echoMux(), tc.h, channel.Config{}, channel.Config{})
 			_, err := ca.Send(e.ctx, &command.Command{ID: "u1", Type: "NO_SUCH_TYPE"})
 			var ue *channel.UnknownCommandError
 			if !errors.As(err, &ue) {
@@ -354,13 +383,13 @@ func testUnknownCommand(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHandlerError(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testHandlerError(t *testing.T, s suite) {
+	e := s.env(t)
 	mux := echoMux()
 	mux.RegisterFunc("FAIL", func(context.Context, *command.Command) (*command.Reply, error) {
 		return nil, errors.New("database unreachable")
 	})
-	ca, cb := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	_, err := ca.Send(e.ctx, &command.Command{ID: "f1", Type: "FAIL"})
 	var re *channel.RemoteError
 	if !errors.As(err, &re) {
@@ -379,13 +408,13 @@ func testHandlerError(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHandlerPanic(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testHandlerPanic(t *testing.T, s suite) {
+	e := s.env(t)
 	mux := echoMux()
 	mux.RegisterFunc("PANIC", func(context.Context, *command.Command) (*command.Reply, error) {
 		panic("boom")
 	})
-	ca, cb := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	_, err := ca.Send(e.ctx, &command.Command{ID: "p1", Type: "PANIC"})
 	var re *channel.RemoteError
 	if !errors.As(err, &re) {
@@ -400,15 +429,15 @@ func testHandlerPanic(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHandlerFailedReply(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testHandlerFailedReply(t *testing.T, s suite) {
+	e := s.env(t)
 	mux := command.NewMux()
 	mux.RegisterFunc("NO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
 		r := command.Failed(c, "the answer is no")
 		r.Code = 409
 		return r, nil
 	})
-	ca, _ := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	r, err := ca.Send(e.ctx, &command.Command{ID: "n1", Type: "NO"})
 	if err != nil {
 		t.Fatalf("Send(NO) error = %v, want nil: a failed reply is a reply", err)
@@ -418,11 +447,11 @@ func testHandlerFailedReply(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testLocalBusy(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testLocalBusy(t *testing.T, s suite) {
+	e := s.env(t)
 	blk := newBlocker()
 	const retryAfter = 70 * time.Millisecond
-	ca, _ := e.channels(mp, nil, blockMux(blk), channel.Config{MaxInFlight: 1, RetryAfter: retryAfter}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, blockMux(blk), channel.Config{MaxInFlight: 1, RetryAfter: retryAfter}, channel.Config{})
 	first := e.goSend(e.ctx, ca, blockCmd("first"))
 	await(e, blk.started, "first handler start")
 
@@ -442,11 +471,11 @@ func testLocalBusy(t *testing.T, mp MakePipe) {
 	checkEcho(e, ca, "room again")
 }
 
-func testRemoteBusy(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testRemoteBusy(t *testing.T, s suite) {
+	e := s.env(t)
 	blk := newBlocker()
 	const retryAfter = 250 * time.Millisecond
-	ca, _ := e.channels(mp, nil, blockMux(blk), channel.Config{}, channel.Config{MaxHandlers: 1, RetryAfter: retryAfter})
+	ca, _ := e.channels(s.mp, nil, blockMux(blk), channel.Config{}, channel.Config{MaxHandlers: 1, RetryAfter: retryAfter})
 	first := e.goSend(e.ctx, ca, blockCmd("first"))
 	await(e, blk.started, "first handler start")
 
@@ -469,10 +498,10 @@ func testRemoteBusy(t *testing.T, mp MakePipe) {
 	})
 }
 
-func testDuplicateID(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testDuplicateID(t *testing.T, s suite) {
+	e := s.env(t)
 	blk := newBlocker()
-	ca, _ := e.channels(mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
 	first := e.goSend(e.ctx, ca, blockCmd("same-id"))
 	await(e, blk.started, "first handler start")
 
@@ -494,11 +523,11 @@ func testDuplicateID(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testCloseFailsPending(t *testing.T, mp MakePipe) {
+func testCloseFailsPending(t *testing.T, s suite) {
 	const n = 8
-	e := newEnv(t)
+	e := s.env(t)
 	blk := newBlocker()
-	ca, _ := e.channels(mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
+	ca, _ := e.channels(s.mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
 	pending := make([]<-chan sendResult, n)
 	for i := range n {
 		pending[i] = e.goSend(e.ctx, ca, blockCmd("pending-"+strconv.Itoa(i)))
@@ -539,10 +568,10 @@ func testCloseFailsPending(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testPeerCloseFailsPending(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testPeerCloseFailsPending(t *testing.T, s suite) {
+	e := s.env(t)
 	blk := newBlocker()
-	ca, cb := e.channels(mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
 	pending := e.goSend(e.ctx, ca, blockCmd("pending"))
 	await(e, blk.started, "handler start")
 	if err := cb.Close(); err != nil {
@@ -558,12 +587,12 @@ func testPeerCloseFailsPending(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHandlerCtxCancelledOnClose(t *testing.T, mp MakePipe) {
+func testHandlerCtxCancelledOnClose(t *testing.T, s suite) {
 	for _, who := range []string{"LocalClose", "PeerClose"} {
 		t.Run(who, func(t *testing.T) {
-			e := newEnv(t)
+			e := s.env(t)
 			blk := newBlocker()
-			ca, cb := e.channels(mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
+			ca, cb := e.channels(s.mp, nil, blockMux(blk), channel.Config{}, channel.Config{})
 			e.goSend(e.ctx, ca, blockCmd("long"))
 			await(e, blk.started, "handler start")
 			if who == "LocalClose" {
@@ -578,8 +607,8 @@ func testHandlerCtxCancelledOnClose(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testCloseWaitsForHandlers(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testCloseWaitsForHandlers(t *testing.T, s suite) {
+	e := s.env(t)
 	started := make(chan struct{})
 	release := make(chan struct{})
 	var returned atomic.Bool
@@ -594,7 +623,7 @@ func testCloseWaitsForHandlers(t *testing.T, mp MakePipe) {
 		returned.Store(true)
 		return nil, ctx.Err()
 	})
-	ca, cb := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 	e.goSend(e.ctx, ca, &command.Command{Type: "STUBBORN"})
 	await(e, started, "handler start")
 
@@ -607,7 +636,7 @@ func testCloseWaitsForHandlers(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testNotify(t *testing.T, mp MakePipe) {
+func testNotify(t *testing.T, s suite) {
 	events := make(chan *command.Command, 4)
 	mux := echoMux()
 	mux.RegisterFunc("EVENT", func(_ context.Context, c *command.Command) (*command.Reply, error) {
@@ -616,8 +645,8 @@ func testNotify(t *testing.T, mp MakePipe) {
 	})
 
 	t.Run("Channel", func(t *testing.T) {
-		e := newEnv(t)
-		ca, _ := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+		e := s.env(t)
+		ca, _ := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 		if err := ca.Notify(e.ctx, &command.Command{Type: "EVENT", Payload: []byte(`"n"`)}); err != nil {
 			t.Fatalf("Notify() = %v, want nil", err)
 		}
@@ -636,8 +665,8 @@ func testNotify(t *testing.T, mp MakePipe) {
 	})
 
 	t.Run("NoReplyOnTheWire", func(t *testing.T) {
-		e := newEnv(t)
-		a, b := e.pipe(mp)
+		e := s.env(t)
+		a, b := e.pipe(s.mp)
 		e.channel(b, mux, channel.Config{})
 		e.send(a, &channel.Frame{Command: &command.Command{ID: "ev", Type: "EVENT", OneWay: true}})
 		await(e, events, "handler of the one-way command")
@@ -650,10 +679,10 @@ func testNotify(t *testing.T, mp MakePipe) {
 	})
 }
 
-func testInFlightBothDirections(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testInFlightBothDirections(t *testing.T, s suite) {
+	e := s.env(t)
 	blkA, blkB := newBlocker(), newBlocker()
-	ca, cb := e.channels(mp, blockMux(blkA), blockMux(blkB), channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, blockMux(blkA), blockMux(blkB), channel.Config{}, channel.Config{})
 	check := func(wantA, wantB int) {
 		t.Helper()
 		if got := ca.InFlight(); got != wantA {
@@ -680,14 +709,14 @@ func testInFlightBothDirections(t *testing.T, mp MakePipe) {
 	e.eventually("InFlight back to 0", func() bool { return ca.InFlight() == 0 && cb.InFlight() == 0 })
 }
 
-func testChannelFrameTooLarge(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+func testChannelFrameTooLarge(t *testing.T, s suite) {
+	e := s.env(t)
 	huge := bytes.Repeat([]byte("z"), channel.DefaultMaxFrameBytes+1)
 	mux := echoMux()
 	mux.RegisterFunc("HUGE_REPLY", func(_ context.Context, c *command.Command) (*command.Reply, error) {
 		return &command.Reply{Payload: huge}, nil
 	})
-	ca, cb := e.channels(mp, nil, mux, channel.Config{}, channel.Config{})
+	ca, cb := e.channels(s.mp, nil, mux, channel.Config{}, channel.Config{})
 
 	_, err := ca.Send(e.ctx, &command.Command{Type: "ECHO", Payload: huge})
 	if !errors.Is(err, channel.ErrFrameTooLarge) {
@@ -710,9 +739,9 @@ func testChannelFrameTooLarge(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testUnexpectedReplyIgnored(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
-	a, b := e.pipe(mp)
+func testUnexpectedReplyIgnored(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
 	ca := e.channel(a, echoMux(), channel.Config{})
 	e.send(b, &channel.Frame{Reply: &command.Reply{CommandID: "nobody-asked", Type: "ECHO", Status: command.StatusSucceeded}})
 	e.send(b, &channel.Frame{Command: echoCmd("still there?")})
@@ -724,9 +753,9 @@ func testUnexpectedReplyIgnored(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testMalformedCommandAnswered(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
-	a, b := e.pipe(mp)
+func testMalformedCommandAnswered(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
 	ca := e.channel(a, echoMux(), channel.Config{})
 	e.send(b, &channel.Frame{Command: &command.Command{ID: "no-type", Payload: []byte(`{}`)}})
 	f := e.recv(b)
@@ -747,9 +776,9 @@ func testMalformedCommandAnswered(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testMalformedFrameCloses(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
-	a, b := e.pipe(mp)
+func testMalformedFrameCloses(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
 	ca := e.channel(a, echoMux(), channel.Config{})
 	pending := e.goSend(e.ctx, ca, echoCmd("never answered"))
 	e.recv(b) // the command; the raw end does not answer it
@@ -803,9 +832,9 @@ func (e *env) goAcceptHello(ctx context.Context, conn channel.Conn, decide chann
 	return out
 }
 
-func testHelloAccepted(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
-	a, b := e.pipe(mp)
+func testHelloAccepted(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
 	want := command.HelloReplyPayload{
 		TargetID:        "target-rewritten",
 		ChannelID:       "channel-1",
@@ -848,7 +877,7 @@ func testHelloAccepted(t *testing.T, mp MakePipe) {
 	checkAlive(e, ca)
 }
 
-func testHelloRejected(t *testing.T, mp MakePipe) {
+func testHelloRejected(t *testing.T, s suite) {
 	for _, tc := range []struct {
 		name   string
 		decide channel.HelloDecider
@@ -865,8 +894,8 @@ func testHelloRejected(t *testing.T, mp MakePipe) {
 		}, "bad token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			a, b := e.pipe(mp)
+			e := s.env(t)
+			a, b := e.pipe(s.mp)
 			accepted := e.goAcceptHello(e.ctx, b, func(ctx context.Context, cmd *command.Command, h command.HelloPayload) (*command.Reply, error) {
 				return tc.decide(ctx, cmd, h)
 			})
@@ -889,9 +918,9 @@ func testHelloRejected(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHelloFirstFrameNotHello(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
-	a, b := e.pipe(mp)
+func testHelloFirstFrameNotHello(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
 	accepted := e.goAcceptHello(e.ctx, b, func(context.Context, *command.Command, command.HelloPayload) (*command.Reply, error) {
 		return nil, errors.New("decider must not be called")
 	})
@@ -906,11 +935,11 @@ func testHelloFirstFrameNotHello(t *testing.T, mp MakePipe) {
 	}
 }
 
-func testHelloTimeout(t *testing.T, mp MakePipe) {
+func testHelloTimeout(t *testing.T, s suite) {
 	const timeout = 50 * time.Millisecond
 	t.Run("AcceptHello", func(t *testing.T) {
-		e := newEnv(t)
-		a, b := e.pipe(mp)
+		e := s.env(t)
+		a, b := e.pipe(s.mp)
 		ctx, cancel := context.WithTimeout(e.ctx, timeout)
 		defer cancel()
 		start := time.Now()
@@ -926,8 +955,8 @@ func testHelloTimeout(t *testing.T, mp MakePipe) {
 		}
 	})
 	t.Run("Hello", func(t *testing.T) {
-		e := newEnv(t)
-		a, b := e.pipe(mp)
+		e := s.env(t)
+		a, b := e.pipe(s.mp)
 		ctx, cancel := context.WithTimeout(e.ctx, timeout)
 		defer cancel()
 		start := time.Now()
@@ -966,4 +995,65 @@ func diffJSON(want, got any) string {
 		return fmt.Sprintf("\n got %s\nwant %s", g, w)
 	}
 	return ""
+}
+
+// testBurst queues commands and replies behind a stalled writer and checks
+// that, once it is released, they all arrive in order, in batches when the
+// channel coalesces and one at a time otherwise.
+func testBurst(t *testing.T, s suite) {
+	const n = 10
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
+	fa := NewFaultConn(a)
+	ca := e.channel(fa, echoMux(), channel.Config{})
+
+	fa.Stall(DirSend)
+	// Replies: the peer's commands are answered while the writer is held
+	// (InFlight counts a command until its reply is queued).
+	for i := range n {
+		e.send(b, &channel.Frame{Command: &command.Command{ID: "to-a-" + strconv.Itoa(i), Type: "ECHO", Payload: []byte(`{"text":"x"}`)}})
+	}
+	e.eventually("every command handled", func() bool { return ca.InFlight() == 0 })
+	// Commands: Notify returns once its command is queued.
+	for i := range n {
+		if err := ca.Notify(e.ctx, &command.Command{ID: "from-a-" + strconv.Itoa(i), Type: "EVENT"}); err != nil {
+			t.Fatalf("Notify() = %v", err)
+		}
+	}
+	fa.Unstall()
+
+	// Handlers run concurrently, so replies come in any order; commands keep
+	// the order of the Notify calls.
+	replied := map[string]bool{}
+	commands := 0
+	for range 2 * n {
+		switch f := e.recv(b); {
+		case f.Reply != nil:
+			id := f.Reply.CommandID
+			if !strings.HasPrefix(id, "to-a-") || replied[id] || f.Reply.Status != command.StatusSucceeded {
+				t.Fatalf("reply %+v, want one SUCCEEDED reply to each to-a-* command", f.Reply)
+			}
+			replied[id] = true
+		case f.Command != nil:
+			if want := "from-a-" + strconv.Itoa(commands); f.Command.ID != want || !f.Command.OneWay {
+				t.Fatalf("command #%d = %s, want the one-way EVENT[%s]", commands, describe(f), want)
+			}
+			commands++
+		}
+	}
+	batches, frames := fa.Batches()
+	switch {
+	case !s.coalesce && batches != 0:
+		t.Errorf("without Coalesce: %d batches sent, want none", batches)
+	case s.coalesce && (batches == 0 || frames < n):
+		t.Errorf("with Coalesce: %d batches of %d frames in all, want the %d frames queued behind the stalled writer batched", batches, frames, 2*n)
+	}
+	// A lone frame still goes out at once.
+	e.send(b, &channel.Frame{Command: &command.Command{ID: "last", Type: "ECHO", Payload: []byte(`{"text":"x"}`)}})
+	if f := e.recv(b); f.Reply == nil || f.Reply.CommandID != "last" {
+		t.Fatalf("answer to a lone command = %s, want its reply", describe(f))
+	}
+	if err := ca.Err(); err != nil {
+		t.Errorf("Err() = %v, want nil", err)
+	}
 }

@@ -31,9 +31,10 @@ const (
 // env is the per-test scaffolding of the suite: a bounded context and a
 // WaitGroup for the test's goroutines, waited for after every other cleanup.
 type env struct {
-	t   testing.TB
-	ctx context.Context // ends with the test or after defaultTestTimeout
-	wg  sync.WaitGroup
+	t        testing.TB
+	ctx      context.Context // ends with the test or after defaultTestTimeout
+	wg       sync.WaitGroup
+	coalesce bool // set Config.Coalesce on every Channel made by channel
 }
 
 func newEnv(t testing.TB) *env {
@@ -60,6 +61,7 @@ func (e *env) pipe(mp MakePipe) (a, b channel.Conn) {
 
 // channel starts a Channel over conn; it is closed at cleanup.
 func (e *env) channel(conn channel.Conn, h command.Handler, cfg channel.Config) *channel.Channel {
+	cfg.Coalesce = cfg.Coalesce || e.coalesce
 	ch := channel.New(conn, h, cfg)
 	e.t.Cleanup(func() { _ = ch.Close() })
 	return ch

@@ -39,6 +39,11 @@ import (
 //     under -race).
 //   - NoAliasing: changing a frame after Send, or the received frame, does
 //     not change the other side's copy.
+//   - SendBatch (Conns that are a channel.BatchSender): a batch arrives as
+//     its frames, in order, every field intact, in both directions; a batch
+//     over the frame limit as a whole (each frame under it), or holding a nil
+//     frame, fails (ErrFrameTooLarge, ErrMalformedFrame) without delivering
+//     any of its frames, and the Conn stays usable.
 func TestConn(t *testing.T, mp MakePipe) {
 	t.Helper()
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, mp) })
@@ -51,6 +56,7 @@ func TestConn(t *testing.T, mp MakePipe) {
 	t.Run("SendAfterClose", func(t *testing.T) { testSendAfterClose(t, mp) })
 	t.Run("ConcurrentSendRecv", func(t *testing.T) { testConcurrentSendRecv(t, mp) })
 	t.Run("NoAliasing", func(t *testing.T) { testNoAliasing(t, mp) })
+	t.Run("SendBatch", func(t *testing.T) { testSendBatch(t, mp) })
 }
 
 // frameCmp compares frames, treating nil and empty payloads and metadata as
@@ -390,5 +396,54 @@ func testNoAliasing(t *testing.T, mp MakePipe) {
 	e.send(a, want.Clone())
 	if diff := cmp.Diff(want, e.recv(b), frameCmp); diff != "" {
 		t.Errorf("second copy differs (-want +got):\n%s", diff)
+	}
+}
+
+func testSendBatch(t *testing.T, mp MakePipe) {
+	e := newEnv(t)
+	a, b := e.pipe(mp)
+	ba, ok := a.(channel.BatchSender)
+	bb, ok2 := b.(channel.BatchSender)
+	if !ok || !ok2 {
+		t.Skip("the Conn is not a channel.BatchSender")
+	}
+	for _, dir := range []struct {
+		name string
+		from channel.BatchSender
+		to   channel.Conn
+	}{{"a→b", ba, b}, {"b→a", bb, a}} {
+		want := roundTripFrames()
+		sent := make([]*channel.Frame, len(want))
+		for i, f := range want {
+			sent[i] = f.Clone()
+		}
+		if err := dir.from.SendBatch(sent); err != nil {
+			t.Fatalf("%s: SendBatch(%d frames) = %v, want nil", dir.name, len(sent), err)
+		}
+		for i, w := range want {
+			got := e.recv(dir.to)
+			if diff := cmp.Diff(w, got, frameCmp); diff != "" {
+				t.Errorf("%s: frame #%d of the batch differs (-sent +received):\n%s", dir.name, i, diff)
+			}
+		}
+	}
+
+	// Each frame fits, the batch does not: nothing of it is sent.
+	half := bytes.Repeat([]byte("h"), channel.DefaultMaxFrameBytes/2)
+	tooLarge := []*channel.Frame{
+		{Command: &command.Command{ID: "part-1", Type: "LARGE", Payload: half}},
+		{Command: &command.Command{ID: "part-2", Type: "LARGE", Payload: half}},
+		{Reply: &command.Reply{CommandID: "part-3", Type: "LARGE", Status: command.StatusSucceeded, Payload: half}},
+	}
+	if err := ba.SendBatch(tooLarge); !errors.Is(err, channel.ErrFrameTooLarge) {
+		t.Fatalf("SendBatch() of %d half-limit frames = %v, want an error wrapping ErrFrameTooLarge", len(tooLarge), err)
+	}
+	withNil := []*channel.Frame{{Command: &command.Command{ID: "before-nil", Type: "SMALL"}}, nil}
+	if err := ba.SendBatch(withNil); !errors.Is(err, channel.ErrMalformedFrame) {
+		t.Fatalf("SendBatch() with a nil frame = %v, want an error wrapping ErrMalformedFrame", err)
+	}
+	e.send(a, &channel.Frame{Command: &command.Command{ID: "after", Type: "SMALL"}})
+	if f := e.recv(b); f.Command == nil || f.Command.ID != "after" {
+		t.Fatalf("Recv() after refused batches = %s, want command SMALL[after]", describe(f))
 	}
 }

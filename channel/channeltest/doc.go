@@ -8,16 +8,19 @@
 //     replies round-trips, order is preserved, the frame size limit is enforced
 //     with channel.ErrFrameTooLarge, Close unblocks Send and Recv, a peer's
 //     close is seen as channel.ErrClosed, and frames are never aliased between
-//     the two ends.
+//     the two ends; a Conn that is a channel.BatchSender also sends batches,
+//     all or nothing.
 //   - TestChannel runs the one channel.Channel implementation over the
 //     transport and checks its semantics end to end: correlation, deadlines,
 //     in-flight bounds, remote and unknown-command errors, close semantics,
-//     malformed frames and the HELLO handshake.
+//     malformed frames and the HELLO handshake; then all of it again with
+//     channel.Config.Coalesce set, plus a burst that must go out in batches.
 //   - RunBenchmarks measures Channel.Send over the transport, sequentially and
-//     with 64 commands in flight.
+//     with 64 commands in flight, with and without coalescing.
 //
 // FaultConn is a decorator that injects faults (stalls, dropped frames, failed
-// sends) into any Conn, for tests of health checks and stalled peers.
+// sends) into any Conn, for tests of health checks and stalled peers. It
+// passes batches through, and counts them.
 //
 // # Running the suite for a new twin
 //

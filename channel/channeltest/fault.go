@@ -47,11 +47,14 @@ type FaultConn struct {
 	drop      int           // outgoing frames still to drop
 	dropped   int           // outgoing frames dropped so far
 	failSends error         // if set, Send fails with it
+	batches   int           // SendBatch calls that sent their frames
+	batched   int           // frames those calls sent
 	closeOnce sync.Once
 }
 
 var (
 	_ channel.Conn             = (*FaultConn)(nil)
+	_ channel.BatchSender      = (*FaultConn)(nil)
 	_ channel.PeerInfoer       = (*FaultConn)(nil)
 	_ channel.CloseWithErrorer = (*FaultConn)(nil)
 )
@@ -84,6 +87,55 @@ func (c *FaultConn) Send(f *channel.Frame) error {
 	}
 	c.mu.Unlock()
 	return c.inner.Send(f)
+}
+
+// SendBatch sends fs through the wrapped Conn's SendBatch (or, if the wrapped
+// Conn is not a channel.BatchSender, with one Send per frame, stopping at the
+// first error: then a batch is not all or nothing), with the faults of Send:
+// a stall holds the whole batch, FailSends fails it, and DropNext drops its
+// first frames. Batches counts the calls that sent their frames.
+func (c *FaultConn) SendBatch(fs []*channel.Frame) error {
+	if err := c.wait(DirSend); err != nil {
+		return fmt.Errorf("channeltest: send: %w", err)
+	}
+	c.mu.Lock()
+	if c.failSends != nil {
+		err := c.failSends
+		c.mu.Unlock()
+		return err
+	}
+	n := min(c.drop, len(fs))
+	c.drop -= n
+	c.dropped += n
+	c.mu.Unlock()
+	fs = fs[n:]
+	if len(fs) == 0 {
+		return nil
+	}
+	if bs, ok := c.inner.(channel.BatchSender); ok {
+		if err := bs.SendBatch(fs); err != nil {
+			return err
+		}
+	} else {
+		for _, f := range fs {
+			if err := c.inner.Send(f); err != nil {
+				return err
+			}
+		}
+	}
+	c.mu.Lock()
+	c.batches++
+	c.batched += len(fs)
+	c.mu.Unlock()
+	return nil
+}
+
+// Batches returns how many SendBatch calls have sent their frames, and how
+// many frames they sent: how well the Channel above coalesces.
+func (c *FaultConn) Batches() (batches, frames int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.batches, c.batched
 }
 
 // Recv receives the next frame from the wrapped Conn. A stalled Recv blocks

@@ -78,8 +78,11 @@ type conn struct {
 	name string
 }
 
-var _ channel.Conn = (*conn)(nil)
-var _ channel.PeerInfoer = (*conn)(nil)
+var (
+	_ channel.Conn        = (*conn)(nil)
+	_ channel.PeerInfoer  = (*conn)(nil)
+	_ channel.BatchSender = (*conn)(nil)
+)
 
 // Pipe returns the two ends of an in-process connection. Closing either end
 // closes the connection: the closed end's Send and Recv fail at once with
@@ -103,17 +106,57 @@ func (c *conn) Send(f *channel.Frame) error {
 	if f == nil {
 		return fmt.Errorf("embedded: send: %w: nil frame", channel.ErrMalformedFrame)
 	}
-	// A closed conn must fail even if the queue has room.
+	if err := c.closedErr(); err != nil {
+		return err
+	}
+	if n := frameSize(f); n > c.max {
+		return fmt.Errorf("embedded: send: %w: %d bytes, limit %d", channel.ErrFrameTooLarge, n, c.max)
+	}
+	return c.enqueue(f)
+}
+
+// SendBatch queues deep copies of fs for the peer, in order: the peer's Recv
+// returns them one at a time, as if each had been sent by Send. Like the gRPC
+// twin, it refuses the whole batch before queueing anything when its total
+// size is over the limit (channel.ErrFrameTooLarge) or a frame is nil
+// (channel.ErrMalformedFrame). The peer cannot tell a batch from single
+// frames.
+func (c *conn) SendBatch(fs []*channel.Frame) error {
+	if err := c.closedErr(); err != nil {
+		return err
+	}
+	n := batchOverhead
+	for _, f := range fs {
+		if f == nil {
+			return fmt.Errorf("embedded: send: %w: nil frame in a batch", channel.ErrMalformedFrame)
+		}
+		n += frameSize(f)
+	}
+	if n > c.max {
+		return fmt.Errorf("embedded: send: %w: batch of %d frames is %d bytes, limit %d", channel.ErrFrameTooLarge, len(fs), n, c.max)
+	}
+	for _, f := range fs {
+		if err := c.enqueue(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closedErr fails a closed conn's Send even if the queue has room.
+func (c *conn) closedErr() error {
 	select {
 	case <-c.self.closed:
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
 	case <-c.peer.closed:
 		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
 	default:
+		return nil
 	}
-	if n := frameSize(f); n > c.max {
-		return fmt.Errorf("embedded: send: %w: %d bytes, limit %d", channel.ErrFrameTooLarge, n, c.max)
-	}
+}
+
+// enqueue queues a copy of f, waiting for room.
+func (c *conn) enqueue(f *channel.Frame) error {
 	select {
 	case c.out <- clone(f):
 		return nil
@@ -182,6 +225,9 @@ func clone(f *channel.Frame) *channel.Frame {
 	}
 	return f.Clone()
 }
+
+// batchOverhead approximates what a batch adds to the size of its frames.
+const batchOverhead = 16
 
 // frameSize approximates a frame's encoded size: what dominates it.
 func frameSize(f *channel.Frame) int {

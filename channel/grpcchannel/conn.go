@@ -48,6 +48,7 @@ type conn struct {
 
 var (
 	_ channel.Conn             = (*conn)(nil)
+	_ channel.BatchSender      = (*conn)(nil)
 	_ channel.PeerInfoer       = (*conn)(nil)
 	_ channel.CloseWithErrorer = (*conn)(nil)
 )
@@ -74,13 +75,55 @@ func (c *conn) Send(f *channel.Frame) error {
 	if err != nil {
 		return err
 	}
-	if n := proto.Size(m); n > c.max {
+	if n := c.overLimit(m, sizeBound(f)); n > 0 {
 		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side, channel.ErrFrameTooLarge, n, c.max)
 	}
 	if err := c.st.Send(m); err != nil {
 		return c.translate("send", err)
 	}
 	return nil
+}
+
+// SendBatch writes fs as one gRPC message: a Frame of the batch kind, which
+// the peer's Recv unpacks in order. If the encoded batch exceeds the maximum
+// frame size (an error wrapping channel.ErrFrameTooLarge) or a frame cannot
+// be encoded (channel.ErrMalformedFrame), nothing is written and the conn
+// stays usable. Send batches only to a peer that announced the "batch"
+// capability.
+func (c *conn) SendBatch(fs []*channel.Frame) error {
+	if c.closed() {
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+	}
+	m, err := batchToProto(fs)
+	if err != nil {
+		return err
+	}
+	bound := 16
+	for _, f := range fs {
+		bound += 16 + sizeBound(f)
+	}
+	if n := c.overLimit(m, bound); n > 0 {
+		return fmt.Errorf("grpcchannel: %s send: %w: batch of %d frames is %d bytes encoded, limit %d",
+			c.side, channel.ErrFrameTooLarge, len(fs), n, c.max)
+	}
+	if err := c.st.Send(m); err != nil {
+		return c.translate("send", err)
+	}
+	return nil
+}
+
+// overLimit returns m's encoded size if it exceeds the frame limit, else 0.
+// The exact size costs a walk of the message, which gRPC's codec makes again
+// to encode it, so it is computed only when bound, an upper bound of it, is
+// over the limit.
+func (c *conn) overLimit(m *pb.Frame, bound int) int {
+	if bound <= c.max {
+		return 0
+	}
+	if n := proto.Size(m); n > c.max {
+		return n
+	}
+	return 0
 }
 
 // Recv returns the next frame. Frames that arrived coalesced in a batch are

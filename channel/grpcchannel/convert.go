@@ -23,7 +23,7 @@ import (
 // would over the embedded twin); a frame with both cannot be expressed on the
 // wire and is refused with an error wrapping channel.ErrMalformedFrame. The
 // result shares f's payload and metadata (gRPC encodes it before Send
-// returns).
+// returns). The three messages of a frame are allocated together.
 func toProto(f *channel.Frame) (*pb.Frame, error) {
 	switch {
 	case f == nil:
@@ -37,29 +37,87 @@ func toProto(f *channel.Frame) (*pb.Frame, error) {
 		if err := commandUTF8(c); err != nil {
 			return nil, err
 		}
-		return &pb.Frame{Kind: &pb.Frame_Command{Command: &pb.Command{
-			Id:        c.ID,
-			Type:      string(c.Type),
-			Payload:   c.Payload,
-			Metadata:  c.Metadata,
-			OneWay:    c.OneWay,
-			TimeoutMs: durationToMillis(c.Timeout),
-		}}}, nil
+		box := &struct {
+			f pb.Frame
+			k pb.Frame_Command
+			c pb.Command
+		}{}
+		box.c.Id = c.ID
+		box.c.Type = string(c.Type)
+		box.c.Payload = c.Payload
+		box.c.Metadata = c.Metadata
+		box.c.OneWay = c.OneWay
+		box.c.TimeoutMs = durationToMillis(c.Timeout)
+		box.k.Command = &box.c
+		box.f.Kind = &box.k
+		return &box.f, nil
 	default:
 		r := f.Reply
 		if !utf8.ValidString(r.CommandID) || !utf8.ValidString(string(r.Type)) {
 			return nil, fmt.Errorf("grpcchannel: send: %w: reply to %q: command id or type is not valid UTF-8", channel.ErrMalformedFrame, r.CommandID)
 		}
-		return &pb.Frame{Kind: &pb.Frame_Reply{Reply: &pb.Reply{
-			CommandId:    r.CommandID,
-			Type:         string(r.Type),
-			Status:       pb.Status(r.Status),
-			Payload:      r.Payload,
-			Error:        strings.ToValidUTF8(r.Error, "\uFFFD"), // human-readable: repair rather than refuse
-			RetryAfterMs: durationToMillis(r.RetryAfter),
-			Code:         r.Code,
-		}}}, nil
+		box := &struct {
+			f pb.Frame
+			k pb.Frame_Reply
+			r pb.Reply
+		}{}
+		box.r.CommandId = r.CommandID
+		box.r.Type = string(r.Type)
+		box.r.Status = pb.Status(r.Status)
+		box.r.Payload = r.Payload
+		box.r.Error = strings.ToValidUTF8(r.Error, "\uFFFD") // human-readable: repair rather than refuse
+		box.r.RetryAfterMs = durationToMillis(r.RetryAfter)
+		box.r.Code = r.Code
+		box.k.Reply = &box.r
+		box.f.Kind = &box.k
+		return &box.f, nil
 	}
+}
+
+// batchToProto converts fs to one batch Frame, or fails as toProto does for
+// the first frame that cannot be converted.
+func batchToProto(fs []*channel.Frame) (*pb.Frame, error) {
+	box := &struct {
+		f pb.Frame
+		k pb.Frame_Batch
+		b pb.Frames
+	}{}
+	box.b.Frames = make([]*pb.Frame, len(fs))
+	for i, f := range fs {
+		m, err := toProto(f)
+		if err != nil {
+			return nil, err
+		}
+		box.b.Frames[i] = m
+	}
+	box.k.Batch = &box.b
+	box.f.Kind = &box.k
+	return &box.f, nil
+}
+
+// Upper bounds of the encoding of protobuf fields (convert.go's frames have
+// no nested messages deeper than a batch): a tag takes at most 2 bytes here,
+// a varint at most 10.
+const (
+	fieldBound   = 2 + 10 // tag, and a varint or a length
+	messageBound = 2 + 10 // tag and length of an embedded message
+)
+
+// sizeBound returns an upper bound of the encoded size of toProto(f), cheap
+// to compute (see conn.overLimit).
+func sizeBound(f *channel.Frame) int {
+	n := messageBound
+	if c := f.Command; c != nil {
+		n += 6*fieldBound + len(c.ID) + len(c.Type) + len(c.Payload)
+		for k, v := range c.Metadata {
+			n += messageBound + 2*fieldBound + len(k) + len(v)
+		}
+	}
+	if r := f.Reply; r != nil {
+		// An invalid UTF-8 byte of Error becomes U+FFFD, 3 bytes.
+		n += 7*fieldBound + len(r.CommandID) + len(r.Type) + len(r.Payload) + 3*len(r.Error)
+	}
+	return n
 }
 
 // commandUTF8 checks the string fields of c: protobuf strings must be valid
@@ -91,7 +149,7 @@ func commandUTF8(c *command.Command) error {
 // a batch nested in a batch) becomes an empty channel.Frame, which
 // channel.Frame.Validate reports as malformed, so the Channel closes the
 // connection with a clear reason. The result takes ownership of m's payload
-// and metadata.
+// and metadata; a frame and its command or reply are allocated together.
 func fromProto(m *pb.Frame) *channel.Frame {
 	switch k := m.GetKind().(type) {
 	case *pb.Frame_Command:
@@ -99,7 +157,10 @@ func fromProto(m *pb.Frame) *channel.Frame {
 		if c == nil {
 			return &channel.Frame{}
 		}
-		return &channel.Frame{Command: &command.Command{
+		box := &struct {
+			f channel.Frame
+			c command.Command
+		}{c: command.Command{
 			ID:       c.Id,
 			Type:     command.Type(c.Type),
 			Payload:  c.Payload,
@@ -107,12 +168,17 @@ func fromProto(m *pb.Frame) *channel.Frame {
 			OneWay:   c.OneWay,
 			Timeout:  millisToDuration(c.TimeoutMs),
 		}}
+		box.f.Command = &box.c
+		return &box.f
 	case *pb.Frame_Reply:
 		r := k.Reply
 		if r == nil {
 			return &channel.Frame{}
 		}
-		return &channel.Frame{Reply: &command.Reply{
+		box := &struct {
+			f channel.Frame
+			r command.Reply
+		}{r: command.Reply{
 			CommandID:  r.CommandId,
 			Type:       command.Type(r.Type),
 			Status:     command.Status(r.Status),
@@ -121,6 +187,8 @@ func fromProto(m *pb.Frame) *channel.Frame {
 			RetryAfter: millisToDuration(r.RetryAfterMs),
 			Code:       r.Code,
 		}}
+		box.f.Reply = &box.r
+		return &box.f
 	default: // no kind, or a batch where a single frame is required
 		return &channel.Frame{}
 	}

@@ -18,7 +18,8 @@ import (
 // FuzzDecodeFrame feeds arbitrary bytes to the receive path: protobuf
 // decoding, batch unpacking and conversion to channel.Frame. It must never
 // panic; every resulting frame is either valid, and then survives a round
-// trip through the wire form unchanged, or reported malformed by Validate.
+// trip through the wire form unchanged (and sizeBound bounds its encoded
+// size), or reported malformed by Validate.
 func FuzzDecodeFrame(f *testing.F) {
 	seeds := []*channel.Frame{
 		{Command: &command.Command{ID: "1", Type: "HELLO", Payload: []byte(`{"targetId":"t"}`), Timeout: time.Second}},
@@ -84,6 +85,9 @@ func FuzzDecodeFrame(f *testing.F) {
 			if err != nil {
 				t.Fatalf("Marshal() = %v", err)
 			}
+			if bound := sizeBound(got); bound < len(enc) {
+				t.Fatalf("sizeBound() = %d, below the encoded size %d", bound, len(enc))
+			}
 			var again pb.Frame
 			if err := proto.Unmarshal(enc, &again); err != nil {
 				t.Fatalf("Unmarshal(Marshal()) = %v", err)
@@ -93,4 +97,29 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sizeBound must never be below the encoded size, or a frame over the limit
+// would reach gRPC, which fails the whole stream instead of the one frame.
+func TestSizeBound(t *testing.T) {
+	big := make(map[string]string)
+	for i := range 100 {
+		big[string(rune('a'+i%26))+string(rune('0'+i%10))+string(make([]byte, i))] = string(make([]byte, 300-i))
+	}
+	for _, f := range []*channel.Frame{
+		{Command: &command.Command{}},
+		{Command: &command.Command{ID: "1", Type: "T", Payload: make([]byte, 1<<20), Metadata: big, OneWay: true, Timeout: math.MaxInt64}},
+		{Command: &command.Command{ID: "2", Type: "T", Metadata: map[string]string{"": ""}, Timeout: time.Nanosecond}},
+		{Reply: &command.Reply{}},
+		{Reply: &command.Reply{CommandID: "3", Type: "T", Status: 99, Payload: make([]byte, 200), Error: "\xff\xfe\xfd bad", RetryAfter: -1, Code: -1}},
+		{Reply: &command.Reply{CommandID: "4", Status: command.StatusError, Error: string(make([]byte, 5000)), RetryAfter: math.MaxInt64, Code: math.MaxInt32}},
+	} {
+		m, err := toProto(f)
+		if err != nil {
+			t.Fatalf("toProto(%+v) = %v", f, err)
+		}
+		if n, bound := proto.Size(m), sizeBound(f); bound < n {
+			t.Errorf("sizeBound() = %d, below the encoded size %d of %+v", bound, n, f)
+		}
+	}
 }
