@@ -36,6 +36,15 @@ func newRunnerStack(b *testing.B, lis channel.Listener, dial func() channel.Dial
 	store := state.NewMemory()
 	cfg := controller.DefaultConfig()
 	cfg.NodeID, cfg.Logger = "bench", quiet
+	registered := make(chan struct{}, 1024) // one signal per channel registered
+	cfg.OnEvent = func(ev controller.Event) {
+		if ev.Kind == controller.EventChannelRegistered {
+			select { // never block the controller's event dispatcher
+			case registered <- struct{}{}:
+			default:
+			}
+		}
+	}
 	ctrl, err := controller.New(cfg, lis, store)
 	if err != nil {
 		b.Fatal(err)
@@ -70,11 +79,12 @@ func newRunnerStack(b *testing.B, lis channel.Listener, dial func() channel.Dial
 			b.Fatal(err)
 		}
 	}
-	for len(ctrl.Channels()) < batchTargets { // registration follows HELLO at once
-		if wctx.Err() != nil {
+	for range batchTargets { // registration follows HELLO; wait for the controller's event
+		select {
+		case <-registered:
+		case <-wctx.Done():
 			b.Fatal("channels never registered")
 		}
-		time.Sleep(time.Millisecond) // set-up only, outside the timed loop
 	}
 	b.Cleanup(func() {
 		for _, stop := range stops {

@@ -83,6 +83,15 @@ func exchangeSetup(b *testing.B, lis channel.Listener, dialer channel.Dialer) *c
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "bench"
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	registered := make(chan struct{}, 1024) // one signal per channel registered
+	cfg.OnEvent = func(ev controller.Event) {
+		if ev.Kind == controller.EventChannelRegistered {
+			select { // never block the controller's event dispatcher
+			case registered <- struct{}{}:
+			default:
+			}
+		}
+	}
 	ctrl, err := controller.New(cfg, lis, state.NewMemory())
 	if err != nil {
 		b.Fatal(err)
@@ -110,11 +119,12 @@ func exchangeSetup(b *testing.B, lis channel.Listener, dialer channel.Dialer) *c
 	if err := conn.WaitConnected(wctx); err != nil {
 		b.Fatal(err)
 	}
-	for len(ctrl.Channels()) == 0 { // registration is applied right after HELLO
-		if wctx.Err() != nil {
-			b.Fatal("channel never registered")
+	for range 1 { // registration follows HELLO; wait for the controller's event
+		select {
+		case <-registered:
+		case <-wctx.Done():
+			b.Fatal("channels never registered")
 		}
-		time.Sleep(time.Millisecond) // setup only, outside the timed loop
 	}
 	b.Cleanup(func() {
 		_ = conn.Close()
