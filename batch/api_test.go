@@ -159,7 +159,7 @@ func TestConfig(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	want := batch.Config{Concurrency: 64, MaxRetry: 5, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, CommandTimeout: time.Minute, Retention: 24 * time.Hour}
+	want := batch.Config{Concurrency: 64, MaxRetry: 5, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, CommandTimeout: time.Minute, Retention: 24 * time.Hour, MaxReplyPayload: 1 << 20}
 	if diff := cmp.Diff(want, d); diff != "" {
 		t.Errorf("DefaultConfig() mismatch:\n%s", diff)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/jsonlimit"
 )
 
 // DefaultMaxRetry is the retry budget of a batch that does not set MaxRetry:
@@ -254,12 +255,15 @@ func normReply(r *command.Reply) *command.Reply {
 
 // JSON encoding of commands and replies.
 //
-// A payload is written as raw JSON in "payload" when it is JSON that
-// encoding/json writes back byte for byte (compact, no HTML-escaped
-// characters), which is the usual case and keeps the stored batch readable.
-// Any other payload (binary, indented JSON, JSON with '<', '>' or '&') is
-// written base64-encoded in "payloadBase64" instead, so that every payload
-// survives snapshots and the raft log exactly. Readers accept either.
+// A payload is written as raw JSON in "payload" when it is JSON nested at most
+// jsonlimit.MaxDepth deep that encoding/json writes back byte for byte
+// (compact, no HTML-escaped characters), which is the usual case and keeps the
+// stored batch readable. Any other payload (binary, indented JSON, JSON with
+// '<', '>' or '&', JSON nested deeper) is written base64-encoded in
+// "payloadBase64" instead: opaque bytes, so that every payload survives
+// snapshots and the raft log exactly, and no payload can push a stored
+// document past encoding/json's nesting limit (a reply nested 9,993 deep once
+// made every snapshot unreadable). Readers accept either.
 
 type wireCommand struct {
 	Command *wireCmd   `json:"command,omitempty"`
@@ -289,7 +293,7 @@ func splitPayload(p []byte) (raw json.RawMessage, b64 []byte) {
 	if len(p) == 0 {
 		return nil, nil
 	}
-	if json.Valid(p) {
+	if jsonlimit.Embeddable(p) {
 		if out, err := json.Marshal(json.RawMessage(p)); err == nil && bytes.Equal(out, p) {
 			return p, nil
 		}

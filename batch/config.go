@@ -17,6 +17,12 @@ const (
 	// down for hours to read the outcome, short enough that the replicated
 	// state (and every snapshot) stays small. The reference keeps 1 hour.
 	DefaultRetention = 24 * time.Hour
+	// DefaultMaxReplyPayload bounds the reply payload a batch stores for one
+	// command: 1 MiB. Every stored byte is written to the raft log and to
+	// every snapshot, on every node.
+	DefaultMaxReplyPayload = 1 << 20
+	// maxErrorText bounds the error text stored for one command or batch.
+	maxErrorText = 4 << 10
 )
 
 // Config tunes a Runner. The zero value of every field means its default.
@@ -41,6 +47,11 @@ type Config struct {
 	// after it ended before the runner deletes it. Default 24 h; negative
 	// keeps finished batches forever.
 	Retention time.Duration
+	// MaxReplyPayload bounds the reply payload stored for one command. A
+	// reply with a larger payload fails its command ("the reply's payload of
+	// N bytes exceeds the M bytes a batch stores"), and the failure counts as
+	// an attempt. Default 1 MiB.
+	MaxReplyPayload int
 	// Logger receives the runner's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -48,12 +59,13 @@ type Config struct {
 // DefaultConfig returns the defaults spelled out.
 func DefaultConfig() Config {
 	return Config{
-		Concurrency:    DefaultConcurrency,
-		MaxRetry:       DefaultMaxRetry,
-		BackoffBase:    DefaultBackoffBase,
-		BackoffMax:     DefaultBackoffMax,
-		CommandTimeout: DefaultCommandTimeout,
-		Retention:      DefaultRetention,
+		Concurrency:     DefaultConcurrency,
+		MaxRetry:        DefaultMaxRetry,
+		BackoffBase:     DefaultBackoffBase,
+		BackoffMax:      DefaultBackoffMax,
+		CommandTimeout:  DefaultCommandTimeout,
+		Retention:       DefaultRetention,
+		MaxReplyPayload: DefaultMaxReplyPayload,
 	}
 }
 
@@ -63,6 +75,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 0 {
 		errs = append(errs, errors.New("batch: config: Concurrency must not be negative"))
+	}
+	if c.MaxReplyPayload < 0 {
+		errs = append(errs, errors.New("batch: config: MaxReplyPayload must not be negative"))
 	}
 	if c.MaxRetry < 0 {
 		errs = append(errs, errors.New("batch: config: MaxRetry must not be negative"))
@@ -95,6 +110,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retention == 0 {
 		c.Retention = d.Retention
+	}
+	if c.MaxReplyPayload == 0 {
+		c.MaxReplyPayload = d.MaxReplyPayload
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -3,10 +3,12 @@ package batch_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -169,53 +171,145 @@ func (s *flakyStore) Apply(ctx context.Context, ops ...batch.Op) error {
 }
 
 func TestRunnerSurvivesStoreErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// lostResults is how many result writes fail in a row.
+		lostResults int32
+		// want: the batch's Retry at the end, and when it succeeded.
+		retry int
+		after time.Duration
+	}{
+		// Two failed resets, retried after BackoffBase (1 s) each, then c1 is
+		// sent but its result cannot be written: the command is recorded as
+		// failed instead, the attempt counts, and c1 is re-sent after the
+		// first backoff (500 ms with no jitter).
+		{name: "result recorded as failed", lostResults: 1, retry: 1, after: 2*time.Second + 500*time.Millisecond},
+		// The failure cannot be written either: the batch is orphaned
+		// IN_PROGRESS, and resumed once it is clearly dead (2 ×
+		// CommandTimeout after its last update), without counting a retry.
+		{name: "store down", lostResults: 2, retry: 0, after: 2*time.Second + 20*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mem := state.NewMemory()
+				var resets, results atomic.Int32
+				store := &flakyStore{Store: state.NewBatchStore(mem), fail: func(op batch.Op) bool {
+					switch {
+					case op.Reset != nil && op.Reset.ID == "":
+						return resets.Add(1) <= 2 // the start-up reset fails twice
+					case op.Result != nil:
+						return results.Add(1) <= tc.lostResults
+					}
+					return false
+				}}
+				send := &fakeSender{}
+				r, err := batch.NewRunner(batch.Config{Logger: testLogger(t), CommandTimeout: 10 * time.Second}, send, store)
+				if err != nil {
+					t.Fatal(err)
+				}
+				batch.SetJitter(r, func() float64 { return 0 })
+				defer r.Close()
+				if _, err := r.ExecuteBatch(t.Context(), batch.Batch{ID: "b1", TargetID: "t1", Commands: commands("c1")}); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan error, 1)
+				go func() { done <- r.Run(ctx) }()
+				start := time.Now()
+				awaitCtx, cancelAwait := context.WithTimeout(t.Context(), defaultTestTimeout+time.Minute)
+				defer cancelAwait()
+				b, err := r.AwaitBatch(awaitCtx, "b1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b.Status != batch.StatusSucceeded || b.Retry != tc.retry {
+					t.Errorf("batch = %v with retry %d, want SUCCEEDED with retry %d", b.Status, b.Retry, tc.retry)
+				}
+				if diff := cmp.Diff([]string{"c1", "c1"}, send.ids()); diff != "" {
+					t.Errorf("sent mismatch (-want +got):\n%s", diff)
+				}
+				if d := time.Since(start); d != tc.after {
+					t.Errorf("recovered after %v, want %v", d, tc.after)
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run() = %v", err)
+				}
+			})
+		})
+	}
+}
+
+// TestRunnerUnstorableReplyCountsAsAttempt is the regression test of a batch
+// stuck IN_PROGRESS for ever: a reply that cannot be stored used to leave the
+// batch orphaned, resumed, answered with the same reply (a connector's dedup
+// window repeats it) and orphaned again, without the retry count ever
+// growing. Now the command fails with a clear error, the attempt counts, and
+// the batch ends.
+func TestRunnerUnstorableReplyCountsAsAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mem := state.NewMemory()
-		var resets, results atomic.Int32
-		store := &flakyStore{Store: state.NewBatchStore(mem), fail: func(op batch.Op) bool {
-			switch {
-			case op.Reset != nil && op.Reset.ID == "":
-				return resets.Add(1) <= 2 // the start-up reset fails twice
-			case op.Result != nil:
-				return results.Add(1) == 1 // the first result cannot be written
-			}
-			return false
+		store := &flakyStore{Store: state.NewBatchStore(state.NewMemory()), fail: func(op batch.Op) bool {
+			return op.Result != nil && op.Result.Reply != nil && len(op.Result.Reply.Payload) > 0
 		}}
-		send := &fakeSender{}
-		r, err := batch.NewRunner(batch.Config{Logger: testLogger(t), CommandTimeout: 10 * time.Second}, send, store)
+		send := &fakeSender{} // always the same reply, with a payload
+		r, err := batch.NewRunner(batch.Config{Logger: testLogger(t), MaxRetry: 2}, send, store)
 		if err != nil {
 			t.Fatal(err)
 		}
+		batch.SetJitter(r, func() float64 { return 0 })
 		defer r.Close()
-		if _, err := r.ExecuteBatch(t.Context(), batch.Batch{ID: "b1", TargetID: "t1", Commands: commands("c1")}); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
+		ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+		defer cancel()
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx) }()
-		start := time.Now()
-		awaitCtx, cancelAwait := context.WithTimeout(t.Context(), defaultTestTimeout+time.Minute)
-		defer cancelAwait()
-		b, err := r.AwaitBatch(awaitCtx, "b1")
-		if err != nil {
+		if _, err := r.ExecuteBatch(ctx, batch.Batch{ID: "b1", TargetID: "t1", Commands: commands("c1")}); err != nil {
 			t.Fatal(err)
 		}
-		if b.Status != batch.StatusSucceeded {
-			t.Errorf("batch = %v", b.Status)
+		b, err := r.AwaitBatch(ctx, "b1")
+		if err != nil {
+			t.Fatalf("AwaitBatch() = %v: the batch never ended", err)
 		}
-		// Two failed resets, retried after BackoffBase (1 s) each, then c1 is
-		// sent but its result is lost: the batch is orphaned IN_PROGRESS, and
-		// resumed once it is clearly dead (2 × CommandTimeout after its last
-		// update).
-		if diff := cmp.Diff([]string{"c1", "c1"}, send.ids()); diff != "" {
-			t.Errorf("sent mismatch (-want +got):\n%s", diff)
+		if b.Status != batch.StatusError || b.Retry != 2 || b.Attempts != 3 {
+			t.Errorf("batch = %v, retry %d, attempts %d; want ERROR after 3 attempts", b.Status, b.Retry, b.Attempts)
 		}
-		if d := time.Since(start); d != 2*time.Second+20*time.Second {
-			t.Errorf("recovered after %v, want 22s", d)
+		const want = "the reply could not be stored: store unavailable"
+		if b.Error != want || b.Commands[0].Error != want {
+			t.Errorf("errorDetails = %q / %q, want %q", b.Error, b.Commands[0].Error, want)
+		}
+		if rep := b.Commands[0].Reply; rep == nil || rep.Status != command.StatusSucceeded || len(rep.Payload) != 0 {
+			t.Errorf("stored reply = %+v, want the reply's status without its payload", rep)
 		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run() = %v", err)
+		}
+	})
+}
+
+func TestRunnerBoundsStoredReplies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		long := strings.Repeat("é", 5000) // 10,000 bytes
+		send := &fakeSender{fn: func(ctx context.Context, n int, target string, c *command.Command) (*command.Reply, error) {
+			if c.ID == "big" {
+				return &command.Reply{Status: command.StatusSucceeded, Payload: make([]byte, 1025)}, nil
+			}
+			return &command.Reply{Status: command.StatusError, Error: long}, nil
+		}}
+		e := newEnv(t, batch.Config{MaxRetry: 0, MaxReplyPayload: 1024}, send, nil)
+		e.run()
+		big := e.execute(batch.Batch{ID: "b1", TargetID: "t1", MaxRetry: new(0), Commands: []batch.Command{{Command: &command.Command{ID: "big", Type: "ECHO"}}}})
+		got := e.await(big.ID)
+		const want = "the reply's payload of 1025 bytes exceeds the 1024 bytes a batch stores"
+		if got.Status != batch.StatusError || got.Error != want {
+			t.Errorf("batch = %v %q, want ERROR %q", got.Status, got.Error, want)
+		}
+		wordy := e.execute(batch.Batch{ID: "b2", TargetID: "t1", MaxRetry: new(0), Commands: []batch.Command{{Command: &command.Command{ID: "wordy", Type: "ECHO"}}}})
+		got = e.await(wordy.ID)
+		if n := len(got.Error); n > 4096 || !strings.HasSuffix(got.Error, "(truncated)") || !utf8.ValidString(got.Error) {
+			t.Errorf("errorDetails of %d bytes (valid UTF-8: %v), want at most 4096, cut on a rune", n, utf8.ValidString(got.Error))
+		}
+		if rep := got.Commands[0].Reply; rep == nil || len(rep.Error) > 4096 {
+			t.Errorf("stored reply error not bounded")
 		}
 	})
 }

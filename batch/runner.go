@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/exchangekit/exchange/command"
 )
@@ -428,9 +429,23 @@ func (r *Runner) attempt(ctx context.Context, id string) bool {
 			Status: st, Reply: reply, Error: msg, Offline: offline,
 			RetryDelay: r.retryDelay(b.Retry, offline),
 		}
+		r.bound(&res)
 		if err := r.apply(ctx, Op{Result: &res}); err != nil {
-			r.logWrite(ctx, "record result", &b, err)
-			return false
+			if ctx.Err() != nil {
+				return true // interrupted, as above
+			}
+			// The result could not be written. Record the command as failed,
+			// without the reply's payload, so that the attempt counts and the
+			// batch moves on instead of being resumed (and answered with
+			// the same unwritable reply by the connector's dedup window)
+			// for ever.
+			r.log.Error("batch: cannot store a command's result; recording it as failed",
+				"batch", id, "target", b.TargetID, "command", cmd.ID, "err", err)
+			unstorable(&res, fmt.Sprintf("the reply could not be stored: %v", err))
+			if err := r.apply(ctx, Op{Result: &res}); err != nil {
+				r.logWrite(ctx, "record result", &b, err)
+				return false
+			}
 		}
 		if err := b.result(res); err != nil {
 			r.log.Error("batch: result diverged from the store", "batch", id, "err", err)
@@ -447,6 +462,47 @@ func (r *Runner) attempt(ctx context.Context, id string) bool {
 			"retry", b.Retry, "maxRetry", b.maxRetry(), "next", b.NextAttemptAt, "error", b.Error)
 	}
 	return true
+}
+
+// bound keeps a result within what a batch stores: a reply payload over
+// MaxReplyPayload fails the command, and error texts are cut to maxErrorText
+// bytes.
+func (r *Runner) bound(res *CommandResult) {
+	res.Error = truncateText(res.Error, maxErrorText)
+	if res.Reply == nil {
+		return
+	}
+	if n := len(res.Reply.Payload); n > r.cfg.MaxReplyPayload {
+		unstorable(res, fmt.Sprintf("the reply's payload of %d bytes exceeds the %d bytes a batch stores", n, r.cfg.MaxReplyPayload))
+		return
+	}
+	if len(res.Reply.Error) > maxErrorText {
+		rep := *res.Reply
+		rep.Error = truncateText(rep.Error, maxErrorText)
+		res.Reply = &rep
+	}
+}
+
+// unstorable turns res into a failure explained by why, keeping the reply's
+// status, code and error text but not its payload.
+func unstorable(res *CommandResult, why string) {
+	res.Status, res.Error, res.Offline = StatusError, why, false
+	if res.Reply != nil {
+		res.Reply = &command.Reply{Status: res.Reply.Status, Code: res.Reply.Code, Error: truncateText(res.Reply.Error, maxErrorText)}
+	}
+}
+
+// truncateText cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "… (truncated)"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 func (r *Runner) logWrite(ctx context.Context, what string, b *Batch, err error) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -376,7 +377,17 @@ func (n *Node) Subscribe(fn func([]state.Event)) (cancel func()) { return n.fsm.
 // Snapshot makes raft snapshot the state now (it does on its own every
 // SnapshotThreshold entries) and compacts the log.
 func (n *Node) Snapshot(ctx context.Context) error {
-	err := n.await(ctx, func(time.Duration) error { return n.raft.Snapshot().Error() })
+	snap := func(time.Duration) error { return n.raft.Snapshot().Error() }
+	err := n.await(ctx, snap)
+	if err != nil && strings.Contains(err.Error(), "wait until the configuration entry") {
+		// raft snapshots only up to the FSM's last applied command, and
+		// refuses while a newer configuration entry (the one Open writes when
+		// the node's address changes) is not covered. An empty entry moves
+		// the FSM past it; then the snapshot can be taken.
+		if err = n.Apply(ctx, state.Op{}); err == nil || errors.Is(err, state.ErrInvalid) {
+			err = n.await(ctx, snap)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("cluster: snapshot: %w", err)
 	}
