@@ -104,8 +104,7 @@ type BatchQuery struct {
 
 // Targets calls GET /exchange/targets.
 func (c *Client) Targets(ctx context.Context) ([]Target, error) {
-	var out []Target
-	return out, c.do(ctx, http.MethodGet, "/exchange/targets", nil, nil, &out)
+	return list[Target](ctx, c, "/exchange/targets", url.Values{})
 }
 
 // Target calls GET /exchange/targets/:id.
@@ -123,8 +122,7 @@ func (c *Client) Channels(ctx context.Context, q ChannelQuery) ([]Channel, error
 	if q.Active != nil {
 		v.Set("active", strconv.FormatBool(*q.Active))
 	}
-	var out []Channel
-	return out, c.do(ctx, http.MethodGet, "/exchange/channels", v, nil, &out)
+	return list[Channel](ctx, c, "/exchange/channels", v)
 }
 
 // Channel calls GET /exchange/channels/:id.
@@ -145,8 +143,7 @@ func (c *Client) Batches(ctx context.Context, q BatchQuery) ([]Batch, error) {
 	if q.Key != "" {
 		v.Set("key", q.Key)
 	}
-	var out []Batch
-	return out, c.do(ctx, http.MethodGet, "/exchange/batchs", v, nil, &out)
+	return list[Batch](ctx, c, "/exchange/batchs", v)
 }
 
 // Batch calls GET /exchange/batchs/:id.
@@ -180,9 +177,32 @@ func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/readyz", nil, nil, &out)
 }
 
+// list reads every page of a listing, following the X-Next-Cursor header.
+func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T, error) {
+	out := []T{}
+	for {
+		var page []T
+		next, err := c.doPage(ctx, http.MethodGet, path, q, nil, &page)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" {
+			return out, nil
+		}
+		q.Set("cursor", next)
+	}
+}
+
 // do sends one request and decodes a 2xx body into out; other statuses
 // become *APIError, transport failures *UnreachableError.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	_, err := c.doPage(ctx, method, path, q, in, out)
+	return err
+}
+
+// doPage is do that also returns the cursor of the next page, if any.
+func (c *Client) doPage(ctx context.Context, method, path string, q url.Values, in, out any) (next string, err error) {
 	target := c.base.String() + path // path segments are escaped by the callers
 	if len(q) > 0 {
 		target += "?" + q.Encode()
@@ -191,13 +211,13 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("management: encode request: %w", err)
+			return "", fmt.Errorf("management: encode request: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
-		return fmt.Errorf("management: %s %s: %w", method, path, err)
+		return "", fmt.Errorf("management: %s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -209,22 +229,22 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("management: %s %s: %w", method, path, context.Cause(ctx))
+			return "", fmt.Errorf("management: %s %s: %w", method, path, context.Cause(ctx))
 		}
-		return &UnreachableError{Addr: c.base.String(), Err: err}
+		return "", &UnreachableError{Addr: c.base.String(), Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("management: %s %s: read response: %w", method, path, err)
+		return "", fmt.Errorf("management: %s %s: read response: %w", method, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return apiError(resp, data)
+		return "", apiError(resp, data)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("management: %s %s: decode response: %w", method, path, err)
+		return "", fmt.Errorf("management: %s %s: decode response: %w", method, path, err)
 	}
-	return nil
+	return resp.Header.Get(HeaderNextCursor), nil
 }
 
 func apiError(resp *http.Response, data []byte) *APIError {

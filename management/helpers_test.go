@@ -292,9 +292,21 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 // checkGolden compares got with testdata/name.golden, or rewrites the file
 // with -update.
+// The server writes compact JSON; golden files hold it indented, for people
+// to read: a body must be compact, and equal the golden file once indented.
 func checkGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
+	if json.Valid(got) {
+		var compact, pretty bytes.Buffer
+		if err := json.Compact(&compact, got); err != nil || compact.Len()+1 != len(got) {
+			t.Errorf("%s: the body is not compact JSON:\n%s", name, got)
+		}
+		if err := json.Indent(&pretty, got, "", "  "); err != nil {
+			t.Fatalf("indent body: %v", err)
+		}
+		got = pretty.Bytes()
+	}
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatalf("write golden: %v", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/jsonlimit"
 )
 
 // The JSON documents of the API. Server and Client share them. Like the
@@ -179,7 +180,7 @@ func channelsOf(in []controller.ChannelInfo) []Channel {
 		out = append(out, channelOf(c))
 	}
 	slices.SortStableFunc(out, func(a, b Channel) int {
-		return cmp.Or(cmp.Compare(a.TargetID, b.TargetID), a.RegisteredAt.Compare(b.RegisteredAt))
+		return slices.Compare(channelKey(a), channelKey(b))
 	})
 	return out
 }
@@ -259,13 +260,14 @@ func clusterOf(c controller.ClusterInfo) Cluster {
 	return out
 }
 
-// payloadJSON returns p as JSON: itself when it is JSON, a JSON string
-// otherwise, and nil (null) when empty.
+// payloadJSON returns p as JSON: itself when it is JSON nested at most
+// jsonlimit.MaxDepth deep, a JSON string otherwise (not JSON, or nested
+// deeper: such a payload is shown, not embedded), and nil (null) when empty.
 func payloadJSON(p []byte) json.RawMessage {
 	if len(p) == 0 {
 		return nil
 	}
-	if json.Valid(p) {
+	if jsonlimit.Embeddable(p) {
 		return json.RawMessage(slices.Clone(p))
 	}
 	s, _ := json.Marshal(string(p)) // a string always marshals

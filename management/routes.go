@@ -17,6 +17,7 @@ import (
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/jsonlimit"
 )
 
 // batchSpellings are the two spellings of the batch collection: the
@@ -67,32 +68,51 @@ func param(c echo.Context, name string) string {
 }
 
 func (s *Server) listTargets(c echo.Context) error {
-	byTarget := map[string][]batch.Batch{}
-	for _, b := range s.listBatchesOf(batch.Filter{}) {
-		byTarget[b.TargetID] = append(byTarget[b.TargetID], b)
+	p, err := parsePage(c)
+	if err != nil {
+		return err
 	}
 	out := []Target{}
 	for _, t := range s.ex.Targets() {
 		if len(t.Channels) == 0 {
 			continue // like the reference: only targets with a channel
 		}
-		out = append(out, Target{ID: t.ID, Channels: channelsOf(t.Channels), Batchs: batchesOf(byTarget[t.ID])})
+		out = append(out, Target{ID: t.ID, Channels: channelsOf(t.Channels)})
 	}
 	sortTargets(out)
+	out = paginate(c, out, targetKey, p)
+	for i := range out {
+		bs := batchesOf(s.listBatchesOf(batch.Filter{TargetID: out[i].ID}))
+		if p.summary {
+			bs = summarize(bs)
+		}
+		out[i].Batchs = bs
+	}
 	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) getTarget(c echo.Context) error {
 	id := param(c, "id")
+	p, err := parsePage(c)
+	if err != nil {
+		return err
+	}
 	out := TargetDetail{Channels: s.targetChannels(id), Batchs: batchesOf(s.listBatchesOf(batch.Filter{TargetID: id}))}
 	if len(out.Channels) == 0 && len(out.Batchs) == 0 {
 		return &notFoundError{fmt.Sprintf("No metrics found for the given target [%s]", id)}
+	}
+	if p.summary {
+		out.Batchs = summarize(out.Batchs)
 	}
 	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) listTargetChannels(c echo.Context) error {
-	return writeJSON(c, http.StatusOK, s.targetChannels(param(c, "id")))
+	p, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, paginate(c, s.targetChannels(param(c, "id")), channelKey, p))
 }
 
 func (s *Server) targetChannels(id string) []Channel {
@@ -104,7 +124,21 @@ func (s *Server) targetChannels(id string) []Channel {
 }
 
 func (s *Server) listTargetBatches(c echo.Context) error {
-	return writeJSON(c, http.StatusOK, batchesOf(s.listBatchesOf(batch.Filter{TargetID: param(c, "id")})))
+	return s.writeBatches(c, batch.Filter{TargetID: param(c, "id")})
+}
+
+// writeBatches writes the page of the batches matching f that the request
+// asks for.
+func (s *Server) writeBatches(c echo.Context, f batch.Filter) error {
+	p, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	out := paginate(c, batchesOf(s.listBatchesOf(f)), batchKey, p)
+	if p.summary {
+		out = summarize(out)
+	}
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) listBatches(c echo.Context) error {
@@ -118,7 +152,7 @@ func (s *Server) listBatches(c echo.Context) error {
 	}
 	// Filtered per batch (the reference filtered per target group: its
 	// weakness 34); the runner applies f to each batch.
-	return writeJSON(c, http.StatusOK, batchesOf(s.listBatchesOf(f)))
+	return s.writeBatches(c, f)
 }
 
 func (s *Server) listBatchesOf(f batch.Filter) []batch.Batch {
@@ -160,6 +194,10 @@ func (s *Server) createBatch(c echo.Context) error {
 }
 
 func (s *Server) listChannels(c echo.Context) error {
+	p, err := parsePage(c)
+	if err != nil {
+		return err
+	}
 	var active *bool
 	if v := c.QueryParam("active"); v != "" {
 		switch {
@@ -178,7 +216,7 @@ func (s *Server) listChannels(c echo.Context) error {
 			in = append(in, ch)
 		}
 	}
-	return writeJSON(c, http.StatusOK, channelsOf(in))
+	return writeJSON(c, http.StatusOK, paginate(c, channelsOf(in), channelKey, p))
 }
 
 func (s *Server) getChannel(c echo.Context) error {
@@ -202,6 +240,9 @@ func (s *Server) sendCommand(c echo.Context) error {
 	}
 	if req.Type == "" {
 		return &badRequestError{"field type", "is required"}
+	}
+	if err := jsonlimit.Check(req.Payload, jsonlimit.MaxDepth); err != nil {
+		return &badRequestError{"field payload", err.Error()}
 	}
 	timeout := s.cfg.CommandTimeout
 	switch {
@@ -257,6 +298,9 @@ func batchFromRequest(req BatchRequest) (batch.Batch, error) {
 	for i, rc := range req.Commands {
 		if rc.Type == "" {
 			return batch.Batch{}, &badRequestError{fmt.Sprintf("field commands[%d].type", i), "is required"}
+		}
+		if err := jsonlimit.Check(rc.Payload, jsonlimit.MaxDepth); err != nil {
+			return batch.Batch{}, &badRequestError{fmt.Sprintf("field commands[%d].payload", i), err.Error()}
 		}
 		b.Commands = append(b.Commands, batch.Command{
 			Command: &command.Command{ID: rc.ID, Type: command.Type(rc.Type), Payload: payloadBytes(rc.Payload)},

@@ -186,11 +186,12 @@ func (s *Server) writeError(err error, c echo.Context) {
 	}
 }
 
-// writeJSON writes v pretty-printed (2-space indent) with status code.
+// writeJSON writes v as compact JSON with status code. Never indented: an
+// indented document grows with the square of its nesting (a 200 KB reply
+// nested thousands deep once made a 2 GB listing); pipe through jq to read.
 func writeJSON(c echo.Context, code int, v any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("management: encode response: %w", err)

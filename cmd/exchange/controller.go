@@ -41,6 +41,7 @@ type controllerFlags struct {
 	mgmtTokens      []string
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
+	batchMaxReply   int
 	log             logFlags
 }
 
@@ -80,6 +81,7 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringSliceVar(&f.mgmtTokens, "management-token", nil, "bearer token(s) for the management API and /metrics")
 	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
+	fl.IntVar(&f.batchMaxReply, "batch-max-reply-bytes", batch.DefaultMaxReplyPayload, "largest reply payload a batch stores per command; a larger reply fails its command")
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -174,7 +176,10 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return &exitError{code: 2, err: err}
 	}
 
-	runner, err := batch.NewRunner(batch.DefaultConfig(), ctrl, state.NewBatchStore(store))
+	bcfg := batch.DefaultConfig()
+	bcfg.Logger = log
+	bcfg.MaxReplyPayload = f.batchMaxReply
+	runner, err := batch.NewRunner(bcfg, ctrl, state.NewBatchStore(store))
 	if err != nil {
 		_ = gl.Close()
 		return &exitError{code: 2, err: err}

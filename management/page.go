@@ -1,0 +1,129 @@
+package management
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Listings are paged so that no response grows with the whole state. A page
+// holds at most `limit` items (default DefaultPageLimit, at most
+// MaxPageLimit); when more follow, the response carries the cursor of the
+// next page in the X-Next-Cursor header and a Link header with rel="next".
+// The body stays the bare JSON array of the reference system. A cursor is
+// the opaque sort key of the last item sent, so pages neither repeat nor skip
+// items when others are added or removed between calls.
+const (
+	// DefaultPageLimit is the page size of a listing that names none.
+	DefaultPageLimit = 1000
+	// MaxPageLimit is the largest limit accepted.
+	MaxPageLimit = 10000
+	// HeaderNextCursor carries the cursor of the next page.
+	HeaderNextCursor = "X-Next-Cursor"
+)
+
+// page is a listing's paging request.
+type page struct {
+	limit   int
+	after   []string // sort key of the last item already sent; nil: from the start
+	summary bool     // view=summary: no payloads
+}
+
+// parsePage reads limit, cursor and view.
+func parsePage(c echo.Context) (page, error) {
+	p := page{limit: DefaultPageLimit}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageLimit {
+			return page{}, &badRequestError{"query parameter limit", fmt.Sprintf("[%s] is not a whole number from 1 to %d", v, MaxPageLimit)}
+		}
+		p.limit = n
+	}
+	if v := c.QueryParam("cursor"); v != "" {
+		key, err := decodeCursor(v)
+		if err != nil {
+			return page{}, &badRequestError{"query parameter cursor", "is not a cursor this server returned"}
+		}
+		p.after = key
+	}
+	switch v := c.QueryParam("view"); v {
+	case "", "full":
+	case "summary":
+		p.summary = true
+	default:
+		return page{}, &badRequestError{"query parameter view", fmt.Sprintf("[%s] is neither full nor summary", v)}
+	}
+	return p, nil
+}
+
+func encodeCursor(key []string) string {
+	b, _ := json.Marshal(key) // a []string always marshals
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) ([]string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	var key []string
+	if err := json.Unmarshal(b, &key); err != nil {
+		return nil, err
+	}
+	if len(key) == 0 {
+		return nil, fmt.Errorf("empty cursor")
+	}
+	return key, nil
+}
+
+// paginate returns the page of items (sorted by key) that p asks for, and
+// sets the next-page headers when more items follow.
+func paginate[T any](c echo.Context, items []T, key func(T) []string, p page) []T {
+	start := 0
+	if p.after != nil {
+		start, _ = slices.BinarySearchFunc(items, p.after, func(it T, after []string) int {
+			if slices.Compare(key(it), after) <= 0 {
+				return -1
+			}
+			return 1
+		})
+	}
+	end := min(len(items), start+p.limit)
+	out := items[start:end]
+	if end < len(items) {
+		next := encodeCursor(key(items[end-1]))
+		c.Response().Header().Set(HeaderNextCursor, next)
+		q := c.QueryParams()
+		q.Set("cursor", next)
+		q.Set("limit", strconv.Itoa(p.limit))
+		u := url.URL{Path: c.Request().URL.Path, RawQuery: q.Encode()}
+		c.Response().Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", u.String()))
+	}
+	return out
+}
+
+// timeKey writes t so that keys sort in time order.
+func timeKey(t time.Time) string { return fmt.Sprintf("%020d", t.UnixNano()) }
+
+func batchKey(b Batch) []string      { return []string{timeKey(b.CreatedAt), b.ID} }
+func channelKey(ch Channel) []string { return []string{ch.TargetID, timeKey(ch.RegisteredAt), ch.ID} }
+func targetKey(t Target) []string    { return []string{t.ID} }
+
+// summarize drops the payloads of batches (view=summary).
+func summarize(bs []Batch) []Batch {
+	for i := range bs {
+		for j := range bs[i].Commands {
+			bs[i].Commands[j].Command.Payload = nil
+			if r := bs[i].Commands[j].Reply; r != nil {
+				r.Payload = nil
+			}
+		}
+	}
+	return bs
+}

@@ -1,0 +1,164 @@
+package management
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/command"
+)
+
+// manyBatches returns fake batches b00..b(n-1) on t1, created a second apart.
+func manyBatches(n int) *fakeBatches {
+	f := &fakeBatches{batches: map[string]batch.Batch{}}
+	for i := range n {
+		id := fmt.Sprintf("b%02d", i) // ids sort as creation does up to 100; beyond, creation order rules
+		f.batches[id] = batch.Batch{
+			ID: id, TargetID: "t1", Status: batch.StatusSucceeded, MaxRetry: new(5),
+			CreatedAt: base.Add(time.Duration(i) * time.Second), UpdatedAt: base.Add(time.Hour),
+			Commands: []batch.Command{{
+				Command: &command.Command{ID: id + "-c", Type: "ECHO", Payload: []byte(`{"n":1}`)},
+				Status:  batch.StatusSucceeded,
+				Reply:   &command.Reply{Status: command.StatusSucceeded, Payload: []byte(`{"ok":true}`)},
+			}},
+		}
+	}
+	return f
+}
+
+func TestListingsPage(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), manyBatches(7)))
+	var ids []string
+	path := "/exchange/batchs?limit=3&targetId=t1"
+	pages := 0
+	for path != "" {
+		resp, body := do(t, ts, http.MethodGet, path, "", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		var got []Batch
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range got {
+			ids = append(ids, b.ID)
+		}
+		pages++
+		next := resp.Header.Get(HeaderNextCursor)
+		link := resp.Header.Get("Link")
+		if (next == "") != (link == "") {
+			t.Fatalf("X-Next-Cursor %q but Link %q", next, link)
+		}
+		path = ""
+		if link != "" {
+			if !strings.Contains(link, "cursor="+next) || !strings.HasSuffix(link, `>; rel="next"`) {
+				t.Fatalf("Link = %q", link)
+			}
+			path = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+		}
+	}
+	want := "b00 b01 b02 b03 b04 b05 b06"
+	if got := strings.Join(ids, " "); got != want || pages != 3 {
+		t.Errorf("paged ids = %s in %d pages, want %s in 3", got, pages, want)
+	}
+}
+
+func TestListingsSummaryView(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), manyBatches(2)))
+	for _, path := range []string{"/exchange/batchs?view=summary", "/exchange/targets/t1/batchs?view=summary", "/exchange/targets?view=summary", "/exchange/targets/t1?view=summary"} {
+		resp, body := do(t, ts, http.MethodGet, path, "", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		if !strings.Contains(string(body), `"b01"`) || strings.Contains(string(body), `"payload":{`) {
+			t.Errorf("GET %s: want batches without payloads, got %s", path, body)
+		}
+	}
+}
+
+func TestListingsRejectBadPaging(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), manyBatches(2)))
+	for _, q := range []string{"limit=0", "limit=10001", "limit=x", "cursor=%21%21", "cursor=e30", "view=all"} {
+		for _, p := range []string{"/exchange/batchs", "/exchange/channels", "/exchange/targets", "/exchange/targets/t1/channels"} {
+			resp, body := do(t, ts, http.MethodGet, p+"?"+q, "", nil)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("GET %s?%s = %d %s, want 400", p, q, resp.StatusCode, body)
+			}
+			checkErrorBody(t, body, http.StatusBadRequest)
+		}
+	}
+}
+
+// TestDeepPayloadsStayProportional is the regression test of a listing that
+// grew with the square of the nesting: 200 KB of deeply nested replies once
+// made one GET /exchange/targets return 2 GB. A payload nested deeper than
+// jsonlimit.MaxDepth is served as a JSON string, and nothing is indented.
+func TestDeepPayloadsStayProportional(t *testing.T) {
+	f := manyBatches(10)
+	deep := []byte(strings.Repeat("[", 9993) + strings.Repeat("]", 9993))
+	stored := 0
+	for id, b := range f.batches {
+		b.Commands[0].Reply.Payload = deep
+		f.batches[id] = b
+		stored += len(deep)
+	}
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), f))
+	for _, path := range []string{"/exchange/targets", "/exchange/batchs", "/exchange/targets/t1"} {
+		resp, body := do(t, ts, http.MethodGet, path, "", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+		if len(body) > 2*stored {
+			t.Errorf("GET %s: %d bytes for %d stored payload bytes", path, len(body), stored)
+		}
+		if !json.Valid(body) {
+			t.Errorf("GET %s: the body is not JSON", path)
+		}
+	}
+	resp, body := do(t, ts, http.MethodGet, "/exchange/batchs/b01", "", nil)
+	var b Batch
+	if err := json.Unmarshal(body, &b); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET batch: %d %v", resp.StatusCode, err)
+	}
+	var s string
+	if err := json.Unmarshal(b.Commands[0].Reply.Payload, &s); err != nil || s != string(deep) {
+		t.Errorf("deep payload not served as a JSON string holding it")
+	}
+}
+
+func TestBodiesNestedTooDeepAreRefused(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), newFakeBatches()))
+	deep := strings.Repeat("[", 65) + strings.Repeat("]", 65)
+	for _, tc := range []struct{ path, body, field string }{
+		{"/exchange/targets/t1/commands", `{"type":"ECHO","payload":` + deep + `}`, "field payload"},
+		{"/exchange/batchs", `{"targetId":"t1","commands":[{"type":"ECHO","payload":` + deep + `}]}`, "field commands[0].payload"},
+	} {
+		resp, body := do(t, ts, http.MethodPost, tc.path, tc.body, http.Header{"Content-Type": {"application/json"}})
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.field) || !strings.Contains(string(body), "65 levels deep; at most 64") {
+			t.Errorf("POST %s = %d %s, want 400 naming %s", tc.path, resp.StatusCode, body, tc.field)
+		}
+	}
+}
+
+func TestClientFollowsPages(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), manyBatches(DefaultPageLimit+5)))
+	c, err := NewClient(ts.URL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Batches(t.Context(), BatchQuery{TargetID: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, b := range got {
+		seen[b.ID] = true
+	}
+	if len(got) != DefaultPageLimit+5 || len(seen) != len(got) {
+		t.Errorf("Client.Batches() = %d batches (%d distinct), want %d", len(got), len(seen), DefaultPageLimit+5)
+	}
+}
