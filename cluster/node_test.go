@@ -43,7 +43,7 @@ func TestApplyViewSubscribe(t *testing.T) {
 	calls := [][]state.Op{
 		{register("c1", "t1")},
 		{register("c2", "t1"), register("c3", "t2")}, // two ops, one entry
-		{unregister("c1")},                           // primary of t1 moves to c2, epoch 2
+		{unregister("c1")},                           // primary of t1 moves to c2, epoch 3 (c3 took 2)
 		{unregister("nope")},                         // no-op: no events, no subscriber call
 		{register("c4", "t2"), unregister("c3")},
 	}
@@ -68,8 +68,8 @@ func TestApplyViewSubscribe(t *testing.T) {
 		t.Errorf("View() state differs from a replay:\n%s", d)
 	}
 	n.View(func(s *state.State) {
-		if id, ep := s.PrimaryOf("t1"); id != "c2" || ep != 2 {
-			t.Errorf("PrimaryOf(t1) = %q, %d; want c2, 2", id, ep)
+		if id, ep := s.PrimaryOf("t1"); id != "c2" || ep != 3 {
+			t.Errorf("PrimaryOf(t1) = %q, %d; want c2, 3", id, ep)
 		}
 	})
 }
@@ -132,7 +132,7 @@ func TestReopen(t *testing.T) {
 	n := open(t, testConfig(t, dir))
 	ops := []state.Op{
 		register("a1", "ta"), register("a2", "ta"), register("b1", "tb"),
-		unregister("a1"), register("a3", "ta"), unregister("a2"), // ta: a1 → a2 → a3, epoch 3
+		unregister("a1"), register("a3", "ta"), unregister("a2"), // ta: a1 → a2 → a3, epoch 4 (b1 took 2)
 	}
 	for _, op := range ops {
 		if err := n.Apply(ctx, op); err != nil {
@@ -151,8 +151,8 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("state after reopen differs from a replay:\n%s", d)
 	}
 	_, epochBefore := before.PrimaryOf("ta")
-	if epochBefore != 3 {
-		t.Fatalf("epoch of ta before restart = %d, want 3", epochBefore)
+	if epochBefore != 4 {
+		t.Fatalf("epoch of ta before restart = %d, want 4", epochBefore)
 	}
 	if err := n.Apply(ctx, unregister("a3")); err != nil {
 		t.Fatalf("Apply() = %v", err)
