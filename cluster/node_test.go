@@ -124,6 +124,42 @@ func TestApplyErrorsKeepSentinels(t *testing.T) {
 	}
 }
 
+// TestApplyResults checks that ApplyResults returns one plain-data result per
+// op, the same as state.Memory's twin.
+func TestApplyResults(t *testing.T) {
+	ctx := testCtx(t)
+	n := open(t, testConfig(t, t.TempDir()))
+	mem := state.NewMemory()
+	ops := []state.Op{
+		register("c1", "t1"), register("c1", "t1"), {},
+		{SetPrimary: &state.SetPrimary{TargetID: "t1", ChannelID: "missing"}}, unregister("c1"),
+	}
+	got, err := n.ApplyResults(ctx, ops...)
+	if err != nil {
+		t.Fatalf("ApplyResults() = %v", err)
+	}
+	want, err := mem.ApplyResults(ctx, ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("ApplyResults() (-memory +node):\n%s", d)
+	}
+	codes := []state.ErrorCode{"", state.CodeExists, state.CodeInvalid, state.CodeNotFound, ""}
+	for i, r := range got {
+		var c state.ErrorCode
+		if r.Err != nil {
+			c = r.Err.Code
+		}
+		if c != codes[i] {
+			t.Errorf("result %d: code %q, want %q", i, c, codes[i])
+		}
+	}
+	if rs, err := n.ApplyResults(ctx); rs != nil || err != nil {
+		t.Errorf("ApplyResults() of no ops = %v, %v; want nothing", rs, err)
+	}
+}
+
 // TestReopen closes a node and reopens its data directory: the state is
 // identical (channels, primaries and their epochs) and epochs keep growing.
 func TestReopen(t *testing.T) {
