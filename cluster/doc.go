@@ -88,7 +88,7 @@
 // membership (the leader turns memberlist joins and deaths into raft
 // AddVoter/RemoveServer), forwarding of Apply from followers to the leader
 // over the node-to-node gRPC connection (NotLeaderError names the leader; the
-// applyResult of the FSM then has to be encoded, keeping the state sentinels),
+// FSM's response is already plain data, []state.Result, ready to be encoded),
 // and a follower-side Open that waits until it has caught up with the
 // leader's commit index instead of for leadership. The raft configuration
 // already carries each node's advertised address, updated when a node comes

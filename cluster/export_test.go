@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"errors"
-
 	"github.com/hashicorp/raft"
+
+	"github.com/exchangekit/exchange/state"
 )
 
 // White-box hooks for the black-box tests in package cluster_test.
@@ -25,9 +25,9 @@ var (
 
 // ApplyResultError returns the joined op errors of an FSM response.
 func ApplyResultError(resp any) error {
-	r, ok := resp.(*applyResult)
+	rs, ok := resp.([]state.Result)
 	if !ok {
 		return nil
 	}
-	return errors.Join(r.errs...)
+	return resultsError(rs)
 }

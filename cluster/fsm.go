@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 
 	"github.com/hashicorp/raft"
 
@@ -45,29 +44,51 @@ func decodeEntry(b []byte) ([]state.Op, error) {
 	return e.Ops, nil
 }
 
-// applyResult is the FSM's response to one entry, handed to the Apply that
-// wrote it: the errors of the ops that failed, exactly as state.Apply returned
-// them, so errors.Is(err, state.ErrExists) works for the caller. It crosses no
-// process boundary today (raft hands the leader's FSM response to the leader's
-// future); forwarding will have to encode it.
-type applyResult struct {
-	errs []error
+// The FSM's response to one entry, handed to the Apply that wrote it, is a
+// []state.Result: one per op of the entry, plain data that forwarding can
+// encode. An entry this node cannot decode gets a single Result, from
+// badEntryResult, whatever the number of ops it held.
+
+// badEntryOp is the OpError.Op of the Result of an undecodable entry.
+const badEntryOp = "entry"
+
+func badEntryResult(err error) []state.Result {
+	return []state.Result{{Err: &state.OpError{Code: state.CodeInvalid, Op: badEntryOp, Message: err.Error()}}}
 }
+
+// resultsError joins the failures of rs, as state.ResultsErr does, except
+// that the failure of an undecodable entry also matches ErrBadEntry.
+func resultsError(rs []state.Result) error {
+	var errs []error
+	for _, r := range rs {
+		switch {
+		case r.Err == nil:
+		case r.Err.Op == badEntryOp:
+			errs = append(errs, &badEntryError{r.Err})
+		default:
+			errs = append(errs, r.Err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// badEntryError is the failure of an undecodable entry: its text is the
+// OpError's, and it matches both the OpError's sentinels and ErrBadEntry.
+type badEntryError struct{ err *state.OpError }
+
+func (e *badEntryError) Error() string   { return e.err.Error() }
+func (e *badEntryError) Unwrap() []error { return []error{e.err, ErrBadEntry} }
 
 // snapshotHeader starts every snapshot this code writes; the state's JSON
 // follows.
 const snapshotHeader = "exchange-state v1\n"
 
-// fsm is the raft FSM: Memory's twin, with raft calling Apply. raft calls
-// Apply, Snapshot and Restore from one goroutine (its FSM goroutine), never
-// concurrently; View and Subscribe come from any goroutine.
+// fsm is the raft FSM: Memory's twin, a state.Replica with raft calling Apply.
+// raft calls Apply, Snapshot and Restore from one goroutine (its FSM
+// goroutine), never concurrently; View and Subscribe come from any goroutine.
 type fsm struct {
 	log *slog.Logger
-
-	mu   sync.RWMutex // protects s, subs and next; Apply and Restore hold it while notifying
-	s    *state.State
-	subs map[int]func([]state.Event)
-	next int
+	r   *state.Replica
 }
 
 var (
@@ -76,45 +97,27 @@ var (
 )
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{log: log, s: state.NewState(), subs: map[int]func([]state.Event){}}
+	return &fsm{log: log, r: state.NewReplica()}
 }
 
 // Apply implements raft.FSM: it applies the ops of one entry in order (every
 // op is attempted, like state.Memory), notifies the subscribers with the
-// entry's events, and returns an *applyResult.
+// entry's events, and returns the ops' []state.Result.
 func (f *fsm) Apply(l *raft.Log) any {
 	ops, err := decodeEntry(l.Data)
 	if err != nil {
 		f.log.Error("cluster: rejecting log entry", "index", l.Index, "err", err)
-		return &applyResult{errs: []error{fmt.Errorf("log index %d: %w", l.Index, err)}}
+		return badEntryResult(fmt.Errorf("log index %d: %w", l.Index, err))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var evs []state.Event
-	var errs []error
-	for _, op := range ops {
-		e, err := f.s.Apply(op)
-		evs = append(evs, e...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(evs) > 0 {
-		for _, fn := range f.subs {
-			fn(evs)
-		}
-	}
-	return &applyResult{errs: errs}
+	return f.r.Apply(ops)
 }
 
 // Snapshot implements raft.FSM: it encodes the state under the read lock;
 // the bytes are written to disk later, outside the lock, by Persist.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	b, err := f.s.Marshal()
-	f.mu.RUnlock()
+	b, err := f.r.Snapshot()
 	if err != nil {
-		return nil, fmt.Errorf("cluster: snapshot: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	return &fsmSnapshot{data: b}, nil
 }
@@ -131,12 +134,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.s = s
-	for _, fn := range f.subs {
-		fn([]state.Event{{Kind: state.StateRestored}})
-	}
+	f.r.Restore(s)
 	return nil
 }
 
@@ -153,25 +151,10 @@ func decodeSnapshot(b []byte) (*state.State, error) {
 }
 
 // view calls fn with the state under the read lock.
-func (f *fsm) view(fn func(*state.State)) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	fn(f.s)
-}
+func (f *fsm) view(fn func(*state.State)) { f.r.View(fn) }
 
 // subscribe registers fn; the returned function removes it.
-func (f *fsm) subscribe(fn func([]state.Event)) (cancel func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	id := f.next
-	f.next++
-	f.subs[id] = fn
-	return func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		delete(f.subs, id)
-	}
-}
+func (f *fsm) subscribe(fn func([]state.Event)) (cancel func()) { return f.r.Subscribe(fn) }
 
 // fsmSnapshot is a state encoded by fsm.Snapshot.
 type fsmSnapshot struct {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,21 +284,34 @@ func enqueueTimeout(ctx context.Context, def time.Duration) time.Duration {
 // Concurrent Applies are grouped by raft into few disk writes: prefer many
 // ops per Apply, or many concurrent Applies, to a loop of single Applies.
 func (n *Node) Apply(ctx context.Context, ops ...state.Op) error {
+	rs, err := n.ApplyResults(ctx, ops...)
+	if err != nil {
+		return err
+	}
+	return resultsError(rs)
+}
+
+// ApplyResults applies ops like Apply and returns one state.Result per op,
+// plain data that can cross a wire. The error is for the Apply as a whole
+// (ctx, not the leader, closed, raft failures), with the same meaning as
+// Apply's; then there are no results. An entry the FSM could not decode (which
+// this node never writes) fails every op, with ErrBadEntry in Apply's error.
+func (n *Node) ApplyResults(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("cluster: apply: %w", err)
+		return nil, fmt.Errorf("cluster: apply: %w", err)
 	}
 	if len(ops) == 0 {
-		return nil
+		return nil, nil
 	}
 	if n.isClosed() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if n.raft.State() != raft.Leader {
-		return n.notLeader()
+		return nil, n.notLeader()
 	}
 	b, err := encodeEntry(ops)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
@@ -315,20 +329,26 @@ func (n *Node) Apply(ctx context.Context, ops ...state.Op) error {
 		}
 		done <- outcome{res: f.Response()}
 	}) {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case o := <-done:
 		if o.err != nil {
-			return n.raftError(o.err)
+			return nil, n.raftError(o.err)
 		}
-		res, ok := o.res.(*applyResult)
+		rs, ok := o.res.([]state.Result)
 		if !ok {
-			return fmt.Errorf("cluster: apply: unexpected FSM response %T", o.res)
+			return nil, fmt.Errorf("cluster: apply: unexpected FSM response %T", o.res)
 		}
-		return errors.Join(res.errs...)
+		if len(rs) == 1 && len(ops) > 1 && rs[0].Err != nil && rs[0].Err.Op == badEntryOp {
+			rs = slices.Repeat(rs, len(ops)) // the whole entry was rejected
+		}
+		if len(rs) != len(ops) {
+			return nil, fmt.Errorf("cluster: apply: %d results for %d ops", len(rs), len(ops))
+		}
+		return rs, nil
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: apply (the ops may still be applied): %w", ctx.Err())
+		return nil, fmt.Errorf("cluster: apply (the ops may still be applied): %w", ctx.Err())
 	}
 }
 

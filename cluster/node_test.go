@@ -43,7 +43,7 @@ func TestApplyViewSubscribe(t *testing.T) {
 	calls := [][]state.Op{
 		{register("c1", "t1")},
 		{register("c2", "t1"), register("c3", "t2")}, // two ops, one entry
-		{unregister("c1")},                           // primary of t1 moves to c2, epoch 2
+		{unregister("c1")},                           // primary of t1 moves to c2, epoch 3 (c3 took 2)
 		{unregister("nope")},                         // no-op: no events, no subscriber call
 		{register("c4", "t2"), unregister("c3")},
 	}
@@ -68,8 +68,8 @@ func TestApplyViewSubscribe(t *testing.T) {
 		t.Errorf("View() state differs from a replay:\n%s", d)
 	}
 	n.View(func(s *state.State) {
-		if id, ep := s.PrimaryOf("t1"); id != "c2" || ep != 2 {
-			t.Errorf("PrimaryOf(t1) = %q, %d; want c2, 2", id, ep)
+		if id, ep := s.PrimaryOf("t1"); id != "c2" || ep != 3 {
+			t.Errorf("PrimaryOf(t1) = %q, %d; want c2, 3", id, ep)
 		}
 	})
 }
@@ -124,6 +124,42 @@ func TestApplyErrorsKeepSentinels(t *testing.T) {
 	}
 }
 
+// TestApplyResults checks that ApplyResults returns one plain-data result per
+// op, the same as state.Memory's twin.
+func TestApplyResults(t *testing.T) {
+	ctx := testCtx(t)
+	n := open(t, testConfig(t, t.TempDir()))
+	mem := state.NewMemory()
+	ops := []state.Op{
+		register("c1", "t1"), register("c1", "t1"), {},
+		{SetPrimary: &state.SetPrimary{TargetID: "t1", ChannelID: "missing"}}, unregister("c1"),
+	}
+	got, err := n.ApplyResults(ctx, ops...)
+	if err != nil {
+		t.Fatalf("ApplyResults() = %v", err)
+	}
+	want, err := mem.ApplyResults(ctx, ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("ApplyResults() (-memory +node):\n%s", d)
+	}
+	codes := []state.ErrorCode{"", state.CodeExists, state.CodeInvalid, state.CodeNotFound, ""}
+	for i, r := range got {
+		var c state.ErrorCode
+		if r.Err != nil {
+			c = r.Err.Code
+		}
+		if c != codes[i] {
+			t.Errorf("result %d: code %q, want %q", i, c, codes[i])
+		}
+	}
+	if rs, err := n.ApplyResults(ctx); rs != nil || err != nil {
+		t.Errorf("ApplyResults() of no ops = %v, %v; want nothing", rs, err)
+	}
+}
+
 // TestReopen closes a node and reopens its data directory: the state is
 // identical (channels, primaries and their epochs) and epochs keep growing.
 func TestReopen(t *testing.T) {
@@ -132,7 +168,7 @@ func TestReopen(t *testing.T) {
 	n := open(t, testConfig(t, dir))
 	ops := []state.Op{
 		register("a1", "ta"), register("a2", "ta"), register("b1", "tb"),
-		unregister("a1"), register("a3", "ta"), unregister("a2"), // ta: a1 → a2 → a3, epoch 3
+		unregister("a1"), register("a3", "ta"), unregister("a2"), // ta: a1 → a2 → a3, epoch 4 (b1 took 2)
 	}
 	for _, op := range ops {
 		if err := n.Apply(ctx, op); err != nil {
@@ -151,8 +187,8 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("state after reopen differs from a replay:\n%s", d)
 	}
 	_, epochBefore := before.PrimaryOf("ta")
-	if epochBefore != 3 {
-		t.Fatalf("epoch of ta before restart = %d, want 3", epochBefore)
+	if epochBefore != 4 {
+		t.Fatalf("epoch of ta before restart = %d, want 4", epochBefore)
 	}
 	if err := n.Apply(ctx, unregister("a3")); err != nil {
 		t.Fatalf("Apply() = %v", err)

@@ -68,7 +68,7 @@ func TestInfosForTwoTargets(t *testing.T) {
 	c2 := h.connect(connOpts{target: "t1"})
 	c3 := h.connect(connOpts{target: "t2"})
 	h.waitBelief(c2, command.PrimaryPayload{Primary: false, Epoch: 1})
-	h.waitBelief(c3, command.PrimaryPayload{Primary: true, Epoch: 1})
+	h.waitBelief(c3, command.PrimaryPayload{Primary: true, Epoch: 2}) // epochs are global: t1 took 1
 
 	type row struct {
 		id      string
@@ -113,24 +113,26 @@ func TestInfosForTwoTargets(t *testing.T) {
 
 // Reference PrimaryChannelManagerTest.should_reelect_after_evicted_primary_channel,
 // repeated 10 times, with our additions: the joining channel is told
-// primary:false (weakness 15) and the epoch grows.
+// primary:false (weakness 15) and the epoch grows. Epochs are global: each
+// round's target takes three (elected, re-elected, evicted when c2 leaves).
 func TestReelection(t *testing.T) {
 	h := newHarness(t, fastConfig())
 	for i := range 10 {
 		target := fmt.Sprintf("t%d", i)
+		base := uint64(3 * i)
 		c1 := h.connect(connOpts{target: target})
-		h.waitBelief(c1, command.PrimaryPayload{Primary: true, Epoch: 1})
+		h.waitBelief(c1, command.PrimaryPayload{Primary: true, Epoch: base + 1})
 		c2 := h.connect(connOpts{target: target})
-		h.waitBelief(c2, command.PrimaryPayload{Primary: false, Epoch: 1})
+		h.waitBelief(c2, command.PrimaryPayload{Primary: false, Epoch: base + 1})
 		if got, _ := c1.belief(); !got.Primary {
 			t.Fatalf("round %d: c1 lost the role when c2 joined", i)
 		}
 
 		c1.close()
-		h.waitBelief(c2, command.PrimaryPayload{Primary: true, Epoch: 2})
+		h.waitBelief(c2, command.PrimaryPayload{Primary: true, Epoch: base + 2})
 		ti, ok := h.ctrl.Target(target)
-		if !ok || ti.PrimaryID != c2.id() || ti.Epoch != 2 || len(ti.Channels) != 1 {
-			t.Fatalf("round %d: Target() = %+v, want c2 primary at epoch 2, alone", i, ti)
+		if !ok || ti.PrimaryID != c2.id() || ti.Epoch != base+2 || len(ti.Channels) != 1 {
+			t.Fatalf("round %d: Target() = %+v, want c2 primary at epoch %d, alone", i, ti, base+2)
 		}
 		c2.close()
 		h.waitFor("target gone", func() bool { _, ok := h.ctrl.Target(target); return !ok })

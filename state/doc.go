@@ -16,9 +16,16 @@
 //  2. A target without a primary (none yet, or the primary's channel gone)
 //     gets its longest-registered active channel (lowest registration
 //     sequence).
-//  3. Every change of a target's primary, including losing it, bumps the
-//     target's epoch. Epochs never go backwards, even across restarts,
-//     because they live in the replicated state and its snapshots.
+//  3. Every change of a target's primary, including losing it, takes the
+//     next value of the State's global epoch counter. A target's epochs
+//     therefore never go backwards, even when it leaves (its Primaries entry
+//     goes with its last channel) and comes back, and even across restarts,
+//     because the counter lives in the replicated state and its snapshots.
+//
+// State keeps indexes of its channels (by target in registration order, by
+// node, by target and connector), maintained by Apply and rebuilt by
+// Unmarshal, never serialised: registry ops cost what they change, never a
+// scan of the registry.
 //
 // Apply returns Events describing what changed, which stores hand to their
 // subscribers (controllers tell their channels PRIMARY true/false from them).

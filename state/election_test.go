@@ -117,14 +117,16 @@ func TestElection(t *testing.T) {
 			primaries: map[string]state.Primary{"t1": {ChannelID: "z", Epoch: 2}},
 		},
 		{
-			name:      "last channel leaves: primary evicted, epoch bumped",
+			// The eviction takes an epoch; then the target's entry goes: the
+			// State's epoch counter remembers the epochs handed out.
+			name:      "last channel leaves: primary evicted, epoch bumped, entry dropped",
 			setup:     []state.Op{reg("c1", "t1", "n1")},
 			op:        unreg("c1"),
 			events:    []state.Event{unregistered("t1", "c1", "n1"), evicted("t1", 2)},
-			primaries: map[string]state.Primary{"t1": {Epoch: 2}},
+			primaries: map[string]state.Primary{},
 		},
 		{
-			name:      "a target's epoch survives an empty spell",
+			name:      "a target that comes back gets a higher epoch",
 			setup:     []state.Op{reg("c1", "t1", "n1"), unreg("c1")},
 			op:        reg("c2", "t1", "n1"),
 			events:    []state.Event{registered("t1", "c2", "n1"), elected("t1", "c2", "n1", 3)},
@@ -144,6 +146,8 @@ func TestElection(t *testing.T) {
 			primaries: map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 1}},
 		},
 		{
+			// Epochs are global: a1 took 1, a2 2, b3 3; the elections of the op
+			// take 4 and 5, in target order.
 			name: "RemoveNodeChannels removes the node's channels and re-elects",
 			setup: []state.Op{
 				reg("a1", "t1", "n1"), reg("b1", "t1", "n2"), reg("a2", "t2", "n1"), reg("b3", "t3", "n2"),
@@ -151,11 +155,18 @@ func TestElection(t *testing.T) {
 			op: removeNode("n1"),
 			events: []state.Event{ // removals in channel id order, then one election per target
 				unregistered("t1", "a1", "n1"), unregistered("t2", "a2", "n1"),
-				elected("t1", "b1", "n2", 2), evicted("t2", 2),
+				elected("t1", "b1", "n2", 4), evicted("t2", 5),
 			},
 			primaries: map[string]state.Primary{
-				"t1": {ChannelID: "b1", Epoch: 2}, "t2": {Epoch: 2}, "t3": {ChannelID: "b3", Epoch: 1},
+				"t1": {ChannelID: "b1", Epoch: 4}, "t3": {ChannelID: "b3", Epoch: 3},
 			},
+		},
+		{
+			name:      "every primary change takes the next global epoch",
+			setup:     []state.Op{reg("a1", "t1", "n1"), reg("b1", "t2", "n1"), reg("a2", "t1", "n2")},
+			op:        unreg("a1"),
+			events:    []state.Event{unregistered("t1", "a1", "n1"), elected("t1", "a2", "n2", 3)},
+			primaries: map[string]state.Primary{"t1": {ChannelID: "a2", Epoch: 3}, "t2": {ChannelID: "b1", Epoch: 2}},
 		},
 		{
 			name: "RemoveNodeChannels of a target's primary and runner-up elects once",
@@ -276,26 +287,38 @@ func TestElectIsPure(t *testing.T) {
 
 // checkInvariants verifies, after every op: at most one primary per target
 // (structural) and it is a registered, active channel of that target; a
-// target with active channels and no forced eviction has a primary; epochs
-// never decrease; a primary change bumps the epoch, and the events report the
-// new epochs. Single-channel ops change a target's epoch by one exactly when
-// its primary changes; so does RemoveNodeChannels (multi), which removes all of
-// a node's channels before electing once per target.
-func checkInvariants(s *state.State, before map[string]state.Primary, evs []state.Event, forcedNone map[string]bool, multi bool) error {
+// target with active channels and no forced eviction has a primary; a target
+// has a Primaries entry exactly when it has channels; a primary change takes
+// an epoch from the State's counter (above every epoch handed out before the
+// op, so a target's epochs grow even across an absence); an unchanged primary
+// keeps its epoch; and the events report the new epochs. last holds the
+// highest epoch each target ever had; checkInvariants updates it.
+func checkInvariants(s *state.State, before map[string]state.Primary, epochBefore uint64, last map[string]uint64,
+	evs []state.Event, forcedNone map[string]bool,
+) error {
+	if s.Epoch < epochBefore {
+		return fmt.Errorf("epoch counter went back from %d to %d", epochBefore, s.Epoch)
+	}
 	for target, p := range s.Primaries {
-		old := before[target]
-		if p.Epoch < old.Epoch {
-			return fmt.Errorf("target %s: epoch went back from %d to %d", target, old.Epoch, p.Epoch)
+		old, had := before[target]
+		if p.Epoch > s.Epoch {
+			return fmt.Errorf("target %s: epoch %d above the counter %d", target, p.Epoch, s.Epoch)
 		}
-		if p.ChannelID != old.ChannelID && p.Epoch == old.Epoch {
-			return fmt.Errorf("target %s: primary %q→%q without an epoch bump", target, old.ChannelID, p.ChannelID)
+		if p.Epoch < last[target] {
+			return fmt.Errorf("target %s: epoch went back from %d to %d", target, last[target], p.Epoch)
 		}
-		if p.ChannelID == old.ChannelID && p.Epoch != old.Epoch {
+		changed := !had || p.ChannelID != old.ChannelID || p.Epoch != old.Epoch
+		if had && p.ChannelID == old.ChannelID && p.Epoch != old.Epoch {
 			return fmt.Errorf("target %s: epoch %d→%d but the primary stayed %q", target, old.Epoch, p.Epoch, p.ChannelID)
 		}
-		if p.Epoch > old.Epoch+1 {
-			return fmt.Errorf("target %s: epoch jumped from %d to %d in one op", target, old.Epoch, p.Epoch)
+		if changed && p.Epoch <= epochBefore {
+			return fmt.Errorf("target %s: primary %q→%q took epoch %d, not above the %d handed out before",
+				target, old.ChannelID, p.ChannelID, p.Epoch, epochBefore)
 		}
+		if len(s.TargetChannels(target)) == 0 {
+			return fmt.Errorf("target %s has no channels but a Primaries entry", target)
+		}
+		last[target] = p.Epoch
 		if p.ChannelID == "" {
 			continue
 		}
@@ -304,13 +327,12 @@ func checkInvariants(s *state.State, before map[string]state.Primary, evs []stat
 			return fmt.Errorf("target %s: primary %s is not a registered active channel of it", target, p.ChannelID)
 		}
 	}
-	for target := range before {
-		if _, ok := s.Primaries[target]; !ok {
-			return fmt.Errorf("target %s: primary record vanished (its epoch would be lost)", target)
-		}
-	}
 	for _, c := range s.Channels {
-		if p := s.Primaries[c.TargetID]; c.Active && (p == nil || p.ChannelID == "") && !forcedNone[c.TargetID] {
+		p := s.Primaries[c.TargetID]
+		if p == nil && c.Active {
+			return fmt.Errorf("target %s has active channel %s but no Primaries entry", c.TargetID, c.ID)
+		}
+		if c.Active && p.ChannelID == "" && !forcedNone[c.TargetID] {
 			return fmt.Errorf("target %s has active channel %s but no primary", c.TargetID, c.ID)
 		}
 	}
@@ -318,8 +340,11 @@ func checkInvariants(s *state.State, before map[string]state.Primary, evs []stat
 		if e.Kind != state.PrimaryElected && e.Kind != state.PrimaryEvicted {
 			continue
 		}
-		if p := s.Primaries[e.TargetID]; p == nil || p.Epoch < e.Epoch {
-			return fmt.Errorf("event %+v ahead of the state", e)
+		if e.Epoch <= epochBefore || e.Epoch > s.Epoch {
+			return fmt.Errorf("event %+v: epoch outside (%d, %d]", e, epochBefore, s.Epoch)
+		}
+		if e.Epoch > last[e.TargetID] {
+			last[e.TargetID] = e.Epoch // an eviction of a target that left
 		}
 	}
 	return nil
@@ -337,6 +362,7 @@ func TestElectionInvariantsRandomOps(t *testing.T) {
 			targets := []string{"t0", "t1", "t2", "t3"}
 			nodes := []string{"n0", "n1", "n2"}
 			forcedNone := map[string]bool{} // SetPrimary("") leaves a target without primary until its next change
+			last := map[string]uint64{}
 			next := 0
 			for i := range 2000 {
 				var op state.Op
@@ -362,7 +388,7 @@ func TestElectionInvariantsRandomOps(t *testing.T) {
 				default:
 					op = setPrimary(targets[rng.IntN(len(targets))], "")
 				}
-				before := primaries(s)
+				before, epochBefore := primaries(s), s.Epoch
 				evs, err := s.Apply(op)
 				if err != nil {
 					t.Fatalf("op %d %+v: Apply() = %v", i, op, err)
@@ -375,7 +401,7 @@ func TestElectionInvariantsRandomOps(t *testing.T) {
 						forcedNone[e.TargetID] = op.SetPrimary != nil
 					}
 				}
-				if err := checkInvariants(s, before, evs, forcedNone, op.RemoveNodeChannels != nil); err != nil {
+				if err := checkInvariants(s, before, epochBefore, last, evs, forcedNone); err != nil {
 					t.Fatalf("after op %d %+v: %v", i, op, err)
 				}
 			}
@@ -389,8 +415,8 @@ func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
 	t.Parallel()
 	s := applyAll(t,
 		reg("c1", "t1", "n1"), reg("c2", "t1", "n2"), unreg("c1"), // t1: c2 at epoch 2
-		reg("c3", "t2", "n1"), unreg("c3"), // t2: none at epoch 2
-		reg("c4", "t3", "n1"),
+		reg("c3", "t2", "n1"), unreg("c3"), // t2: took 3, evicted at 4, gone
+		reg("c4", "t3", "n1"), // t3: c4 at epoch 5
 	)
 	b, err := s.Marshal()
 	if err != nil {
@@ -403,8 +429,8 @@ func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
 	if got, want := primaries(r), primaries(s); !maps.Equal(got, want) {
 		t.Errorf("primaries after round trip = %+v, want %+v", got, want)
 	}
-	if r.Seq != s.Seq || len(r.Channels) != len(s.Channels) {
-		t.Errorf("seq %d, %d channels; want %d, %d", r.Seq, len(r.Channels), s.Seq, len(s.Channels))
+	if r.Seq != s.Seq || len(r.Channels) != len(s.Channels) || r.Epoch != 5 {
+		t.Errorf("seq %d, %d channels, epoch %d; want %d, %d, 5", r.Seq, len(r.Channels), r.Epoch, s.Seq, len(s.Channels))
 	}
 	for id, c := range s.Channels {
 		rc := r.Channels[id]
@@ -418,17 +444,21 @@ func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []state.Event{registered("t2", "c5", "n1"), elected("t2", "c5", "n1", 3)}; !slices.Equal(evs, want) {
+	if want := []state.Event{registered("t2", "c5", "n1"), elected("t2", "c5", "n1", 6)}; !slices.Equal(evs, want) {
 		t.Errorf("events after restore = %+v, want %+v", evs, want)
 	}
 	if c := r.Channels["c5"]; c.Seq != s.Seq+1 {
 		t.Errorf("new channel seq = %d, want %d", c.Seq, s.Seq+1)
 	}
-	if _, err := r.Apply(unreg("c2")); err != nil {
+	evs, err = r.Apply(unreg("c2"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if id, epoch := r.PrimaryOf("t1"); id != "" || epoch != 3 {
-		t.Errorf("t1 after its primary left = %q@%d, want none@3", id, epoch)
+	if want := []state.Event{unregistered("t1", "c2", "n2"), evicted("t1", 7)}; !slices.Equal(evs, want) {
+		t.Errorf("events of t1's last channel leaving = %+v, want %+v", evs, want)
+	}
+	if id, epoch := r.PrimaryOf("t1"); id != "" || epoch != 0 {
+		t.Errorf("t1 after its last channel left = %q@%d, want no entry", id, epoch)
 	}
 
 	// An empty snapshot decodes to a usable state.
@@ -441,6 +471,83 @@ func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
 	}
 	if _, err := state.Unmarshal([]byte(`{`)); err == nil {
 		t.Errorf("Unmarshal of garbage = nil error")
+	}
+}
+
+// A target that leaves (and loses its Primaries entry) and comes back gets a
+// higher epoch than it ever had, also when a snapshot restore happened while
+// it was away.
+func TestTargetComesBackWithHigherEpoch(t *testing.T) {
+	t.Parallel()
+	s := applyAll(t, reg("c1", "t1", "n1"), reg("c2", "t1", "n1"), setPrimary("t1", "c2"), reg("x", "t2", "n1"))
+	_, high := s.PrimaryOf("t1")
+	evs, err := s.Apply(removeNode("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Kind == state.PrimaryEvicted && e.TargetID == "t1" {
+			high = max(high, e.Epoch)
+		}
+	}
+	if _, ok := s.Primaries["t1"]; ok || len(s.Primaries) != 0 {
+		t.Fatalf("primaries after every channel left = %+v, want none (no identity kept for dead targets)", primaries(s))
+	}
+	for round := range 3 {
+		if round > 0 {
+			b, err := s.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s, err = state.Unmarshal(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		id := fmt.Sprint("back", round)
+		if _, err := s.Apply(reg(id, "t1", "n2")); err != nil {
+			t.Fatal(err)
+		}
+		cur, epoch := s.PrimaryOf("t1")
+		if cur != id || epoch <= high {
+			t.Fatalf("round %d: t1 came back with %q@%d, want %s above %d", round, cur, epoch, id, high)
+		}
+		evs, err := s.Apply(unreg(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 2 || evs[1].Kind != state.PrimaryEvicted || evs[1].Epoch <= epoch {
+			t.Fatalf("round %d: leaving again: events %+v, want an eviction above %d", round, evs, epoch)
+		}
+		high = evs[1].Epoch
+	}
+}
+
+// A snapshot written before the global epoch counter decodes: the counter
+// starts above every epoch in it, and the entries of targets without
+// channels are dropped.
+func TestUnmarshalOldSnapshot(t *testing.T) {
+	t.Parallel()
+	old := `{"channels":{"c1":{"id":"c1","targetId":"t1","nodeId":"n1","active":true,"registeredAt":"2025-01-01T00:00:00Z","seq":4}},` +
+		`"primaries":{"t1":{"channelId":"c1","epoch":3},"gone":{"epoch":9},"gone2":{"epoch":2}},"seq":4}`
+	s, err := state.Unmarshal([]byte(old))
+	if err != nil {
+		t.Fatalf("Unmarshal() = %v", err)
+	}
+	if s.Epoch != 9 {
+		t.Errorf("Epoch = %d, want 9 (the highest of the snapshot)", s.Epoch)
+	}
+	if want := map[string]state.Primary{"t1": {ChannelID: "c1", Epoch: 3}}; !maps.Equal(primaries(s), want) {
+		t.Errorf("primaries = %+v, want %+v", primaries(s), want)
+	}
+	if got := s.TargetChannels("t1"); len(got) != 1 || got[0] != s.Channels["c1"] {
+		t.Errorf("TargetChannels(t1) = %v, want c1 (indexes rebuilt)", got)
+	}
+	evs, err := s.Apply(reg("c2", "gone", "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []state.Event{registered("gone", "c2", "n1"), elected("gone", "c2", "n1", 10)}; !slices.Equal(evs, want) {
+		t.Errorf("events = %+v, want %+v", evs, want)
 	}
 }
 

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,26 +32,35 @@ type Channel struct {
 }
 
 // Primary is a target's primary channel. ChannelID is empty while the target
-// has none; Epoch is kept so that it only ever grows.
+// has none. Epoch is the value of the State's epoch counter taken by the
+// target's last primary change, so it only ever grows.
 type Primary struct {
 	ChannelID string `json:"channelId,omitempty"`
 	Epoch     uint64 `json:"epoch"`
 }
 
-// State is the whole replicated state. Use NewState; mutate only with Apply.
-// Readers must not modify what they read.
+// State is the whole replicated state. Use NewState or Unmarshal; mutate only
+// with Apply. Readers must not modify what they read.
 type State struct {
-	Channels  map[string]*Channel `json:"channels"`
+	Channels map[string]*Channel `json:"channels"`
+	// Primaries holds an entry for every target that has channels (and for
+	// no other: a target's entry goes with its last channel).
 	Primaries map[string]*Primary `json:"primaries"`
 	// Seq is the last registration sequence number handed out.
 	Seq uint64 `json:"seq"`
+	// Epoch is the last primary epoch handed out. Every primary change of
+	// any target takes the next value, so a target's epochs keep growing
+	// even when it leaves (and its Primaries entry goes) and comes back.
+	Epoch uint64 `json:"epoch"`
 
 	batchState
+
+	idx *index // derived from Channels; maintained by Apply, never serialised
 }
 
 // NewState returns an empty State.
 func NewState() *State {
-	s := &State{Channels: map[string]*Channel{}, Primaries: map[string]*Primary{}}
+	s := &State{Channels: map[string]*Channel{}, Primaries: map[string]*Primary{}, idx: newIndex()}
 	s.initBatches()
 	return s
 }
@@ -119,8 +127,13 @@ type RemoveNodeChannels struct {
 }
 
 // Apply applies op to s and returns what changed. It is deterministic: it reads
-// no clock and no randomness (times come inside the op).
+// no clock and no randomness (times come inside the op). Registry ops cost
+// O(what they change): the indexes find a target's, a node's and a
+// connector's channels without a scan of the registry.
 func (s *State) Apply(op Op) ([]Event, error) {
+	if s.idx == nil { // a State not made by NewState or Unmarshal
+		s.idx = buildIndex(s)
+	}
 	switch {
 	case op.Register != nil:
 		return s.register(op.Register.Channel)
@@ -148,6 +161,7 @@ func (s *State) register(c Channel) ([]Event, error) {
 	c.Seq = s.Seq
 	c.Metadata = maps.Clone(c.Metadata)
 	s.Channels[c.ID] = &c
+	s.idx.add(&c)
 	evs := []Event{{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}}
 	return append(evs, s.elect(c.TargetID)...), nil
 }
@@ -157,23 +171,30 @@ func (s *State) unregister(id string) []Event {
 	if !ok {
 		return nil
 	}
-	delete(s.Channels, id)
+	s.removeChannel(c)
 	evs := []Event{{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}}
 	return append(evs, s.elect(c.TargetID)...)
+}
+
+func (s *State) removeChannel(c *Channel) {
+	delete(s.Channels, c.ID)
+	s.idx.remove(c)
 }
 
 // removeNode removes all of a node's channels first, then elects once per
 // affected target, so a target whose primary and runner-up both died with the
 // node changes primary (and epoch) once, not once per channel.
 func (s *State) removeNode(node string) []Event {
-	var evs []Event
+	set := s.idx.nodes[node]
+	if len(set) == 0 {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(set))
+	evs := make([]Event, 0, len(ids))
 	targets := map[string]bool{}
-	for _, id := range slices.Sorted(maps.Keys(s.Channels)) {
+	for _, id := range ids {
 		c := s.Channels[id]
-		if c.NodeID != node {
-			continue
-		}
-		delete(s.Channels, id)
+		s.removeChannel(c)
 		targets[c.TargetID] = true
 		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
 	}
@@ -196,26 +217,35 @@ func (s *State) setPrimary(target, channelID string) ([]Event, error) {
 	return s.changePrimary(target, channelID), nil
 }
 
-// elect applies Elect's decision for target.
+// elect applies Elect's decision for target; once the target's last channel
+// is gone, it also drops the target's Primaries entry (the State's epoch
+// counter, not the entry, keeps its epochs growing).
 func (s *State) elect(target string) []Event {
-	next, change := Elect(s, target)
-	if !change {
-		return nil
+	var evs []Event
+	if next, change := Elect(s, target); change {
+		evs = s.changePrimary(target, next)
 	}
-	return s.changePrimary(target, next)
+	if s.idx.targets[target] == nil {
+		delete(s.Primaries, target)
+	}
+	return evs
 }
 
+// changePrimary makes next target's primary; a change takes the next epoch.
 func (s *State) changePrimary(target, next string) []Event {
 	p := s.Primaries[target]
 	if p == nil {
+		if next == "" {
+			return nil
+		}
 		p = &Primary{}
 		s.Primaries[target] = p
 	}
 	if p.ChannelID == next {
 		return nil
 	}
-	p.ChannelID = next
-	p.Epoch++
+	s.Epoch++
+	p.ChannelID, p.Epoch = next, s.Epoch
 	if next == "" {
 		return []Event{{Kind: PrimaryEvicted, TargetID: target, Epoch: p.Epoch}}
 	}
@@ -224,7 +254,8 @@ func (s *State) changePrimary(target, next string) []Event {
 
 // Elect decides target's primary: it returns the channel that should be
 // primary ("" for none) and whether that differs from the current one. It is
-// pure: it only reads s.
+// pure: it only reads s. It looks at target's channels only, from the oldest
+// registration up to the first active one.
 func Elect(s *State, target string) (channelID string, change bool) {
 	cur := ""
 	if p := s.Primaries[target]; p != nil {
@@ -233,44 +264,67 @@ func Elect(s *State, target string) (channelID string, change bool) {
 	if c, ok := s.Channels[cur]; ok && c.Active && c.TargetID == target {
 		return cur, false // sticky: a healthy primary keeps the role
 	}
-	var best *Channel
-	for _, c := range s.Channels {
-		if c.TargetID != target || !c.Active {
-			continue
-		}
-		if best == nil || c.Seq < best.Seq || (c.Seq == best.Seq && c.ID < best.ID) {
-			best = c
-		}
-	}
 	next := ""
-	if best != nil {
-		next = best.ID
+	if t := s.index().targets[target]; t != nil {
+		if c := t.firstActive(); c != nil {
+			next = c.ID
+		}
 	}
 	return next, next != cur
 }
 
-// TargetChannels returns target's channels, oldest registration first.
-func (s *State) TargetChannels(target string) []*Channel {
-	var out []*Channel
-	for _, c := range s.Channels {
-		if c.TargetID == target {
-			out = append(out, c)
-		}
+// index returns s's index, or for a State that has none (one not made by
+// NewState or Unmarshal, never applied to) a fresh one, without keeping it:
+// readers must not modify s.
+func (s *State) index() *index {
+	if s.idx != nil {
+		return s.idx
 	}
-	slices.SortFunc(out, func(a, b *Channel) int { return cmp.Compare(a.Seq, b.Seq) })
+	return buildIndex(s)
+}
+
+// TargetChannels returns target's channels, oldest registration first. It
+// costs O(the target's channels).
+func (s *State) TargetChannels(target string) []*Channel {
+	t := s.index().targets[target]
+	if t == nil {
+		return nil
+	}
+	out := make([]*Channel, 0, t.n)
+	for l := t.head; l != nil; l = l.next {
+		out = append(out, l.c)
+	}
 	return out
 }
 
-// Targets returns the ids of the targets that have at least one channel, sorted.
+// Targets returns the ids of the targets that have at least one channel,
+// sorted. It costs O(targets), whatever the number of channels.
 func (s *State) Targets() []string {
-	seen := map[string]bool{}
-	for _, c := range s.Channels {
-		seen[c.TargetID] = true
-	}
-	return slices.Sorted(maps.Keys(seen))
+	return slices.Sorted(maps.Keys(s.index().targets))
 }
 
-// PrimaryOf returns target's primary channel id ("" if none) and epoch.
+// NodeChannels returns the channels held by node, oldest registration first.
+func (s *State) NodeChannels(node string) []*Channel {
+	return sortedChannels(s.index().nodes[node])
+}
+
+// ConnectorChannels returns target's channels opened by connector (the
+// channels of no connector for ""), oldest registration first.
+func (s *State) ConnectorChannels(target, connector string) []*Channel {
+	if t := s.index().targets[target]; t != nil {
+		return sortedChannels(t.connectors[connector])
+	}
+	return nil
+}
+
+// ChannelCount returns the number of registered channels.
+func (s *State) ChannelCount() int { return len(s.Channels) }
+
+// TargetCount returns the number of targets that have at least one channel.
+func (s *State) TargetCount() int { return len(s.index().targets) }
+
+// PrimaryOf returns target's primary channel id ("" if none) and epoch (0 for
+// a target without channels).
 func (s *State) PrimaryOf(target string) (string, uint64) {
 	if p := s.Primaries[target]; p != nil {
 		return p.ChannelID, p.Epoch
@@ -278,10 +332,14 @@ func (s *State) PrimaryOf(target string) (string, uint64) {
 	return "", 0
 }
 
-// Marshal encodes s for a snapshot.
+// Marshal encodes s for a snapshot. The indexes are not part of it.
 func (s *State) Marshal() ([]byte, error) { return json.Marshal(s) }
 
-// Unmarshal decodes a snapshot made by Marshal.
+// Unmarshal decodes a snapshot made by Marshal, by this version or an older
+// one, and rebuilds the indexes. A snapshot from before the global epoch
+// counter gets its counter set to the highest epoch of its targets, and loses
+// the Primaries entries of targets without channels (their epochs live on in
+// the counter).
 func Unmarshal(b []byte) (*State, error) {
 	s := NewState()
 	if err := json.Unmarshal(b, s); err != nil {
@@ -292,6 +350,25 @@ func Unmarshal(b []byte) (*State, error) {
 	}
 	if s.Primaries == nil {
 		s.Primaries = map[string]*Primary{}
+	}
+	for id, c := range s.Channels {
+		if c == nil {
+			delete(s.Channels, id)
+			continue
+		}
+		c.ID = id
+		s.Seq = max(s.Seq, c.Seq)
+	}
+	s.idx = buildIndex(s)
+	for target, p := range s.Primaries {
+		if p == nil {
+			delete(s.Primaries, target)
+			continue
+		}
+		s.Epoch = max(s.Epoch, p.Epoch)
+		if s.idx.targets[target] == nil {
+			delete(s.Primaries, target)
+		}
 	}
 	s.initBatches()
 	return s, nil

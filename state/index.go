@@ -1,0 +1,221 @@
+package state
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// index holds the lookups of a State derived from its channels: channels by
+// target (in registration order), by node, and by target and connector. It is
+// never serialised: Apply maintains it, Unmarshal rebuilds it. Every update
+// costs O(1) (a map insert or delete and a list link), so registry ops cost
+// what they change, never a scan of the registry.
+type index struct {
+	targets map[string]*targetIndex        // target id → its channels
+	nodes   map[string]map[string]*Channel // node id → channel id → channel
+	links   map[string]*link               // channel id → its place in its target's list
+}
+
+// targetIndex is one target's channels: a list ordered by (Seq, ID), oldest
+// registration first, and the channels of each connector.
+type targetIndex struct {
+	head, tail *link
+	n          int
+	connectors map[string]map[string]*Channel // connector id → channel id → channel
+}
+
+// link is a channel's element in its target's list.
+type link struct {
+	c          *Channel
+	prev, next *link
+}
+
+func newIndex() *index {
+	return &index{targets: map[string]*targetIndex{}, nodes: map[string]map[string]*Channel{}, links: map[string]*link{}}
+}
+
+// buildIndex indexes the channels of s from scratch. It only reads s.
+func buildIndex(s *State) *index {
+	ix := newIndex()
+	chs := slices.SortedFunc(maps.Values(s.Channels), compareChannels)
+	for _, c := range chs {
+		ix.add(c)
+	}
+	return ix
+}
+
+// compareChannels orders channels by registration: Seq, then ID.
+func compareChannels(a, b *Channel) int {
+	return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
+}
+
+// add indexes c. Channels normally arrive in registration order, so the
+// insertion point is found at the tail of the target's list at once.
+func (ix *index) add(c *Channel) {
+	t := ix.targets[c.TargetID]
+	if t == nil {
+		t = &targetIndex{connectors: map[string]map[string]*Channel{}}
+		ix.targets[c.TargetID] = t
+	}
+	l := &link{c: c}
+	after := t.tail
+	for after != nil && compareChannels(after.c, c) > 0 {
+		after = after.prev
+	}
+	l.prev = after
+	if after == nil {
+		l.next, t.head = t.head, l
+	} else {
+		l.next, after.next = after.next, l
+	}
+	if l.next == nil {
+		t.tail = l
+	} else {
+		l.next.prev = l
+	}
+	t.n++
+	ix.links[c.ID] = l
+	setAdd(t.connectors, c.ConnectorID, c)
+	setAdd(ix.nodes, c.NodeID, c)
+}
+
+// remove unindexes c, which must be indexed.
+func (ix *index) remove(c *Channel) {
+	t := ix.targets[c.TargetID]
+	l := ix.links[c.ID]
+	delete(ix.links, c.ID)
+	if l.prev == nil {
+		t.head = l.next
+	} else {
+		l.prev.next = l.next
+	}
+	if l.next == nil {
+		t.tail = l.prev
+	} else {
+		l.next.prev = l.prev
+	}
+	t.n--
+	setRemove(t.connectors, c.ConnectorID, c.ID)
+	setRemove(ix.nodes, c.NodeID, c.ID)
+	if t.n == 0 {
+		delete(ix.targets, c.TargetID)
+	}
+}
+
+// firstActive returns the target's longest-registered active channel, or nil.
+func (t *targetIndex) firstActive() *Channel {
+	for l := t.head; l != nil; l = l.next {
+		if l.c.Active {
+			return l.c
+		}
+	}
+	return nil
+}
+
+func setAdd(m map[string]map[string]*Channel, key string, c *Channel) {
+	set := m[key]
+	if set == nil {
+		set = map[string]*Channel{}
+		m[key] = set
+	}
+	set[c.ID] = c
+}
+
+func setRemove(m map[string]map[string]*Channel, key, id string) {
+	set := m[key]
+	delete(set, id)
+	if len(set) == 0 {
+		delete(m, key)
+	}
+}
+
+// sortedChannels returns the channels of set in registration order.
+func sortedChannels(set map[string]*Channel) []*Channel {
+	if len(set) == 0 {
+		return nil
+	}
+	return slices.SortedFunc(maps.Values(set), compareChannels)
+}
+
+// indexForm is an index written out as ids, for comparisons.
+type indexForm struct {
+	Targets    map[string][]string
+	Nodes      map[string][]string
+	Connectors map[string]map[string][]string
+}
+
+func (ix *index) form() indexForm {
+	f := indexForm{Targets: map[string][]string{}, Nodes: map[string][]string{}, Connectors: map[string]map[string][]string{}}
+	for id, t := range ix.targets {
+		for l := t.head; l != nil; l = l.next {
+			f.Targets[id] = append(f.Targets[id], l.c.ID)
+		}
+		f.Connectors[id] = map[string][]string{}
+		for conn, set := range t.connectors {
+			f.Connectors[id][conn] = slices.Sorted(maps.Keys(set))
+		}
+	}
+	for node, set := range ix.nodes {
+		f.Nodes[node] = slices.Sorted(maps.Keys(set))
+	}
+	return f
+}
+
+// Equal reports whether ix and o index the same channels the same way (so
+// that go-cmp compares States by their index's content).
+func (ix *index) Equal(o *index) bool {
+	if ix == nil || o == nil {
+		return ix == o
+	}
+	a, b := ix.form(), o.form()
+	return maps.EqualFunc(a.Targets, b.Targets, slices.Equal) &&
+		maps.EqualFunc(a.Nodes, b.Nodes, slices.Equal) &&
+		maps.EqualFunc(a.Connectors, b.Connectors, func(x, y map[string][]string) bool {
+			return maps.EqualFunc(x, y, slices.Equal)
+		})
+}
+
+// checkIndex verifies that s's index is the one buildIndex would make, that
+// its lists are well linked and that it points at the channels of s (not at
+// stale copies).
+func (s *State) checkIndex() error {
+	ix := s.idx
+	if ix == nil {
+		return fmt.Errorf("state has no index")
+	}
+	if !ix.Equal(buildIndex(s)) {
+		return fmt.Errorf("index %+v, rebuilt %+v", ix.form(), buildIndex(s).form())
+	}
+	if len(ix.links) != len(s.Channels) {
+		return fmt.Errorf("%d links for %d channels", len(ix.links), len(s.Channels))
+	}
+	for id, t := range ix.targets {
+		n := 0
+		var prev *link
+		for l := t.head; l != nil; prev, l = l, l.next {
+			n++
+			if l.prev != prev {
+				return fmt.Errorf("target %s: bad back link at %s", id, l.c.ID)
+			}
+			if s.Channels[l.c.ID] != l.c || ix.links[l.c.ID] != l {
+				return fmt.Errorf("target %s: channel %s is a stale copy", id, l.c.ID)
+			}
+			if prev != nil && compareChannels(prev.c, l.c) >= 0 {
+				return fmt.Errorf("target %s: %s listed after %s", id, l.c.ID, prev.c.ID)
+			}
+		}
+		if t.tail != prev || n != t.n {
+			return fmt.Errorf("target %s: tail or count wrong (%d listed, count %d)", id, n, t.n)
+		}
+	}
+	for _, set := range ix.nodes {
+		for id, c := range set {
+			if s.Channels[id] != c {
+				return fmt.Errorf("node index: channel %s is a stale copy", id)
+			}
+		}
+	}
+	return nil
+}
