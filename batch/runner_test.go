@@ -350,7 +350,7 @@ func TestRunnerOfflineTargetRunsWhenAChannelRegisters(t *testing.T) {
 func register(t *testing.T, mem *state.Memory, channelID, target string) {
 	t.Helper()
 	op := state.Op{Register: &state.RegisterChannel{Channel: state.Channel{ID: channelID, TargetID: target, NodeID: "n1", Active: true, RegisteredAt: time.Now()}}}
-	if err := mem.Apply(t.Context(), op); err != nil {
+	if err := state.Err(mem.Apply(t.Context(), op)); err != nil {
 		t.Fatalf("register %s: %v", channelID, err)
 	}
 }

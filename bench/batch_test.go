@@ -13,6 +13,7 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
@@ -33,7 +34,7 @@ type runnerStack struct {
 func newRunnerStack(b *testing.B, lis channel.Listener, dial func() channel.Dialer) *runnerStack {
 	b.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	store := state.NewMemory()
+	store := standalone.New("bench")
 	cfg := controller.DefaultConfig()
 	cfg.NodeID, cfg.Logger = "bench", quiet
 	registered := make(chan struct{}, 1024) // one signal per channel registered

@@ -19,11 +19,11 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/internal/exchangepb"
-	"github.com/exchangekit/exchange/state"
 )
 
 // payload is the ~100-byte body every contender echoes.
@@ -92,7 +92,7 @@ func exchangeSetup(b *testing.B, lis channel.Listener, dialer channel.Dialer) *c
 			}
 		}
 	}
-	ctrl, err := controller.New(cfg, lis, state.NewMemory())
+	ctrl, err := controller.New(cfg, lis, standalone.New(cfg.NodeID))
 	if err != nil {
 		b.Fatal(err)
 	}

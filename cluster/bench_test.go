@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/cluster"
+	"github.com/exchangekit/exchange/state"
 )
 
 // benchConfig is the production configuration (DefaultConfig timings, fsync
@@ -31,7 +32,7 @@ func BenchmarkApply(b *testing.B) {
 		ctx := b.Context() // each Apply is bounded by Config.ApplyTimeout; the run by -benchtime
 		before := n.Stats()
 		for i := 0; b.Loop(); i++ {
-			if err := n.Apply(ctx, register(fmt.Sprintf("c-%d", i), "t")); err != nil {
+			if err := state.Err(n.Apply(ctx, register(fmt.Sprintf("c-%d", i), "t"))); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -47,7 +48,7 @@ func BenchmarkApply(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := next.Add(1)
-				if err := n.Apply(ctx, register(fmt.Sprintf("c-%d", i), fmt.Sprintf("t-%d", i%256))); err != nil {
+				if err := state.Err(n.Apply(ctx, register(fmt.Sprintf("c-%d", i), fmt.Sprintf("t-%d", i%256)))); err != nil {
 					b.Error(err)
 					return
 				}

@@ -157,7 +157,7 @@ func crashChild(t *testing.T, dir, mode string) {
 	case "exit":
 		for i := range crashOps {
 			id := fmt.Sprintf("c-%d", i)
-			if err := n.Apply(ctx, register(id, fmt.Sprintf("t-%d", i%7))); err != nil {
+			if err := state.Err(n.Apply(ctx, register(id, fmt.Sprintf("t-%d", i%7)))); err != nil {
 				die(3, "child: Apply(%s) = %v", id, err)
 			}
 			ack(id)
@@ -169,7 +169,7 @@ func crashChild(t *testing.T, dir, mode string) {
 			wg.Go(func() {
 				for i := 0; ctx.Err() == nil; i++ {
 					id := fmt.Sprintf("c-%d-%d", w, i)
-					if err := n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w))); err != nil {
+					if err := state.Err(n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w)))); err != nil {
 						die(3, "child: Apply(%s) = %v", id, err)
 					}
 					ack(id)

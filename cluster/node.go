@@ -21,6 +21,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/exchangekit/exchange/cluster/internal/logadapt"
+	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -54,6 +55,10 @@ type Node struct {
 	trans *raft.NetworkTransport
 	bolt  *raftboltdb.BoltStore
 	logs  *countingLogStore
+	lead  *leadership
+
+	fmu     sync.Mutex // protects forward
+	forward func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
 
 	mu      sync.Mutex // protects closed; held while adding to futures
 	closed  bool
@@ -147,6 +152,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
 	}
 	n.raft = r
+	n.lead = newLeadership(r)
 	if err := n.waitReady(ctx); err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("cluster: open: %w", err)
@@ -272,31 +278,21 @@ func enqueueTimeout(ctx context.Context, def time.Duration) time.Duration {
 }
 
 // Apply applies ops, in order, as ONE raft log entry, and returns once the
-// entry is committed (on disk) and applied to this node's state, with the
-// failures of the individual ops joined, exactly as state.Memory returns them
-// (errors.Is(err, state.ErrExists) works). Every op is attempted.
+// entry is committed (on disk) and applied to this node's state, with one
+// state.Result per op: plain data that can cross a wire (state.Err joins the
+// failures into one error, errors.Is(err, state.ErrExists) working). Every op
+// is attempted.
+//
+// The error is for the Apply as a whole: ctx done, not the leader
+// (*NotLeaderError), closed (ErrClosed), raft failures; then there are no
+// results, and when ctx ended first the entry may still be applied. An entry
+// the FSM could not decode (which this node never writes) fails every op,
+// with ErrBadEntry.
 //
 // Subscribers have been called with the entry's events before Apply returns.
-// When ctx ends first Apply returns its error at once; the entry may still be
-// applied. On a node that is not the leader Apply returns a *NotLeaderError;
-// after Close, ErrClosed.
-//
 // Concurrent Applies are grouped by raft into few disk writes: prefer many
 // ops per Apply, or many concurrent Applies, to a loop of single Applies.
-func (n *Node) Apply(ctx context.Context, ops ...state.Op) error {
-	rs, err := n.ApplyResults(ctx, ops...)
-	if err != nil {
-		return err
-	}
-	return resultsError(rs)
-}
-
-// ApplyResults applies ops like Apply and returns one state.Result per op,
-// plain data that can cross a wire. The error is for the Apply as a whole
-// (ctx, not the leader, closed, raft failures), with the same meaning as
-// Apply's; then there are no results. An entry the FSM could not decode (which
-// this node never writes) fails every op, with ErrBadEntry in Apply's error.
-func (n *Node) ApplyResults(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
+func (n *Node) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("cluster: apply: %w", err)
 	}
@@ -404,7 +400,7 @@ func (n *Node) Snapshot(ctx context.Context) error {
 		// refuses while a newer configuration entry (the one Open writes when
 		// the node's address changes) is not covered. An empty entry moves
 		// the FSM past it; then the snapshot can be taken.
-		if err = n.Apply(ctx, state.Op{}); err == nil || errors.Is(err, state.ErrInvalid) {
+		if err = state.Err(n.Apply(ctx, state.Op{})); err == nil || errors.Is(err, state.ErrInvalid) {
 			err = n.await(ctx, snap)
 		}
 	}
@@ -442,6 +438,106 @@ func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 // state.
 func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
 
+// WhileLeader calls fn each time this node becomes the raft leader, once its
+// state has caught up with every entry committed before (a barrier), with a
+// context that ends when it stops leading, ctx ends or the Node closes; it
+// waits for fn to return before looking for the next term. It returns nil
+// once ctx is done, or ErrClosed when the Node closes.
+func (n *Node) WhileLeader(ctx context.Context, fn func(ctx context.Context)) error {
+	for {
+		if n.isClosed() {
+			return ErrClosed
+		}
+		term, changed := n.lead.current()
+		if term == nil {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+		} else {
+			n.lead1(ctx, term, fn)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case n.isClosed():
+			return ErrClosed
+		}
+	}
+}
+
+// lead1 runs fn for one leadership term and returns when the term or ctx
+// ends. The term ends, under the leadership lock, before a new one can
+// start, so the caller's next look sees the new role.
+func (n *Node) lead1(ctx context.Context, term context.Context, fn func(ctx context.Context)) {
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(term, cancel)
+	defer stop()
+	// Consul's leader loop starts the same way: a barrier, so the new
+	// leader's work reads a state that holds everything its predecessors
+	// committed.
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := n.await(tctx, func(timeout time.Duration) error { return n.raft.Barrier(timeout).Error() })
+		if err == nil {
+			fn(tctx)
+			break
+		}
+		if tctx.Err() != nil {
+			break
+		}
+		n.log.Warn("cluster: leadership barrier failed; retrying", "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-tctx.Done():
+		}
+		t.Stop()
+	}
+	<-tctx.Done()
+}
+
+// Forward sends cmd to channel ch on node to, in one hop. A single node has
+// no peer: to must be this node, and cmd goes to the handler HandleForward
+// set (the path a forwarded command takes). Any other node is unknown: the
+// error wraps state.ErrNodeUnavailable.
+func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
+	n.fmu.Lock()
+	h := n.forward
+	n.fmu.Unlock()
+	switch {
+	case n.isClosed():
+		return nil, fmt.Errorf("cluster: forward to node %s: %w", to, ErrClosed)
+	case string(to) != n.id:
+		return nil, fmt.Errorf("cluster: forward to node %s: not a member: %w", to, state.ErrNodeUnavailable)
+	case h == nil:
+		return nil, fmt.Errorf("cluster: forward to node %s: no handler: %w", to, state.ErrNodeUnavailable)
+	}
+	return h(ctx, ch, cmd)
+}
+
+// HandleForward sets the receiving side of Forward.
+func (n *Node) HandleForward(h func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)) {
+	n.fmu.Lock()
+	n.forward = h
+	n.fmu.Unlock()
+}
+
+// Ready reports whether this node serves: it knows a leader and has applied
+// every entry it knows to be committed. nil means ready.
+func (n *Node) Ready() error {
+	switch {
+	case n.isClosed():
+		return ErrClosed
+	case n.LeaderID() == "":
+		return errors.New("cluster: no raft leader known")
+	}
+	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
+		return fmt.Errorf("cluster: catching up: applied %d of %d committed entries", applied, commit)
+	}
+	return nil
+}
+
 // Close stops the node: it waits for pending Applies to finish (raft answers
 // them), shuts raft down, closes the transport and the raft log. It is
 // idempotent, and every goroutine the Node started has exited when it
@@ -451,6 +547,7 @@ func (n *Node) Close() error {
 		n.mu.Lock()
 		n.closed = true
 		n.mu.Unlock()
+		n.lead.close() // ends every leadership term first: leader work stops before raft does
 		n.futures.Wait()
 		var errs []error
 		if err := n.raft.Shutdown().Error(); err != nil {

@@ -13,17 +13,11 @@ import (
 	"github.com/exchangekit/exchange/state"
 )
 
-// Node is the twin of state.Memory behind the controller's Store interface.
+// Node is the twin of state.Memory behind state.Store.
 var (
-	_ store = (*cluster.Node)(nil)
-	_ store = (*state.Memory)(nil)
+	_ state.Store = (*cluster.Node)(nil)
+	_ state.Store = (*state.Memory)(nil)
 )
-
-type store interface {
-	Apply(ctx context.Context, ops ...state.Op) error
-	View(fn func(*state.State))
-	Subscribe(fn func([]state.Event)) (cancel func())
-}
 
 // TestApplyViewSubscribe applies registrations and unregistrations and checks
 // that View and the subscribers see exactly what state.Memory, the in-memory
@@ -48,10 +42,10 @@ func TestApplyViewSubscribe(t *testing.T) {
 		{register("c4", "t2"), unregister("c3")},
 	}
 	for i, ops := range calls {
-		if err := n.Apply(ctx, ops...); err != nil {
+		if err := state.Err(n.Apply(ctx, ops...)); err != nil {
 			t.Fatalf("Apply(call %d) = %v", i, err)
 		}
-		if err := mem.Apply(ctx, ops...); err != nil {
+		if err := state.Err(mem.Apply(ctx, ops...)); err != nil {
 			t.Fatalf("Memory.Apply(call %d) = %v", i, err)
 		}
 	}
@@ -87,21 +81,21 @@ func flatten(calls [][]state.Op) []state.Op {
 func TestApplyErrorsKeepSentinels(t *testing.T) {
 	ctx := testCtx(t)
 	n := open(t, testConfig(t, t.TempDir()))
-	if err := n.Apply(ctx, register("c1", "t1")); err != nil {
+	if err := state.Err(n.Apply(ctx, register("c1", "t1"))); err != nil {
 		t.Fatalf("Apply() = %v", err)
 	}
 
-	err := n.Apply(ctx, register("c1", "t1"))
+	err := state.Err(n.Apply(ctx, register("c1", "t1")))
 	if !errors.Is(err, state.ErrExists) {
 		t.Errorf("Apply(duplicate register) = %v, want errors.Is(err, state.ErrExists)", err)
 	}
 
 	// One entry, three ops: the middle one succeeds although the others fail.
-	err = n.Apply(ctx,
+	err = state.Err(n.Apply(ctx,
 		state.Op{}, // no operation set
 		register("c2", "t1"),
 		state.Op{SetPrimary: &state.SetPrimary{TargetID: "t1", ChannelID: "missing"}},
-	)
+	))
 	for _, want := range []error{state.ErrInvalid, state.ErrNotFound} {
 		if !errors.Is(err, want) {
 			t.Errorf("Apply(invalid, ok, missing) = %v, want errors.Is(err, %v)", err, want)
@@ -117,9 +111,9 @@ func TestApplyErrorsKeepSentinels(t *testing.T) {
 	})
 	// The twin returns the same errors.
 	mem := state.NewMemory()
-	_ = mem.Apply(ctx, register("c1", "t1"))
-	merr := mem.Apply(ctx, register("c1", "t1"))
-	if nerr := n.Apply(ctx, register("c1", "t1")); nerr.Error() != merr.Error() {
+	_ = state.Err(mem.Apply(ctx, register("c1", "t1")))
+	merr := state.Err(mem.Apply(ctx, register("c1", "t1")))
+	if nerr := state.Err(n.Apply(ctx, register("c1", "t1"))); nerr.Error() != merr.Error() {
 		t.Errorf("Apply(duplicate) = %q, Memory.Apply = %q; want the same", nerr, merr)
 	}
 }
@@ -134,11 +128,11 @@ func TestApplyResults(t *testing.T) {
 		register("c1", "t1"), register("c1", "t1"), {},
 		{SetPrimary: &state.SetPrimary{TargetID: "t1", ChannelID: "missing"}}, unregister("c1"),
 	}
-	got, err := n.ApplyResults(ctx, ops...)
+	got, err := n.Apply(ctx, ops...)
 	if err != nil {
 		t.Fatalf("ApplyResults() = %v", err)
 	}
-	want, err := mem.ApplyResults(ctx, ops...)
+	want, err := mem.Apply(ctx, ops...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +149,7 @@ func TestApplyResults(t *testing.T) {
 			t.Errorf("result %d: code %q, want %q", i, c, codes[i])
 		}
 	}
-	if rs, err := n.ApplyResults(ctx); rs != nil || err != nil {
+	if rs, err := n.Apply(ctx); rs != nil || err != nil {
 		t.Errorf("ApplyResults() of no ops = %v, %v; want nothing", rs, err)
 	}
 }
@@ -171,7 +165,7 @@ func TestReopen(t *testing.T) {
 		unregister("a1"), register("a3", "ta"), unregister("a2"), // ta: a1 → a2 → a3, epoch 4 (b1 took 2)
 	}
 	for _, op := range ops {
-		if err := n.Apply(ctx, op); err != nil {
+		if err := state.Err(n.Apply(ctx, op)); err != nil {
 			t.Fatalf("Apply() = %v", err)
 		}
 	}
@@ -190,10 +184,10 @@ func TestReopen(t *testing.T) {
 	if epochBefore != 4 {
 		t.Fatalf("epoch of ta before restart = %d, want 4", epochBefore)
 	}
-	if err := n.Apply(ctx, unregister("a3")); err != nil {
+	if err := state.Err(n.Apply(ctx, unregister("a3"))); err != nil {
 		t.Fatalf("Apply() = %v", err)
 	}
-	if err := n.Apply(ctx, register("a4", "ta")); err != nil {
+	if err := state.Err(n.Apply(ctx, register("a4", "ta"))); err != nil {
 		t.Fatalf("Apply() = %v", err)
 	}
 	n.View(func(s *state.State) {
@@ -240,16 +234,16 @@ func TestApplyContextCanceled(t *testing.T) {
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	defer releaseOnce() // before Close (t.Cleanup), which waits for the entry
 
-	err := n.Apply(applyCtx, register("c1", "t1"))
+	err := state.Err(n.Apply(applyCtx, register("c1", "t1")))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Apply(canceled while applying) = %v, want context.Canceled", err)
 	}
-	if err := n.Apply(applyCtx, register("c2", "t1")); !errors.Is(err, context.Canceled) {
+	if err := state.Err(n.Apply(applyCtx, register("c2", "t1"))); !errors.Is(err, context.Canceled) {
 		t.Errorf("Apply(canceled ctx) = %v, want context.Canceled", err)
 	}
 	releaseOnce()
 	// The canceled Apply's entry was committed: a later Apply sees it.
-	if err := n.Apply(ctx, register("c1", "t1")); !errors.Is(err, state.ErrExists) {
+	if err := state.Err(n.Apply(ctx, register("c1", "t1"))); !errors.Is(err, state.ErrExists) {
 		t.Errorf("Apply(c1 again) = %v, want state.ErrExists (the canceled Apply still applied)", err)
 	}
 }
@@ -259,12 +253,12 @@ func TestApplyContextCanceled(t *testing.T) {
 func TestClose(t *testing.T) {
 	ctx := testCtx(t)
 	n := open(t, testConfig(t, t.TempDir()))
-	if err := n.Apply(ctx, register("c1", "t1")); err != nil {
+	if err := state.Err(n.Apply(ctx, register("c1", "t1"))); err != nil {
 		t.Fatalf("Apply() = %v", err)
 	}
 	closeNode(t, n)
 	closeNode(t, n)
-	if err := n.Apply(ctx, register("c2", "t1")); !errors.Is(err, cluster.ErrClosed) {
+	if err := state.Err(n.Apply(ctx, register("c2", "t1"))); !errors.Is(err, cluster.ErrClosed) {
 		t.Errorf("Apply() after Close = %v, want cluster.ErrClosed", err)
 	}
 	if err := n.Snapshot(ctx); !errors.Is(err, cluster.ErrClosed) {
@@ -295,7 +289,7 @@ func TestConcurrentApply(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				id := fmt.Sprintf("c-%d-%d", w, i)
-				if err := n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w))); err != nil {
+				if err := state.Err(n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w)))); err != nil {
 					errs <- fmt.Errorf("Apply(%s) = %w", id, err)
 				}
 				n.View(func(s *state.State) { _ = s.Channels[id] })
@@ -347,7 +341,7 @@ func TestCloseDuringApplies(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("c-%d-%d", w, i)
-				err := n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w)))
+				err := state.Err(n.Apply(ctx, register(id, fmt.Sprintf("t-%d", w))))
 				if errors.Is(err, cluster.ErrClosed) {
 					return
 				}

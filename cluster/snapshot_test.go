@@ -30,7 +30,7 @@ func applyEach(t *testing.T, n *cluster.Node, ops []state.Op) {
 	t.Helper()
 	ctx := testCtx(t)
 	for _, op := range ops {
-		if err := n.Apply(ctx, op); err != nil {
+		if err := state.Err(n.Apply(ctx, op)); err != nil {
 			t.Fatalf("Apply() = %v", err)
 		}
 	}
@@ -105,10 +105,10 @@ func TestRestoreNotifiesSubscribers(t *testing.T) {
 		t.Errorf("state after restore differs from the snapshot's:\n%s", d)
 	}
 	// The node keeps working from the restored state.
-	if err := n.Apply(ctx, register("b0", "t0")); err != nil {
+	if err := state.Err(n.Apply(ctx, register("b0", "t0"))); err != nil {
 		t.Errorf("Apply(b0) after restore = %v, want nil (b0 came after the snapshot)", err)
 	}
-	if err := n.Apply(ctx, register("a1", "t1")); !errors.Is(err, state.ErrExists) {
+	if err := state.Err(n.Apply(ctx, register("a1", "t1"))); !errors.Is(err, state.ErrExists) {
 		t.Errorf("Apply(a1) after restore = %v, want state.ErrExists", err)
 	}
 }
@@ -140,7 +140,7 @@ func TestBadEntry(t *testing.T) {
 			t.Errorf("bad entries changed the state: %d channels", len(s.Channels))
 		}
 	})
-	if err := n.Apply(ctx, register("c1", "t1")); err != nil {
+	if err := state.Err(n.Apply(ctx, register("c1", "t1"))); err != nil {
 		t.Errorf("Apply() after bad entries = %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exchangekit/exchange/state"
@@ -21,13 +22,14 @@ const maxOpsPerApply = 512
 // few Applies instead of one per channel (ARCHITECTURE §10).
 //
 // A registration has a waiter, told whether the channel made it into the
-// state. An unregistration has none: it is retried with backoff until it
-// succeeds (or Close takes it over), so the registry never keeps a dead
-// channel.
+// state. Unregistrations and the removal of a previous run's channels have
+// none: they are retried with backoff until they succeed (or Close takes the
+// unregistrations over), so the registry never keeps a dead channel. The
+// queue is FIFO, and ops that could not be applied go back to its head in
+// order, so an op is never applied before one queued ahead of it.
 type applier struct {
-	store  Store
-	nodeID string
-	log    *slog.Logger
+	store Cluster
+	log   *slog.Logger
 
 	mu    sync.Mutex    // protects queue
 	queue []applyReq    // waiting ops, in submission order
@@ -35,14 +37,16 @@ type applier struct {
 }
 
 // applyReq is one queued op; done (buffered 1) receives its outcome, or is
-// nil for unregistrations.
+// nil for ops nobody waits for. gone is set when the waiter gave up: the op
+// is dropped if it was not taken yet.
 type applyReq struct {
 	op   state.Op
 	done chan error
+	gone *atomic.Bool
 }
 
-func newApplier(store Store, nodeID string, log *slog.Logger) *applier {
-	return &applier{store: store, nodeID: nodeID, log: log, kick: make(chan struct{}, 1)}
+func newApplier(store Cluster, log *slog.Logger) *applier {
+	return &applier{store: store, log: log, kick: make(chan struct{}, 1)}
 }
 
 func (a *applier) push(reqs ...applyReq) {
@@ -58,12 +62,15 @@ func (a *applier) push(reqs ...applyReq) {
 // register queues the registration of ch and waits until it is applied or
 // ctx is done.
 func (a *applier) register(ctx context.Context, ch state.Channel) error {
-	done := make(chan error, 1)
-	a.push(applyReq{op: state.Op{Register: &state.RegisterChannel{Channel: ch}}, done: done})
+	done, gone := make(chan error, 1), new(atomic.Bool)
+	a.push(applyReq{op: state.Op{Register: &state.RegisterChannel{Channel: ch}}, done: done, gone: gone})
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		// Not applied yet, and now never will be; if it is being applied,
+		// the caller's unregistration (queued after it) removes it.
+		gone.Store(true)
 		return fmt.Errorf("register channel %s: %w", ch.ID, ctx.Err())
 	}
 }
@@ -77,6 +84,7 @@ func (a *applier) unregister(id string) {
 func (a *applier) take() []applyReq {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.queue = slices.DeleteFunc(a.queue, func(r applyReq) bool { return r.gone != nil && r.gone.Load() })
 	n := min(len(a.queue), maxOpsPerApply)
 	batch := slices.Clone(a.queue[:n])
 	a.queue = slices.Delete(a.queue, 0, n)
@@ -125,62 +133,43 @@ func (a *applier) run(ctx context.Context) {
 	}
 }
 
-// apply applies one batch and settles its requests. It reports whether every
-// op succeeded; failed unregistrations are put back at the head of the queue.
+// apply applies one batch and settles its requests, op by op from the
+// results. It reports whether the Apply went through; when it did not (no
+// leader, ctx, node closed: the outcome is unknown), the whole batch goes
+// back to the head of the queue, to be applied again: every op is safe to
+// apply twice (a registration already applied answers "exists", an
+// unregistration "not found").
 func (a *applier) apply(ctx context.Context, batch []applyReq) bool {
 	ops := make([]state.Op, len(batch))
 	for i, r := range batch {
 		ops[i] = r.op
 	}
-	err := a.store.Apply(ctx, ops...)
-	if err == nil {
-		for _, r := range batch {
-			if r.done != nil {
-				r.done <- nil
-			}
-		}
-		return true
+	rs, err := a.store.Apply(ctx, ops...)
+	if err == nil && len(rs) != len(ops) {
+		err = fmt.Errorf("controller: apply: %d results for %d ops", len(rs), len(ops))
 	}
-	if ctx.Err() == nil {
-		a.log.Warn("controller: apply failed", "ops", len(ops), "err", err)
-	}
-	// The joined error cannot be attributed to ops: read the state to learn
-	// which ones took effect.
-	present := map[string]bool{}
-	a.store.View(func(s *state.State) {
-		for _, r := range batch {
-			id := opChannel(r.op)
-			if c, ok := s.Channels[id]; ok && c.NodeID == a.nodeID {
-				present[id] = true
-			}
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("controller: apply failed; will retry", "ops", len(ops), "err", err)
 		}
-	})
-	var retry []applyReq
-	for _, r := range batch {
-		id := opChannel(r.op)
-		switch {
-		case r.op.Register != nil && present[id]:
-			r.done <- nil
-		case r.op.Register != nil:
-			r.done <- fmt.Errorf("register channel %s: %w", id, err)
-		case present[id]:
-			retry = append(retry, r)
-		}
-	}
-	if len(retry) > 0 {
 		a.mu.Lock()
-		a.queue = append(retry, a.queue...)
+		a.queue = append(batch, a.queue...)
 		a.mu.Unlock()
+		return false
 	}
-	return false
-}
-
-func opChannel(op state.Op) string {
-	switch {
-	case op.Register != nil:
-		return op.Register.Channel.ID
-	case op.Unregister != nil:
-		return op.Unregister.ChannelID
+	for i, r := range batch {
+		res := rs[i]
+		switch {
+		case r.op.Register != nil:
+			if res.OK() || res.Err.Code == state.CodeExists { // exists: an earlier try of this very op
+				r.done <- nil
+			} else {
+				r.done <- fmt.Errorf("register channel %s: %w", r.op.Register.Channel.ID, res.Err)
+			}
+		case res.OK() || res.Err.Code == state.CodeNotFound:
+		default: // cannot happen for unregistrations and node removals; never retried for ever
+			a.log.Error("controller: op refused by the state", "op", res.Err.Op, "err", res.Err)
+		}
 	}
-	return ""
+	return true
 }

@@ -8,22 +8,26 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/state"
 )
 
 // scriptedStore wraps a Memory: it can hold Applies that carry registrations
 // at a gate, fail some Applies, and records the size of every Apply.
 type scriptedStore struct {
-	*state.Memory
-	gated      atomic.Bool
-	gate       chan struct{}
-	failReg    atomic.Int32 // fail this many Applies that carry a registration
-	failUnreg  atomic.Int32 // fail this many Applies that carry an unregistration
-	mu         sync.Mutex
-	regApplies []int // number of ops of each Apply carrying registrations
+	*standalone.Cluster
+	gated   atomic.Bool
+	gate    chan struct{}
+	failReg atomic.Int32 // refuse every op of this many Applies that carry a registration
+	// failRegWhole fails this many Applies that carry a registration as a
+	// whole (no leader, say): outcome unknown, retried.
+	failRegWhole atomic.Int32
+	failUnreg    atomic.Int32 // fail this many Applies that carry an unregistration
+	mu           sync.Mutex
+	regApplies   []int // number of ops of each Apply carrying registrations
 }
 
-func (s *scriptedStore) Apply(ctx context.Context, ops ...state.Op) error {
+func (s *scriptedStore) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
 	var regs, unregs int
 	for _, op := range ops {
 		switch {
@@ -35,23 +39,30 @@ func (s *scriptedStore) Apply(ctx context.Context, ops ...state.Op) error {
 	}
 	if regs > 0 {
 		s.mu.Lock()
-		s.regApplies = append(s.regApplies, len(ops))
+		s.regApplies = append(s.regApplies, regs)
 		s.mu.Unlock()
 		if s.gated.Load() {
 			select {
 			case <-s.gate:
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
-		if s.failReg.Add(-1) >= 0 {
-			return errors.New("store unavailable")
+		if s.failRegWhole.Add(-1) >= 0 {
+			return nil, errors.New("store unavailable")
+		}
+		if s.failReg.Add(-1) >= 0 { // the state refuses every op, applying none
+			rs := make([]state.Result, len(ops))
+			for i := range rs {
+				rs[i].Err = &state.OpError{Code: state.CodeInternal, Message: "refused"}
+			}
+			return rs, nil
 		}
 	}
 	if unregs > 0 && s.failUnreg.Add(-1) >= 0 {
-		return errors.New("store unavailable")
+		return nil, errors.New("store unavailable")
 	}
-	return s.Memory.Apply(ctx, ops...)
+	return s.Cluster.Apply(ctx, ops...)
 }
 
 func (s *scriptedStore) applies() []int {
@@ -62,7 +73,7 @@ func (s *scriptedStore) applies() []int {
 
 // Registrations from many connections are coalesced into few Applies.
 func TestRegistrationsAreGroupCommitted(t *testing.T) {
-	store := &scriptedStore{Memory: state.NewMemory(), gate: make(chan struct{})}
+	store := &scriptedStore{Cluster: standalone.New("node-a"), gate: make(chan struct{})}
 	store.gated.Store(true)
 	h := newHarness(t, fastConfig(), harnessOpts{store: store})
 
@@ -102,7 +113,7 @@ func TestRegistrationsAreGroupCommitted(t *testing.T) {
 // A registration the store refuses closes the channel: the connector will
 // reconnect; the registry stays clean.
 func TestRegistrationFailureClosesChannel(t *testing.T) {
-	store := &scriptedStore{Memory: state.NewMemory()}
+	store := &scriptedStore{Cluster: standalone.New("node-a")}
 	store.failReg.Store(1)
 	h := newHarness(t, fastConfig(), harnessOpts{store: store})
 	c := h.connect(connOpts{target: "t1"})
@@ -114,10 +125,24 @@ func TestRegistrationFailureClosesChannel(t *testing.T) {
 	h.waitRegistered(c2.id(), true)
 }
 
+// An Apply that fails as a whole (no leader for a moment) is retried, and the
+// registration waiting on it goes through within the HELLO deadline: the
+// connector never notices.
+func TestRegistrationRetriedWhileNoLeader(t *testing.T) {
+	store := &scriptedStore{Cluster: standalone.New("node-a")}
+	store.failRegWhole.Store(3)
+	h := newHarness(t, fastConfig(), harnessOpts{store: store})
+	c := h.connect(connOpts{target: "t1"})
+	h.waitRegistered(c.id(), true)
+	if left := store.failRegWhole.Load(); left > 0 {
+		t.Errorf("registration succeeded without retrying (%d failures left)", left)
+	}
+}
+
 // An unregistration the store refuses is retried until it succeeds, so a
 // dead channel never lingers in the registry (reference weakness 3).
 func TestUnregistrationIsRetried(t *testing.T) {
-	store := &scriptedStore{Memory: state.NewMemory()}
+	store := &scriptedStore{Cluster: standalone.New("node-a")}
 	h := newHarness(t, fastConfig(), harnessOpts{store: store})
 	c := h.connect(connOpts{target: "t1"})
 	h.waitRegistered(c.id(), true)

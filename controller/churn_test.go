@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/state"
 )
@@ -14,17 +15,17 @@ import (
 // primary is a registered, active channel of that target, and epochs never
 // go backwards.
 type checkingStore struct {
-	*state.Memory
+	*standalone.Cluster
 	mu     sync.Mutex
 	epochs map[string]uint64
 	errs   []string
 }
 
-func (s *checkingStore) Apply(ctx context.Context, ops ...state.Op) error {
-	err := s.Memory.Apply(ctx, ops...)
+func (s *checkingStore) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
+	rs, err := s.Cluster.Apply(ctx, ops...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.Memory.View(func(st *state.State) {
+	s.Cluster.View(func(st *state.State) {
 		for target, p := range st.Primaries {
 			if p.Epoch < s.epochs[target] {
 				s.errs = append(s.errs, fmt.Sprintf("target %s: epoch went from %d to %d", target, s.epochs[target], p.Epoch))
@@ -38,7 +39,7 @@ func (s *checkingStore) Apply(ctx context.Context, ops ...state.Op) error {
 			}
 		}
 	})
-	return err
+	return rs, err
 }
 
 // Exactly one primary per target while 20 channels of 3 targets register and
@@ -46,7 +47,7 @@ func (s *checkingStore) Apply(ctx context.Context, ops ...state.Op) error {
 // target believes it is primary, at the state's epoch, and the others know
 // they are not.
 func TestOnePrimaryPerTargetUnderChurn(t *testing.T) {
-	store := &checkingStore{Memory: state.NewMemory(), epochs: map[string]uint64{}}
+	store := &checkingStore{Cluster: standalone.New("node-a"), epochs: map[string]uint64{}}
 	h := newHarness(t, fastConfig(), harnessOpts{store: store})
 	targets := []string{"t0", "t1", "t2"}
 	const n = 20

@@ -14,23 +14,6 @@ import (
 	"github.com/exchangekit/exchange/state"
 )
 
-// Store is the replicated state as the controller needs it: state.Memory for
-// a single node, the raft-backed store of package cluster in a cluster.
-//
-// Apply applies ops in order (on the raft leader, through the log) and
-// returns when they are applied; Apply's error joins the ops' errors and
-// every op is attempted. View calls fn with the current State, read-only and
-// not to be kept. Subscribe calls fn with the events of every Apply, in
-// order; fn runs with the store locked, so it must not block or call back
-// into the store.
-type Store interface {
-	Apply(ctx context.Context, ops ...state.Op) error
-	View(fn func(*state.State))
-	Subscribe(fn func([]state.Event)) (cancel func())
-}
-
-var _ Store = (*state.Memory)(nil)
-
 // Controller accepts channels from connectors, authenticates their HELLO,
 // registers them in the replicated state, health-checks them, tells each
 // whether it is its target's primary, and sends commands to targets. See the
@@ -41,7 +24,7 @@ var _ Store = (*state.Memory)(nil)
 type Controller struct {
 	cfg    Config
 	lis    channel.Listener
-	store  Store
+	store  Cluster
 	log    *slog.Logger
 	nodeID string
 
@@ -63,7 +46,6 @@ type Controller struct {
 	primaryKick chan struct{} // buffered(1): "the state changed, reconcile"
 	turn        atomic.Uint64 // rotates ties in routing
 	routes      routeCache    // targets' routes, kept between state changes
-	forwarder   forwarder     // nil: no forwarding (single node)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -82,21 +64,27 @@ type local struct {
 }
 
 // New returns a Controller that will accept channels on lis and keep its
-// registry in store. It starts nothing: call Run. The Controller owns lis and
-// closes it on Close.
-func New(cfg Config, lis channel.Listener, store Store) (*Controller, error) {
-	if lis == nil || store == nil {
-		return nil, errors.New("controller: New needs a listener and a store")
+// registry in the cluster clu (standalone.New for one process, a
+// cluster.Node for a raft cluster). It starts nothing: call Run. The
+// Controller owns lis and closes it on Close; it does not own clu. Its node
+// id is clu's: Config.NodeID, when set, must equal it.
+func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
+	if lis == nil || clu == nil {
+		return nil, errors.New("controller: New needs a listener and a cluster")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
+	if cfg.NodeID != "" && cfg.NodeID != clu.NodeID() {
+		return nil, fmt.Errorf("controller: Config.NodeID %q differs from the cluster's node id %q", cfg.NodeID, clu.NodeID())
+	}
+	cfg.NodeID = clu.NodeID()
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
 		cfg:         cfg,
 		lis:         lis,
-		store:       store,
+		store:       clu,
 		log:         cfg.Logger.With("node", cfg.NodeID),
 		nodeID:      cfg.NodeID,
 		ctx:         ctx,
@@ -105,7 +93,7 @@ func New(cfg Config, lis channel.Listener, store Store) (*Controller, error) {
 		primaryKick: make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
-	c.applier = newApplier(store, c.nodeID, c.log)
+	c.applier = newApplier(clu, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {
 		c.log.Warn("controller: no Authenticator configured: every HELLO is accepted")
@@ -119,9 +107,12 @@ func (c *Controller) NodeID() string { return c.nodeID }
 // Run runs the controller until ctx is done or Close is called, then shuts it
 // down (as Close does) and returns nil. In order, it:
 //
-//  1. subscribes to the store's events (listener events, primary notifier);
-//  2. removes from the state the channels this node held before (they died
-//     with the previous process), retrying until it succeeds;
+//  1. subscribes to the cluster's events (listener events, primary notifier)
+//     and takes the commands other nodes forward to its channels;
+//  2. queues, first in the group commit, the removal of the channels this
+//     node held before (they died with the previous process): retried until
+//     it succeeds, ahead of every registration, so Run never waits for a
+//     leader;
 //  3. starts the accept loop, the health loop and the primary notifier.
 //
 // Run also returns nil at once if Close was called before it (so starting Run
@@ -143,25 +134,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.applierWG.Go(func() { c.applier.run(c.ctx) })
 	c.eventsWG.Go(c.events.run)
 	c.unsub = c.store.Subscribe(c.onStoreEvents)
+	c.store.HandleForward(c.deliver)
 	c.routes.start()
-	c.mu.Unlock()
-
-	startCtx, cancelStart := context.WithCancel(c.ctx)
-	stop := context.AfterFunc(ctx, cancelStart)
-	err := c.removeStale(startCtx)
-	stop()
-	cancelStart()
-	if err != nil { // ctx done or Close called during start
-		_ = c.Close()
-		return nil
-	}
-
-	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		<-c.done
-		return nil
-	}
+	c.applier.push(applyReq{op: state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: c.nodeID}}})
 	c.workers.Go(func() { c.notifyPrimaries(c.ctx) })
 	c.workers.Go(func() { c.healthLoop(c.ctx) })
 	lisErr := make(chan error, 1)
@@ -178,26 +153,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	case err := <-lisErr:
 		_ = c.Close()
 		return err
-	}
-}
-
-// removeStale applies RemoveNodeChannels for this node, retrying with backoff
-// until it succeeds or ctx is done.
-func (c *Controller) removeStale(ctx context.Context) error {
-	bo := newBackoff(50*time.Millisecond, 5*time.Second)
-	defer bo.stop()
-	for {
-		err := c.store.Apply(ctx, state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: c.nodeID}})
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c.log.Warn("controller: cannot remove the channels of this node's previous run; retrying", "err", err)
-		if err := bo.wait(ctx); err != nil {
-			return err
-		}
 	}
 }
 
@@ -276,7 +231,7 @@ func (c *Controller) unregisterAll(locals []*local) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.GoodByeTimeout)
 	defer cancel()
-	if err := c.store.Apply(ctx, ops...); err != nil {
+	if err := state.Err(c.store.Apply(ctx, ops...)); err != nil {
 		return fmt.Errorf("controller: close: unregister %d channels: %w", len(ids), err)
 	}
 	return nil

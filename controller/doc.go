@@ -18,7 +18,7 @@
 //		NodeID:        "node-1",
 //		Authenticator: controller.StaticTokens(token),
 //		Handler:       mux, // commands sent by connectors
-//	}, listener, state.NewMemory())
+//	}, listener, standalone.New("node-1")) // or a cluster.Node
 //	go ctrl.Run(ctx)
 //	reply, err := ctrl.Send(ctx, "edge-1", command.MustCommand("ECHO", "hi"))
 //	...

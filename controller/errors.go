@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/state"
 )
 
 var (
@@ -15,10 +16,10 @@ var (
 	ErrClosed = errors.New("controller: closed")
 	// ErrUnauthenticated is returned by authenticators to refuse a HELLO.
 	ErrUnauthenticated = errors.New("controller: unauthenticated")
-	// ErrForwardingUnavailable is returned by Send when the target's channels
-	// are all held by other nodes and this node cannot forward commands (node
-	// to node forwarding is not available yet).
-	ErrForwardingUnavailable = errors.New("controller: target is served by other nodes and forwarding is not available")
+	// ErrForwardingUnavailable is wrapped by Send's error when the channel
+	// chosen is held by a node that cannot be reached. It is
+	// state.ErrNodeUnavailable, the error of Cluster.Forward.
+	ErrForwardingUnavailable = state.ErrNodeUnavailable
 )
 
 // NoChannelError is returned by Send when there is no channel to send to. It

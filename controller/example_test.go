@@ -7,9 +7,9 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
-	"github.com/exchangekit/exchange/state"
 )
 
 // A controller and one connector in one process, over the embedded twin.
@@ -17,7 +17,7 @@ func ExampleController() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// The controller: a listener, a store, a config.
+	// The controller: a listener, a cluster (here one node in memory), a config.
 	lis := embedded.Listen()
 	elected := make(chan controller.Event, 1)
 	ctrl, err := controller.New(controller.Config{
@@ -29,7 +29,7 @@ func ExampleController() {
 				elected <- e
 			}
 		},
-	}, lis, state.NewMemory())
+	}, lis, standalone.New("node-1"))
 	if err != nil {
 		fmt.Println(err)
 		return

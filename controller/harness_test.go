@@ -14,9 +14,9 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
-	"github.com/exchangekit/exchange/state"
 )
 
 // testTimeout bounds every wait of a test.
@@ -130,7 +130,7 @@ type harness struct {
 	sig     *signal
 	lis     channel.Listener
 	dialer  channel.Dialer
-	store   controller.Store
+	store   controller.Cluster
 	ctrl    *controller.Controller
 	metrics *fakeMetrics
 	events  *eventLog
@@ -143,9 +143,9 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	store controller.Store // default: a new state.Memory
-	lis   channel.Listener // default: embedded.Listen()
-	dial  channel.Dialer   // with lis: how connectors reach it
+	store controller.Cluster // default: a new state.Memory
+	lis   channel.Listener   // default: embedded.Listen()
+	dial  channel.Dialer     // with lis: how connectors reach it
 }
 
 // fastConfig returns a config whose loops are quiet unless a test turns them
@@ -170,7 +170,7 @@ func newHarness(t *testing.T, cfg controller.Config, o ...harnessOpts) *harness 
 	h.events = &eventLog{sig: h.sig}
 	h.store = opts.store
 	if h.store == nil {
-		h.store = state.NewMemory()
+		h.store = standalone.New(cfg.NodeID)
 	}
 	if opts.lis != nil {
 		h.lis, h.dialer = opts.lis, opts.dial

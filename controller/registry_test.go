@@ -13,6 +13,7 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/state"
@@ -234,26 +235,26 @@ func TestRunStopsWhenContextIsDone(t *testing.T) {
 // crashStore fails every Apply once crashed: the node "dies" without
 // unregistering its channels.
 type crashStore struct {
-	*state.Memory
+	*standalone.Cluster
 	crashed atomic.Bool
 }
 
-func (s *crashStore) Apply(ctx context.Context, ops ...state.Op) error {
+func (s *crashStore) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
 	if s.crashed.Load() {
-		return errors.New("node crashed")
+		return nil, errors.New("node crashed")
 	}
-	return s.Memory.Apply(ctx, ops...)
+	return s.Cluster.Apply(ctx, ops...)
 }
 
 // Restarting with the same store and node id removes the channels the
 // previous run held (ARCHITECTURE §3), and no other node's.
 func TestRestartRemovesStaleChannels(t *testing.T) {
-	mem := state.NewMemory()
+	mem := standalone.New("node-a")
 	other := state.Channel{ID: "remote-1", TargetID: "t1", NodeID: "node-b", Active: true}
-	if err := mem.Apply(t.Context(), state.Op{Register: &state.RegisterChannel{Channel: other}}); err != nil {
+	if err := state.Err(mem.Apply(t.Context(), state.Op{Register: &state.RegisterChannel{Channel: other}})); err != nil {
 		t.Fatal(err)
 	}
-	cs := &crashStore{Memory: mem}
+	cs := &crashStore{Cluster: mem}
 
 	// First run: a channel registers, then the node crashes (its Close
 	// cannot unregister anything).
@@ -285,7 +286,7 @@ func TestRestartRemovesStaleChannels(t *testing.T) {
 // New starts nothing; Close without Run is fine; the default node id is the
 // host name plus a suffix.
 func TestNewWithoutRun(t *testing.T) {
-	ctrl, err := controller.New(controller.Config{Logger: testLogger(t)}, embedded.Listen(), state.NewMemory())
+	ctrl, err := controller.New(controller.Config{Logger: testLogger(t)}, embedded.Listen(), standalone.New(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestNewWithoutRun(t *testing.T) {
 	if err := ctrl.Close(); err != nil {
 		t.Errorf("Close() = %v", err)
 	}
-	if _, err := controller.New(controller.Config{}, nil, state.NewMemory()); err == nil {
+	if _, err := controller.New(controller.Config{}, nil, standalone.New("")); err == nil {
 		t.Errorf("New without a listener = nil error")
 	}
 }

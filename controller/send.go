@@ -6,30 +6,25 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller/internal/route"
 	"github.com/exchangekit/exchange/state"
 )
 
-// forwarder sends a command to a channel held by another node (the cluster's
-// node-to-node forwarding, one hop). It is nil until package cluster provides
-// one; Send then fails with ErrForwardingUnavailable for remote channels.
-type forwarder interface {
-	Forward(ctx context.Context, nodeID, channelID, targetID string, cmd *command.Command) (*command.Reply, error)
-}
-
 // Send sends cmd to one channel of target and waits for its reply. It picks a
 // local channel of the target, the one with the fewest commands in flight
-// (idle channels take turns). The command hot path never touches the store's
-// log: it reads the local copy of the state only.
+// (idle channels take turns), or else one held by another node, to which the
+// command is forwarded in one hop (Cluster.Forward). The command hot path
+// never touches the raft log: it reads the local replica of the state only.
 //
 // The reply timeout is ctx's deadline or, without one, the channel's
 // DefaultTimeout (60 s). A reply with status ERROR is a reply, not an error.
 // Errors:
 //   - *NoChannelError (wraps ErrNoChannel), at once, when the target has no
 //     channel;
-//   - ErrForwardingUnavailable when the target's channels are all held by
-//     other nodes;
+//   - ErrForwardingUnavailable (state.ErrNodeUnavailable), wrapped, when
+//     the chosen channel's node cannot be reached;
 //   - ErrClosed when the controller is closed;
 //   - the channel's errors, wrapped: context.DeadlineExceeded (timeout),
 //     channel.ErrClosed (the channel closed meanwhile),
@@ -60,17 +55,35 @@ func (c *Controller) send(ctx context.Context, targetID string, cmd *command.Com
 		}
 		return reply, nil
 	case route.Remote:
-		if c.forwarder == nil {
-			return nil, fmt.Errorf("controller: send %s to target %q: channel %s is held by node %s: %w",
-				cmd, targetID, choice.ChannelID, choice.NodeID, ErrForwardingUnavailable)
-		}
-		reply, err := c.forwarder.Forward(ctx, choice.NodeID, choice.ChannelID, targetID, cmd)
+		reply, err := c.store.Forward(ctx, state.NodeID(choice.NodeID), state.ChannelID(choice.ChannelID), cmd)
 		if err != nil {
 			return nil, fmt.Errorf("controller: send %s to target %q via node %s: %w", cmd, targetID, choice.NodeID, err)
 		}
 		return reply, nil
 	}
 	return nil, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
+}
+
+// deliver is the receiving side of Cluster.Forward: it sends cmd, forwarded
+// by another node, to the local channel ch. It never forwards again (one hop,
+// never two): a channel this node does not hold, or no longer holds, is a
+// closed channel to the sender, which picks another on its next try.
+func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
+	if cmd == nil {
+		return nil, errors.New("controller: deliver needs a command")
+	}
+	if c.ctx.Err() != nil {
+		return nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, ErrClosed)
+	}
+	lc := c.localChannel(string(ch))
+	if lc == nil {
+		return nil, fmt.Errorf("controller: deliver %s: node %s holds no channel %s: %w", cmd, c.nodeID, ch, channel.ErrClosed)
+	}
+	reply, err := lc.ch.Send(ctx, cmd)
+	if err != nil {
+		return nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err)
+	}
+	return reply, nil
 }
 
 // route lets route.Pick choose among the target's channels: its routes (from

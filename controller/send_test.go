@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/state"
@@ -154,9 +155,9 @@ func TestSendErrors(t *testing.T) {
 // A target whose channels live only on another node cannot be reached yet:
 // the error says so instead of pretending there is no channel.
 func TestSendToRemoteChannel(t *testing.T) {
-	mem := state.NewMemory()
+	mem := standalone.New("node-a")
 	remote := state.Channel{ID: "remote-1", TargetID: "t1", NodeID: "node-b", Active: true}
-	if err := mem.Apply(t.Context(), state.Op{Register: &state.RegisterChannel{Channel: remote}}); err != nil {
+	if err := state.Err(mem.Apply(t.Context(), state.Op{Register: &state.RegisterChannel{Channel: remote}})); err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, fastConfig(), harnessOpts{store: mem})

@@ -248,7 +248,7 @@ func TestBatchStoreAdapter(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	if err := mem.Apply(ctx, Op{Register: &RegisterChannel{Channel: Channel{ID: "c1", TargetID: "t1", NodeID: "n", Active: true}}}); err != nil {
+	if err := Err(mem.Apply(ctx, Op{Register: &RegisterChannel{Channel: Channel{ID: "c1", TargetID: "t1", NodeID: "n", Active: true}}})); err != nil {
 		t.Fatal(err)
 	}
 	if err := bs.Apply(ctx, batch.Op{Delete: &batch.DeleteBatch{ID: "nope"}}); !errors.Is(err, batch.ErrNotFound) {

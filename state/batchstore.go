@@ -6,14 +6,15 @@ import (
 	"github.com/exchangekit/exchange/batch"
 )
 
-// Store is a store of State: Memory, or the raft-backed store of package
-// cluster. Apply applies ops in order and returns once they are applied
-// (every op is attempted; the error joins the failures). View calls fn with
-// the current State, which fn must only read and must not keep. Subscribe
-// calls fn with the events of every Apply, in order; fn runs with the store
-// locked, so it must not block or call back into the store.
+// Store is a store of State: Memory, or the raft-backed Node of package
+// cluster. Apply applies ops in order and returns once they are applied, with
+// one Result per op (every op is attempted); its error is for the Apply as a
+// whole. View calls fn with the current State, which fn must only read and
+// must not keep. Subscribe calls fn with the events of every Apply, in order;
+// fn runs with the store locked, so it must not block or call back into the
+// store.
 type Store interface {
-	Apply(ctx context.Context, ops ...Op) error
+	Apply(ctx context.Context, ops ...Op) ([]Result, error)
 	View(fn func(*State))
 	Subscribe(fn func([]Event)) (cancel func())
 }
@@ -40,7 +41,7 @@ func (b *BatchStore) Apply(ctx context.Context, ops ...batch.Op) error {
 	for i := range ops {
 		sops[i] = Op{batchOps: batchOps{Batch: &ops[i]}}
 	}
-	return b.s.Apply(ctx, sops...)
+	return Err(b.s.Apply(ctx, sops...))
 }
 
 // View calls fn with the batches of the current State.

@@ -557,7 +557,7 @@ func TestMemoryApplyAndSubscribe(t *testing.T) {
 	m := state.NewMemory()
 	var got [][]state.Event
 	cancel := m.Subscribe(func(evs []state.Event) { got = append(got, evs) })
-	err := m.Apply(t.Context(), reg("c1", "t1", "n1"), reg("c1", "t1", "n1"), reg("c2", "t1", "n1"))
+	err := state.Err(m.Apply(t.Context(), reg("c1", "t1", "n1"), reg("c1", "t1", "n1"), reg("c2", "t1", "n1")))
 	if !errors.Is(err, state.ErrExists) {
 		t.Errorf("Apply() = %v, want ErrExists for the duplicate", err)
 	}
@@ -571,7 +571,7 @@ func TestMemoryApplyAndSubscribe(t *testing.T) {
 		t.Errorf("subscriber got %+v, want one batch %+v", got, want)
 	}
 	cancel()
-	if err := m.Apply(t.Context(), unreg("c1")); err != nil {
+	if err := state.Err(m.Apply(t.Context(), unreg("c1"))); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 {

@@ -16,21 +16,11 @@ type Memory struct {
 // NewMemory returns a Memory holding an empty State.
 func NewMemory() *Memory { return &Memory{r: NewReplica()} }
 
-// Apply applies ops in order. Every op is attempted; the error joins the
-// failures (ResultsErr). Subscribers are called with the events before Apply
-// returns.
-func (m *Memory) Apply(ctx context.Context, ops ...Op) error {
-	rs, err := m.ApplyResults(ctx, ops...)
-	if err != nil {
-		return err
-	}
-	return ResultsErr(rs)
-}
-
-// ApplyResults applies ops in order, like Apply, and returns one Result per
-// op. The error is for the Apply as a whole (ctx done before it started); then
-// no op was applied.
-func (m *Memory) ApplyResults(ctx context.Context, ops ...Op) ([]Result, error) {
+// Apply applies ops in order and returns one Result per op; every op is
+// attempted. The error is for the Apply as a whole (ctx done before it
+// started); then no op was applied. Subscribers are called with the events
+// before Apply returns. Err joins the results into one error.
+func (m *Memory) Apply(ctx context.Context, ops ...Op) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("state: apply: %w", err)
 	}

@@ -99,6 +99,17 @@ func ResultsErr(rs []Result) error {
 	return errors.Join(errs...)
 }
 
+// Err turns what a store's Apply returned into one error: err when the
+// Apply failed as a whole, else the joined failures of the ops (ResultsErr),
+// nil when every op was applied. Use it as state.Err(store.Apply(ctx, ops...))
+// where which op failed does not matter.
+func Err(rs []Result, err error) error {
+	if err != nil {
+		return err
+	}
+	return ResultsErr(rs)
+}
+
 // opKind names the kind of op, for OpError.Op.
 func opKind(op Op) string {
 	switch {

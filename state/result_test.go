@@ -109,14 +109,14 @@ func TestReplicaApplyResults(t *testing.T) {
 
 func TestMemoryApplyResults(t *testing.T) {
 	m := state.NewMemory()
-	rs, err := m.ApplyResults(t.Context(), reg("c1", "t1", "n1"), reg("c1", "t1", "n1"))
+	rs, err := m.Apply(t.Context(), reg("c1", "t1", "n1"), reg("c1", "t1", "n1"))
 	if err != nil || len(rs) != 2 || !rs[0].OK() || rs[1].Err == nil || rs[1].Err.Code != state.CodeExists {
 		t.Errorf("ApplyResults() = %+v, %v; want ok, exists", rs, err)
 	}
 	s := state.NewState()
 	_, _ = s.Apply(reg("c1", "t1", "n1"))
 	_, serr := s.Apply(reg("c1", "t1", "n1"))
-	if merr := m.Apply(t.Context(), reg("c1", "t1", "n1")); merr == nil || merr.Error() != serr.Error() {
+	if merr := state.Err(m.Apply(t.Context(), reg("c1", "t1", "n1"))); merr == nil || merr.Error() != serr.Error() {
 		t.Errorf("Memory.Apply() = %v, want the text of State.Apply's %v", merr, serr)
 	}
 }

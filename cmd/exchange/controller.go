@@ -16,6 +16,7 @@ import (
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
 	"github.com/exchangekit/exchange/cluster"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/management"
 	"github.com/exchangekit/exchange/metrics"
@@ -87,10 +88,11 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	return cmd
 }
 
-// controllerStore is what the controller command needs from either store.
-type controllerStore interface {
-	controller.Store
-	state.Store
+// nodeCluster is what the controller command needs from either twin of the
+// cluster: the controller's seam, readiness for /readyz.
+type nodeCluster interface {
+	controller.Cluster
+	Ready() error
 }
 
 func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Writer) error {
@@ -108,14 +110,16 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 
 	// The replicated state: raft on disk by default, or memory.
 	var (
-		store   controllerStore
+		store   nodeCluster
 		node    *cluster.Node
 		nodeID  = f.nodeID
 		where   = "memory (--in-memory: nothing survives exit)"
 		cluInfo func() controller.ClusterInfo
 	)
 	if f.inMemory {
-		store = state.NewMemory()
+		mem := standalone.New(f.nodeID)
+		defer mem.Close()
+		store, nodeID = mem, mem.NodeID()
 	} else {
 		ccfg := cluster.DefaultConfig()
 		ccfg.NodeID, ccfg.DataDir, ccfg.RaftAddr, ccfg.Logger = f.nodeID, f.dataDir, f.raftAddr, log
@@ -153,7 +157,6 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	}
 
 	cfg := controller.DefaultConfig()
-	cfg.NodeID = nodeID
 	cfg.Logger = log
 	cfg.Metrics = m
 	cfg.OnEvent = m.OnEvent
@@ -188,12 +191,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 
 	mcfg := management.DefaultConfig()
 	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
-	mcfg.Ready = func() error {
-		if node != nil && !node.Leader() {
-			return errors.New("this node does not lead the raft cluster")
-		}
-		return nil
-	}
+	mcfg.Ready = store.Ready // has a leader and has caught up
 	mgmt, err := management.New(mcfg, ctrl, runner, reg)
 	if err != nil {
 		_ = gl.Close()
@@ -219,7 +217,14 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return nil
 	})
 	g.Go(func() error { return ctrl.Run(gctx) })
-	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error {
+		// Only the leader runs batches: one runner per leadership term.
+		return store.WhileLeader(gctx, func(term context.Context) {
+			if err := runner.Run(term); err != nil && !errors.Is(err, batch.ErrClosed) {
+				log.Error("batch runner stopped", "err", err)
+			}
+		})
+	})
 	g.Go(func() error { return mgmt.Serve(gctx, ml) })
 	g.Go(func() error {
 		<-gctx.Done()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
@@ -111,7 +112,8 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) (err error) {
 			d.say("controller   %s has no primary any more (epoch %d)", ev.TargetID, ev.Epoch)
 		}
 	}
-	store := state.NewMemory()
+	store := standalone.New(cfg.NodeID)
+	defer store.Close()
 	d.ctrl, err = controller.New(cfg, d.lis, store)
 	if err != nil {
 		return err

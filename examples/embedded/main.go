@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
-	"github.com/exchangekit/exchange/state"
 )
 
 // Greet is the example's command: the connector answers with a greeting.
@@ -43,7 +43,7 @@ func run(ctx context.Context, out io.Writer) error {
 	lis := embedded.Listen()
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "example"
-	ctrl, err := controller.New(cfg, lis, state.NewMemory())
+	ctrl, err := controller.New(cfg, lis, standalone.New(cfg.NodeID))
 	if err != nil {
 		return err
 	}
@@ -75,22 +75,10 @@ func run(ctx context.Context, out io.Writer) error {
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
 		connectors, runs = append(connectors, c), append(runs, done)
-		if err := c.WaitConnected(ctx); err != nil {
+		// 3. Wait until the controller has registered it (HELLO is answered
+		// just before): greeter-1, registered first, becomes the primary.
+		if err := waitChannels(ctx, ctrl, "greeters", len(connectors)); err != nil {
 			return err
-		}
-	}
-
-	// 3. Wait until the controller has elected the target's primary.
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if t, ok := ctrl.Target("greeters"); ok && t.PrimaryID != "" && len(t.Channels) == 2 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
 		}
 	}
 
@@ -116,4 +104,20 @@ func run(ctx context.Context, out io.Writer) error {
 	_, err = ctrl.Send(ctx, "greeters", command.MustCommand("DANCE", nil))
 	fmt.Fprintf(out, "DANCE: %v\n", err)
 	return nil
+}
+
+// waitChannels waits until target has n registered channels and a primary.
+func waitChannels(ctx context.Context, ctrl *controller.Controller, target string, n int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if t, ok := ctrl.Target(target); ok && t.PrimaryID != "" && len(t.Channels) == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }

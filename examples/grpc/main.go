@@ -18,10 +18,10 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
-	"github.com/exchangekit/exchange/state"
 )
 
 func main() {
@@ -51,7 +51,7 @@ func run(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "controller got %s %s\n", c.Type, c.Payload)
 		return command.Succeeded(c, map[string]bool{"stored": true})
 	})
-	ctrl, err := controller.New(cfg, srv, state.NewMemory())
+	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
 	if err != nil {
 		return err
 	}

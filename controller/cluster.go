@@ -1,0 +1,52 @@
+package controller
+
+import (
+	"context"
+
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/state"
+)
+
+// Cluster is the cluster this controller node belongs to, as the controller
+// needs it: the one seam between the controller and the replicated state. It
+// has two twins, checked by one conformance suite (cluster/clustertest):
+// standalone.Cluster (one process, state in memory) and cluster.Node (raft
+// on disk, memberlist, node-to-node links); a single node is the degenerate
+// case of a cluster, not a different code path.
+type Cluster interface {
+	// NodeID is this node's id: the NodeID of the channels it registers, and
+	// the address other nodes forward its channels' commands to.
+	NodeID() string
+
+	// Apply applies ops, in order, as one change of the replicated state
+	// (through the leader, on a raft cluster) and returns once they are
+	// applied on this node, with one state.Result per op: plain data. Every
+	// op is attempted. The error is for the Apply as a whole (ctx done, no
+	// leader, node closed); the outcome is then unknown, so callers retry
+	// with ops that are safe to apply twice.
+	Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error)
+	// View calls fn with this node's replica of the state, which fn must
+	// only read and must not keep. Reads never leave the node.
+	View(fn func(*state.State))
+	// Subscribe calls fn with the events of every change of this node's
+	// replica, in order; fn runs with the replica locked, so it must not
+	// block or call back into the Cluster. The returned func unsubscribes.
+	Subscribe(fn func([]state.Event)) (cancel func())
+
+	// Forward sends cmd to channel ch, held by node to, in one hop, and
+	// returns its reply, with ctx's deadline carried to that node. Its errors
+	// are those of a local send (channel closed, timeout, busy with
+	// retry-after, remote handler error, unknown command), or wrap
+	// state.ErrNodeUnavailable when the node cannot be reached.
+	Forward(ctx context.Context, to state.NodeID, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
+	// HandleForward sets the receiving side of Forward: h delivers a command
+	// that another node forwarded to the local channel ch. h never forwards
+	// again: one hop, never two.
+	HandleForward(h func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error))
+
+	// WhileLeader calls fn each time this node becomes the leader, with a
+	// context that ends when it stops leading or ctx ends, waits for fn to
+	// return, and returns when ctx is done. A standalone node leads from the
+	// start. Only the leader runs batches.
+	WhileLeader(ctx context.Context, fn func(ctx context.Context)) error
+}
