@@ -1,8 +1,8 @@
 package connector
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
+	"hash/maphash"
 	"sync"
 
 	"github.com/exchangekit/exchange/command"
@@ -12,12 +12,13 @@ import (
 // running, so that a command delivered twice (a batch retry after a lost
 // reply, a resend after a reconnection) runs its handler once.
 //
-// A command is known by its id and a digest of its type and payload: a
-// second delivery of the same command has all three equal. A command whose
-// id is known but whose digest differs is another command that reuses the
-// id; join reports it as a conflict, and it neither runs nor gets the first
-// command's reply. (Metadata and Timeout are not part of the digest: they
-// legitimately differ between deliveries, tracing ids for example.)
+// A command is known by its id and a digest of its type and payload (see
+// digest): a second delivery of the same command has all three equal. A
+// command whose id is known but whose digest differs is another command that
+// reuses the id; join reports it as a conflict, and it neither runs nor gets
+// the first command's reply. (Metadata and Timeout are not part of the
+// digest: they legitimately differ between deliveries, tracing ids for
+// example.)
 //
 // Completed entries are kept in insertion order and the oldest is evicted
 // beyond size (LRU by insertion: a hit does not refresh an entry). Only
@@ -27,28 +28,32 @@ import (
 type window struct {
 	mu      sync.Mutex
 	size    int
+	seed    maphash.Seed        // of digest
 	done    map[string]*outcome // completed, successful
 	order   []string            // ids of done, oldest at next once full
 	next    int
 	running map[string]*outcome
 }
 
-// digest identifies a command's body: SHA-256 of its type and payload. It
-// costs 32 bytes per remembered command.
-type digest [sha256.Size]byte
+// digest identifies a command's body: a 64-bit hash/maphash of its type and
+// payload, under a seed drawn at random for each window. It costs 8 bytes per
+// remembered command and no allocation. maphash is not a cryptographic hash,
+// but with a secret random seed two different bodies share a digest with
+// probability 2⁻⁶⁴, and a sender cannot aim for a collision; a collision would
+// only matter to a sender that reuses an id for a different command anyway.
+type digest uint64
 
 // digestOf returns the digest of cmd's type and payload. The type's length
 // comes first, so that no other split of the same bytes into a type and a
-// payload has the same digest.
-func digestOf(cmd *command.Command) digest {
-	h := sha256.New()
+// payload is hashed the same.
+func (w *window) digestOf(cmd *command.Command) digest {
+	var h maphash.Hash
+	h.SetSeed(w.seed)
 	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(cmd.Type)))])
-	h.Write([]byte(cmd.Type))
-	h.Write(cmd.Payload)
-	var d digest
-	h.Sum(d[:0])
-	return d
+	_, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(len(cmd.Type)))])
+	_, _ = h.WriteString(string(cmd.Type))
+	_, _ = h.Write(cmd.Payload)
+	return digest(h.Sum64())
 }
 
 // outcome is one run of a handler: done is closed once reply and err are set.
@@ -70,7 +75,7 @@ const (
 )
 
 func newWindow(size int) *window {
-	return &window{size: size, done: make(map[string]*outcome), running: make(map[string]*outcome)}
+	return &window{size: size, seed: maphash.MakeSeed(), done: make(map[string]*outcome), running: make(map[string]*outcome)}
 }
 
 // join looks up id, whose command has the digest sum. It returns the outcome

@@ -9,7 +9,7 @@ import (
 
 func TestWindowJoinAndFinish(t *testing.T) {
 	w := newWindow(2)
-	sum := digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
+	sum := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
 	run, found := w.join("a", sum)
 	if run == nil || found != joinNew {
 		t.Fatalf("join(a) = %v, %v; want a new run to start", run, found)
@@ -33,7 +33,7 @@ func TestWindowJoinAndFinish(t *testing.T) {
 func TestWindowEvictsOldestFirst(t *testing.T) {
 	w := newWindow(3)
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		o, _ := w.join(id, digest{})
+		o, _ := w.join(id, 0)
 		w.finish(id, o, nil, nil)
 	}
 	for id, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true, "e": true} {
@@ -51,8 +51,8 @@ func TestWindowEvictsOldestFirst(t *testing.T) {
 
 func TestWindowConflict(t *testing.T) {
 	w := newWindow(2)
-	a1 := digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
-	a2 := digestOf(&command.Command{Type: "DO", Payload: []byte(`2`)})
+	a1 := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
+	a2 := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`2`)})
 	run, _ := w.join("a", a1)
 	if o, found := w.join("a", a2); o != nil || found != joinConflict {
 		t.Errorf("join(a, other body) while running = %v, %v; want a conflict", o, found)
@@ -66,10 +66,11 @@ func TestWindowConflict(t *testing.T) {
 	}
 }
 
-func TestDigestOf(t *testing.T) {
+func TestDigest(t *testing.T) {
+	w := newWindow(1)
 	base := &command.Command{ID: "x", Type: "AB", Payload: []byte(`C`)}
 	same := &command.Command{ID: "y", Type: "AB", Payload: []byte(`C`), Metadata: map[string]string{"k": "v"}, Timeout: 1}
-	if digestOf(base) != digestOf(same) {
+	if w.digestOf(base) != w.digestOf(same) {
 		t.Error("digest depends on the id, metadata or timeout; want type and payload only")
 	}
 	for _, other := range []*command.Command{
@@ -77,8 +78,8 @@ func TestDigestOf(t *testing.T) {
 		{Type: "AC", Payload: []byte(`C`)},
 		{Type: "A", Payload: []byte(`BC`)}, // the same bytes split differently
 	} {
-		if digestOf(base) == digestOf(other) {
-			t.Errorf("digestOf(%s %s) = digestOf(%s %s), want them to differ", base.Type, base.Payload, other.Type, other.Payload)
+		if w.digestOf(base) == w.digestOf(other) {
+			t.Errorf("digest(%s %s) = digest(%s %s), want them to differ", base.Type, base.Payload, other.Type, other.Payload)
 		}
 	}
 }

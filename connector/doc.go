@@ -111,9 +111,9 @@
 // whose reply was lost to a broken channel. The connector therefore remembers
 // the last DedupWindow user commands that completed successfully, with their
 // replies, for the Connector's whole life (across reconnections). A command
-// is remembered by its id and a SHA-256 digest of its type and payload (32
-// bytes an entry; metadata and timeout are not part of it, as they may
-// differ between deliveries of the same command):
+// is remembered by its id and a 64-bit digest (hash/maphash, randomly
+// seeded) of its type and payload, 8 bytes an entry; metadata and timeout are
+// not part of it, as they may differ between deliveries of the same command:
 //
 //   - a command whose id, type and payload are remembered is answered with
 //     the remembered reply, and its handler does not run again;

@@ -131,7 +131,7 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 	if c.window == nil {
 		return h.Handle(ctx, cmd)
 	}
-	f, found := c.window.join(cmd.ID, digestOf(cmd))
+	f, found := c.window.join(cmd.ID, c.window.digestOf(cmd))
 	switch found {
 	case joinConflict:
 		c.log.Warn("connector: command id reused for a different command; refused", "command", cmd.String())
