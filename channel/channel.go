@@ -19,6 +19,26 @@ type CloseWithErrorer interface {
 	CloseWithError(err error) error
 }
 
+// call is a pending Send: where its result goes, and whether it counts
+// against the control bound (Config.MaxControl) or MaxInFlight.
+type call struct {
+	ch      chan result
+	control bool
+}
+
+// IsControl reports whether t is a control command type: one of the
+// built-ins HELLO, GOOD_BYE, HEALTH_CHECK and PRIMARY. Control commands have
+// capacity of their own (Config.MaxControl) on both sides of a channel, so
+// that application commands filling MaxInFlight or MaxHandlers never get a
+// health check (or a GOOD_BYE, or a PRIMARY) refused as busy.
+func IsControl(t command.Type) bool {
+	switch t {
+	case command.TypeHello, command.TypeGoodBye, command.TypeHealthCheck, command.TypePrimary:
+		return true
+	}
+	return false
+}
+
 // result is what a pending Send receives: a reply or an error.
 type result struct {
 	reply *command.Reply
@@ -44,14 +64,16 @@ func newTimer() any {
 
 // Channel runs the command/reply semantics over a Conn: it correlates replies
 // with commands, applies deadlines, bounds the commands in flight, runs the
-// peer's commands through a Handler off the read loop, and fails every pending
+// peer's commands through a Handler off the read loop (control commands, see
+// IsControl, within bounds of their own), and fails every pending
 // call the moment the connection ends. Both twins (embedded and gRPC) share
 // this one implementation, so they cannot drift.
 //
 // A Channel is safe for concurrent use. It owns three kinds of goroutine: one
 // reader (the only caller of Conn.Recv), one writer (the only caller of
 // Conn.Send and BatchSender.SendBatch) and up to Config.MaxHandlers handler
-// goroutines. Close stops them all and waits for them.
+// goroutines, plus up to Config.MaxControl for control commands. Close stops
+// them all and waits for them.
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -62,10 +84,12 @@ type Channel struct {
 	wg     sync.WaitGroup        // reader, writer and handler goroutines
 	sendq  chan *command.Command // outgoing commands, to the writer
 	replyq chan *command.Reply   // outgoing replies, to the writer
-	sem    chan struct{}         // one token per running handler
+	sem    chan struct{}         // one token per running handler of an application command
+	ctlSem chan struct{}         // one token per running handler of a control command
 
-	mu      sync.Mutex             // protects pending
-	pending map[string]chan result // command id → buffered(1) result channel; nil once dead
+	mu      sync.Mutex      // protects pending and pendCtl
+	pending map[string]call // command id → call with a buffered(1) result channel; nil once dead
+	pendCtl int             // how many of pending are control commands
 
 	handling  atomic.Int64 // peer commands being handled
 	dieOnce   sync.Once    // guards the effects of shutdown
@@ -92,7 +116,8 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		sendq:   make(chan *command.Command, cfg.SendQueue),
 		replyq:  make(chan *command.Reply, cfg.SendQueue),
 		sem:     make(chan struct{}, cfg.MaxHandlers),
-		pending: make(map[string]chan result),
+		ctlSem:  make(chan struct{}, cfg.MaxControl),
+		pending: make(map[string]call),
 		closed:  make(chan struct{}),
 	}
 	c.resultChans.New = newResultChan
@@ -138,7 +163,8 @@ func (c *Channel) InFlight() int {
 // in time; an error wrapping ErrClosed if the channel dies first (at once, not
 // at the deadline); *UnknownCommandError when the peer has no handler for the
 // type; *RemoteError when the peer's handler failed or panicked; *BusyError
-// when too many commands are in flight here or at the peer; ErrDuplicateID
+// when too many commands are in flight here or at the peer (control
+// commands, see IsControl, are counted apart from the others); ErrDuplicateID
 // when a command with the same id is already in flight; ErrFrameTooLarge when
 // the transport refused the frame; ErrMalformedFrame when cmd has no type.
 func (c *Channel) Send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
@@ -193,6 +219,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 	out.Timeout = max(timeout, time.Millisecond)
 
 	ch := c.resultChans.Get().(chan result)
+	control := IsControl(out.Type)
 	c.mu.Lock()
 	switch {
 	case c.ctx.Err() != nil:
@@ -201,16 +228,20 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, context.Cause(c.ctx))
-	case c.pending[out.ID] != nil:
+	case c.pending[out.ID].ch != nil:
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, ErrDuplicateID)
-	case len(c.pending) >= c.cfg.MaxInFlight:
+	case control && c.pendCtl >= c.cfg.MaxControl,
+		!control && len(c.pending)-c.pendCtl >= c.cfg.MaxInFlight:
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
-	c.pending[out.ID] = ch
+	c.pending[out.ID] = call{ch: ch, control: control}
+	if control {
+		c.pendCtl++
+	}
 	c.mu.Unlock()
 
 	select {
@@ -259,9 +290,10 @@ func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error)
 // wins; otherwise the pending entry is dropped, and a late reply is ignored.
 func (c *Channel) giveUp(cmd *command.Command, ch chan result, err error) (*command.Reply, error) {
 	c.mu.Lock()
-	mine := c.pending[cmd.ID] == ch
+	p := c.pending[cmd.ID]
+	mine := p.ch == ch
 	if mine {
-		delete(c.pending, cmd.ID)
+		c.removeLocked(cmd.ID, p)
 	}
 	c.mu.Unlock()
 	if !mine {
@@ -325,14 +357,24 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 // deliver hands r to the caller waiting for id, if it still waits.
 func (c *Channel) deliver(id string, r result) bool {
 	c.mu.Lock()
-	ch := c.pending[id]
-	delete(c.pending, id)
+	p, ok := c.pending[id]
+	if ok {
+		c.removeLocked(id, p)
+	}
 	c.mu.Unlock()
-	if ch == nil {
+	if !ok {
 		return false
 	}
-	ch <- r // buffered(1), and only one sender ever holds ch: never blocks
+	p.ch <- r // buffered(1), and only one sender ever holds ch: never blocks
 	return true
+}
+
+// removeLocked drops the pending call p of id. c.mu must be held.
+func (c *Channel) removeLocked(id string, p call) {
+	delete(c.pending, id)
+	if p.control {
+		c.pendCtl--
+	}
 }
 
 // Close closes the channel: pending calls fail at once with an error wrapping
@@ -369,9 +411,10 @@ func (c *Channel) shutdown(cause, tell error) {
 		c.mu.Lock()
 		pending := c.pending
 		c.pending = nil
+		c.pendCtl = 0
 		c.mu.Unlock()
-		for _, ch := range pending {
-			ch <- result{err: cause} // buffered(1), never blocks
+		for _, p := range pending {
+			p.ch <- result{err: cause} // buffered(1), never blocks
 		}
 	})
 }
@@ -408,15 +451,21 @@ func (c *Channel) readLoop() {
 }
 
 // dispatch runs cmd's handler on its own goroutine, or answers busy at once.
+// Control commands (IsControl) take their tokens from a semaphore of their
+// own, so that application commands never crowd them out.
 func (c *Channel) dispatch(cmd *command.Command) {
+	sem, limit, what := c.sem, c.cfg.MaxHandlers, "commands"
+	if IsControl(cmd.Type) {
+		sem, limit, what = c.ctlSem, c.cfg.MaxControl, "control commands"
+	}
 	select {
-	case c.sem <- struct{}{}:
+	case sem <- struct{}{}:
 	default:
 		if cmd.OneWay {
-			c.cfg.Logger.Warn("channel: one-way command dropped: too many commands being handled", "command", cmd.String())
+			c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled", "command", cmd.String())
 			return
 		}
-		r := command.Failed(cmd, fmt.Sprintf("busy: %d commands already being handled", c.cfg.MaxHandlers))
+		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))
 		r.Code = codeBusy
 		r.RetryAfter = c.cfg.RetryAfter
 		c.queueReply(r)
@@ -426,14 +475,15 @@ func (c *Channel) dispatch(cmd *command.Command) {
 	// Not wg.Go: on this hot path a plain go statement saves the allocation
 	// of wg.Go's wrapper closure.
 	c.wg.Add(1)
-	go c.handle(cmd)
+	go c.handle(cmd, sem)
 }
 
-// handle runs on its own goroutine, one per command being handled.
-func (c *Channel) handle(cmd *command.Command) {
+// handle runs on its own goroutine, one per command being handled; it gives
+// back its token of sem when done.
+func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
 	defer func() {
 		c.handling.Add(-1)
-		<-c.sem
+		<-sem
 		c.wg.Done()
 	}()
 	var start time.Time

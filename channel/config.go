@@ -16,6 +16,7 @@ const (
 	DefaultRetryAfter    = 100 * time.Millisecond
 	DefaultMaxFrameBytes = 4 << 20
 	DefaultSendQueue     = 256
+	DefaultMaxControl    = 16
 )
 
 // Config tunes a Channel. The zero value of every field means its default.
@@ -27,6 +28,15 @@ type Config struct {
 	// command is answered at once with a busy reply carrying RetryAfter, which
 	// the peer's Send returns as a *BusyError. Default 1024.
 	MaxHandlers int
+	// MaxControl is the capacity reserved for control commands, the
+	// built-in HELLO, GOOD_BYE, HEALTH_CHECK and PRIMARY (IsControl): it
+	// bounds both the control commands this side may have awaiting replies
+	// and the peer's control commands handled at once, apart from
+	// MaxInFlight and MaxHandlers, which bound application commands only. So
+	// a channel full of slow application commands still answers a health
+	// check. Beyond it, control commands get the same *BusyError as
+	// application commands beyond theirs. Default 16.
+	MaxControl int
 	// DefaultTimeout applies to Send when its context has no deadline.
 	// Default 60 s, the reference's reply timeout.
 	DefaultTimeout time.Duration
@@ -70,6 +80,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxInFlight:    DefaultMaxInFlight,
 		MaxHandlers:    DefaultMaxHandlers,
+		MaxControl:     DefaultMaxControl,
 		DefaultTimeout: DefaultTimeout,
 		RetryAfter:     DefaultRetryAfter,
 		SendQueue:      DefaultSendQueue,
@@ -86,6 +97,7 @@ func (c Config) Validate() error {
 	}{
 		{"MaxInFlight", int64(c.MaxInFlight)},
 		{"MaxHandlers", int64(c.MaxHandlers)},
+		{"MaxControl", int64(c.MaxControl)},
 		{"DefaultTimeout", int64(c.DefaultTimeout)},
 		{"RetryAfter", int64(c.RetryAfter)},
 		{"SendQueue", int64(c.SendQueue)},
@@ -104,6 +116,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHandlers <= 0 {
 		c.MaxHandlers = d.MaxHandlers
+	}
+	if c.MaxControl <= 0 {
+		c.MaxControl = d.MaxControl
 	}
 	if c.DefaultTimeout <= 0 {
 		c.DefaultTimeout = d.DefaultTimeout

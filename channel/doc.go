@@ -51,7 +51,11 @@
 //   - Bounds: Config.MaxInFlight bounds this side's pending calls (a local
 //     *BusyError); Config.MaxHandlers bounds the peer's commands handled at
 //     once, beyond which the peer gets a busy reply with a retry-after (a
-//     remote *BusyError).
+//     remote *BusyError). Control commands (IsControl: HELLO, GOOD_BYE,
+//     HEALTH_CHECK, PRIMARY) do not count against either: they have a small
+//     bound of their own on both sides, Config.MaxControl (default 16), so
+//     that a channel full of slow application commands still answers a
+//     health check.
 //   - Handlers run on their own goroutines, never on the read loop. A handler
 //     error or panic becomes a NO_REPLY reply (*RemoteError at the sender); an
 //     unregistered type becomes an UNKNOWN reply (*UnknownCommandError). In
@@ -76,9 +80,9 @@
 // A Channel owns: one reader (readLoop, the only caller of Conn.Recv), one
 // writer (writeLoop, the only caller of Conn.Send and SendBatch, fed by a
 // queue of Config.SendQueue commands and one of replies) and one goroutine
-// per command being handled, at most Config.MaxHandlers. Close cancels them
-// and waits for all of them. A handler's context starts a timer (and links
-// itself to the channel's context) only when the handler asks for its Done
-// channel; most never do. Hello and AcceptHello start no goroutine (they use
+// per command being handled, at most Config.MaxHandlers plus
+// Config.MaxControl. Close cancels them and waits for all of them. A
+// handler's context starts a timer (and links itself to the channel's
+// context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).
 package channel

@@ -1,6 +1,8 @@
 package connector
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"sync"
 
 	"github.com/exchangekit/exchange/command"
@@ -10,6 +12,14 @@ import (
 // running, so that a command delivered twice (a batch retry after a lost
 // reply, a resend after a reconnection) runs its handler once.
 //
+// A command is known by its id and a digest of its type and payload (see
+// digest): a second delivery of the same command has all three equal. A
+// command whose id is known but whose digest differs is another command that
+// reuses the id; join reports it as a conflict, and it neither runs nor gets
+// the first command's reply. (Metadata and Timeout are not part of the
+// digest: they legitimately differ between deliveries, tracing ids for
+// example.)
+//
 // Completed entries are kept in insertion order and the oldest is evicted
 // beyond size (LRU by insertion: a hit does not refresh an entry). Only
 // successful outcomes are remembered: an error, or a reply with status ERROR,
@@ -18,38 +28,77 @@ import (
 type window struct {
 	mu      sync.Mutex
 	size    int
+	seed    maphash.Seed        // of digest
 	done    map[string]*outcome // completed, successful
 	order   []string            // ids of done, oldest at next once full
 	next    int
 	running map[string]*outcome
 }
 
+// digest identifies a command's body: a 64-bit hash/maphash of its type and
+// payload, under a seed drawn at random for each window. It costs 8 bytes per
+// remembered command and no allocation. maphash is not a cryptographic hash,
+// but with a secret random seed two different bodies share a digest with
+// probability 2⁻⁶⁴, and a sender cannot aim for a collision; a collision would
+// only matter to a sender that reuses an id for a different command anyway.
+type digest uint64
+
+// digestOf returns the digest of cmd's type and payload. The type's length
+// comes first, so that no other split of the same bytes into a type and a
+// payload is hashed the same.
+func (w *window) digestOf(cmd *command.Command) digest {
+	var h maphash.Hash
+	h.SetSeed(w.seed)
+	var n [binary.MaxVarintLen64]byte
+	_, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(len(cmd.Type)))])
+	_, _ = h.WriteString(string(cmd.Type))
+	_, _ = h.Write(cmd.Payload)
+	return digest(h.Sum64())
+}
+
 // outcome is one run of a handler: done is closed once reply and err are set.
 type outcome struct {
+	sum   digest // of the command that ran
 	done  chan struct{}
 	reply *command.Reply
 	err   error
 }
 
+// joined is what join found for a command.
+type joined int
+
+const (
+	joinNew      joined = iota // nothing: the caller runs the handler, then calls finish
+	joinDone                   // the same command completed: answer its reply
+	joinRunning                // the same command is running: wait for it
+	joinConflict               // the id belongs to a different command
+)
+
 func newWindow(size int) *window {
-	return &window{size: size, done: make(map[string]*outcome), running: make(map[string]*outcome)}
+	return &window{size: size, seed: maphash.MakeSeed(), done: make(map[string]*outcome), running: make(map[string]*outcome)}
 }
 
-// join looks id up. It returns the completed outcome if there is one;
-// otherwise the running outcome, with first true if the caller has just
-// created it and must run the handler and call finish.
-func (w *window) join(id string) (completed, running *outcome, first bool) {
+// join looks up id, whose command has the digest sum. It returns the outcome
+// found (completed or running) and what it is; with joinNew, a new running
+// outcome that the caller must finish; with joinConflict, nil.
+func (w *window) join(id string, sum digest) (*outcome, joined) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if o := w.done[id]; o != nil {
-		return o, nil, false
+		if o.sum != sum {
+			return nil, joinConflict
+		}
+		return o, joinDone
 	}
 	if o := w.running[id]; o != nil {
-		return nil, o, false
+		if o.sum != sum {
+			return nil, joinConflict
+		}
+		return o, joinRunning
 	}
-	o := &outcome{done: make(chan struct{})}
+	o := &outcome{sum: sum, done: make(chan struct{})}
 	w.running[id] = o
-	return nil, o, true
+	return o, joinNew
 }
 
 // finish records the outcome of the run of id and wakes those waiting for it.

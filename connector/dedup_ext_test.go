@@ -173,3 +173,98 @@ func TestDedupDuplicateJoinsRunningCommand(t *testing.T) {
 		_ = c.Close()
 	})
 }
+
+// A reused id with a different body is another command, not a retry: it must
+// not be answered with the first command's reply, nor run. It is refused with
+// ERROR 409, and the first command's retries still get their reply.
+func TestDedupRefusesReusedIDWithDifferentBody(t *testing.T) {
+	ctx := testContext(t)
+	var runs atomic.Int32
+	mux := command.NewMux()
+	echo := func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		runs.Add(1)
+		return &command.Reply{Status: command.StatusSucceeded, Payload: cmd.Payload}, nil
+	}
+	mux.RegisterFunc("ECHO", echo)
+	mux.RegisterFunc("SHOUT", echo)
+	_, _, p := connected(ctx, t, testConfig(t), mux)
+
+	first := &command.Command{ID: "cmd-1", Type: "ECHO", Payload: []byte(`"a"`)}
+	if r, err := p.ch.Send(ctx, first); err != nil || !r.Succeeded() || string(r.Payload) != `"a"` {
+		t.Fatalf("Send(%s a) = %+v, %v; want SUCCEEDED \"a\"", first, r, err)
+	}
+	for _, other := range []*command.Command{
+		{ID: "cmd-1", Type: "ECHO", Payload: []byte(`"b"`)},  // another payload
+		{ID: "cmd-1", Type: "SHOUT", Payload: []byte(`"a"`)}, // another type
+	} {
+		r, err := p.ch.Send(ctx, other)
+		if err != nil {
+			t.Fatalf("Send(%s %s) = %v, want an ERROR reply", other, other.Payload, err)
+		}
+		const want = "command id cmd-1 was already used for a different command"
+		if r.Status != command.StatusError || r.Code != 409 || r.Error != want || r.CommandID != "cmd-1" {
+			t.Errorf("Send(%s %s) = %+v (payload %s), want ERROR 409 %q", other, other.Payload, r, r.Payload, want)
+		}
+	}
+	// Metadata is not part of the command's identity (tracing ids differ
+	// between retries): the retry of the first command still gets its reply.
+	retry := first.Clone()
+	retry.Metadata = map[string]string{"traceparent": "retry"}
+	if r, err := p.ch.Send(ctx, retry); err != nil || !r.Succeeded() || string(r.Payload) != `"a"` {
+		t.Errorf("retry of %s = %+v, %v; want the remembered SUCCEEDED \"a\"", first, r, err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1", n)
+	}
+}
+
+// A reused id with a different body that arrives while the first command is
+// still running (here on a new channel, after the controller lost the first)
+// is refused at once: it neither waits for nor gets the first command's
+// reply, and the first command's retry still does.
+func TestDedupRefusesReusedIDWhileRunning(t *testing.T) {
+	ctx := testContext(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var runs atomic.Int32
+	mux := command.NewMux()
+	mux.RegisterFunc("LONG", func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		if runs.Add(1) == 1 {
+			close(entered)
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("handler context ended: %w", ctx.Err())
+		}
+		return &command.Reply{Status: command.StatusSucceeded, Payload: cmd.Payload}, nil
+	})
+	_, fc, p1 := connected(ctx, t, testConfig(t), mux)
+
+	first := &command.Command{ID: "long-1", Type: "LONG", Payload: []byte(`1`)}
+	lost := make(chan error, 1)
+	go func() {
+		_, err := p1.ch.Send(ctx, first)
+		lost <- err
+	}()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the first LONG never started")
+	}
+	p1.close() // the controller loses the channel mid-command
+	if err := <-lost; !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("first LONG on the lost channel = %v, want ErrClosed", err)
+	}
+	p2 := fc.next(ctx)
+	r, err := p2.ch.Send(ctx, &command.Command{ID: "long-1", Type: "LONG", Payload: []byte(`2`)})
+	if err != nil || r.Status != command.StatusError || r.Code != 409 {
+		t.Errorf("LONG with the same id and another payload = %+v, %v; want ERROR 409 at once", r, err)
+	}
+	close(release)
+	if r, err := p2.ch.Send(ctx, first); err != nil || !r.Succeeded() || string(r.Payload) != `1` {
+		t.Errorf("retry of the first LONG = %+v, %v; want its SUCCEEDED 1", r, err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1", n)
+	}
+}

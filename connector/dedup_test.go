@@ -9,12 +9,13 @@ import (
 
 func TestWindowJoinAndFinish(t *testing.T) {
 	w := newWindow(2)
-	done, run, first := w.join("a")
-	if done != nil || run == nil || !first {
-		t.Fatalf("join(a) = %v, %v, %v; want a new run to start", done, run, first)
+	sum := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
+	run, found := w.join("a", sum)
+	if run == nil || found != joinNew {
+		t.Fatalf("join(a) = %v, %v; want a new run to start", run, found)
 	}
-	if _, again, first := w.join("a"); again != run || first {
-		t.Fatalf("second join(a) = %v, first %v; want to wait on the same run", again, first)
+	if again, found := w.join("a", sum); again != run || found != joinRunning {
+		t.Fatalf("second join(a) = %v, %v; want to wait on the same run", again, found)
 	}
 	r := &command.Reply{CommandID: "a", Status: command.StatusSucceeded, Payload: []byte(`1`)}
 	w.finish("a", run, r, nil)
@@ -24,15 +25,15 @@ func TestWindowJoinAndFinish(t *testing.T) {
 		t.Fatal("finish did not wake the waiters")
 	}
 	r.Payload[0] = '9' // the window keeps its own copy
-	if done, _, _ := w.join("a"); done == nil || string(done.reply.Payload) != "1" {
-		t.Fatalf("join(a) after finish = %+v, want the remembered reply", done)
+	if done, found := w.join("a", sum); found != joinDone || string(done.reply.Payload) != "1" {
+		t.Fatalf("join(a) after finish = %+v, %v; want the remembered reply", done, found)
 	}
 }
 
 func TestWindowEvictsOldestFirst(t *testing.T) {
 	w := newWindow(3)
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		_, o, _ := w.join(id)
+		o, _ := w.join(id, 0)
 		w.finish(id, o, nil, nil)
 	}
 	for id, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true, "e": true} {
@@ -45,6 +46,41 @@ func TestWindowEvictsOldestFirst(t *testing.T) {
 	}
 	if w.len() != 3 {
 		t.Errorf("len() = %d, want 3", w.len())
+	}
+}
+
+func TestWindowConflict(t *testing.T) {
+	w := newWindow(2)
+	a1 := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`1`)})
+	a2 := w.digestOf(&command.Command{Type: "DO", Payload: []byte(`2`)})
+	run, _ := w.join("a", a1)
+	if o, found := w.join("a", a2); o != nil || found != joinConflict {
+		t.Errorf("join(a, other body) while running = %v, %v; want a conflict", o, found)
+	}
+	w.finish("a", run, nil, nil)
+	if o, found := w.join("a", a2); o != nil || found != joinConflict {
+		t.Errorf("join(a, other body) after finish = %v, %v; want a conflict", o, found)
+	}
+	if _, found := w.join("a", a1); found != joinDone {
+		t.Errorf("join(a, same body) after the conflict = %v, want joinDone", found)
+	}
+}
+
+func TestDigest(t *testing.T) {
+	w := newWindow(1)
+	base := &command.Command{ID: "x", Type: "AB", Payload: []byte(`C`)}
+	same := &command.Command{ID: "y", Type: "AB", Payload: []byte(`C`), Metadata: map[string]string{"k": "v"}, Timeout: 1}
+	if w.digestOf(base) != w.digestOf(same) {
+		t.Error("digest depends on the id, metadata or timeout; want type and payload only")
+	}
+	for _, other := range []*command.Command{
+		{Type: "AB", Payload: []byte(`D`)},
+		{Type: "AC", Payload: []byte(`C`)},
+		{Type: "A", Payload: []byte(`BC`)}, // the same bytes split differently
+	} {
+		if w.digestOf(base) == w.digestOf(other) {
+			t.Errorf("digest(%s %s) = digest(%s %s), want them to differ", base.Type, base.Payload, other.Type, other.Payload)
+		}
 	}
 }
 

@@ -109,13 +109,21 @@
 //
 // Batches retry commands with the same ids, and a controller resends a command
 // whose reply was lost to a broken channel. The connector therefore remembers
-// the ids of the last DedupWindow user commands that completed successfully,
-// with their replies, for the Connector's whole life (across reconnections):
+// the last DedupWindow user commands that completed successfully, with their
+// replies, for the Connector's whole life (across reconnections). A command
+// is remembered by its id and a 64-bit digest (hash/maphash, randomly
+// seeded) of its type and payload, 8 bytes an entry; metadata and timeout are
+// not part of it, as they may differ between deliveries of the same command:
 //
-//   - a command whose id is remembered is answered with the remembered reply,
-//     and its handler does not run again;
-//   - a command whose id is still running (typically the retry of a command
-//     cut off by a reconnection) waits for that run and gets its reply;
+//   - a command whose id, type and payload are remembered is answered with
+//     the remembered reply, and its handler does not run again;
+//   - a command whose id, type and payload are still running (typically the
+//     retry of a command cut off by a reconnection) waits for that run and
+//     gets its reply;
+//   - a command that reuses a remembered or running id with another type or
+//     payload is a different command, not a retry: it is refused with an
+//     ERROR reply, code 409, "command id X was already used for a different
+//     command", and its handler does not run;
 //   - a failure (a handler error or panic, or a reply with status ERROR) is not
 //     remembered: a retry runs the handler again, since that is what retries
 //     are for.

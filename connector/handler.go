@@ -116,7 +116,8 @@ func (c *Connector) health(ctx context.Context, cmd *command.Command) (*command.
 
 // user runs a user command through the dedup window: a command whose id
 // completed recently is answered from the window; one whose id is running
-// waits for that run; otherwise the handler runs here, on the channel's
+// waits for that run; one whose id was used, recently or by a running
+// command, with another type or payload is refused (idReused); otherwise the handler runs here, on the channel's
 // handler goroutine, but with a context that ends at the command's deadline
 // or when Run ends, not when the channel closes, so work cut off from its
 // caller by a reconnection still completes and its reply waits in the window
@@ -130,12 +131,15 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 	if c.window == nil {
 		return h.Handle(ctx, cmd)
 	}
-	cached, f, first := c.window.join(cmd.ID)
-	switch {
-	case cached != nil:
+	f, found := c.window.join(cmd.ID, c.window.digestOf(cmd))
+	switch found {
+	case joinConflict:
+		c.log.Warn("connector: command id reused for a different command; refused", "command", cmd.String())
+		return idReused(cmd), nil
+	case joinDone:
 		c.log.Debug("connector: duplicate command answered from the window", "command", cmd.String())
-		return cached.reply.Clone(), nil
-	case !first:
+		return f.reply.Clone(), nil
+	case joinRunning:
 		c.log.Debug("connector: duplicate command joins the running one", "command", cmd.String())
 		select {
 		case <-f.done:
@@ -149,6 +153,19 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 	cancel()
 	c.window.finish(cmd.ID, f, r, err) // keeps its own copy of r
 	return r, err
+}
+
+// codeIDReused is the code of the ERROR reply to a command whose id the
+// window knows for a different command (HTTP 409 Conflict).
+const codeIDReused = 409
+
+// idReused answers a command that reuses the id of a different command (same
+// id, another type or payload). Its handler does not run, and the answer is an
+// ERROR, which the window does not remember.
+func idReused(cmd *command.Command) *command.Reply {
+	r := command.Failed(cmd, fmt.Sprintf("command id %s was already used for a different command", cmd.ID))
+	r.Code = codeIDReused
+	return r
 }
 
 // runUser calls h, turning a panic into an error (the channel answers it

@@ -266,3 +266,63 @@ func equalPrimary(a, b []primaryCall) bool {
 	}
 	return true
 }
+
+// A connector whose every handler slot is taken by slow user commands still
+// answers HEALTH_CHECK and PRIMARY (control commands have capacity of their
+// own in the channel), and the slow commands then complete.
+func TestBusyConnectorAnswersControlCommands(t *testing.T) {
+	const n = channel.DefaultMaxHandlers
+	ctx := testContext(t)
+	var started atomic.Int32
+	all, release := make(chan struct{}), make(chan struct{})
+	mux := command.NewMux()
+	mux.RegisterFunc("SLOW", func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		if started.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-release:
+			return command.Succeeded(cmd, "done")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	_, _, p := connected(ctx, t, testConfig(t), mux)
+
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			r, err := p.ch.Send(ctx, command.MustCommand("SLOW", i))
+			if err == nil && !r.Succeeded() {
+				err = errors.New("reply " + r.Status.String() + ": " + r.Error)
+			}
+			errs <- err
+		}()
+	}
+	select {
+	case <-all:
+	case err := <-errs:
+		t.Fatalf("a SLOW command ended before all %d were running: %v", n, err)
+	case <-ctx.Done():
+		t.Fatalf("%d of %d SLOW commands running", started.Load(), n)
+	}
+	// The in-flight limit is reached on both sides (the controller's
+	// MaxInFlight, the connector's MaxHandlers): one more user command is busy.
+	if _, err := p.ch.Send(ctx, command.MustCommand("SLOW", -1)); !errors.Is(err, channel.ErrBusy) {
+		t.Errorf("one more SLOW = %v, want busy", err)
+	}
+	for range 3 {
+		if got := healthOf(ctx, t, p); !got.Healthy {
+			t.Errorf("health of a busy connector = %+v, want healthy", got)
+		}
+	}
+	if r := p.send(ctx, t, command.TypePrimary, command.PrimaryPayload{Primary: true, Epoch: 1}); !r.Succeeded() {
+		t.Errorf("PRIMARY to a busy connector = %+v, want SUCCEEDED", r)
+	}
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("SLOW = %v, want it to complete", err)
+		}
+	}
+}

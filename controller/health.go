@@ -16,7 +16,7 @@ import (
 // HealthInterval until ctx is done. Rounds never overlap: a round that
 // outlasts the interval delays the next tick (ticks do not queue up). A round
 // has no error path that could stop the loop: every failure is about one
-// channel and ends with that channel evicted.
+// channel and ends with that channel evicted (or, for a busy answer, kept).
 func (c *Controller) healthLoop(ctx context.Context) {
 	t := time.NewTicker(c.cfg.HealthInterval)
 	defer t.Stop()
@@ -61,7 +61,12 @@ func (c *Controller) healthRound(ctx context.Context) {
 }
 
 // checkHealth sends one HEALTH_CHECK and evicts the channel unless it answers
-// healthy in time.
+// healthy in time. A busy answer (*channel.BusyError: the peer's handler
+// limit, or this side's in-flight limit) is inconclusive, not unhealthy: the
+// channel is kept and the next round checks again. Control commands have
+// capacity of their own in the channel (channel.Config.MaxControl), so this
+// only happens with a peer that does not reserve it, or with more control
+// commands in flight than that capacity.
 func (c *Controller) checkHealth(ctx context.Context, lc *local) {
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
 	defer cancel()
@@ -71,6 +76,10 @@ func (c *Controller) checkHealth(ctx context.Context, lc *local) {
 	}
 	var reason, detail string
 	switch {
+	case errors.Is(err, channel.ErrBusy):
+		c.log.Debug("controller: health check answered busy; inconclusive, channel kept", "channel", lc.id,
+			"target", lc.targetID, "err", err)
+		return
 	case errors.Is(err, context.DeadlineExceeded):
 		reason, detail = "timeout", fmt.Sprintf("no reply within %s", c.cfg.HealthTimeout)
 	case err != nil:

@@ -1,9 +1,15 @@
 package controller_test
 
 import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
 )
 
@@ -96,5 +102,107 @@ func TestHandshakeIsNotEvictedByHealthLoop(t *testing.T) {
 	h.waitRegistered(late.id(), true)
 	if n := h.metrics.count("health:timeout") + h.metrics.count("health:error"); n != 0 {
 		t.Errorf("%d health evictions", n)
+	}
+}
+
+// A connector busy with as many slow commands as the channel lets be in
+// flight still answers health checks (control commands have capacity of
+// their own): it is not evicted, and its commands complete.
+func TestBusyConnectorPassesHealthChecks(t *testing.T) {
+	const n = channel.DefaultMaxInFlight
+	h := newHarness(t, healthConfig(5*time.Second))
+	var started atomic.Int32
+	release := make(chan struct{})
+	slow := command.HandlerFunc(func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		started.Add(1)
+		h.sig.fire()
+		select {
+		case <-release:
+			return command.Succeeded(cmd, "done")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("slow handler: %w", ctx.Err())
+		}
+	})
+	c := h.connect(connOpts{target: "t1", handlers: map[command.Type]command.Handler{"SLOW": slow}})
+	h.waitRegistered(c.id(), true)
+
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		failed   atomic.Int32
+		firstErr atomic.Pointer[error]
+	)
+	defer wg.Wait()
+	defer cancel() // on a failure, do not wait for the slow commands
+	for i := range n {
+		wg.Go(func() {
+			r, err := h.ctrl.Send(ctx, "t1", command.MustCommand("SLOW", i))
+			if err == nil && !r.Succeeded() {
+				err = fmt.Errorf("reply %+v", r)
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, &err)
+				h.sig.fire()
+			}
+		})
+	}
+	checkFailed := func() {
+		t.Helper()
+		if k := failed.Load(); k != 0 {
+			t.Fatalf("%d of %d slow commands failed, want all to complete; first: %v", k, n, *firstErr.Load())
+		}
+	}
+	evicted := func() bool {
+		_, ok := h.ctrl.Channel(c.id())
+		return !ok || h.metrics.count("health:error")+h.metrics.count("health:timeout") > 0
+	}
+	h.waitFor(fmt.Sprintf("%d slow commands running, or an eviction", n), func() bool {
+		return started.Load() == n || evicted() || failed.Load() != 0
+	})
+	checkFailed()
+	if evicted() {
+		t.Fatalf("busy channel evicted with %d slow commands running (health failures: error %d, timeout %d)",
+			started.Load(), h.metrics.count("health:error"), h.metrics.count("health:timeout"))
+	}
+	before := c.healthChecks()
+	h.waitFor("3 more health checks answered, or an eviction", func() bool {
+		info, ok := h.ctrl.Channel(c.id())
+		return c.healthChecks() >= before+3 && ok && !info.LastHealthyAt.IsZero() || evicted()
+	})
+	if evicted() || len(c.goodbyeList()) != 0 {
+		t.Fatalf("busy channel evicted (health failures: error %d, timeout %d; GOOD_BYEs %+v)",
+			h.metrics.count("health:error"), h.metrics.count("health:timeout"), c.goodbyeList())
+	}
+
+	close(release)
+	wg.Wait()
+	checkFailed()
+}
+
+// A busy answer to a health check (a peer that reserves no capacity for
+// control commands answers 429 with a retry-after) is not unhealthiness:
+// the check is inconclusive and the channel stays.
+func TestBusyHealthCheckIsInconclusive(t *testing.T) {
+	h := newHarness(t, healthConfig(5*time.Second))
+	busy := command.HandlerFunc(func(_ context.Context, cmd *command.Command) (*command.Reply, error) {
+		r := command.Failed(cmd, "busy: 1024 commands already being handled")
+		r.Code, r.RetryAfter = 429, 100*time.Millisecond
+		return r, nil
+	})
+	c := h.connect(connOpts{target: "t1", handlers: map[command.Type]command.Handler{command.TypeHealthCheck: busy}})
+	h.waitRegistered(c.id(), true)
+	h.waitFor("3 busy health checks, or an eviction", func() bool {
+		return c.receivedCount(command.TypeHealthCheck) >= 3 || h.metrics.count("health:error") > 0
+	})
+	if _, ok := h.ctrl.Channel(c.id()); !ok {
+		t.Fatal("channel evicted for a busy health check")
+	}
+	if k := h.metrics.count("health:error") + h.metrics.count("health:timeout"); k != 0 || len(c.goodbyeList()) != 0 {
+		t.Errorf("health failures %d, GOOD_BYEs %+v; want none", k, c.goodbyeList())
+	}
+	if info, _ := h.ctrl.Channel(c.id()); !info.LastHealthyAt.IsZero() {
+		t.Errorf("LastHealthyAt = %v after busy checks only, want zero (inconclusive is not healthy)", info.LastHealthyAt)
 	}
 }

@@ -12,7 +12,8 @@
 //     all or nothing.
 //   - TestChannel runs the one channel.Channel implementation over the
 //     transport and checks its semantics end to end: correlation, deadlines,
-//     in-flight bounds, remote and unknown-command errors, close semantics,
+//     in-flight bounds (and the capacity reserved for control commands),
+//     remote and unknown-command errors, close semantics,
 //     malformed frames and the HELLO handshake; then all of it again with
 //     channel.Config.Coalesce set, plus a burst that must go out in batches.
 //   - RunBenchmarks measures Channel.Send over the transport, sequentially and
