@@ -53,6 +53,9 @@ type Node struct {
 	bolt  *raftboltdb.BoltStore
 	logs  *countingLogStore
 
+	markerMu sync.Mutex // serialises writes of the data directory marker
+	marker   dataMarker
+
 	mu      sync.Mutex // protects closed; held while adding to futures
 	closed  bool
 	futures sync.WaitGroup // goroutines waiting on raft futures (Apply, Barrier, …)
@@ -89,10 +92,38 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 
+	// The checks of docs/decisions/0013 come first: nothing may create,
+	// map or load a file of a damaged directory before they pass.
+	marker, err := readMarker(cfg.DataDir)
+	if err != nil {
+		return fail(err)
+	}
+	if n.id, err = resolveNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return fail(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, hl.Named("snapshots"))
+	if err != nil {
+		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
+	}
+	snapList, err := snaps.List()
+	if err != nil {
+		return fail(fmt.Errorf("cluster: list snapshots in %s: %w", filepath.Join(cfg.DataDir, snapshotsDir), err))
+	}
+	held := heldState(cfg.DataDir, marker, snapList)
+	recovery := recoveryAdvice(cfg.DataDir)
+	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
+	if err := checkRaftFile(dbPath, held, recovery); err != nil {
+		return fail(err)
+	}
+
 	opts := *bbolt.DefaultOptions
 	opts.Timeout = boltLockTimeout
-	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+	var bolt *raftboltdb.BoltStore
+	err = protect(func() error {
+		var err error
+		bolt, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+		return err
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fail(fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", dbPath, boltLockTimeout, err))
 	}
@@ -103,12 +134,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.bolt = bolt
 	n.logs = &countingLogStore{LogStore: bolt}
 
-	if n.id, err = resolveNodeID(cfg.DataDir, cfg.NodeID); err != nil {
-		return fail(err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, hl.Named("snapshots"))
+	existing, err := checkRaftState(cfg.DataDir, n.logs, bolt, snaps, snapList, marker, held, recovery)
 	if err != nil {
-		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
+		return fail(err)
 	}
 
 	adv, err := cfg.advertiseFor(lg)
@@ -127,10 +155,6 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.trans = trans
 
 	rc := n.raftConfig(hl)
-	existing, err := raft.HasExistingState(n.logs, bolt, snaps)
-	if err != nil {
-		return fail(fmt.Errorf("cluster: inspect raft state: %w", err))
-	}
 	if !existing {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: trans.LocalAddr(),
@@ -140,6 +164,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
 	}
+	if marker == nil {
+		// A new directory, or one that predates the marker (or lost it):
+		// from now on it records that the directory holds state.
+		marker = &dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()}
+		if err := writeMarker(cfg.DataDir, *marker); err != nil {
+			return fail(err)
+		}
+	}
+	n.marker = *marker
 	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
@@ -148,6 +181,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.waitReady(ctx); err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("cluster: open: %w", err)
+	}
+	if err := n.storeAppliedIndex(); err != nil {
+		_ = n.Close()
+		return nil, err
 	}
 	lg.Info("cluster: node ready", "node", n.id, "raftAddr", trans.LocalAddr(),
 		"lastIndex", r.LastIndex(), "appliedIndex", r.AppliedIndex())
@@ -425,6 +462,9 @@ func (n *Node) Close() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: shut raft down: %w", err))
 		}
+		if err := n.storeAppliedIndex(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := n.trans.Close(); err != nil { // raft closed it already; Close is idempotent
 			errs = append(errs, fmt.Errorf("cluster: close raft transport: %w", err))
 		}
@@ -434,6 +474,24 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// storeAppliedIndex records raft's applied index in the data directory
+// marker: the next Open refuses a raft log and snapshots that end before it.
+func (n *Node) storeAppliedIndex() error {
+	n.markerMu.Lock()
+	defer n.markerMu.Unlock()
+	applied := n.raft.AppliedIndex()
+	if applied <= n.marker.AppliedIndex {
+		return nil
+	}
+	m := n.marker
+	m.AppliedIndex = applied
+	if err := writeMarker(n.cfg.DataDir, m); err != nil {
+		return err
+	}
+	n.marker = m
+	return nil
 }
 
 // countingLogStore counts the raft log's disk writes (one bbolt transaction,
