@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,6 +136,26 @@ func TestDamagedRaftDB(t *testing.T) {
 				t.Fatal(err)
 			}
 			scribble(t, db, 0, 2*int64(ps))
+		}, cluster.ErrRaftLogCorrupt},
+		{"DamagedEntryPayload", func(t *testing.T, db string) {
+			// Bytes inside a log entry's value: bbolt has no checksums
+			// on data pages and raft's msgpack framing still decodes,
+			// but the FSM would reject the entry (ErrBadEntry) and
+			// silently lose its ops. Every copy of the channel id (bbolt
+			// may keep old copies in free pages) gets a NUL byte, which
+			// JSON does not allow in a string.
+			b, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			needle := []byte(`"c7-7"`)
+			if bytes.Count(b, needle) == 0 {
+				t.Fatalf("%s not found in raft.db", needle)
+			}
+			b = bytes.ReplaceAll(b, needle, []byte("\"c7\x007\""))
+			if err := os.WriteFile(db, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}, cluster.ErrRaftLogCorrupt},
 		{"ScribbledOnePagePerTen", func(t *testing.T, db string) {
 			ps, end, err := cluster.BoltHighWater(db)
