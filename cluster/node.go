@@ -70,6 +70,12 @@ type Node struct {
 // whole log, so a View right after Open sees every acknowledged Apply; ctx
 // bounds that wait (a fresh node becomes leader within 1-2 HeartbeatTimeouts).
 // On error nothing is left running or open.
+//
+// A damaged data directory (a missing, emptied, truncated, corrupt or stale
+// raft.db when the directory shows it held state; a log compacted past its
+// missing snapshot) is never bootstrapped afresh nor handed to raft: Open
+// returns a *DataDirError (errors.Is ErrDataDirDamaged) naming the file and
+// the recovery, without touching raft.db, the snapshots or the marker.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
