@@ -126,32 +126,33 @@ func readBoltMeta(f *os.File, size int64) (boltMeta, error) {
 // readable, and bbolt's own consistency check (Tx.Check) passes. Damage is a
 // *DataDirError wrapping ErrRaftLogCorrupt; a lock held by another process
 // for longer than lockTimeout is reported as such. The read-only pass costs
-// one read of the file.
-func checkBoltFile(path string, lockTimeout time.Duration, recovery string) error {
+// one read of the file. It also reports whether the file has raft-boltdb's
+// buckets (a file bbolt initialised but raft-boltdb never set up has not).
+func checkBoltFile(path string, lockTimeout time.Duration, recovery string) (raftBuckets bool, err error) {
 	corrupt := func(problem string, err error) error {
 		return &DataDirError{Path: path, Kind: ErrRaftLogCorrupt, Problem: problem, Recovery: recovery, Err: err}
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("cluster: open raft log %s: %w", path, err)
+		return false, fmt.Errorf("cluster: open raft log %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("cluster: open raft log %s: %w", path, err)
+		return false, fmt.Errorf("cluster: open raft log %s: %w", path, err)
 	}
 	meta, err := readBoltMeta(f, fi.Size())
 	if err != nil {
-		return corrupt("not a readable bbolt file", err)
+		return false, corrupt("not a readable bbolt file", err)
 	}
 	if meta.pageSize < 512 || meta.pageSize&(meta.pageSize-1) != 0 {
-		return corrupt(fmt.Sprintf("implausible bbolt page size %d", meta.pageSize), nil)
+		return false, corrupt(fmt.Sprintf("implausible bbolt page size %d", meta.pageSize), nil)
 	}
 	if end := meta.pgid * uint64(meta.pageSize); end > uint64(fi.Size()) {
-		return corrupt(fmt.Sprintf("truncated: the file holds %d bytes but its pages reach byte %d", fi.Size(), end), nil)
+		return false, corrupt(fmt.Sprintf("truncated: the file holds %d bytes but its pages reach byte %d", fi.Size(), end), nil)
 	}
 	if meta.root >= meta.pgid || (meta.freelist != boltNoFreelist && meta.freelist >= meta.pgid) {
-		return corrupt(fmt.Sprintf("meta page points past the end of the data (root %d, freelist %d, %d pages)",
+		return false, corrupt(fmt.Sprintf("meta page points past the end of the data (root %d, freelist %d, %d pages)",
 			meta.root, meta.freelist, meta.pgid), nil)
 	}
 
@@ -168,6 +169,7 @@ func checkBoltFile(path string, lockTimeout time.Duration, recovery string) erro
 			if err := walkBolt(tx.Cursor(), tx.Bucket); err != nil {
 				return err
 			}
+			raftBuckets = tx.Bucket([]byte("logs")) != nil && tx.Bucket([]byte("conf")) != nil
 			// Every page walkBolt reached is mapped, so Tx.Check (which
 			// runs on its own goroutine, where a fault is not ours to
 			// recover) only revisits pages known to be readable.
@@ -187,11 +189,11 @@ func checkBoltFile(path string, lockTimeout time.Duration, recovery string) erro
 	}
 	switch {
 	case err == nil:
-		return nil
+		return raftBuckets, nil
 	case errors.Is(err, bolterrors.ErrTimeout):
-		return fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", path, lockTimeout, err)
+		return false, fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", path, lockTimeout, err)
 	}
-	return corrupt("bbolt consistency check failed", err)
+	return false, corrupt("bbolt consistency check failed", err)
 }
 
 // walkBolt reads every key and value reachable from c, recursing into

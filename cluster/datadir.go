@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Damaged data directories (docs/decisions/0013). Open checks the directory
@@ -113,27 +116,63 @@ func heldState(dir string, m *dataMarker, snaps []*raft.SnapshotMeta) string {
 	return strings.Join(why, ", and ")
 }
 
-// checkRaftFile checks raft.db at path before bbolt opens it (and before
-// raft-boltdb would create a missing one). held is heldState's answer.
-func checkRaftFile(path, held, recovery string) error {
+// checkRaftFile checks raft.db at path before raft-boltdb opens it (and
+// before it would create a missing one), and reports whether it holds
+// raft-boltdb's buckets: false means a new directory. held is heldState's
+// answer.
+func checkRaftFile(path, held, recovery string) (bool, error) {
+	lost := func(problem string) error {
+		return &DataDirError{Path: path, Kind: ErrRaftLogLost, Recovery: recovery, Problem: problem + ", but " + held}
+	}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if held != "" {
-			return &DataDirError{Path: path, Kind: ErrRaftLogLost, Recovery: recovery,
-				Problem: "the raft log is missing, but " + held}
+			return false, lost("the raft log is missing")
 		}
-		return nil // a new directory
+		return false, nil // a new directory
 	case err != nil:
-		return fmt.Errorf("cluster: open raft log %s: %w", path, err)
+		return false, fmt.Errorf("cluster: open raft log %s: %w", path, err)
 	case fi.Size() == 0:
 		if held != "" {
-			return &DataDirError{Path: path, Kind: ErrRaftLogLost, Recovery: recovery,
-				Problem: "the raft log is empty (0 bytes), but " + held}
+			return false, lost("the raft log is empty (0 bytes)")
 		}
-		return nil // created, never written: bbolt initialises it
+		return false, nil // created, never written: bbolt initialises it
 	}
-	return checkBoltFile(path, boltLockTimeout, recovery)
+	buckets, err := checkBoltFile(path, boltLockTimeout, recovery)
+	if err != nil {
+		return false, err
+	}
+	if !buckets && held != "" {
+		return false, lost("the raft log has no raft data in it")
+	}
+	return buckets, nil
+}
+
+// inspectRaftState opens raft.db in dir read-only and runs checkRaftState
+// on it. raft.db must have passed checkRaftFile with its buckets present.
+func inspectRaftState(dir string, snaps raft.SnapshotStore, list []*raft.SnapshotMeta, m *dataMarker,
+	held, recovery string) (bool, error) {
+	path := filepath.Join(dir, raftDBFile)
+	var ro *raftboltdb.BoltStore
+	err := protect(func() error {
+		var err error
+		ro, err = raftboltdb.New(raftboltdb.Options{Path: path,
+			BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: boltLockTimeout}})
+		return err
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return false, fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", path, boltLockTimeout, err)
+	}
+	if err != nil {
+		return false, &DataDirError{Path: path, Kind: ErrRaftLogCorrupt, Recovery: recovery,
+			Problem: "cannot open the raft log", Err: err}
+	}
+	existing, err := checkRaftState(dir, ro, ro, snaps, list, m, held, recovery)
+	if cerr := ro.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("cluster: close raft log %s after checking it: %w", path, cerr)
+	}
+	return existing, err
 }
 
 // checkRaftState checks the raft state of an open data directory, as raft

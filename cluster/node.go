@@ -118,8 +118,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	held := heldState(cfg.DataDir, marker, snapList)
 	recovery := recoveryAdvice(cfg.DataDir)
 	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
-	if err := checkRaftFile(dbPath, held, recovery); err != nil {
+	hasDB, err := checkRaftFile(dbPath, held, recovery)
+	if err != nil {
 		return fail(err)
+	}
+	existing := false
+	if hasDB {
+		// Inspect the raft state read-only: a refused Open must not even
+		// commit raft-boltdb's set-up transaction to raft.db.
+		if existing, err = inspectRaftState(cfg.DataDir, snaps, snapList, marker, held, recovery); err != nil {
+			return fail(err)
+		}
 	}
 
 	opts := *bbolt.DefaultOptions
@@ -139,11 +148,6 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	undo = append(undo, bolt.Close)
 	n.bolt = bolt
 	n.logs = &countingLogStore{LogStore: bolt}
-
-	existing, err := checkRaftState(cfg.DataDir, n.logs, bolt, snaps, snapList, marker, held, recovery)
-	if err != nil {
-		return fail(err)
-	}
 
 	adv, err := cfg.advertiseFor(lg)
 	if err != nil {
