@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/exchangekit/exchange/cluster"
 	"github.com/exchangekit/exchange/state"
 )
@@ -112,6 +114,19 @@ func TestDamagedRaftDB(t *testing.T) {
 	}{
 		{"Deleted", func(t *testing.T, db string) {
 			if err := os.Remove(db); err != nil {
+				t.Fatal(err)
+			}
+		}, cluster.ErrRaftLogLost},
+		{"ReplacedByEmptyBoltFile", func(t *testing.T, db string) {
+			// A valid bbolt file without raft-boltdb's buckets.
+			if err := os.Remove(db); err != nil {
+				t.Fatal(err)
+			}
+			b, err := bbolt.Open(db, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(); err != nil {
 				t.Fatal(err)
 			}
 		}, cluster.ErrRaftLogLost},
@@ -345,11 +360,13 @@ func TestNewDataDirBootstraps(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		files map[string]string
+		bolt  bool // raft.db is a bbolt file without raft-boltdb's buckets
 	}{
-		{"Missing", nil},
-		{"Empty", map[string]string{}},
-		{"NodeIDOnly", map[string]string{"node-id": "node-1\n"}},
-		{"EmptyRaftDB", map[string]string{"node-id": "node-1\n", "raft.db": ""}},
+		{"Missing", nil, false},
+		{"Empty", map[string]string{}, false},
+		{"NodeIDOnly", map[string]string{"node-id": "node-1\n"}, false},
+		{"EmptyRaftDB", map[string]string{"node-id": "node-1\n", "raft.db": ""}, false},
+		{"BoltFileWithoutBuckets", map[string]string{"node-id": "node-1\n"}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
@@ -360,6 +377,15 @@ func TestNewDataDirBootstraps(t *testing.T) {
 			}
 			for name, content := range tt.files {
 				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.bolt {
+				b, err := bbolt.Open(filepath.Join(dir, "raft.db"), 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Close(); err != nil {
 					t.Fatal(err)
 				}
 			}
