@@ -43,6 +43,9 @@
 //
 //	DataDir/
 //	  node-id                 the node id this directory belongs to
+//	  exchange-data.json      marker: the directory holds raft state (format,
+//	                          node id, created-at, applied index at last
+//	                          Open/Close)
 //	  raft.db                 bbolt (raft-boltdb/v2): the raft log and the
 //	                          stable store (current term, last vote)
 //	  snapshots/<term>-<index>-<ms>/
@@ -56,6 +59,17 @@
 // start (the tests check exactly that). A second process opening the same
 // directory fails after a second (bbolt's file lock); opening it with
 // another node id fails with ErrNodeIDMismatch.
+//
+// Open never starts a damaged directory as a new, empty node, and never lets
+// raft or bbolt panic on one: before raft sees the directory it checks that
+// raft.db is whole (meta pages, length, a read of every page and bbolt's
+// consistency check), that it holds state when exchange-data.json or a
+// snapshot says it did, that the log reaches back to the newest readable
+// snapshot and every entry after it reads, and that log and snapshots reach
+// the applied index the marker recorded. A failed check is a *DataDirError
+// (errors.Is ErrDataDirDamaged and one of ErrRaftLogLost, ErrRaftLogCorrupt,
+// ErrSnapshotMissing) naming the file and the recovery; see
+// docs/operations.md. The checks read raft.db once more than raft does.
 //
 // Each log entry is a versioned JSON envelope {"v":1,"ops":[...]} of
 // state.Op values. A node that meets an envelope version it does not know

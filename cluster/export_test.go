@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"os"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/exchangekit/exchange/state"
@@ -30,4 +32,23 @@ func ApplyResultError(resp any) error {
 		return nil
 	}
 	return resultsError(rs)
+}
+
+// BoltHighWater returns the page size of the bbolt file at path and the byte
+// its pages reach (its high-water mark), as Open's check reads them.
+func BoltHighWater(path string) (pageSize int, end int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := readBoltMeta(f, fi.Size())
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(m.pageSize), int64(m.pgid) * int64(m.pageSize), nil
 }

@@ -60,6 +60,9 @@ type Node struct {
 	fmu     sync.Mutex // protects forward
 	forward func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
 
+	markerMu sync.Mutex // serialises writes of the data directory marker
+	marker   dataMarker
+
 	mu      sync.Mutex // protects closed; held while adding to futures
 	closed  bool
 	futures sync.WaitGroup // goroutines waiting on raft futures (Apply, Barrier, …)
@@ -74,6 +77,12 @@ type Node struct {
 // whole log, so a View right after Open sees every acknowledged Apply; ctx
 // bounds that wait (a fresh node becomes leader within 1-2 HeartbeatTimeouts).
 // On error nothing is left running or open.
+//
+// A damaged data directory (a missing, emptied, truncated, corrupt or stale
+// raft.db when the directory shows it held state; a log compacted past its
+// missing snapshot) is never bootstrapped afresh nor handed to raft: Open
+// returns a *DataDirError (errors.Is ErrDataDirDamaged) naming the file and
+// the recovery, without touching raft.db, the snapshots or the marker.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -96,10 +105,47 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 
+	// The checks of docs/decisions/0013 come first: nothing may create,
+	// map or load a file of a damaged directory before they pass.
+	marker, err := readMarker(cfg.DataDir)
+	if err != nil {
+		return fail(err)
+	}
+	if n.id, err = resolveNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return fail(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, hl.Named("snapshots"))
+	if err != nil {
+		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
+	}
+	snapList, err := snaps.List()
+	if err != nil {
+		return fail(fmt.Errorf("cluster: list snapshots in %s: %w", filepath.Join(cfg.DataDir, snapshotsDir), err))
+	}
+	held := heldState(cfg.DataDir, marker, snapList)
+	recovery := recoveryAdvice(cfg.DataDir)
+	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
+	hasDB, err := checkRaftFile(dbPath, held, recovery)
+	if err != nil {
+		return fail(err)
+	}
+	existing := false
+	if hasDB {
+		// Inspect the raft state read-only: a refused Open must not even
+		// commit raft-boltdb's set-up transaction to raft.db.
+		if existing, err = inspectRaftState(cfg.DataDir, snaps, snapList, marker, held, recovery); err != nil {
+			return fail(err)
+		}
+	}
+
 	opts := *bbolt.DefaultOptions
 	opts.Timeout = boltLockTimeout
-	dbPath := filepath.Join(cfg.DataDir, raftDBFile)
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+	var bolt *raftboltdb.BoltStore
+	err = protect(func() error {
+		var err error
+		bolt, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &opts})
+		return err
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fail(fmt.Errorf("cluster: open raft log %s: locked by another process for %v: %w", dbPath, boltLockTimeout, err))
 	}
@@ -109,14 +155,6 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	undo = append(undo, bolt.Close)
 	n.bolt = bolt
 	n.logs = &countingLogStore{LogStore: bolt}
-
-	if n.id, err = resolveNodeID(cfg.DataDir, cfg.NodeID); err != nil {
-		return fail(err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, hl.Named("snapshots"))
-	if err != nil {
-		return fail(fmt.Errorf("cluster: open snapshot store: %w", err))
-	}
 
 	adv, err := cfg.advertiseFor(lg)
 	if err != nil {
@@ -134,10 +172,6 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.trans = trans
 
 	rc := n.raftConfig(hl)
-	existing, err := raft.HasExistingState(n.logs, bolt, snaps)
-	if err != nil {
-		return fail(fmt.Errorf("cluster: inspect raft state: %w", err))
-	}
 	if !existing {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: trans.LocalAddr(),
@@ -147,6 +181,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
 	}
+	if marker == nil {
+		// A new directory, or one that predates the marker (or lost it):
+		// from now on it records that the directory holds state.
+		marker = &dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()}
+		if err := writeMarker(cfg.DataDir, *marker); err != nil {
+			return fail(err)
+		}
+	}
+	n.marker = *marker
 	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
@@ -156,6 +199,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.waitReady(ctx); err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("cluster: open: %w", err)
+	}
+	if err := n.storeAppliedIndex(); err != nil {
+		_ = n.Close()
+		return nil, err
 	}
 	lg.Info("cluster: node ready", "node", n.id, "raftAddr", trans.LocalAddr(),
 		"lastIndex", r.LastIndex(), "appliedIndex", r.AppliedIndex())
@@ -553,6 +600,9 @@ func (n *Node) Close() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: shut raft down: %w", err))
 		}
+		if err := n.storeAppliedIndex(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := n.trans.Close(); err != nil { // raft closed it already; Close is idempotent
 			errs = append(errs, fmt.Errorf("cluster: close raft transport: %w", err))
 		}
@@ -562,6 +612,24 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// storeAppliedIndex records raft's applied index in the data directory
+// marker: the next Open refuses a raft log and snapshots that end before it.
+func (n *Node) storeAppliedIndex() error {
+	n.markerMu.Lock()
+	defer n.markerMu.Unlock()
+	applied := n.raft.AppliedIndex()
+	if applied <= n.marker.AppliedIndex {
+		return nil
+	}
+	m := n.marker
+	m.AppliedIndex = applied
+	if err := writeMarker(n.cfg.DataDir, m); err != nil {
+		return err
+	}
+	n.marker = m
+	return nil
 }
 
 // countingLogStore counts the raft log's disk writes (one bbolt transaction,

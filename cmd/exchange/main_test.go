@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,5 +55,31 @@ func TestControllerRejectsClusterFlags(t *testing.T) {
 	code := run(t.Context(), []string{"controller", "--in-memory", "--join", "10.0.0.1:7402"}, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "multi-node") {
 		t.Fatalf("controller --join: exit %d, stderr %q; want exit 2 explaining", code, errb.String())
+	}
+}
+
+// TestControllerRefusesDamagedDataDir: a data directory whose marker says it
+// held state but whose raft.db is gone stops the controller with the damaged
+// file and the recovery, instead of starting an empty node.
+func TestControllerRefusesDamagedDataDir(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"node-id":            "n1\n",
+		"exchange-data.json": `{"format":1,"nodeId":"n1","createdAt":"2026-01-02T03:04:05Z","appliedIndex":42}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"controller", "--data-dir", dir, "--raft-addr", "127.0.0.1:0",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, &out, &errb)
+	db := filepath.Join(dir, "raft.db")
+	if code != 1 || !strings.Contains(errb.String(), db) || !strings.Contains(errb.String(), "To recover") {
+		t.Fatalf("controller on a data dir without raft.db: exit %d, stderr %q; want exit 1 naming %s and the recovery",
+			code, errb.String(), db)
+	}
+	if _, err := os.Stat(db); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("raft.db after the refused start: %v, want it still missing", err)
 	}
 }
