@@ -31,7 +31,7 @@ var ErrUnavailable = errors.New("grpcchannel: server unavailable")
 type Dialer struct {
 	target        string
 	cc            *grpc.ClientConn
-	client        pb.ExchangeClient
+	open          openFunc // opens a Connect or, with WithLinkService, a Link stream
 	maxFrameBytes int
 	attempts      *attempts
 }
@@ -88,13 +88,14 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 	return &Dialer{
 		target:        target,
 		cc:            cc,
-		client:        pb.NewExchangeClient(cc),
+		open:          streamOpener(cc, o.link),
 		maxFrameBytes: o.maxFrameBytes,
 		attempts:      a,
 	}, nil
 }
 
-// Dial opens a channel: a new Connect stream. It returns once the server has
+// Dial opens a channel: a new Connect stream (a Link stream with
+// WithLinkService). It returns once the server has
 // taken the stream, and fails promptly, without waiting for ctx to end, when
 // the server cannot be reached: a connection attempt made for this Dial
 // failed. (Unlike a plain fail-fast gRPC call, it never fails on the memory
@@ -112,7 +113,7 @@ func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	// its opening.
 	sctx, abort := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, abort)
-	st, err := d.client.Connect(sctx) // fail-fast: no WaitForReady
+	st, err := d.open(sctx) // fail-fast: no WaitForReady
 	if err == nil {
 		err = awaitAccepted(st)
 	}

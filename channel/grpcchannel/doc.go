@@ -41,6 +41,24 @@
 //  3. Run channel.Hello on conn, then channel.New(conn, handler, cfg).
 //  4. At the end, close the channel, then d.Close().
 //
+// # Node-to-node links
+//
+// The controller nodes of a cluster talk to each other over the same port
+// with a second service, exchange.v1.Cluster/Link, which carries the same
+// frames and yields the same Conn, so one channel.Channel implementation
+// serves connectors and peer nodes alike. It is not for connectors.
+//
+//  1. On a clustered node, links := srv.Links() enables the service and
+//     returns its channel.Listener; until then every Link stream is refused
+//     with UNIMPLEMENTED. links.Accept yields only Link streams, and
+//     srv.Accept only Connect streams.
+//  2. To reach a peer, d, err := grpcchannel.NewDialer(peerAddr,
+//     grpcchannel.WithTLS(nodeTLS), grpcchannel.WithLinkService()); then
+//     d.Dial(ctx) as for a connector.
+//  3. links.Close() stops accepting links (UNAVAILABLE) without touching the
+//     connector listener, and srv.Close() leaves links open; srv.Stop and
+//     srv.GracefulStop close both.
+//
 // # Keepalive and limits
 //
 // Both sides ping an idle connection every 10 s and drop it 5 s after an
@@ -66,8 +84,8 @@
 //
 // # Goroutines
 //
-// The package starts no long-lived goroutine of its own. Each Connect stream
-// runs on a gRPC handler goroutine that blocks until its Conn is closed, the
+// The package starts no long-lived goroutine of its own. Each Connect or Link
+// stream runs on a gRPC handler goroutine that blocks until its Conn is closed, the
 // client goes away, or the server stops. gRPC's own goroutines belong to the
 // grpc.Server (ended by Stop or GracefulStop) and the ClientConn (ended by
 // Dialer.Close).

@@ -51,6 +51,7 @@ type dialOptions struct {
 	maxFrameBytes int
 	dialer        func(ctx context.Context, addr string) (net.Conn, error)
 	grpcOpts      []grpc.DialOption
+	link          bool // open Link streams (WithLinkService)
 }
 
 func defaultServerOptions() serverOptions {

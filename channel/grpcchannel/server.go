@@ -29,8 +29,9 @@ const ServiceName = "exchange.v1.Exchange"
 //
 // The standard health service (grpc.health.v1.Health) is registered too: it
 // reports SERVING for "" and for ServiceName from NewServer until Close.
-// Other services (node-to-node forwarding, …) may share the port through
-// GRPCServer.
+// The Cluster service (node-to-node links) is registered too, and refuses
+// every stream until Links is called. Other services may share the port
+// through GRPCServer.
 type Server struct {
 	pb.UnimplementedExchangeServer
 
@@ -41,6 +42,8 @@ type Server struct {
 	conns     chan *conn    // Connect handlers → Accept
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
+
+	links *links // the Cluster service and its listener (link.go)
 }
 
 var (
@@ -85,8 +88,10 @@ func NewServer(opts ...ServerOption) *Server {
 		maxFrameBytes: o.maxFrameBytes,
 		conns:         make(chan *conn),
 		done:          make(chan struct{}),
+		links:         newLinks(o.maxFrameBytes),
 	}
 	pb.RegisterExchangeServer(s.gs, s)
+	pb.RegisterClusterServer(s.gs, s.links)
 	healthpb.RegisterHealthServer(s.gs, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -128,19 +133,21 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// GracefulStop closes the Server, stops listening, and waits until every
+// GracefulStop closes the Server and its links listener, stops listening, and waits until every
 // accepted Conn has been closed by its owner (for example after GOOD_BYE) and
 // every other RPC has finished.
 func (s *Server) GracefulStop() {
 	_ = s.Close()
+	_ = s.links.Close()
 	s.gs.GracefulStop()
 }
 
-// Stop closes the Server and the gRPC server at once: every connection is
+// Stop closes the Server, its links listener and the gRPC server at once: every connection is
 // closed and the Recv and Send of every accepted Conn fail with
 // channel.ErrClosed.
 func (s *Server) Stop() {
 	_ = s.Close()
+	_ = s.links.Close()
 	s.gs.Stop()
 }
 

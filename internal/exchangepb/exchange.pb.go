@@ -12,6 +12,9 @@
 // and replies in any order: a reply is correlated with its command by
 // Reply.command_id, never by position.
 //
+// The Cluster service (Cluster.Link) carries the same frames between the
+// controller nodes of a cluster: a node-to-node link, not for connectors.
+//
 // Compatibility rules (proto3): fields are only ever added, never renumbered
 // or re-typed; a receiver ignores fields it does not know. Behavioural
 // changes are gated by the protocol version negotiated in HELLO (see
@@ -517,7 +520,9 @@ const file_exchange_v1_exchange_proto_rawDesc = "" +
 	"\x0eSTATUS_PENDING\x10\x03\x12\x16\n" +
 	"\x12STATUS_IN_PROGRESS\x10\x042A\n" +
 	"\bExchange\x125\n" +
-	"\aConnect\x12\x12.exchange.v1.Frame\x1a\x12.exchange.v1.Frame(\x010\x01B5Z3github.com/exchangekit/exchange/internal/exchangepbb\x06proto3"
+	"\aConnect\x12\x12.exchange.v1.Frame\x1a\x12.exchange.v1.Frame(\x010\x012=\n" +
+	"\aCluster\x122\n" +
+	"\x04Link\x12\x12.exchange.v1.Frame\x1a\x12.exchange.v1.Frame(\x010\x01B5Z3github.com/exchangekit/exchange/internal/exchangepbb\x06proto3"
 
 var (
 	file_exchange_v1_exchange_proto_rawDescOnce sync.Once
@@ -549,9 +554,11 @@ var file_exchange_v1_exchange_proto_depIdxs = []int32{
 	5, // 4: exchange.v1.Command.metadata:type_name -> exchange.v1.Command.MetadataEntry
 	0, // 5: exchange.v1.Reply.status:type_name -> exchange.v1.Status
 	1, // 6: exchange.v1.Exchange.Connect:input_type -> exchange.v1.Frame
-	1, // 7: exchange.v1.Exchange.Connect:output_type -> exchange.v1.Frame
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
+	1, // 7: exchange.v1.Cluster.Link:input_type -> exchange.v1.Frame
+	1, // 8: exchange.v1.Exchange.Connect:output_type -> exchange.v1.Frame
+	1, // 9: exchange.v1.Cluster.Link:output_type -> exchange.v1.Frame
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
 	6, // [6:6] is the sub-list for extension type_name
 	6, // [6:6] is the sub-list for extension extendee
 	0, // [0:6] is the sub-list for field type_name
@@ -575,7 +582,7 @@ func file_exchange_v1_exchange_proto_init() {
 			NumEnums:      1,
 			NumMessages:   5,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_exchange_v1_exchange_proto_goTypes,
 		DependencyIndexes: file_exchange_v1_exchange_proto_depIdxs,

@@ -12,6 +12,9 @@
 // and replies in any order: a reply is correlated with its command by
 // Reply.command_id, never by position.
 //
+// The Cluster service (Cluster.Link) carries the same frames between the
+// controller nodes of a cluster: a node-to-node link, not for connectors.
+//
 // Compatibility rules (proto3): fields are only ever added, never renumbered
 // or re-typed; a receiver ignores fields it does not know. Behavioural
 // changes are gated by the protocol version negotiated in HELLO (see
@@ -158,6 +161,128 @@ var Exchange_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Connect",
 			Handler:       _Exchange_Connect_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "exchange/v1/exchange.proto",
+}
+
+const (
+	Cluster_Link_FullMethodName = "/exchange.v1.Cluster/Link"
+)
+
+// ClusterClient is the client API for Cluster service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Cluster is the node-to-node link between the controller nodes of one
+// cluster, served on the same port as Exchange: node-to-node link, not for
+// connectors. A node opens one Link stream to a peer node and runs the same
+// frame protocol over it as over Connect (HELLO first, then commands and
+// replies in any order, batches when negotiated), to forward raft applies to
+// the leader and commands to the node that holds a channel. A node that is
+// not part of a cluster refuses Link with UNIMPLEMENTED (or
+// PERMISSION_DENIED); otherwise the statuses are those of Connect, with
+// UNAVAILABLE meaning the node is not accepting links.
+type ClusterClient interface {
+	// Link opens a node-to-node link: a bidirectional stream of Frames, with
+	// the same opening (response headers first), closing and statuses as
+	// Exchange.Connect.
+	Link(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
+}
+
+type clusterClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewClusterClient(cc grpc.ClientConnInterface) ClusterClient {
+	return &clusterClient{cc}
+}
+
+func (c *clusterClient) Link(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Link_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Frame, Frame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_LinkClient = grpc.BidiStreamingClient[Frame, Frame]
+
+// ClusterServer is the server API for Cluster service.
+// All implementations must embed UnimplementedClusterServer
+// for forward compatibility.
+//
+// Cluster is the node-to-node link between the controller nodes of one
+// cluster, served on the same port as Exchange: node-to-node link, not for
+// connectors. A node opens one Link stream to a peer node and runs the same
+// frame protocol over it as over Connect (HELLO first, then commands and
+// replies in any order, batches when negotiated), to forward raft applies to
+// the leader and commands to the node that holds a channel. A node that is
+// not part of a cluster refuses Link with UNIMPLEMENTED (or
+// PERMISSION_DENIED); otherwise the statuses are those of Connect, with
+// UNAVAILABLE meaning the node is not accepting links.
+type ClusterServer interface {
+	// Link opens a node-to-node link: a bidirectional stream of Frames, with
+	// the same opening (response headers first), closing and statuses as
+	// Exchange.Connect.
+	Link(grpc.BidiStreamingServer[Frame, Frame]) error
+	mustEmbedUnimplementedClusterServer()
+}
+
+// UnimplementedClusterServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedClusterServer struct{}
+
+func (UnimplementedClusterServer) Link(grpc.BidiStreamingServer[Frame, Frame]) error {
+	return status.Error(codes.Unimplemented, "method Link not implemented")
+}
+func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
+func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
+
+// UnsafeClusterServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ClusterServer will
+// result in compilation errors.
+type UnsafeClusterServer interface {
+	mustEmbedUnimplementedClusterServer()
+}
+
+func RegisterClusterServer(s grpc.ServiceRegistrar, srv ClusterServer) {
+	// If the following call panics, it indicates UnimplementedClusterServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Cluster_ServiceDesc, srv)
+}
+
+func _Cluster_Link_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).Link(&grpc.GenericServerStream[Frame, Frame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_LinkServer = grpc.BidiStreamingServer[Frame, Frame]
+
+// Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Cluster_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "exchange.v1.Cluster",
+	HandlerType: (*ClusterServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Link",
+			Handler:       _Cluster_Link_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
