@@ -1,7 +1,7 @@
 // Package logadapt adapts a *slog.Logger to the loggers that Exchange's
 // cluster libraries want: hclog.Logger for hashicorp/raft (and its network
-// transport and snapshot store). memberlist, which takes a *log.Logger, is
-// served by slog.NewLogLogger directly.
+// transport and snapshot store), and a *log.Logger for hashicorp/memberlist
+// that maps its "[LEVEL] " line prefixes to slog levels (StdLog).
 //
 // The adapter is quiet by default: it drops records below its minimum level
 // (Warn in the cluster's default configuration), because raft logs every
