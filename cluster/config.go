@@ -64,6 +64,10 @@ type Config struct {
 	// logs every election and snapshot at Info).
 	Logger       *slog.Logger
 	RaftLogLevel slog.Level
+
+	// Cluster makes the node one of several; its zero value is a single
+	// node.
+	Cluster ClusterConfig
 }
 
 // DefaultConfig returns the production defaults: data in ./exchange-data,
@@ -122,7 +126,7 @@ func (c Config) Validate() error {
 	case c.ApplyTimeout <= 0:
 		return bad("ApplyTimeout %v must be positive", c.ApplyTimeout)
 	}
-	return nil
+	return c.Cluster.validate()
 }
 
 func unspecifiedHost(host string) bool {
@@ -189,4 +193,58 @@ func hostIP() net.IP {
 		}
 	}
 	return fallback
+}
+
+// ClusterConfig is what a Node needs beyond raft to be one node of several:
+// membership (gossip), node-to-node links, and how the cluster forms.
+type ClusterConfig struct {
+	// GossipAddr is the gossip bind address (memberlist, UDP and TCP),
+	// e.g. ":7402". Empty: no gossip, a single node that never forms a
+	// cluster (Join and BootstrapExpect > 1 are then invalid).
+	GossipAddr string
+	// GossipAdvertiseAddr is the ip:port others reach the gossip at; empty:
+	// memberlist's choice.
+	GossipAdvertiseAddr string
+	// Join lists gossip addresses of existing members to join (retried
+	// with backoff until one answers).
+	Join []string
+	// BootstrapExpect is how many nodes form the cluster: a node with no
+	// raft state waits until it sees that many members, then every one of
+	// them bootstraps the same configuration. 1 (the default) bootstraps a
+	// lone node at once, unless Join is set: a joining node never
+	// bootstraps, the leader adds it.
+	BootstrapExpect int
+	// GRPCAdvertiseAddr is where other nodes open links to this one: its
+	// gRPC address. Required with Links.
+	GRPCAdvertiseAddr string
+	// Links carries node-to-node links. Nil: no forwarding (single node).
+	Links LinkTransport
+	// Token authenticates node-to-node links (every node needs the same)
+	// and, hashed, encrypts the gossip. Required with GossipAddr.
+	Token string
+	// DeadNodeGrace is how long the leader waits, after it took office,
+	// before removing the channels of a node no member has heard of (a
+	// node that died while no leader was watching). Default 15 s.
+	DeadNodeGrace time.Duration
+}
+
+func (c ClusterConfig) clustered() bool { return c.GossipAddr != "" }
+
+func (c ClusterConfig) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.BootstrapExpect < 0:
+		return bad("BootstrapExpect %d must not be negative", c.BootstrapExpect)
+	case !c.clustered() && (len(c.Join) > 0 || c.BootstrapExpect > 1):
+		return bad("Join and BootstrapExpect > 1 need a GossipAddr")
+	case c.clustered() && c.Token == "":
+		return bad("a cluster needs a Token: it authenticates node-to-node links and encrypts the gossip")
+	case c.clustered() && c.Links == nil:
+		return bad("a cluster needs Links: commands and applies are forwarded between nodes")
+	case c.Links != nil && c.GRPCAdvertiseAddr == "":
+		return bad("Links need a GRPCAdvertiseAddr")
+	}
+	return nil
 }

@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -89,6 +92,11 @@ const snapshotHeader = "exchange-state v1\n"
 type fsm struct {
 	log *slog.Logger
 	r   *state.Replica
+
+	amu      sync.Mutex    // protects applied, advanced, restored
+	applied  uint64        // index of the last entry applied
+	advanced chan struct{} // closed and replaced when applied grows or a snapshot is restored
+	restored bool          // a snapshot was restored: applied may lag raft's own index
 }
 
 var (
@@ -97,7 +105,7 @@ var (
 )
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{log: log, r: state.NewReplica()}
+	return &fsm{log: log, r: state.NewReplica(), advanced: make(chan struct{})}
 }
 
 // Apply implements raft.FSM: it applies the ops of one entry in order (every
@@ -107,9 +115,49 @@ func (f *fsm) Apply(l *raft.Log) any {
 	ops, err := decodeEntry(l.Data)
 	if err != nil {
 		f.log.Error("cluster: rejecting log entry", "index", l.Index, "err", err)
+		defer f.markApplied(l.Index, false)
 		return badEntryResult(fmt.Errorf("log index %d: %w", l.Index, err))
 	}
+	defer f.markApplied(l.Index, false)
 	return f.r.Apply(ops)
+}
+
+// markApplied records that the entry at index is applied (or that a snapshot
+// was restored) and wakes the waiters.
+func (f *fsm) markApplied(index uint64, restored bool) {
+	f.amu.Lock()
+	defer f.amu.Unlock()
+	f.applied = max(f.applied, index)
+	f.restored = f.restored || restored
+	close(f.advanced)
+	f.advanced = make(chan struct{})
+}
+
+// waitApplied returns once the entry at index is applied to this replica,
+// or ctx ends. raftApplied is raft's own applied index, which covers a
+// restored snapshot (whose index the FSM is not told).
+func (f *fsm) waitApplied(ctx context.Context, index uint64, raftApplied func() uint64) error {
+	for {
+		f.amu.Lock()
+		done := f.applied >= index || (f.restored && raftApplied() >= index)
+		wait, restored := f.advanced, f.restored
+		f.amu.Unlock()
+		if done {
+			return nil
+		}
+		var poll <-chan time.Time
+		if restored { // raft's index moves right after a restore, without a wake-up
+			t := time.NewTimer(5 * time.Millisecond)
+			defer t.Stop()
+			poll = t.C
+		}
+		select {
+		case <-wait:
+		case <-poll:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: waiting for entry %d to be applied on this node: %w", index, ctx.Err())
+		}
+	}
 }
 
 // Snapshot implements raft.FSM: it encodes the state under the read lock;
@@ -135,6 +183,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.r.Restore(s)
+	f.markApplied(0, true)
 	return nil
 }
 

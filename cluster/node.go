@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/exchangekit/exchange/cluster/internal/logadapt"
+	"github.com/exchangekit/exchange/cluster/membership"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/state"
 )
@@ -59,6 +61,13 @@ type Node struct {
 
 	fmu     sync.Mutex // protects forward
 	forward func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
+
+	// A node of a cluster: nil for a single node.
+	links      *links
+	members    *membership.Membership
+	kickLeader chan struct{}  // buffered(1): "membership changed, reconcile"
+	stop       chan struct{}  // closed by Close: stops bg
+	bg         sync.WaitGroup // membership watcher, leader loop
 
 	markerMu sync.Mutex // serialises writes of the data directory marker
 	marker   dataMarker
@@ -172,7 +181,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.trans = trans
 
 	rc := n.raftConfig(hl)
-	if !existing {
+	cc := cfg.Cluster
+	// A lone node bootstraps itself at once; a node of a cluster waits for
+	// its peers (BootstrapExpect) or for a leader to add it (Join).
+	bootAlone := !existing && (!cc.clustered() || (len(cc.Join) == 0 && cc.BootstrapExpect <= 1))
+	if bootAlone {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: trans.LocalAddr(),
 		}}}
@@ -181,7 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
 	}
-	if marker == nil {
+	if marker == nil && (existing || bootAlone) {
 		// A new directory, or one that predates the marker (or lost it):
 		// from now on it records that the directory holds state.
 		marker = &dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()}
@@ -189,13 +202,29 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			return fail(err)
 		}
 	}
-	n.marker = *marker
+	if marker != nil {
+		n.marker = *marker
+	} else {
+		n.marker = dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()} // written once raft holds state
+	}
 	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
 	}
 	n.raft = r
 	n.lead = newLeadership(r)
+	n.stop = make(chan struct{})
+	if cc.Links != nil {
+		n.links = newLinks(n.id, cc.Token, cc.Links, n.resolveLink, command.HandlerFunc(n.serveLinkCommand), lg)
+		n.links.serve()
+	}
+	if cc.clustered() {
+		if err := n.startMembership(ctx, existing); err != nil {
+			_ = n.Close()
+			return nil, err
+		}
+		n.bg.Go(func() { _ = n.WhileLeader(context.Background(), n.leaderLoop) })
+	}
 	if err := n.waitReady(ctx); err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("cluster: open: %w", err)
@@ -237,6 +266,19 @@ func (n *Node) raftConfig(hl hclog.Logger) *raft.Config {
 // has caught up with the leader's commit index; the leadership wait below is
 // the single-voter case.
 func (n *Node) waitReady(ctx context.Context) error {
+	if n.cfg.Cluster.clustered() {
+		f := n.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("read raft configuration: %w", err)
+		}
+		if srv := f.Configuration().Servers; len(srv) != 1 || srv[0].ID != raft.ServerID(n.id) {
+			// A node of several (or one not yet added) is ready when it
+			// knows a leader and has caught up: see Ready. Open does not
+			// wait for that, since the leader may be waiting for this very
+			// node to form a quorum.
+			return nil
+		}
+	}
 	self, err := n.selfServer()
 	if err != nil {
 		return err
@@ -349,19 +391,32 @@ func (n *Node) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, erro
 	if n.isClosed() {
 		return nil, ErrClosed
 	}
-	if n.raft.State() != raft.Leader {
-		return nil, n.notLeader()
-	}
 	b, err := encodeEntry(ops)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
+	if n.raft.State() != raft.Leader {
+		if n.links == nil {
+			return nil, n.notLeader()
+		}
+		return n.applyViaLeader(ctx, b, len(ops))
+	}
+	rs, _, err := n.applyLocal(ctx, b, len(ops))
+	return rs, err
+}
+
+// applyLocal applies an encoded entry of nops ops on this node, the leader.
+func (n *Node) applyLocal(ctx context.Context, b []byte, nops int) ([]state.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, 0, n.notLeader()
+	}
 	timeout := enqueueTimeout(ctx, n.cfg.ApplyTimeout)
 	type outcome struct {
-		res any
-		err error
+		res   any
+		index uint64
+		err   error
 	}
 	done := make(chan outcome, 1)
 	if !n.goFuture(func() {
@@ -370,29 +425,127 @@ func (n *Node) Apply(ctx context.Context, ops ...state.Op) ([]state.Result, erro
 			done <- outcome{err: err}
 			return
 		}
-		done <- outcome{res: f.Response()}
+		done <- outcome{res: f.Response(), index: f.Index()}
 	}) {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	select {
 	case o := <-done:
 		if o.err != nil {
-			return nil, n.raftError(o.err)
+			return nil, 0, n.raftError(o.err)
 		}
 		rs, ok := o.res.([]state.Result)
 		if !ok {
-			return nil, fmt.Errorf("cluster: apply: unexpected FSM response %T", o.res)
+			return nil, 0, fmt.Errorf("cluster: apply: unexpected FSM response %T", o.res)
 		}
-		if len(rs) == 1 && len(ops) > 1 && rs[0].Err != nil && rs[0].Err.Op == badEntryOp {
-			rs = slices.Repeat(rs, len(ops)) // the whole entry was rejected
+		if len(rs) == 1 && nops > 1 && rs[0].Err != nil && rs[0].Err.Op == badEntryOp {
+			rs = slices.Repeat(rs, nops) // the whole entry was rejected
 		}
-		if len(rs) != len(ops) {
-			return nil, fmt.Errorf("cluster: apply: %d results for %d ops", len(rs), len(ops))
+		if len(rs) != nops {
+			return nil, 0, fmt.Errorf("cluster: apply: %d results for %d ops", len(rs), nops)
+		}
+		return rs, o.index, nil
+	case <-ctx.Done():
+		return nil, 0, fmt.Errorf("cluster: apply (the ops may still be applied): %w", ctx.Err())
+	}
+}
+
+// applyViaLeader sends an encoded entry to the leader over its link and
+// returns the leader's results. Without a known leader (an election is under
+// way) it waits for one, within ctx; a leader that lost office meanwhile
+// names its successor, tried once more.
+func (n *Node) applyViaLeader(ctx context.Context, b []byte, nops int) ([]state.Result, error) {
+	for attempt := 0; ; attempt++ {
+		leader, err := n.awaitLeader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if leader == n.id {
+			rs, _, err := n.applyLocal(ctx, b, nops)
+			return rs, err
+		}
+		reply, err := n.links.send(ctx, leader, &command.Command{ID: command.NewID(), Type: typeApply, Payload: b})
+		var nl *NotLeaderError
+		if errors.As(err, &nl) && attempt == 0 {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: apply via leader %s: %w", leader, err)
+		}
+		rs, index, err := decodeResults(leader, reply, nops)
+		if err != nil {
+			return nil, err
+		}
+		// Apply returns once the ops are applied on this node too, so a View
+		// right after it sees them.
+		if err := n.fsm.waitApplied(ctx, index, n.raft.AppliedIndex); err != nil {
+			return nil, err
 		}
 		return rs, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("cluster: apply (the ops may still be applied): %w", ctx.Err())
 	}
+}
+
+// awaitLeader returns the current leader's id, waiting (within ctx) while
+// an election is under way.
+func (n *Node) awaitLeader(ctx context.Context) (string, error) {
+	t := time.NewTicker(n.cfg.HeartbeatTimeout / 3)
+	defer t.Stop()
+	for {
+		if _, id := n.raft.LeaderWithID(); id != "" {
+			return string(id), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("cluster: no raft leader: %w: %w", ErrNotLeader, ctx.Err())
+		case <-n.stop:
+			return "", ErrClosed
+		case <-t.C:
+		}
+	}
+}
+
+// serveLinkCommand serves a command another node sent on a link: an apply
+// (this node must lead: it never passes the entry on) or a forwarded
+// command (delivered to a local channel: never forwarded again).
+func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+	if cmd.Type == typeApply {
+		ops, err := decodeEntry(cmd.Payload)
+		if err != nil {
+			return errorReply(cmd, err), nil
+		}
+		rs, index, err := n.applyLocal(ctx, cmd.Payload, len(ops))
+		if err != nil {
+			return errorReply(cmd, err), nil
+		}
+		b, err := json.Marshal(applied{Index: index, Results: rs})
+		if err != nil {
+			return errorReply(cmd, err), nil
+		}
+		return &command.Reply{CommandID: cmd.ID, Type: typeApply, Status: command.StatusSucceeded, Payload: b}, nil
+	}
+	ch, orig, ok := forwardedCommand(cmd)
+	if !ok {
+		return errorReply(cmd, fmt.Errorf("cluster: link command %s of type %s is neither an apply nor a forwarded command", cmd.ID, cmd.Type)), nil
+	}
+	n.fmu.Lock()
+	h := n.forward
+	n.fmu.Unlock()
+	if h == nil {
+		return errorReply(cmd, fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)), nil
+	}
+	reply, err := h(ctx, ch, orig)
+	if err != nil {
+		return errorReply(cmd, err), nil
+	}
+	if reply == nil {
+		return errorReply(cmd, errors.New("cluster: the local send returned neither a reply nor an error")), nil
+	}
+	out := *reply
+	out.CommandID = cmd.ID
+	if out.Type == typeLinkError { // a reply that mimics the link's error marker is the connector's own
+		out.Type = orig.Type
+	}
+	return &out, nil
 }
 
 // raftError maps an error of a raft future to this package's errors.
@@ -544,10 +697,14 @@ func (n *Node) lead1(ctx context.Context, term context.Context, fn func(ctx cont
 	<-tctx.Done()
 }
 
-// Forward sends cmd to channel ch on node to, in one hop. A single node has
-// no peer: to must be this node, and cmd goes to the handler HandleForward
-// set (the path a forwarded command takes). Any other node is unknown: the
-// error wraps state.ErrNodeUnavailable.
+// Forward sends cmd to channel ch on node to, in one hop: over the link to
+// that node, where the handler HandleForward set there sends it to the
+// channel (and never forwards it again). The deadline of ctx goes along; the
+// errors are the typed errors of the send on that node (channel closed,
+// busy with retry-after, remote handler error, unknown command, timeout).
+// A node that cannot be reached (unknown, down, no link) gives an error
+// wrapping state.ErrNodeUnavailable. To this node itself, cmd goes straight
+// to the handler.
 func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
 	n.fmu.Lock()
 	h := n.forward
@@ -555,12 +712,20 @@ func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID,
 	switch {
 	case n.isClosed():
 		return nil, fmt.Errorf("cluster: forward to node %s: %w", to, ErrClosed)
-	case string(to) != n.id:
-		return nil, fmt.Errorf("cluster: forward to node %s: not a member: %w", to, state.ErrNodeUnavailable)
-	case h == nil:
+	case string(to) == n.id && h == nil:
 		return nil, fmt.Errorf("cluster: forward to node %s: no handler: %w", to, state.ErrNodeUnavailable)
+	case string(to) == n.id:
+		return h(ctx, ch, cmd)
+	case n.links == nil:
+		return nil, fmt.Errorf("cluster: forward to node %s: not a member of this single-node cluster: %w", to, state.ErrNodeUnavailable)
 	}
-	return h(ctx, ch, cmd)
+	reply, err := n.links.send(ctx, string(to), forwardCommand(ch, cmd))
+	if err != nil {
+		return nil, err
+	}
+	out := *reply
+	out.CommandID = cmd.ID
+	return &out, nil
 }
 
 // HandleForward sets the receiving side of Forward.
@@ -595,6 +760,18 @@ func (n *Node) Close() error {
 		n.closed = true
 		n.mu.Unlock()
 		n.lead.close() // ends every leadership term first: leader work stops before raft does
+		close(n.stop)
+		if n.links != nil {
+			n.links.close()
+		}
+		if n.members != nil {
+			// No graceful leave: a node that stops (a restart, a crash) is
+			// still a voter; only Leave removes it from the cluster.
+			if err := n.members.Close(); err != nil {
+				n.log.Warn("cluster: close gossip", "err", err)
+			}
+		}
+		n.bg.Wait()
 		n.futures.Wait()
 		var errs []error
 		if err := n.raft.Shutdown().Error(); err != nil {
@@ -603,6 +780,9 @@ func (n *Node) Close() error {
 		if err := n.storeAppliedIndex(); err != nil {
 			errs = append(errs, err)
 		}
+		// raft's transport keeps pooled connections to its peers open past
+		// Close; closing them ends the peers' handlers reading from them.
+		n.trans.CloseStreams()
 		if err := n.trans.Close(); err != nil { // raft closed it already; Close is idempotent
 			errs = append(errs, fmt.Errorf("cluster: close raft transport: %w", err))
 		}

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -576,5 +577,32 @@ func TestMemoryApplyAndSubscribe(t *testing.T) {
 	}
 	if len(got) != 1 {
 		t.Errorf("subscriber called after cancel")
+	}
+}
+
+// RemoveNodeChannels with UpToSeq spares the channels the node registered
+// after the leader read the state: a node that came back keeps its new
+// channels.
+func TestRemoveNodeChannelsUpToSeq(t *testing.T) {
+	t.Parallel()
+	s := applyAll(t, reg("old1", "t1", "n1"), reg("old2", "t2", "n1"), reg("other", "t1", "n2"))
+	upTo := s.Seq
+	if _, err := s.Apply(reg("new1", "t1", "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: "n1", UpToSeq: upTo}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, id := range []string{"old1", "old2", "other", "new1"} {
+		if _, ok := s.Channels[id]; ok {
+			ids = append(ids, id)
+		}
+	}
+	if got := strings.Join(ids, " "); got != "other new1" {
+		t.Errorf("channels left = %s, want other new1", got)
+	}
+	if p, _ := s.PrimaryOf("t1"); p != "other" {
+		t.Errorf("primary of t1 = %q, want other (the oldest left)", p)
 	}
 }

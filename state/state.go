@@ -121,9 +121,13 @@ type SetPrimary struct {
 }
 
 // RemoveNodeChannels removes every channel held by a node: the node died or
-// restarted, and its channels died with it.
+// restarted, and its channels died with it. UpToSeq, when set, spares the
+// channels registered after it (Seq > UpToSeq): the raft leader removes a
+// dead node's channels as of the state it read when it decided, so channels
+// the node registered after coming back are kept.
 type RemoveNodeChannels struct {
-	NodeID string `json:"nodeId"`
+	NodeID  string `json:"nodeId"`
+	UpToSeq uint64 `json:"upToSeq,omitempty"`
 }
 
 // Apply applies op to s and returns what changed. It is deterministic: it reads
@@ -142,7 +146,7 @@ func (s *State) Apply(op Op) ([]Event, error) {
 	case op.SetPrimary != nil:
 		return s.setPrimary(op.SetPrimary.TargetID, op.SetPrimary.ChannelID)
 	case op.RemoveNodeChannels != nil:
-		return s.removeNode(op.RemoveNodeChannels.NodeID), nil
+		return s.removeNode(op.RemoveNodeChannels.NodeID, op.RemoveNodeChannels.UpToSeq), nil
 	}
 	if evs, ok, err := s.applyBatch(op); ok {
 		return evs, err
@@ -184,7 +188,7 @@ func (s *State) removeChannel(c *Channel) {
 // removeNode removes all of a node's channels first, then elects once per
 // affected target, so a target whose primary and runner-up both died with the
 // node changes primary (and epoch) once, not once per channel.
-func (s *State) removeNode(node string) []Event {
+func (s *State) removeNode(node string, upTo uint64) []Event {
 	set := s.idx.nodes[node]
 	if len(set) == 0 {
 		return nil
@@ -194,6 +198,9 @@ func (s *State) removeNode(node string) []Event {
 	targets := map[string]bool{}
 	for _, id := range ids {
 		c := s.Channels[id]
+		if upTo > 0 && c.Seq > upTo {
+			continue
+		}
 		s.removeChannel(c)
 		targets[c.TargetID] = true
 		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
@@ -301,6 +308,19 @@ func (s *State) TargetChannels(target string) []*Channel {
 // sorted. It costs O(targets), whatever the number of channels.
 func (s *State) Targets() []string {
 	return slices.Sorted(maps.Keys(s.index().targets))
+}
+
+// Nodes returns the ids of the nodes that hold at least one channel,
+// sorted. It costs O(nodes).
+func (s *State) Nodes() []string {
+	var out []string
+	for node, set := range s.index().nodes {
+		if len(set) > 0 {
+			out = append(out, node)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // NodeChannels returns the channels held by node, oldest registration first.

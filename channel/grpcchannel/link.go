@@ -3,6 +3,7 @@ package grpcchannel
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -153,3 +154,23 @@ func streamOpener(cc grpc.ClientConnInterface, link bool) openFunc {
 	}
 	return pb.NewExchangeClient(cc).Connect
 }
+
+// LinkTransport carries node-to-node links over gRPC: the Link streams of a
+// Server, and dialers of other nodes' Link service with the given options
+// (TLS, keepalive; WithLinkService is added). It has the method set of
+// cluster.LinkTransport.
+type LinkTransport struct {
+	srv  *Server
+	opts []DialOption
+}
+
+// NewLinkTransport returns the link transport of srv, dialing with opts.
+func NewLinkTransport(srv *Server, opts ...DialOption) *LinkTransport {
+	return &LinkTransport{srv: srv, opts: append(slices.Clone(opts), WithLinkService())}
+}
+
+// Listener returns the Server's link listener (Server.Links).
+func (t *LinkTransport) Listener() channel.Listener { return t.srv.Links() }
+
+// Dialer returns a dialer of Link streams to the node at addr.
+func (t *LinkTransport) Dialer(addr string) (channel.Dialer, error) { return NewDialer(addr, t.opts...) }

@@ -25,10 +25,12 @@ type Cluster interface {
 	Close() error
 }
 
-// Open returns a fresh, started Cluster node for one subtest; the suite
-// closes it (Close must be idempotent). Nodes of a multi-node twin are
-// expected to share one cluster, so a second Open may join the first's.
-type Open func(t *testing.T) Cluster
+// Open returns the nodes of a fresh, started cluster for one subtest: one
+// node for a twin of one, several for a real cluster, the first of them a
+// follower (so its applies go through the leader) and the last another node,
+// the leader (forwards to it cross a link; WhileLeader runs on it). The suite closes them (Close must be
+// idempotent).
+type Open func(t *testing.T) []Cluster
 
 const timeout = 20 * time.Second
 
@@ -48,7 +50,7 @@ func Run(t *testing.T, open Open) {
 		{"ApplyThenView", testApplyThenView},
 		{"SubscribeInOrder", testSubscribe},
 		{"ApplyCanceled", testApplyCanceled},
-		{"ForwardToSelf", testForwardToSelf},
+		{"Forward", testForward},
 		{"ForwardKeepsTypedErrors", testForwardErrors},
 		{"ForwardUnknownNode", testForwardUnknownNode},
 		{"WhileLeader", testWhileLeader},
@@ -59,10 +61,22 @@ func Run(t *testing.T, open Open) {
 }
 
 func start(t *testing.T, open Open) Cluster {
-	t.Helper()
-	c := open(t)
-	t.Cleanup(func() { _ = c.Close() })
+	c, _ := startPair(t, open)
 	return c
+}
+
+// startPair returns the node under test and the node forwards go to (the
+// same node for a twin of one).
+func startPair(t *testing.T, open Open) (c, peer Cluster) {
+	t.Helper()
+	nodes := open(t)
+	if len(nodes) == 0 {
+		t.Fatal("Open returned no node")
+	}
+	for _, n := range nodes {
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	return nodes[0], nodes[len(nodes)-1]
 }
 
 func reg(c Cluster, id, target string) state.Op {
@@ -165,15 +179,15 @@ func testApplyCanceled(t *testing.T, open Open) {
 	}
 }
 
-func testForwardToSelf(t *testing.T, open Open) {
-	c := start(t, open)
+func testForward(t *testing.T, open Open) {
+	c, peer := startPair(t, open)
 	type call struct {
 		ch  state.ChannelID
 		cmd *command.Command
 		dl  bool
 	}
 	calls := make(chan call, 1)
-	c.HandleForward(func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
+	peer.HandleForward(func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
 		_, dl := ctx.Deadline()
 		calls <- call{ch, cmd, dl}
 		return command.Succeeded(cmd, map[string]string{"echo": string(cmd.Payload)})
@@ -181,9 +195,12 @@ func testForwardToSelf(t *testing.T, open Open) {
 	ctx, cancel := context.WithTimeout(ctxFor(t), 5*time.Second)
 	defer cancel()
 	cmd := command.MustCommand("ECHO", "hi")
-	reply, err := c.Forward(ctx, state.NodeID(c.NodeID()), "ch-1", cmd)
-	if err != nil || !reply.Succeeded() {
-		t.Fatalf("Forward() = %+v, %v", reply, err)
+	reply, err := c.Forward(ctx, state.NodeID(peer.NodeID()), "ch-1", cmd)
+	if err != nil || !reply.Succeeded() || reply.CommandID != cmd.ID {
+		t.Fatalf("Forward() = %+v, %v; want a SUCCEEDED reply to %s", reply, err, cmd.ID)
+	}
+	if string(reply.Payload) != `{"echo":"\"hi\""}` {
+		t.Errorf("reply payload = %s", reply.Payload)
 	}
 	got := <-calls
 	if got.ch != "ch-1" || got.cmd.ID != cmd.ID || string(got.cmd.Payload) != `"hi"` || !got.dl {
@@ -192,7 +209,7 @@ func testForwardToSelf(t *testing.T, open Open) {
 }
 
 func testForwardErrors(t *testing.T, open Open) {
-	c := start(t, open)
+	c, peer := startPair(t, open)
 	errs := map[string]error{
 		"closed":  fmt.Errorf("deliver: %w", channel.ErrClosed),
 		"busy":    &channel.BusyError{RetryAfter: 1500 * time.Millisecond},
@@ -200,12 +217,12 @@ func testForwardErrors(t *testing.T, open Open) {
 		"unknown": &channel.UnknownCommandError{Type: "NOPE"},
 		"timeout": fmt.Errorf("deliver: %w", context.DeadlineExceeded),
 	}
-	c.HandleForward(func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
+	peer.HandleForward(func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
 		return nil, errs[string(ch)]
 	})
 	ctx := ctxFor(t)
 	fwd := func(ch string) error {
-		_, err := c.Forward(ctx, state.NodeID(c.NodeID()), state.ChannelID(ch), command.MustCommand("X", nil))
+		_, err := c.Forward(ctx, state.NodeID(peer.NodeID()), state.ChannelID(ch), command.MustCommand("X", nil))
 		return err
 	}
 	if err := fwd("closed"); !errors.Is(err, channel.ErrClosed) {
@@ -237,7 +254,7 @@ func testForwardUnknownNode(t *testing.T, open Open) {
 }
 
 func testWhileLeader(t *testing.T, open Open) {
-	c := start(t, open)
+	_, c := startPair(t, open) // the last node: the leader of a real cluster
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	started := make(chan context.Context, 1)
 	done := make(chan error, 1)

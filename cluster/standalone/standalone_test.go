@@ -12,5 +12,5 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestConformance(t *testing.T) {
-	clustertest.Run(t, func(t *testing.T) clustertest.Cluster { return standalone.New("solo") })
+	clustertest.Run(t, func(t *testing.T) []clustertest.Cluster { return []clustertest.Cluster{standalone.New("solo")} })
 }

@@ -1,0 +1,261 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster"
+)
+
+// Harness runs an in-process cluster of real nodes on loopback: raft over
+// TCP, memberlist gossip, node-to-node links over gRPC. Every node keeps its
+// data directory, so Stop and Restart model a process restart.
+type Harness struct {
+	t     testing.TB
+	token string
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	nodes []*Member
+}
+
+// Member is one node of a Harness.
+type Member struct {
+	ID      string
+	Dir     string
+	h       *Harness
+	node    *cluster.Node
+	srv     *grpcchannel.Server
+	lis     net.Listener
+	gossip  string // the gossip address, kept across restarts
+	raft    string // the raft address, kept across restarts
+	serving chan struct{}
+}
+
+// Node returns the member's running node (nil while stopped).
+func (m *Member) Node() *cluster.Node {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	return m.node
+}
+
+// Server returns the member's gRPC server: register connectors' streams on
+// it (Accept) to run a controller on the node.
+func (m *Member) Server() *grpcchannel.Server {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	return m.srv
+}
+
+// GRPCAddr is the member's gRPC address (connectors and links).
+func (m *Member) GRPCAddr() string { return m.lis.Addr().String() }
+
+// NewHarness starts n nodes that form one cluster (the first bootstraps
+// with BootstrapExpect n, every node joins the first's gossip) and waits
+// until they have a leader and every node is ready. log may be nil.
+func NewHarness(t testing.TB, n int, log *slog.Logger) *Harness {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Harness{t: t, token: "harness-token", log: log}
+	for i := range n {
+		m := &Member{ID: fmt.Sprintf("node-%d", i+1), Dir: t.TempDir(), h: h,
+			gossip: freeAddr(t), raft: freeAddr(t)}
+		h.nodes = append(h.nodes, m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, m := range h.nodes {
+		wg.Go(func() { errs[i] = m.start(ctx, n) })
+	}
+	wg.Wait()
+	t.Cleanup(h.Close)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start %s: %v", h.nodes[i].ID, err)
+		}
+	}
+	h.WaitReady(ctx)
+	return h
+}
+
+// freeAddr returns a loopback address with a port free right now (used for
+// raft and gossip, which must keep their address across restarts).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+func (m *Member) start(ctx context.Context, expect int) error {
+	h := m.h
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if m.lis != nil {
+		lis, err = net.Listen("tcp", m.lis.Addr().String())
+	}
+	if err != nil {
+		return err
+	}
+	srv := grpcchannel.NewServer()
+	cfg := cluster.DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr = m.ID, m.Dir, m.raft
+	cfg.Logger = h.log.With("node", m.ID)
+	cfg.Cluster = cluster.ClusterConfig{
+		GossipAddr:        m.gossip,
+		BootstrapExpect:   expect,
+		GRPCAdvertiseAddr: lis.Addr().String(),
+		Links:             grpcchannel.NewLinkTransport(srv, grpcchannel.WithInsecure()),
+		Token:             h.token,
+		DeadNodeGrace:     3 * time.Second,
+	}
+	for _, o := range h.nodes {
+		if o != m {
+			cfg.Cluster.Join = append(cfg.Cluster.Join, o.gossip)
+		}
+	}
+	serving := make(chan struct{})
+	go func() { defer close(serving); _ = srv.Serve(lis) }()
+	node, err := cluster.Open(ctx, cfg)
+	if err != nil {
+		srv.Stop()
+		<-serving
+		return err
+	}
+	h.mu.Lock()
+	m.node, m.srv, m.lis, m.serving = node, srv, lis, serving
+	h.mu.Unlock()
+	return nil
+}
+
+// Nodes returns the members.
+func (h *Harness) Nodes() []*Member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Member(nil), h.nodes...)
+}
+
+// WaitReady waits until every running node is Ready (knows a leader, has
+// caught up) and they agree on the leader.
+func (h *Harness) WaitReady(ctx context.Context) *Member {
+	h.t.Helper()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if l := h.agreedLeader(); l != nil {
+			return l
+		}
+		select {
+		case <-ctx.Done():
+			h.t.Fatalf("cluster not ready: %s", h.describe())
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (h *Harness) agreedLeader() *Member {
+	var leader string
+	for _, m := range h.Nodes() {
+		n := m.Node()
+		if n == nil {
+			continue
+		}
+		if n.Ready() != nil {
+			return nil
+		}
+		switch id := n.LeaderID(); {
+		case leader == "":
+			leader = id
+		case id != leader:
+			return nil
+		}
+	}
+	for _, m := range h.Nodes() {
+		if m.ID == leader && m.Node() != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+func (h *Harness) describe() string {
+	s := ""
+	for _, m := range h.Nodes() {
+		n := m.Node()
+		if n == nil {
+			s += fmt.Sprintf("[%s stopped] ", m.ID)
+			continue
+		}
+		s += fmt.Sprintf("[%s %s leader=%q ready=%v] ", m.ID, n.RaftState(), n.LeaderID(), n.Ready())
+	}
+	return s
+}
+
+// Leader waits for an agreed leader and returns it.
+func (h *Harness) Leader() *Member {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return h.WaitReady(ctx)
+}
+
+// Followers returns the running members that do not lead.
+func (h *Harness) Followers() []*Member {
+	leader := h.Leader()
+	var out []*Member
+	for _, m := range h.Nodes() {
+		if m != leader && m.Node() != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Stop stops a member as a crash would (no leave, no goodbye): its node is
+// closed and its gRPC server stopped.
+func (h *Harness) Stop(m *Member) {
+	h.mu.Lock()
+	node, srv, serving := m.node, m.srv, m.serving
+	m.node, m.srv = nil, nil
+	h.mu.Unlock()
+	if node == nil {
+		return
+	}
+	srv.Stop()
+	_ = node.Close()
+	<-serving
+}
+
+// Restart starts a stopped member again on its data directory and
+// addresses.
+func (h *Harness) Restart(m *Member) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.start(ctx, len(h.nodes)); err != nil {
+		h.t.Fatalf("restart %s: %v", m.ID, err)
+	}
+}
+
+// Close stops every member.
+func (h *Harness) Close() {
+	var wg sync.WaitGroup
+	for _, m := range h.Nodes() {
+		wg.Go(func() { h.Stop(m) })
+	}
+	wg.Wait()
+}
