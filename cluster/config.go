@@ -172,6 +172,16 @@ func (c Config) advertiseFor(log *slog.Logger) (*net.TCPAddr, error) {
 	return resolveAdvertise(net.JoinHostPort(ip.String(), port))
 }
 
+// HostIP returns this host's first private IPv4 address (else its first
+// non-loopback unicast address, else 127.0.0.1), as the address to
+// advertise when a node binds to all interfaces.
+func HostIP() string {
+	if ip := hostIP(); ip != nil {
+		return ip.String()
+	}
+	return "127.0.0.1"
+}
+
 // hostIP returns this host's first private IPv4 address, else its first
 // non-loopback unicast address, else nil.
 func hostIP() net.IP {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,8 @@ type controllerFlags struct {
 	gossipAddr      string
 	join            []string
 	bootstrapExpect int
+	clusterToken    string
+	advertise       string
 	inMemory        bool
 	tlsCert         string
 	tlsKey          string
@@ -74,6 +77,8 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringVar(&f.gossipAddr, "gossip-addr", ":7402", "gossip (membership) address, for multi-node clusters")
 	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses of cluster members to join, HOST:PORT,...")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 1, "number of nodes to wait for before bootstrapping a cluster")
+	fl.StringVar(&f.clusterToken, "cluster-token", "", "secret shared by the nodes of a cluster: authenticates node-to-node links, encrypts gossip; setting it (or --join, or --bootstrap-expect > 1) turns clustering on")
+	fl.StringVar(&f.advertise, "advertise-addr", "", "host or IP other nodes reach this node at (raft, gossip, gRPC); default: the bind host when specific, else this host's private IP")
 	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
@@ -100,12 +105,29 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	if len(f.join) > 0 || f.bootstrapExpect > 1 {
-		return &exitError{code: 2, err: errors.New("multi-node clusters (--join, --bootstrap-expect > 1) are not available in this release; run a single node")}
+	clustered := len(f.join) > 0 || f.bootstrapExpect > 1 || f.clusterToken != ""
+	switch {
+	case clustered && f.inMemory:
+		return &exitError{code: 2, err: errors.New("--in-memory runs a single node: it cannot be combined with --join, --bootstrap-expect > 1 or --cluster-token")}
+	case clustered && f.clusterToken == "":
+		return &exitError{code: 2, err: errors.New("a cluster needs --cluster-token (the same secret on every node): it authenticates node-to-node links and encrypts the gossip")}
+	case f.bootstrapExpect < 1:
+		return &exitError{code: 2, err: fmt.Errorf("--bootstrap-expect %d: at least 1", f.bootstrapExpect)}
 	}
 	tlsCfg, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsClientCA)
 	if err != nil {
 		return &exitError{code: 2, err: err}
+	}
+
+	// Connectors' transport.
+	var sopts []grpcchannel.ServerOption
+	if tlsCfg != nil {
+		sopts = append(sopts, grpcchannel.WithTLS(tlsCfg))
+	}
+	srv := grpcchannel.NewServer(sopts...)
+	gl, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.grpcAddr, err)
 	}
 
 	// The replicated state: raft on disk by default, or memory.
@@ -123,10 +145,17 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	} else {
 		ccfg := cluster.DefaultConfig()
 		ccfg.NodeID, ccfg.DataDir, ccfg.RaftAddr, ccfg.Logger = f.nodeID, f.dataDir, f.raftAddr, log
+		if clustered {
+			if ccfg.Cluster, ccfg.RaftAdvertiseAddr, err = clusterConfig(f, srv, gl, tlsCfg); err != nil {
+				_ = gl.Close()
+				return &exitError{code: 2, err: err}
+			}
+		}
 		octx, cancel := context.WithTimeout(ctx, time.Minute)
 		node, err = cluster.Open(octx, ccfg)
 		cancel()
 		if err != nil {
+			_ = gl.Close()
 			return fmt.Errorf("open state in %s: %w", f.dataDir, err)
 		}
 		defer func() {
@@ -144,17 +173,6 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	src := &lateSource{}
 	m := metrics.NewController(reg, src)
-
-	// Connectors' transport.
-	var sopts []grpcchannel.ServerOption
-	if tlsCfg != nil {
-		sopts = append(sopts, grpcchannel.WithTLS(tlsCfg))
-	}
-	srv := grpcchannel.NewServer(sopts...)
-	gl, err := net.Listen("tcp", f.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", f.grpcAddr, err)
-	}
 
 	cfg := controller.DefaultConfig()
 	cfg.Logger = log
@@ -289,4 +307,63 @@ func clusterInfo(st cluster.Stats) controller.ClusterInfo {
 			NodeID: m.NodeID, Address: m.Address, State: "alive", Leader: m.Leader})
 	}
 	return info
+}
+
+// clusterConfig builds the clustering part of the node's configuration from
+// the flags: gossip on --gossip-addr, links on the gRPC port, everything
+// advertised at --advertise-addr (or the bind host, or this host's IP).
+// It also returns the raft advertise address.
+func clusterConfig(f controllerFlags, srv *grpcchannel.Server, gl net.Listener, tlsCfg *tls.Config) (cluster.ClusterConfig, string, error) {
+	host := f.advertise
+	if host == "" {
+		h, _, err := net.SplitHostPort(f.grpcAddr)
+		if err != nil {
+			return cluster.ClusterConfig{}, "", fmt.Errorf("--grpc-addr %q: %w", f.grpcAddr, err)
+		}
+		if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+			h = cluster.HostIP()
+		}
+		host = h
+	}
+	at := func(flag, addr string, bound net.Addr) (string, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return "", fmt.Errorf("--%s %q: %w", flag, addr, err)
+		}
+		if bound != nil {
+			_, port, _ = net.SplitHostPort(bound.String())
+		}
+		if port == "0" {
+			return "", fmt.Errorf("--%s %q: a cluster node needs a fixed port", flag, addr)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	grpcAdv, err := at("grpc-addr", f.grpcAddr, gl.Addr())
+	if err != nil {
+		return cluster.ClusterConfig{}, "", err
+	}
+	gossipAdv, err := at("gossip-addr", f.gossipAddr, nil)
+	if err != nil {
+		return cluster.ClusterConfig{}, "", err
+	}
+	raftAdv, err := at("raft-addr", f.raftAddr, nil)
+	if err != nil {
+		return cluster.ClusterConfig{}, "", err
+	}
+	dialOpts := []grpcchannel.DialOption{grpcchannel.WithInsecure()}
+	if tlsCfg != nil {
+		// Nodes dial each other with the node's own certificate, trusting
+		// the client CA (mutual TLS) or the system roots.
+		ct := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: tlsCfg.Certificates, RootCAs: tlsCfg.ClientCAs}
+		dialOpts = []grpcchannel.DialOption{grpcchannel.WithTLS(ct)}
+	}
+	return cluster.ClusterConfig{
+		GossipAddr:          f.gossipAddr,
+		GossipAdvertiseAddr: gossipAdv,
+		Join:                f.join,
+		BootstrapExpect:     f.bootstrapExpect,
+		GRPCAdvertiseAddr:   grpcAdv,
+		Links:               grpcchannel.NewLinkTransport(srv, dialOpts...),
+		Token:               f.clusterToken,
+	}, raftAdv, nil
 }
