@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/state"
@@ -286,40 +285,5 @@ func (c *Controller) kickPrimary() {
 	select {
 	case c.primaryKick <- struct{}{}:
 	default:
-	}
-}
-
-// backoff is a reusable exponential wait.
-type backoff struct {
-	base, cur, ceiling time.Duration
-	t                  *time.Timer
-}
-
-func newBackoff(base, ceiling time.Duration) *backoff {
-	return &backoff{base: base, cur: base, ceiling: ceiling}
-}
-
-// reset makes the next wait the shortest again.
-func (b *backoff) reset() { b.cur = b.base }
-
-// wait sleeps the current delay (or until ctx is done) and doubles it.
-func (b *backoff) wait(ctx context.Context) error {
-	if b.t == nil {
-		b.t = time.NewTimer(b.cur)
-	} else {
-		b.t.Reset(b.cur)
-	}
-	b.cur = min(2*b.cur, b.ceiling)
-	select {
-	case <-b.t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (b *backoff) stop() {
-	if b.t != nil {
-		b.t.Stop()
 	}
 }
