@@ -38,7 +38,6 @@ type Controller struct {
 
 	workers   sync.WaitGroup // accept loop, connections, health loop, primary notifier
 	applierWG sync.WaitGroup // the applier: stops with ctx, after the workers
-	eventsWG  sync.WaitGroup // the event dispatcher: stopped last
 
 	applier     *applier
 	events      *dispatcher
@@ -131,7 +130,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.running = true
 	c.applierWG.Go(func() { c.applier.run(c.ctx) })
-	c.eventsWG.Go(c.events.run)
+	c.events.Start()
 	c.unsub = c.store.Subscribe(c.onStoreEvents)
 	c.store.HandleForward(c.deliver)
 	c.routes.start()
@@ -184,8 +183,7 @@ func (c *Controller) Close() error {
 		if unsub != nil {
 			unsub()
 		}
-		c.events.stop() // delivers what is queued, then returns
-		c.eventsWG.Wait()
+		c.events.Close() // delivers what is queued, then returns
 		close(c.done)
 	})
 	<-c.done
