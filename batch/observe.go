@@ -3,8 +3,11 @@ package batch
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
+
+	"github.com/exchangekit/exchange/internal/queue"
 )
 
 // Observers fire on every node where they are registered, driven by the
@@ -40,23 +43,22 @@ type observers struct {
 	mu    sync.Mutex             // protects the fields below; taken inside store callbacks (store lock → mu)
 	byID  map[string][]*observer // batch id → observers, registration order
 	byKey map[string][]*observer // batch key → observers, registration order
-	queue []notice               // for the notifier
-	wake  chan struct{}          // capacity 1: the queue is not empty
+
+	notices *queue.Dispatcher[notice] // the notifier; pushed to under mu, so in registry order
 }
 
-func (o *observers) init() {
+// init makes the registry and the notifier, which hands each notice to
+// deliver (not started: see Runner).
+func (o *observers) init(deliver func(notice), log *slog.Logger) {
 	o.byID = map[string][]*observer{}
 	o.byKey = map[string][]*observer{}
-	o.wake = make(chan struct{}, 1)
+	o.notices = queue.New(deliver, func(n notice, p any) {
+		log.Error("batch: notifier panicked", "batch", n.id, "panic", p)
+	})
 }
 
-func (o *observers) push(n notice) {
-	o.queue = append(o.queue, n)
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
+// push queues n for the notifier. o.mu must be held.
+func (o *observers) push(n notice) { o.notices.Push(n) }
 
 // event queues what the notifier must do about e. It runs under the store
 // lock: it only queues, and only when someone may be interested.
@@ -179,29 +181,15 @@ func (o *observers) takeID(id string, ob *observer) bool {
 	return true
 }
 
-// notifyLoop is the notifier goroutine: it delivers queued notices until
-// Close.
-func (r *Runner) notifyLoop() {
-	o := &r.obs
-	for {
-		select {
-		case <-r.closing:
-			return
-		case <-o.wake:
-		}
-		o.mu.Lock()
-		q := o.queue
-		o.queue = nil
-		o.mu.Unlock()
-		for _, n := range q {
-			select {
-			case <-r.closing:
-				return
-			default:
-			}
-			r.deliver(n)
-		}
+// notify is the notifier's delivery, on its goroutine: it handles one notice,
+// unless Close has begun (pending observer calls are then dropped).
+func (r *Runner) notify(n notice) {
+	select {
+	case <-r.closing:
+		return
+	default:
 	}
+	r.deliver(n)
 }
 
 // deliver handles one notice. Observers are taken out of the registry under

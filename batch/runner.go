@@ -86,7 +86,6 @@ type Runner struct {
 
 	closing   chan struct{} // closed by Close: stops the notifier and unblocks waiters
 	closeOnce sync.Once
-	wg        sync.WaitGroup // the notifier
 
 	obs observers
 }
@@ -114,9 +113,9 @@ func NewRunner(cfg Config, sender Sender, store Store) (*Runner, error) {
 		holds:   map[string]time.Time{},
 		closing: make(chan struct{}),
 	}
-	r.obs.init()
+	r.obs.init(r.notify, r.log)
 	r.unsub = store.Subscribe(r.onEvents)
-	r.wg.Go(r.notifyLoop)
+	r.obs.notices.Start()
 	return r, nil
 }
 
@@ -138,7 +137,7 @@ func (r *Runner) Close() error {
 		close(r.closing)
 	})
 	r.runs.Wait()
-	r.wg.Wait()
+	r.obs.notices.Close() // drops what is left: closing is closed
 	return nil
 }
 

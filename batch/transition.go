@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/backoff"
 )
 
 // The state machine. Every transition is a pure function of a Batch value
@@ -203,18 +204,13 @@ func (b *Batch) reset(now time.Time) bool {
 // retries: base·2^retry capped at limit, with "equal jitter": the result is
 // uniformly spread over [d/2, d] by jitter, a number in [0, 1) the caller
 // draws (the state machine never draws random numbers, so that every node
-// applies the same delay).
+// applies the same delay). jitter is clamped to [0, 1]; a base or limit of
+// zero or less gives 0. It is backoff.Policy.EqualJitter.
 func Backoff(retry int, base, limit time.Duration, jitter float64) time.Duration {
-	d := max(base, 0)
-	if d == 0 {
+	if limit <= 0 { // Policy reads Max ≤ 0 as "no cap"; here it caps at nothing
 		return 0
 	}
-	for i := 0; i < retry && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	jitter = min(max(jitter, 0), 1)
-	return d/2 + time.Duration(float64(d/2)*jitter)
+	return backoff.Policy{Base: base, Max: limit}.EqualJitter(retry, jitter)
 }
 
 // Outcome turns what a Sender returned for a batch command into the status to

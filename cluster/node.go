@@ -24,6 +24,7 @@ import (
 	"github.com/exchangekit/exchange/cluster/internal/logadapt"
 	"github.com/exchangekit/exchange/cluster/membership"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/backoff"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -677,7 +678,9 @@ func (n *Node) lead1(ctx context.Context, term context.Context, fn func(ctx cont
 	// Consul's leader loop starts the same way: a barrier, so the new
 	// leader's work reads a state that holds everything its predecessors
 	// committed.
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	bo := backoff.NewWaiter(backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second})
+	defer bo.Stop()
+	for {
 		err := n.await(tctx, func(timeout time.Duration) error { return n.raft.Barrier(timeout).Error() })
 		if err == nil {
 			fn(tctx)
@@ -686,13 +689,10 @@ func (n *Node) lead1(ctx context.Context, term context.Context, fn func(ctx cont
 		if tctx.Err() != nil {
 			break
 		}
-		n.log.Warn("cluster: leadership barrier failed; retrying", "err", err, "in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-tctx.Done():
+		n.log.Warn("cluster: leadership barrier failed; retrying", "err", err, "in", bo.Next())
+		if bo.Wait(tctx) != nil {
+			break
 		}
-		t.Stop()
 	}
 	<-tctx.Done()
 }

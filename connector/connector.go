@@ -14,6 +14,7 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/internal/backoff"
+	"github.com/exchangekit/exchange/internal/queue"
 )
 
 // Connector keeps one channel open to a controller node: it dials its
@@ -50,9 +51,8 @@ type Connector struct {
 	targetID  string        // adopted from the last HELLO reply
 	primary   bool
 	epoch     uint64
-	maxEpoch  map[string]uint64 // target → highest PRIMARY epoch seen
-	events    []func()          // callbacks waiting for the notifier, in order
-	wake      chan struct{}     // buffered(1): events is not empty
+	maxEpoch  map[string]uint64         // target → highest PRIMARY epoch seen
+	events    *queue.Dispatcher[func()] // the notifier: runs callbacks in order (notify.go)
 }
 
 // session is one live channel.
@@ -106,8 +106,8 @@ func New(cfg Config, mux *command.Mux, endpoints ...channel.Dialer) (*Connector,
 		connected: make(chan struct{}),
 		targetID:  cfg.TargetID,
 		maxEpoch:  make(map[string]uint64),
-		wake:      make(chan struct{}, 1),
 	}
+	c.events = newNotifier(c.log)
 	if cfg.DedupWindow > 0 {
 		c.window = newWindow(cfg.DedupWindow)
 	}
@@ -145,11 +145,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	stop := context.AfterFunc(c.life, cancel)
 	defer stop()
 
-	quit, notified := make(chan struct{}), make(chan struct{})
-	go func() { // the notifier: owned by Run, which waits for it below
-		defer close(notified)
-		c.notify(quit)
-	}()
+	c.events.Start() // the notifier: owned by Run, which closes it below
 
 	ep, err := c.loop(ctx)
 	// End the contexts of user handlers still running on closing channels,
@@ -163,8 +159,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	c.enqueueState(StateChange{State: StateStopped, Endpoint: ep, Err: err})
 	c.finishLocked(err)
 	c.mu.Unlock()
-	close(quit)
-	<-notified
+	c.events.Close() // runs the callbacks left, StateStopped last
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/backoff"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -20,8 +21,8 @@ const maxLinger = time.Second
 // goroutine. It returns an error only when the listener is closed under it.
 // Other Accept errors are logged and retried with backoff.
 func (c *Controller) acceptLoop(ctx context.Context) error {
-	bo := newBackoff(5*time.Millisecond, time.Second)
-	defer bo.stop()
+	bo := backoff.NewWaiter(backoff.Policy{Base: 5 * time.Millisecond, Max: time.Second})
+	defer bo.Stop()
 	for {
 		conn, err := c.lis.Accept(ctx)
 		if err != nil {
@@ -32,12 +33,12 @@ func (c *Controller) acceptLoop(ctx context.Context) error {
 				return fmt.Errorf("controller: listener closed: %w", err)
 			}
 			c.log.Warn("controller: accept failed; retrying", "err", err)
-			if bo.wait(ctx) != nil {
+			if bo.Wait(ctx) != nil {
 				return nil
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		c.workers.Go(func() { c.serveConn(ctx, conn) })
 	}
 }

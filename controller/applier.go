@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exchangekit/exchange/internal/backoff"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -109,8 +110,8 @@ func (a *applier) leftoverUnregisters() []string {
 
 // run applies queued ops until ctx is done.
 func (a *applier) run(ctx context.Context) {
-	bo := newBackoff(20*time.Millisecond, 2*time.Second)
-	defer bo.stop()
+	bo := backoff.NewWaiter(backoff.Policy{Base: 20 * time.Millisecond, Max: 2 * time.Second})
+	defer bo.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -123,10 +124,10 @@ func (a *applier) run(ctx context.Context) {
 				break
 			}
 			if a.apply(ctx, batch) {
-				bo.reset()
+				bo.Reset()
 				continue
 			}
-			if bo.wait(ctx) != nil {
+			if bo.Wait(ctx) != nil {
 				return
 			}
 		}

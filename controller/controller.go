@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/state"
@@ -39,7 +38,6 @@ type Controller struct {
 
 	workers   sync.WaitGroup // accept loop, connections, health loop, primary notifier
 	applierWG sync.WaitGroup // the applier: stops with ctx, after the workers
-	eventsWG  sync.WaitGroup // the event dispatcher: stopped last
 
 	applier     *applier
 	events      *dispatcher
@@ -132,7 +130,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.running = true
 	c.applierWG.Go(func() { c.applier.run(c.ctx) })
-	c.eventsWG.Go(c.events.run)
+	c.events.Start()
 	c.unsub = c.store.Subscribe(c.onStoreEvents)
 	c.store.HandleForward(c.deliver)
 	c.routes.start()
@@ -185,8 +183,7 @@ func (c *Controller) Close() error {
 		if unsub != nil {
 			unsub()
 		}
-		c.events.stop() // delivers what is queued, then returns
-		c.eventsWG.Wait()
+		c.events.Close() // delivers what is queued, then returns
 		close(c.done)
 	})
 	<-c.done
@@ -286,40 +283,5 @@ func (c *Controller) kickPrimary() {
 	select {
 	case c.primaryKick <- struct{}{}:
 	default:
-	}
-}
-
-// backoff is a reusable exponential wait.
-type backoff struct {
-	base, cur, ceiling time.Duration
-	t                  *time.Timer
-}
-
-func newBackoff(base, ceiling time.Duration) *backoff {
-	return &backoff{base: base, cur: base, ceiling: ceiling}
-}
-
-// reset makes the next wait the shortest again.
-func (b *backoff) reset() { b.cur = b.base }
-
-// wait sleeps the current delay (or until ctx is done) and doubles it.
-func (b *backoff) wait(ctx context.Context) error {
-	if b.t == nil {
-		b.t = time.NewTimer(b.cur)
-	} else {
-		b.t.Reset(b.cur)
-	}
-	b.cur = min(2*b.cur, b.ceiling)
-	select {
-	case <-b.t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (b *backoff) stop() {
-	if b.t != nil {
-		b.t.Stop()
 	}
 }

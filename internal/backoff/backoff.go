@@ -2,15 +2,35 @@
 // schedule that spreads a fleet's retries out instead of synchronising them
 // into storms (AWS Architecture Blog, "Exponential Backoff And Jitter").
 //
-// It is a pure computation: no goroutines, no timers, no clock. The caller
-// counts its consecutive failures, asks for the delay, and waits it out with a
-// timer it owns, so the same code serves the connector's reconnect loop and
-// batch retries, and is tested with a seeded random source.
+// It is the one backoff of the module. Policy is a pure computation: no
+// goroutines, no timers, no clock. The caller counts its consecutive failures
+// and asks for the delay:
+//
+//   - Delay: full jitter, uniform in [0, Ceiling(n)) (the connector's
+//     reconnect loop);
+//   - EqualJitter: uniform in [Ceiling(n)/2, Ceiling(n)], from a number the
+//     caller draws (batch retries, whose state machine must not draw random
+//     numbers itself);
+//   - Ceiling: no jitter (the controller's primary notification retries).
+//
+// Waiter is the one stateful helper: a reusable sleep of Ceiling(0),
+// Ceiling(1), … with a timer it owns, for retry loops that back off without
+// jitter (the controller's accept loop and group commit, the cluster's
+// leadership barrier).
 //
 // # Usage
 //
 //	p := backoff.Policy{Base: 500 * time.Millisecond, Max: time.Minute}
 //	d := p.Delay(failures, rand.Int64N) // uniform in [0, min(Max, Base·2^failures))
+//
+//	w := backoff.NewWaiter(backoff.Policy{Base: 20 * time.Millisecond, Max: 2 * time.Second})
+//	defer w.Stop()
+//	for !try() {
+//		if w.Wait(ctx) != nil { // 20 ms, 40 ms, 80 ms … 2 s, 2 s …
+//			return
+//		}
+//	}
+//	w.Reset() // the next failure waits 20 ms again
 package backoff
 
 import (
@@ -72,4 +92,15 @@ func (p Policy) Delay(n int, int64n func(m int64) int64) time.Duration {
 		return 0
 	}
 	return time.Duration(int64n(int64(c)))
+}
+
+// EqualJitter returns the n-th delay with "equal jitter": half of Ceiling(n)
+// plus u times the other half, so uniform in [Ceiling(n)/2, Ceiling(n)] for u
+// uniform in [0, 1). u is clamped to [0, 1]. The caller draws u, so the same
+// u gives the same delay everywhere (a replicated state machine can record
+// it).
+func (p Policy) EqualJitter(n int, u float64) time.Duration {
+	half := p.Ceiling(n) / 2
+	u = min(max(u, 0), 1)
+	return half + time.Duration(float64(half)*u)
 }

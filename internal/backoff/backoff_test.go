@@ -124,3 +124,50 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestEqualJitterTable(t *testing.T) {
+	t.Parallel()
+	s, m := time.Second, 5*time.Minute
+	p := backoff.Policy{Base: s, Max: m}
+	tests := []struct {
+		p    backoff.Policy
+		n    int
+		u    float64
+		want time.Duration
+	}{
+		{p, 0, 0, 500 * time.Millisecond},
+		{p, 0, 0.5, 750 * time.Millisecond},
+		{p, 0, 0.999999999, s - 1},
+		{p, 1, 0, s},
+		{p, 2, 1, 4 * s},
+		{p, 4, 0, 8 * s},
+		{p, 8, 1, 256 * s},
+		{p, 9, 1, m}, // 512 s capped
+		{p, 1000, 0, m / 2},
+		{p, -2, 0, 500 * time.Millisecond},             // negative n counts as 0
+		{p, 3, -1, 4 * s},                              // u clamped to 0
+		{p, 3, 7, 8 * s},                               // u clamped to 1
+		{backoff.Policy{Base: 3, Max: 100}, 0, 0.5, 1}, // odd ceiling: ⌊3/2⌋ + ⌊1·0.5⌋
+		{backoff.Policy{Max: m}, 1 << 30, 1, 0},        // zero base
+		{backoff.Policy{Base: s}, 10, 0, 512 * s},      // no cap
+	}
+	for _, tt := range tests {
+		if got := tt.p.EqualJitter(tt.n, tt.u); got != tt.want {
+			t.Errorf("%+v.EqualJitter(%d, %v) = %v, want %v", tt.p, tt.n, tt.u, got, tt.want)
+		}
+	}
+}
+
+func TestEqualJitterSpread(t *testing.T) {
+	t.Parallel()
+	p := backoff.Policy{Base: 500 * time.Millisecond, Max: 60 * time.Second}
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := range 10 {
+		ceil := p.Ceiling(n)
+		for range 500 {
+			if d := p.EqualJitter(n, r.Float64()); d < ceil/2 || d > ceil {
+				t.Fatalf("EqualJitter(%d, rand) = %v, want in [%v, %v]", n, d, ceil/2, ceil)
+			}
+		}
+	}
+}

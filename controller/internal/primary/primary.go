@@ -20,6 +20,8 @@ package primary
 import (
 	"slices"
 	"time"
+
+	"github.com/exchangekit/exchange/internal/backoff"
 )
 
 // Want is what a channel should believe about its target's primary role.
@@ -47,14 +49,19 @@ type entry struct {
 // use NewTracker. A Tracker is not safe for concurrent use; one goroutine owns
 // it.
 type Tracker struct {
-	base, ceiling time.Duration
-	m             map[string]*entry
+	retry backoff.Policy // no jitter: the n-th retry waits retry.Ceiling(n)
+	m     map[string]*entry
 }
 
 // NewTracker returns an empty Tracker whose retries back off from base,
-// doubling, up to ceiling.
+// doubling, up to ceiling. A ceiling below base is raised to base; a base of
+// zero or less makes every retry wait ceiling.
 func NewTracker(base, ceiling time.Duration) *Tracker {
-	return &Tracker{base: base, ceiling: max(base, ceiling), m: map[string]*entry{}}
+	ceiling = max(base, ceiling)
+	if base <= 0 {
+		base = ceiling
+	}
+	return &Tracker{retry: backoff.Policy{Base: base, Max: ceiling}, m: map[string]*entry{}}
 }
 
 // Plan compares want (channel id → what it should believe) with what each
@@ -112,12 +119,8 @@ func (t *Tracker) Done(now time.Time, id string, w Want, ok bool) {
 		e.failures, e.notBefore = 0, time.Time{}
 		return
 	}
-	d := t.base << min(e.failures, 30)
-	if d <= 0 || d > t.ceiling {
-		d = t.ceiling
-	}
+	e.notBefore = now.Add(t.retry.Ceiling(e.failures))
 	e.failures++
-	e.notBefore = now.Add(d)
 }
 
 // Told returns what channel id was last told successfully.

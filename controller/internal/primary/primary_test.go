@@ -117,3 +117,54 @@ func TestDoneForUnknownChannel(t *testing.T) {
 		t.Errorf("InFlight() = %d", tr.InFlight())
 	}
 }
+
+// TestRetryDelays pins the retry schedule: base, doubling, up to ceiling,
+// reset by a success.
+func TestRetryDelays(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	tests := []struct {
+		name          string
+		base, ceiling time.Duration
+		outcomes      string // f: failure, s: success
+		want          []time.Duration
+	}{
+		{"doubles to the ceiling", 50 * ms, 5 * time.Second, "fffffffff",
+			[]time.Duration{50 * ms, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 5 * time.Second, 5 * time.Second}},
+		{"success resets", 100 * ms, time.Second, "ffsff",
+			[]time.Duration{100 * ms, 200 * ms, 0, 100 * ms, 200 * ms}},
+		{"ceiling below base is raised to base", time.Second, ms, "fff",
+			[]time.Duration{time.Second, time.Second, time.Second}},
+		{"zero base waits the ceiling", 0, time.Second, "ff",
+			[]time.Duration{time.Second, time.Second}},
+		{"nothing at all", 0, 0, "ff", []time.Duration{0, 0}},
+	}
+	for _, tt := range tests {
+		tr := NewTracker(tt.base, tt.ceiling)
+		now := t0
+		w := map[string]Want{"a": {Primary: true, Epoch: 1}}
+		notices, _ := tr.Plan(now, w, 0)
+		for i, o := range tt.outcomes {
+			if len(notices) != 1 {
+				t.Fatalf("%s: step %d: Plan() = %v, want one notice", tt.name, i, notices)
+			}
+			tr.Done(now, "a", w["a"], o == 's')
+			if o == 's' {
+				w = map[string]Want{"a": {Primary: true, Epoch: w["a"].Epoch + 1}} // something new to tell
+			}
+			var next time.Time
+			notices, next = tr.Plan(now, w, 0)
+			got := time.Duration(0)
+			if !next.IsZero() {
+				got = next.Sub(now)
+			}
+			if got != tt.want[i] {
+				t.Errorf("%s: step %d (%c): retry in %v, want %v", tt.name, i, o, got, tt.want[i])
+			}
+			if !next.IsZero() {
+				now = next
+				notices, _ = tr.Plan(now, w, 0)
+			}
+		}
+	}
+}
