@@ -50,11 +50,24 @@ func TestEnvironmentVariablesSetFlags(t *testing.T) {
 	}
 }
 
+// Cluster flags that cannot work are refused before anything starts.
 func TestControllerRejectsClusterFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	code := run(t.Context(), []string{"controller", "--in-memory", "--join", "10.0.0.1:7402"}, &out, &errb)
-	if code != 2 || !strings.Contains(errb.String(), "multi-node") {
-		t.Fatalf("controller --join: exit %d, stderr %q; want exit 2 explaining", code, errb.String())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--in-memory", "--join", "127.0.0.1:7402"}, "--in-memory runs a single node"},
+		{[]string{"--join", "127.0.0.1:7402"}, "a cluster needs --cluster-token"},
+		{[]string{"--bootstrap-expect", "3"}, "a cluster needs --cluster-token"},
+		{[]string{"--bootstrap-expect", "0"}, "--bootstrap-expect 0: at least 1"},
+		{[]string{"--cluster-token", "s", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+			"--raft-addr", "127.0.0.1:0"}, "--raft-addr \"127.0.0.1:0\": a cluster node needs a fixed port"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), append([]string{"controller"}, tc.args...), &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("controller %v: exit %d, stderr %q; want exit 2 saying %q", tc.args, code, errb.String(), tc.want)
+		}
 	}
 }
 
