@@ -123,6 +123,8 @@ func goldenCases() []goldenCase {
 			body: `{"targetId":"t1","commands":[{"type":"A"},{"payload":1}]}`},
 		{name: "batch_create_negative_max_retry", method: "POST", path: "/exchange/batchs", wantStatus: 400,
 			body: `{"targetId":"t1","maxRetry":-1,"commands":[{"type":"A"}]}`},
+		{name: "batch_create_max_retry_too_large", method: "POST", path: "/exchange/batchs", wantStatus: 400,
+			body: `{"targetId":"t1","maxRetry":9223372036854775807,"commands":[{"type":"A"}]}`},
 		{name: "batch_create_duplicate_command_ids", method: "POST", path: "/exchange/batchs", wantStatus: 400,
 			body: `{"targetId":"t1","commands":[{"id":"x","type":"A"},{"id":"x","type":"B"}]}`},
 		{name: "batch_create_disabled", server: "nobatches", method: "POST", path: "/exchange/batchs", wantStatus: 501,

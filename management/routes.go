@@ -294,6 +294,9 @@ func batchFromRequest(req BatchRequest) (batch.Batch, error) {
 	if req.MaxRetry != nil && *req.MaxRetry < 0 {
 		return batch.Batch{}, &badRequestError{"field maxRetry", "must not be negative"}
 	}
+	if req.MaxRetry != nil && *req.MaxRetry > batch.MaxRetryLimit {
+		return batch.Batch{}, &badRequestError{"field maxRetry", fmt.Sprintf("must be at most %d, got %d", batch.MaxRetryLimit, *req.MaxRetry)}
+	}
 	b := batch.Batch{ID: req.ID, Key: req.Key, TargetID: req.TargetID, MaxRetry: req.MaxRetry}
 	for i, rc := range req.Commands {
 		if rc.Type == "" {
