@@ -57,10 +57,16 @@ type slogPrinter struct{ s *Server }
 
 func (p slogPrinter) Println(v ...any) { p.s.log.Warn("management: metrics: " + fmt.Sprint(v...)) }
 
-// param returns a path parameter, unescaped (echo leaves it escaped when the
-// request path holds encoded slashes).
+// param returns a path parameter decoded exactly once. Echo routes on
+// URL.RawPath when the request has one (the path holds escapes that decoding
+// would lose, such as %2F) and leaves the parameter escaped; otherwise it
+// routes on URL.Path, already decoded, and the parameter must be taken as is:
+// decoding it again would turn an id "a%2F" into "a/".
 func param(c echo.Context, name string) string {
 	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v
+	}
 	if u, err := url.PathUnescape(v); err == nil {
 		return u
 	}
