@@ -129,6 +129,13 @@ func goldenCases() []goldenCase {
 			body: `{"targetId":"t1","commands":[{"id":"x","type":"A"},{"id":"x","type":"B"}]}`},
 		{name: "batch_create_disabled", server: "nobatches", method: "POST", path: "/exchange/batchs", wantStatus: 501,
 			body: `{"targetId":"t1","commands":[{"type":"A"}]}`},
+		// Batch cancellation (last: it deletes batches of the shared server).
+		{name: "batch_cancel", method: "DELETE", path: "/exchange/batchs/b3", wantStatus: 200},
+		{name: "batch_cancelled_is_gone", path: "/exchange/batchs/b3", wantStatus: 404},
+		{name: "batch_cancel_alias", method: "DELETE", path: "/exchange/batches/b1", wantStatus: 200, golden: "batch"},
+		{name: "batch_cancel_again", method: "DELETE", path: "/exchange/batches/b1", wantStatus: 404},
+		{name: "batch_cancel_not_found", method: "DELETE", path: "/exchange/batchs/unknown", wantStatus: 404, golden: "batch_not_found"},
+		{name: "batch_cancel_disabled", server: "nobatches", method: "DELETE", path: "/exchange/batchs/b1", wantStatus: 404, golden: "batch_disabled_not_found"},
 		// Routing and limits.
 		{name: "route_not_found", path: "/exchange/nothing", wantStatus: 404},
 		{name: "method_not_allowed", method: "DELETE", path: "/exchange/targets", wantStatus: 405},

@@ -37,6 +37,9 @@ func TestPathIDsDecodedOnce(t *testing.T) {
 		if err != nil || b.ID != id {
 			t.Errorf("Client.Batch(%q) = %q, %v; want the batch %q", id, b.ID, err, id)
 		}
+		if b, err := c.CancelBatch(ctx, id); err != nil || b.ID != id {
+			t.Errorf("Client.CancelBatch(%q) = %q, %v; want the batch %q", id, b.ID, err, id)
+		}
 		// An unknown target names the id it was given.
 		_, err = c.Send(ctx, "x"+id, CommandRequest{Type: "ECHO"})
 		var api *APIError

@@ -38,6 +38,7 @@ func (s *Server) routes() {
 		api.GET("/"+b, s.listBatches, s.auth)
 		api.POST("/"+b, s.createBatch, s.auth)
 		api.GET("/"+b+"/:id", s.getBatch, s.auth)
+		api.DELETE("/"+b+"/:id", s.cancelBatch, s.auth)
 	}
 	api.GET("/channels", s.listChannels, s.auth)
 	api.GET("/channels/:id", s.getChannel, s.auth)
@@ -175,6 +176,25 @@ func (s *Server) getBatch(c echo.Context) error {
 	}
 	b, err := s.batches.GetBatch(id)
 	if err != nil {
+		return &batchError{id, err}
+	}
+	return writeJSON(c, http.StatusOK, batchOf(b))
+}
+
+// cancelBatch deletes a batch, which cancels it if it has not finished, and
+// answers 200 with the batch as it was last read before the deletion. An
+// attempt in progress stops at its next store write; a command already sent
+// may still be executed by the connector.
+func (s *Server) cancelBatch(c echo.Context) error {
+	id := param(c, "id")
+	if s.batches == nil {
+		return &batchError{id, batch.ErrNotFound}
+	}
+	b, err := s.batches.GetBatch(id)
+	if err != nil {
+		return &batchError{id, err}
+	}
+	if err := s.batches.DeleteBatch(c.Request().Context(), id); err != nil {
 		return &batchError{id, err}
 	}
 	return writeJSON(c, http.StatusOK, batchOf(b))
