@@ -169,4 +169,10 @@ func TestConfig(t *testing.T) {
 	if err := (batch.Config{CommandTimeout: -1}).Validate(); err == nil {
 		t.Error("negative CommandTimeout: nil error")
 	}
+	if err := (batch.Config{MaxRetry: batch.MaxRetryLimit}).Validate(); err != nil {
+		t.Errorf("MaxRetry at the limit: %v", err)
+	}
+	if err := (batch.Config{MaxRetry: batch.MaxRetryLimit + 1}).Validate(); err == nil {
+		t.Error("MaxRetry over the limit: nil error")
+	}
 }

@@ -14,6 +14,12 @@ import (
 // 5 retries, so 6 attempts, as in the reference system.
 const DefaultMaxRetry = 5
 
+// MaxRetryLimit is the largest MaxRetry a batch may ask for (and the largest
+// Config.MaxRetry): 100 retries at the default backoff (capped at 5 min) already
+// span several hours. A bound keeps a typo (or 2^63-1) from making a batch that never
+// ends and holds its target's queue for ever.
+const MaxRetryLimit = 100
+
 // Batch is an ordered list of commands for one target, persisted and executed
 // in order, and retried with backoff until it succeeds or its retries run out.
 //
@@ -125,7 +131,7 @@ func (b *Batch) current() int {
 // Validation failures are *ValidationError naming the field: targetId is
 // required; there must be at least one command; every command needs a type,
 // must not be one-way, and must have an id unique within the batch; maxRetry
-// must not be negative.
+// must be between 0 and MaxRetryLimit.
 func Prepare(b Batch, now time.Time, defaultMaxRetry int, newID func() string) (Batch, error) {
 	if b.TargetID == "" {
 		return Batch{}, invalid("targetId", "required")
@@ -139,6 +145,9 @@ func Prepare(b Batch, now time.Time, defaultMaxRetry int, newID func() string) (
 	}
 	if maxRetry < 0 {
 		return Batch{}, invalid("maxRetry", "must not be negative, got %d", maxRetry)
+	}
+	if maxRetry > MaxRetryLimit {
+		return Batch{}, invalid("maxRetry", "must be at most %d, got %d", MaxRetryLimit, maxRetry)
 	}
 	now = norm(now)
 	out := Batch{
@@ -188,8 +197,8 @@ func validateStored(b *Batch) error {
 		return invalid("targetId", "required")
 	case len(b.Commands) == 0:
 		return invalid("commands", "a batch needs at least one command")
-	case b.MaxRetry == nil || *b.MaxRetry < 0:
-		return invalid("maxRetry", "must be set and not negative")
+	case b.MaxRetry == nil || *b.MaxRetry < 0 || *b.MaxRetry > MaxRetryLimit:
+		return invalid("maxRetry", "must be set, between 0 and %d", MaxRetryLimit)
 	case b.Status != StatusCreated:
 		return invalid("status", "a new batch must be CREATED, not %s", b.Status)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,8 @@ func TestPrepareValidation(t *testing.T) {
 		{"duplicate id", batch.Batch{TargetID: "t1", Commands: []batch.Command{cmd("a", "A", ""), cmd("b", "B", ""), cmd("a", "C", "")}}, "commands[2].command.id"},
 		{"one way", batch.Batch{TargetID: "t1", Commands: []batch.Command{{Command: &command.Command{Type: "A", OneWay: true}}}}, "commands[0].command.oneWay"},
 		{"negative max retry", batch.Batch{TargetID: "t1", MaxRetry: new(-1), Commands: []batch.Command{cmd("", "A", "")}}, "maxRetry"},
+		{"max retry over the bound", batch.Batch{TargetID: "t1", MaxRetry: new(batch.MaxRetryLimit + 1), Commands: []batch.Command{cmd("", "A", "")}}, "maxRetry"},
+		{"max retry near 2^63", batch.Batch{TargetID: "t1", MaxRetry: new(math.MaxInt64), Commands: []batch.Command{cmd("", "A", "")}}, "maxRetry"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,6 +134,12 @@ func TestPrepareFillsDefaults(t *testing.T) {
 	in.Commands[1].Command.Payload[0] = 'X'
 	if string(got.Commands[1].Command.Payload) != `{"x":1}` {
 		t.Errorf("Prepare aliases the caller's payload")
+	}
+	if got, err := batch.Prepare(batch.Batch{TargetID: "t", MaxRetry: new(batch.MaxRetryLimit), Commands: []batch.Command{cmd("", "A", "")}}, t0, 5, ids()); err != nil || *got.MaxRetry != batch.MaxRetryLimit {
+		t.Errorf("Prepare(maxRetry MaxRetryLimit) = %v, %v; want it accepted", got.MaxRetry, err)
+	}
+	if _, err := batch.Prepare(batch.Batch{TargetID: "t", Commands: []batch.Command{cmd("", "A", "")}}, t0, batch.MaxRetryLimit+1, ids()); err == nil {
+		t.Error("Prepare(default maxRetry over the bound) = nil error, want one")
 	}
 	if got, err := batch.Prepare(batch.Batch{TargetID: "t", MaxRetry: new(0), Commands: []batch.Command{cmd("", "A", "")}}, t0, 5, ids()); err != nil || *got.MaxRetry != 0 {
 		t.Errorf("Prepare(maxRetry 0) = %v, %v; want maxRetry 0", got.MaxRetry, err)

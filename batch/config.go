@@ -2,6 +2,7 @@ package batch
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -31,7 +32,8 @@ type Config struct {
 	// batch per target at a time). Default 64.
 	Concurrency int
 	// MaxRetry is the retry budget of batches that do not set their own.
-	// Default 5 (6 attempts). A batch can ask for fewer, even new(0).
+	// Default 5 (6 attempts), at most MaxRetryLimit. A batch can ask for
+	// fewer, even new(0), or more, up to MaxRetryLimit.
 	MaxRetry int
 	// BackoffBase is the delay before the first retry; it doubles with every
 	// retry, up to BackoffMax, with jitter (see Backoff). Default 1 s.
@@ -70,7 +72,8 @@ func DefaultConfig() Config {
 }
 
 // Validate reports values that make no sense: negative counts or durations
-// (Retention excepted), or a BackoffMax below BackoffBase.
+// (Retention excepted), a MaxRetry over MaxRetryLimit, or a BackoffMax below
+// BackoffBase.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 0 {
@@ -79,8 +82,8 @@ func (c Config) Validate() error {
 	if c.MaxReplyPayload < 0 {
 		errs = append(errs, errors.New("batch: config: MaxReplyPayload must not be negative"))
 	}
-	if c.MaxRetry < 0 {
-		errs = append(errs, errors.New("batch: config: MaxRetry must not be negative"))
+	if c.MaxRetry < 0 || c.MaxRetry > MaxRetryLimit {
+		errs = append(errs, fmt.Errorf("batch: config: MaxRetry must be between 0 and %d", MaxRetryLimit))
 	}
 	if c.BackoffBase < 0 || c.BackoffMax < 0 || c.CommandTimeout < 0 {
 		errs = append(errs, errors.New("batch: config: BackoffBase, BackoffMax and CommandTimeout must not be negative"))

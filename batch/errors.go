@@ -31,6 +31,19 @@ var (
 	ErrRunning = errors.New("batch: runner already running")
 )
 
+// PlainError is implemented by the errors of a Sender that can say what went
+// wrong in plain words, for the operator reading errorDetails: "the
+// connector's channel closed before it replied" rather than
+// "controller: send X to target Y on channel Z: channel: closed". Outcome
+// finds it anywhere in the chain (errors.As) and stores PlainMessage; an
+// empty PlainMessage, or an error without one, is stored as err.Error().
+// controller.SendError implements it; the batch package does not know the
+// channel's errors (it must not import the channel package).
+type PlainError interface {
+	error
+	PlainMessage() string
+}
+
 // ValidationError reports a batch that cannot be created, naming the
 // offending field by its JSON path (for example "targetId" or
 // "commands[2].command.type") so an API can point at it. It wraps ErrInvalid.

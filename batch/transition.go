@@ -214,8 +214,9 @@ func Backoff(retry int, base, limit time.Duration, jitter float64) time.Duration
 }
 
 // Outcome turns what a Sender returned for a batch command into the status to
-// record (SUCCEEDED or ERROR) and, for ERROR, a message in plain words.
-// offline reports that the target had no channel (err wraps ErrNoChannel):
+// record (SUCCEEDED or ERROR) and, for ERROR, a message in plain words: the
+// PlainMessage of a PlainError in err's chain when there is one, else
+// err.Error(). offline reports that the target had no channel (err wraps ErrNoChannel):
 // such an attempt does not count against MaxRetry. timeout is the command
 // timeout, named when err wraps context.DeadlineExceeded.
 //
@@ -228,6 +229,12 @@ func Outcome(targetID string, timeout time.Duration, reply *command.Reply, err e
 	case errors.Is(err, context.DeadlineExceeded):
 		return StatusError, "no reply within " + seconds(timeout), false
 	case err != nil:
+		var pe PlainError
+		if errors.As(err, &pe) {
+			if msg := pe.PlainMessage(); msg != "" {
+				return StatusError, msg, false
+			}
+		}
 		return StatusError, err.Error(), false
 	case reply == nil:
 		return StatusError, "the sender returned neither a reply nor an error", false

@@ -268,9 +268,23 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// plainError is a Sender's error that says what went wrong in plain words,
+// like controller.SendError.
+type plainError struct {
+	plain string
+	err   error
+}
+
+func (e *plainError) Error() string {
+	return "controller: send A[c1] to target \"t1\" on channel ch-1: " + e.err.Error()
+}
+func (e *plainError) Unwrap() error        { return e.err }
+func (e *plainError) PlainMessage() string { return e.plain }
+
 func TestOutcome(t *testing.T) {
 	t.Parallel()
 	noChannel := fmt.Errorf("controller: no channel for target %q: %w", "t1", batch.ErrNoChannel)
+	closed := &plainError{"the connector's channel closed before it replied", errors.New("channel: closed")}
 	tests := []struct {
 		name    string
 		reply   *command.Reply
@@ -289,6 +303,11 @@ func TestOutcome(t *testing.T) {
 		{"no channel", nil, noChannel, batch.StatusError, `no channel for target "t1"`, true},
 		{"timeout", nil, fmt.Errorf("send A[c1]: no reply: %w", context.DeadlineExceeded), batch.StatusError, "no reply within 60s", false},
 		{"other error", nil, errors.New("channel: closed"), batch.StatusError, "channel: closed", false},
+		{"plain error", nil, closed, batch.StatusError, "the connector's channel closed before it replied", false},
+		{"plain error, wrapped", nil, fmt.Errorf("forward: %w", closed), batch.StatusError, "the connector's channel closed before it replied", false},
+		{"plain error without words", nil, &plainError{"", errors.New("channel: closed")}, batch.StatusError, `controller: send A[c1] to target "t1" on channel ch-1: channel: closed`, false},
+		{"plain timeout", nil, &plainError{"the send timed out", context.DeadlineExceeded}, batch.StatusError, "no reply within 60s", false},
+		{"plain busy", nil, &plainError{"the connector is busy; retry after 2s", errors.New("channel: busy")}, batch.StatusError, "the connector is busy; retry after 2s", false},
 		{"nothing", nil, nil, batch.StatusError, "the sender returned neither a reply nor an error", false},
 	}
 	for _, tt := range tests {

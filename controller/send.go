@@ -20,9 +20,9 @@ import (
 //
 // The reply timeout is ctx's deadline or, without one, the channel's
 // DefaultTimeout (60 s). A reply with status ERROR is a reply, not an error.
-// Errors:
-//   - *NoChannelError (wraps ErrNoChannel), at once, when the target has no
-//     channel;
+// Errors: *NoChannelError (wraps ErrNoChannel), at once, when the target has
+// no channel; otherwise a *SendError, whose PlainMessage says what went wrong
+// in words, wrapping:
 //   - ErrForwardingUnavailable (state.ErrNodeUnavailable), wrapped, when
 //     the chosen channel's node cannot be reached;
 //   - ErrClosed when the controller is closed;
@@ -44,20 +44,20 @@ func (c *Controller) send(ctx context.Context, targetID string, cmd *command.Com
 		return nil, errors.New("controller: send needs a command")
 	}
 	if c.ctx.Err() != nil {
-		return nil, fmt.Errorf("controller: send %s to target %q: %w", cmd, targetID, ErrClosed)
+		return nil, &SendError{Command: cmd, TargetID: targetID, Err: ErrClosed}
 	}
 	choice, lc := c.route(targetID, primaryOnly)
 	switch choice.Kind {
 	case route.Local:
 		reply, err := lc.ch.Send(ctx, cmd)
 		if err != nil {
-			return nil, fmt.Errorf("controller: send %s to target %q on channel %s: %w", cmd, targetID, lc.id, err)
+			return nil, &SendError{Command: cmd, TargetID: targetID, ChannelID: lc.id, Err: err}
 		}
 		return reply, nil
 	case route.Remote:
 		reply, err := c.store.Forward(ctx, state.NodeID(choice.NodeID), state.ChannelID(choice.ChannelID), cmd)
 		if err != nil {
-			return nil, fmt.Errorf("controller: send %s to target %q via node %s: %w", cmd, targetID, choice.NodeID, err)
+			return nil, &SendError{Command: cmd, TargetID: targetID, NodeID: choice.NodeID, Err: err}
 		}
 		return reply, nil
 	}

@@ -38,6 +38,10 @@ type Batches interface {
 	GetBatch(id string) (batch.Batch, error)
 	// ListBatches returns the batches matching f.
 	ListBatches(f batch.Filter) []batch.Batch
+	// DeleteBatch removes batch id whatever its status, which cancels it if
+	// it has not finished; an error wrapping batch.ErrNotFound if there is
+	// none.
+	DeleteBatch(ctx context.Context, id string) error
 }
 
 // The controller and the batch runner are what New is normally given.

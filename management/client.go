@@ -152,6 +152,14 @@ func (c *Client) Batch(ctx context.Context, id string) (Batch, error) {
 	return out, c.do(ctx, http.MethodGet, "/exchange/batchs/"+url.PathEscape(id), nil, nil, &out)
 }
 
+// CancelBatch calls DELETE /exchange/batchs/:id: it deletes the batch, which
+// cancels it if it has not finished, and returns the batch as it was when
+// cancelled.
+func (c *Client) CancelBatch(ctx context.Context, id string) (Batch, error) {
+	var out Batch
+	return out, c.do(ctx, http.MethodDelete, "/exchange/batchs/"+url.PathEscape(id), nil, nil, &out)
+}
+
 // CreateBatch calls POST /exchange/batchs.
 func (c *Client) CreateBatch(ctx context.Context, req BatchRequest) (Batch, error) {
 	var out Batch

@@ -14,6 +14,7 @@
 //	GET  /exchange/batchs?status=&targetId=   [Batch]
 //	POST /exchange/batchs                     {id?, key?, targetId, maxRetry?, commands} → 201 Batch
 //	GET  /exchange/batchs/:id                 Batch
+//	DELETE /exchange/batchs/:id               cancel: 200 Batch as it was
 //	GET  /exchange/channels?active=&targetId= [Channel]
 //	GET  /exchange/channels/:id               Channel
 //	GET  /exchange/cluster                    Cluster
@@ -24,7 +25,7 @@
 // docs/openapi.yaml describes every route, parameter, body and error; a test
 // keeps it in step with the routes. Every error has the body
 // {"code": N, "message": "..."} with HTTP status N, and one function maps
-// errors to statuses. Bodies are pretty-printed JSON.
+// errors to statuses. Bodies are compact JSON.
 //
 // # Security
 //
@@ -34,6 +35,12 @@
 // Listen binds to loopback only (":7480" becomes "127.0.0.1:7480"), logging a
 // warning; Serve refuses a non-loopback listener. See
 // docs/decisions/0003-management-auth.md.
+//
+// Whatever the tokens, web pages of other sites cannot drive the API
+// (docs/decisions/0015-management-cross-site.md): request bodies must be
+// application/json (415), a foreign or null Origin is refused (403), and
+// without a token a Host that is not a loopback name or address, nor the
+// listen address, is refused (421: DNS rebinding).
 //
 // # Usage
 //

@@ -80,6 +80,7 @@ func httpError(err error) (code int, message string, retryAfter time.Duration) {
 		invalid    *batch.ValidationError
 		send       *sendError
 		batchErr   *batchError
+		status     *statusError
 	)
 	what, batchID := "the request", ""
 	if errors.As(err, &send) {
@@ -91,6 +92,8 @@ func httpError(err error) (code int, message string, retryAfter time.Duration) {
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large (limit %d bytes)", tooLarge.Limit), 0
+	case errors.As(err, &status):
+		return status.code, status.message, 0
 	case errors.As(err, &badRequest):
 		return http.StatusBadRequest, badRequest.Error(), 0
 	case errors.As(err, &notFound):

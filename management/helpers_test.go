@@ -225,6 +225,16 @@ func (f *fakeBatches) GetBatch(id string) (batch.Batch, error) {
 	return b, nil
 }
 
+func (f *fakeBatches) DeleteBatch(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.batches[id]; !ok {
+		return fmt.Errorf("fake: delete %s: %w", id, batch.ErrNotFound)
+	}
+	delete(f.batches, id)
+	return nil
+}
+
 func (f *fakeBatches) ListBatches(flt batch.Filter) []batch.Batch {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -38,6 +38,7 @@ func (s *Server) routes() {
 		api.GET("/"+b, s.listBatches, s.auth)
 		api.POST("/"+b, s.createBatch, s.auth)
 		api.GET("/"+b+"/:id", s.getBatch, s.auth)
+		api.DELETE("/"+b+"/:id", s.cancelBatch, s.auth)
 	}
 	api.GET("/channels", s.listChannels, s.auth)
 	api.GET("/channels/:id", s.getChannel, s.auth)
@@ -57,10 +58,16 @@ type slogPrinter struct{ s *Server }
 
 func (p slogPrinter) Println(v ...any) { p.s.log.Warn("management: metrics: " + fmt.Sprint(v...)) }
 
-// param returns a path parameter, unescaped (echo leaves it escaped when the
-// request path holds encoded slashes).
+// param returns a path parameter decoded exactly once. Echo routes on
+// URL.RawPath when the request has one (the path holds escapes that decoding
+// would lose, such as %2F) and leaves the parameter escaped; otherwise it
+// routes on URL.Path, already decoded, and the parameter must be taken as is:
+// decoding it again would turn an id "a%2F" into "a/".
 func param(c echo.Context, name string) string {
 	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v
+	}
 	if u, err := url.PathUnescape(v); err == nil {
 		return u
 	}
@@ -169,6 +176,25 @@ func (s *Server) getBatch(c echo.Context) error {
 	}
 	b, err := s.batches.GetBatch(id)
 	if err != nil {
+		return &batchError{id, err}
+	}
+	return writeJSON(c, http.StatusOK, batchOf(b))
+}
+
+// cancelBatch deletes a batch, which cancels it if it has not finished, and
+// answers 200 with the batch as it was last read before the deletion. An
+// attempt in progress stops at its next store write; a command already sent
+// may still be executed by the connector.
+func (s *Server) cancelBatch(c echo.Context) error {
+	id := param(c, "id")
+	if s.batches == nil {
+		return &batchError{id, batch.ErrNotFound}
+	}
+	b, err := s.batches.GetBatch(id)
+	if err != nil {
+		return &batchError{id, err}
+	}
+	if err := s.batches.DeleteBatch(c.Request().Context(), id); err != nil {
 		return &batchError{id, err}
 	}
 	return writeJSON(c, http.StatusOK, batchOf(b))
@@ -293,6 +319,9 @@ func batchFromRequest(req BatchRequest) (batch.Batch, error) {
 	}
 	if req.MaxRetry != nil && *req.MaxRetry < 0 {
 		return batch.Batch{}, &badRequestError{"field maxRetry", "must not be negative"}
+	}
+	if req.MaxRetry != nil && *req.MaxRetry > batch.MaxRetryLimit {
+		return batch.Batch{}, &badRequestError{"field maxRetry", fmt.Sprintf("must be at most %d, got %d", batch.MaxRetryLimit, *req.MaxRetry)}
 	}
 	b := batch.Batch{ID: req.ID, Key: req.Key, TargetID: req.TargetID, MaxRetry: req.MaxRetry}
 	for i, rc := range req.Commands {

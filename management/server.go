@@ -55,16 +55,18 @@ func New(cfg Config, ex Exchange, batches Batches, g prometheus.Gatherer) (*Serv
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.writeError
-	e.Use(s.logRequests, s.limitBody)
+	e.Use(s.logRequests, s.crossSite, s.limitBody)
 	s.echo = e
 	s.routes()
 	return s, nil
 }
 
 // Handler returns the API as an http.Handler, for tests and for embedding in
-// another server. It applies the authentication and body limit, but the
-// loopback rule is Listen's and Serve's: a caller serving Handler itself is
-// responsible for where it listens.
+// another server. It applies the authentication, the cross-site checks
+// (without a token, a Host other than localhost or a loopback address is
+// refused) and the body limit, but the loopback rule is Listen's and
+// Serve's: a caller serving Handler itself is responsible for where it
+// listens.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // Listen opens the listener Serve needs, on Config.Addr. Without tokens, a
@@ -112,6 +114,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Requests keep running through a graceful shutdown, so their
+		// context is not ctx; it tells crossSite which listener they came
+		// in on.
+		BaseContext: func(l net.Listener) context.Context {
+			return context.WithValue(context.WithoutCancel(ctx), listenerKey{}, l.Addr())
+		},
 	}
 	s.log.Info("management: serving", "addr", lis.Addr().String(), "auth", len(s.tokens) > 0)
 	errc := make(chan error, 1)

@@ -223,8 +223,8 @@ func newCtlChannelsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	var target, status string
 	cmd := &cobra.Command{
-		Use:   "batches [--target T] [--status S]",
-		Short: "List the batches, optionally of one target and/or with one status",
+		Use:   "batches [--target T] [--status S] | batches get ID | batches cancel ID",
+		Short: "List the batches (optionally of one target and/or with one status), show or cancel one",
 		Args:  ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
@@ -254,7 +254,93 @@ func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&target, "target", "", "only this target's batches")
 	cmd.Flags().StringVar(&status, "status", "", "only batches with this status: CREATED, PENDING, IN_PROGRESS, SUCCEEDED or ERROR")
+	cmd.AddCommand(newCtlBatchGetCommand(f, stdout), newCtlBatchCancelCommand(f, stdout))
 	return cmd
+}
+
+// ctlBatchID takes the one positional argument of batches get and cancel.
+func ctlBatchID(_ *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return &exitError{code: exitUsage, err: errors.New("a batch id is required")}
+	case len(args) > 1:
+		return &exitError{code: exitUsage, err: fmt.Errorf("unexpected argument %q", args[1])}
+	case args[0] == "":
+		return &exitError{code: exitUsage, err: errors.New("the batch id must not be empty")}
+	}
+	return nil
+}
+
+func newCtlBatchGetCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one batch and its commands",
+		Args:  ctlBatchID,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				b, err := c.Batch(ctx, args[0])
+				if err != nil {
+					return ctlError(err, fmt.Sprintf("no batch %s", args[0]))
+				}
+				if f.output == "json" {
+					return printJSON(stdout, b)
+				}
+				return printBatch(stdout, b)
+			})
+		},
+	}
+}
+
+func newCtlBatchCancelCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a batch: delete it, and print it as it was",
+		Long: `Cancel a batch: delete it whatever its status, and print it as it was when
+cancelled. An unfinished batch sends no further command (one already sent may
+still be executed by the connector); a finished one is removed before its
+retention ends.`,
+		Args: ctlBatchID,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
+				b, err := c.CancelBatch(ctx, args[0])
+				if err != nil {
+					return ctlError(err, fmt.Sprintf("no batch %s", args[0]))
+				}
+				if f.output == "json" {
+					return printJSON(stdout, b)
+				}
+				fmt.Fprintf(stdout, "cancelled batch %s (it was %s)\n\n", b.ID, b.Status)
+				return printBatch(stdout, b)
+			})
+		},
+	}
+}
+
+// printBatch writes one batch: its fields, then a table of its commands.
+func printBatch(w io.Writer, b management.Batch) error {
+	rows := [][]string{
+		{"BATCH", b.ID},
+		{"KEY", orDash(deref(b.Key))},
+		{"TARGET", b.TargetID},
+		{"STATUS", b.Status},
+		{"RETRY", fmt.Sprintf("%d/%d", b.Retry, b.MaxRetry)},
+		{"NEXT-ATTEMPT", formatTime(b.NextAttemptAt)},
+		{"CREATED", formatTime(&b.CreatedAt)},
+		{"ERROR", orDash(deref(b.ErrorDetails))},
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	fmt.Fprintln(w)
+	cmds := make([][]string, 0, len(b.Commands))
+	for _, bc := range b.Commands {
+		cmds = append(cmds, []string{bc.Command.ID, bc.Command.Type, bc.Status, orDash(deref(bc.ErrorDetails))})
+	}
+	return table(w, "COMMAND\tTYPE\tSTATUS\tERROR", cmds)
 }
 
 func newCtlSendCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {

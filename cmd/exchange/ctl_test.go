@@ -112,6 +112,15 @@ func (b ctlBatches) GetBatch(id string) (batch.Batch, error) {
 	return batch.Batch{}, batch.ErrNotFound
 }
 
+// DeleteBatch "deletes" b2 only, and anything else is not found; the
+// fixture does not change.
+func (ctlBatches) DeleteBatch(_ context.Context, id string) error {
+	if id != "b2" {
+		return fmt.Errorf("delete %s: %w", id, batch.ErrNotFound)
+	}
+	return nil
+}
+
 func (b ctlBatches) ListBatches(f batch.Filter) []batch.Batch {
 	var out []batch.Batch
 	for _, x := range b.all() {
@@ -178,6 +187,36 @@ b2     -    t1      PENDING  2/5    1/2   2024-07-19T11:00:00Z  no channel
 		{"batches, none", []string{"batches", "--target", "t2"}, `
 BATCH  KEY  TARGET  STATUS  RETRY  DONE  NEXT-ATTEMPT  ERROR
 `},
+		{"batch get", []string{"batches", "get", "b2"}, `
+BATCH         b2
+KEY           -
+TARGET        t1
+STATUS        PENDING
+RETRY         2/5
+NEXT-ATTEMPT  2024-07-19T11:00:00Z
+CREATED       2024-07-19T10:01:00Z
+ERROR         no channel
+
+COMMAND  TYPE  STATUS     ERROR
+y        A     SUCCEEDED  -
+z        B     ERROR      -
+`},
+		{"batch cancel", []string{"batches", "cancel", "b2"}, `
+cancelled batch b2 (it was PENDING)
+
+BATCH         b2
+KEY           -
+TARGET        t1
+STATUS        PENDING
+RETRY         2/5
+NEXT-ATTEMPT  2024-07-19T11:00:00Z
+CREATED       2024-07-19T10:01:00Z
+ERROR         no channel
+
+COMMAND  TYPE  STATUS     ERROR
+y        A     SUCCEEDED  -
+z        B     ERROR      -
+`},
 		{"send", []string{"send", "--target", "t1", "--type", "ECHO", "--payload", `{"text": "hi"}`}, `
 STATUS   SUCCEEDED
 COMMAND  <id>
@@ -236,7 +275,12 @@ func TestCtlJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Status != "SUCCEEDED" || r.Code == nil || *r.Code != 200 {
 		t.Errorf("send reply = %+v, %v\n%s", r, err, out)
 	}
-	for _, sub := range [][]string{{"targets"}, {"batches"}, {"cluster"}} {
+	code, out, errOut = runCtl(t, "--addr", addr, "-o", "json", "batches", "cancel", "b2")
+	var b management.Batch
+	if code != 0 || json.Unmarshal([]byte(out), &b) != nil || b.ID != "b2" || b.Status != "PENDING" {
+		t.Errorf("batches cancel -o json: exit code %d, batch %+v; stderr %s\n%s", code, b, errOut, out)
+	}
+	for _, sub := range [][]string{{"targets"}, {"batches"}, {"batches", "get", "b1"}, {"cluster"}} {
 		code, out, errOut := runCtl(t, append([]string{"--addr", addr, "-o", "json"}, sub...)...)
 		if code != 0 || !json.Valid([]byte(out)) {
 			t.Errorf("%v: exit code %d, valid JSON %v; stderr %s", sub, code, json.Valid([]byte(out)), errOut)
@@ -259,6 +303,10 @@ func TestCtlFailures(t *testing.T) {
 		{"busy", []string{"send", "--target", "t-busy", "--type", "ECHO"}, 6, "(retry after 1s)"},
 		{"invalid status", []string{"batches", "--status", "DONE"}, 2, "exchange: invalid request: invalid query parameter status: [DONE] is not one of"},
 		{"no subcommand", nil, 2, "exchange: ctl needs a command"},
+		{"get unknown batch", []string{"batches", "get", "b9"}, 5, "exchange: no batch b9\n"},
+		{"cancel unknown batch", []string{"batches", "cancel", "b9"}, 5, "exchange: no batch b9\n"},
+		{"cancel without id", []string{"batches", "cancel"}, 2, "a batch id is required"},
+		{"get with two ids", []string{"batches", "get", "b1", "b2"}, 2, `unexpected argument "b2"`},
 		{"unknown subcommand", []string{"frobnicate"}, 2, `exchange: unknown ctl command "frobnicate"`},
 		{"bad output", []string{"-o", "yaml", "targets"}, 2, `exchange: -o "yaml": want table or json`},
 		{"unknown flag", []string{"targets", "--bogus"}, 2, "unknown flag: --bogus"},
