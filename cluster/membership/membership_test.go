@@ -148,9 +148,11 @@ func TestLeaveIsNotFailure(t *testing.T) {
 	leakCheck(t)
 	nodes := cluster(t, 3, nil)
 	ctx := testCtx(t)
+	began := time.Now()
 	if err := nodes[2].Leave(ctx); err != nil {
 		t.Fatalf("Leave() = %v", err)
 	}
+	t.Logf("Leave took %v", time.Since(began))
 	if err := nodes[2].Leave(ctx); err != nil {
 		t.Errorf("second Leave() = %v, want nil", err)
 	}
