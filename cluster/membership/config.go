@@ -90,7 +90,8 @@ type Config struct {
 	// join.
 	SecretKey []byte
 	// Profile is the memberlist preset; default ProfileLAN. Timings override
-	// single knobs of it.
+	// single knobs of it; DefaultConfig's Timings are tuned for a LAN, so
+	// reset them when choosing ProfileWAN.
 	Profile Profile
 	Timings Timings
 	// LeaveTimeout bounds Leave when its ctx has no deadline. Default 5 s.

@@ -28,9 +28,11 @@
 // v0.6.0 does not say which of the two happened (it leaves
 // memberlist.Node.State unset in its callbacks), so Leave first gossips a
 // leaving flag in the node's metadata, waits for that broadcast, and only
-// then sends memberlist's leave message. A node that misses the flag sees the
-// leave as a failure; the raft leader treats both as "gone" anyway, and only
-// keeps a failed voter's seat a little longer.
+// then sends memberlist's leave message. A node that missed the flag (lost
+// broadcasts, or a Leave whose ctx ended before the flag went out) sees the
+// leave as a failure, so a consumer must handle EventFail for a node that in
+// fact left; the reverse (a failure reported as a leave) only happens when a
+// node crashes between the two broadcasts.
 //
 // # Events
 //

@@ -148,9 +148,11 @@ func TestLeaveIsNotFailure(t *testing.T) {
 	leakCheck(t)
 	nodes := cluster(t, 3, nil)
 	ctx := testCtx(t)
+	began := time.Now()
 	if err := nodes[2].Leave(ctx); err != nil {
 		t.Fatalf("Leave() = %v", err)
 	}
+	t.Logf("Leave took %v", time.Since(began))
 	if err := nodes[2].Leave(ctx); err != nil {
 		t.Errorf("second Leave() = %v, want nil", err)
 	}
@@ -347,5 +349,55 @@ func TestClosed(t *testing.T) {
 		// The watcher drains the channel; it must be closed.
 		for range n.Events() {
 		}
+	}
+}
+
+// A consumer that does not read Events holds up neither memberlist nor the
+// other nodes; when it reads, it gets each node's latest state, one event per
+// node.
+func TestUnreadEventsDoNotBlock(t *testing.T) {
+	leakCheck(t)
+	ctx := testCtx(t)
+	idle, err := membership.Start(ctx, testConfig(t, "idle"))
+	if err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	defer func() {
+		if err := idle.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	}()
+	join := []string{idle.LocalNode().Addr}
+	a := start(t, testConfig(t, "a", join...))
+	b := start(t, testConfig(t, "b", join...))
+	meta := b.LocalNode().Meta
+	for i := range 5 { // updates pile up on the idle node
+		meta.Version = 10 + i
+		if err := b.UpdateMeta(ctx, meta); err != nil {
+			t.Fatalf("UpdateMeta() = %v", err)
+		}
+	}
+	a.waitFor(t, ctx, "b's last update", func(last map[string]membership.Event) bool {
+		return last["b"].Member.Meta.Version == 14 && countState(last, membership.StateAlive) == 3
+	})
+	if got := len(idle.Members()); got != 3 {
+		t.Errorf("idle node's Members() has %d nodes, want 3", got)
+	}
+
+	// The dispatcher holds at most one event; the queue one per node.
+	seen := map[string]membership.Event{}
+	for len(seen) < 3 || seen["b"].Member.Meta.Version != 14 {
+		select {
+		case ev := <-idle.Events():
+			seen[ev.Member.Meta.NodeID] = ev
+		case <-ctx.Done():
+			t.Fatalf("events seen: %v", seen)
+		}
+	}
+	if idle.Coalesced() == 0 {
+		t.Errorf("Coalesced() = 0, want the piled-up updates coalesced")
+	}
+	if ev := seen["b"]; ev.Type != membership.EventJoin && ev.Type != membership.EventUpdate {
+		t.Errorf("b's event = %+v, want its join or update carrying Version 14", ev)
 	}
 }
