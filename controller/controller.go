@@ -65,6 +65,10 @@ type Controller struct {
 	routes      routeCache    // targets' routes, kept between state changes
 	forwarder   forwarder     // nil: no forwarding (single node)
 
+	failures   *failureLimiter // failed HELLOs per source
+	refusedLog logThrottle     // "HELLO refused" lines
+	limitedLog logThrottle     // "refused: too many failed HELLOs" lines
+
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{} // closed when Close has finished
@@ -105,6 +109,9 @@ func New(cfg Config, lis channel.Listener, store Store) (*Controller, error) {
 		primaryKick: make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
+	c.failures = newFailureLimiter(cfg.FailedHelloRate, cfg.FailedHelloBurst)
+	c.refusedLog.every = refusedLogInterval
+	c.limitedLog.every = limitedLogInterval
 	c.applier = newApplier(store, c.nodeID, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {
