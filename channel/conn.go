@@ -136,7 +136,7 @@ func (p PeerInfo) Source() string {
 	if err != nil {
 		return p.Addr
 	}
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	if ip.Is4() {
 		return ip.String()
 	}

@@ -249,12 +249,25 @@ func translate(op string, err error) error {
 			return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrMalformedFrame, msg)
 		}
 	case codes.ResourceExhausted:
-		if strings.Contains(msg, channel.ErrLimitExceeded.Error()) {
-			return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrLimitExceeded, msg)
+		if detail, ok := limitDetail(msg); ok {
+			return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrLimitExceeded, detail)
 		}
 		return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrFrameTooLarge, msg)
 	}
 	return fmt.Errorf("grpcchannel: %s: %w: %s: %s", op, channel.ErrClosed, st.Code(), st.Message())
+}
+
+// limitDetail reports whether a RESOURCE_EXHAUSTED message is a refusal by
+// one of the peer's limits (its text carries channel.ErrLimitExceeded's),
+// rather than a message over a size limit, and returns what follows that
+// text: the limit and its value.
+func limitDetail(msg string) (string, bool) {
+	marker := channel.ErrLimitExceeded.Error() + ": "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return "", false
+	}
+	return msg[i+len(marker):], true
 }
 
 // errSilent ends a stream that sent nothing within the HandshakeTimeout.

@@ -153,7 +153,9 @@ func (d *Dialer) dialError(err error) error {
 		case codes.ResourceExhausted:
 			// Refused by a limit before the stream was taken: the server is
 			// busy, not broken; try later.
-			return fmt.Errorf("grpcchannel: dial %s: %w: %w: %s", d.target, ErrUnavailable, channel.ErrLimitExceeded, st.Message())
+			if detail, ok := limitDetail(st.Message()); ok {
+				return fmt.Errorf("grpcchannel: dial %s: %w: %w: %s", d.target, ErrUnavailable, channel.ErrLimitExceeded, detail)
+			}
 		case codes.Canceled:
 			if d.cc.GetState() == connectivity.Shutdown {
 				return fmt.Errorf("grpcchannel: dial %s: dialer %w", d.target, channel.ErrClosed)
