@@ -90,7 +90,7 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	peer := channel.Peer(conn)
 	if src := peer.Source(); c.failures.blocked(src, time.Now()) {
-		c.limited(conn, src)
+		c.limited(ctx, conn, src)
 		return nil
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
@@ -213,9 +213,9 @@ func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer 
 }
 
 // limited refuses conn, from a source that has used up its failed HELLOs,
-// before reading its HELLO: the Authenticator does not run. The peer is told
-// to retry later (RESOURCE_EXHAUSTED over gRPC).
-func (c *Controller) limited(conn channel.Conn, src string) {
+// without looking at its HELLO: the Authenticator does not run. The peer is
+// told to retry later (RESOURCE_EXHAUSTED over gRPC).
+func (c *Controller) limited(ctx context.Context, conn channel.Conn, src string) {
 	if m := c.cfg.Metrics; m != nil {
 		m.HelloRejected("rate_limited")
 	}
@@ -224,6 +224,14 @@ func (c *Controller) limited(conn channel.Conn, src string) {
 			"source", src, "rate", c.cfg.FailedHelloRate, "burst", c.cfg.FailedHelloBurst,
 			"also_refused_since_last_line", suppressed)
 	}
+	// Take the HELLO off the wire first, unread, waiting at most maxLinger:
+	// ending the stream before the connector has sent it would make its
+	// Send fail with a bare end of stream rather than with this reason.
+	rctx, cancel := context.WithTimeout(ctx, min(maxLinger, c.cfg.HelloTimeout))
+	stop := context.AfterFunc(rctx, func() { _ = conn.Close() })
+	_, _ = conn.Recv()
+	stop()
+	cancel()
 	err := fmt.Errorf("controller: %w: too many failed HELLOs from %s; retry later", channel.ErrLimitExceeded, src)
 	if cw, ok := conn.(channel.CloseWithErrorer); ok {
 		_ = cw.CloseWithError(err)
