@@ -3,6 +3,8 @@ package channel
 import (
 	"context"
 	"crypto/tls"
+	"net"
+	"net/netip"
 
 	"github.com/exchangekit/exchange/command"
 )
@@ -118,6 +120,38 @@ type PeerInfo struct {
 // for authentication by certificate.
 type PeerInfoer interface {
 	PeerInfo() PeerInfo
+}
+
+// Source returns the key under which limits per source count this peer: the
+// IP address of Addr, reduced to its /64 prefix for IPv6 (one host or one
+// site usually holds a whole /64, so counting single IPv6 addresses would let
+// one host spread itself over 2⁶⁴ sources). An Addr that is not host:port or
+// an IP address (an in-process peer) is returned as it is.
+func (p PeerInfo) Source() string {
+	host := p.Addr
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return p.Addr
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return ip.String()
+	}
+	return netip.PrefixFrom(ip, 64).Masked().String()
+}
+
+// HandshakeCompleter is implemented by server-side Conns whose transport
+// counts the streams still in their handshake (grpcchannel's Server bounds
+// them, and closes streams that stay silent). AcceptHello calls
+// HandshakeComplete once it has sent a SUCCEEDED reply: from then on the
+// Conn is an established channel and no longer counts against the limits on
+// handshakes. It must be safe to call more than once and concurrently with
+// Send and Recv.
+type HandshakeCompleter interface {
+	HandshakeComplete()
 }
 
 // Peer returns c's PeerInfo, or the zero PeerInfo if c does not know it.

@@ -26,6 +26,12 @@ var (
 	ErrDuplicateID = errors.New("channel: command id already in flight")
 	// ErrHelloRejected is wrapped by HelloRejectedError.
 	ErrHelloRejected = errors.New("channel: hello rejected")
+	// ErrLimitExceeded reports a channel refused by a limit of the peer
+	// (connections, handshakes in flight, failed HELLOs from one source)
+	// rather than by a decision about this connector: retrying later, with
+	// backoff, is expected to succeed. The gRPC twin carries it as
+	// RESOURCE_EXHAUSTED.
+	ErrLimitExceeded = errors.New("channel: limit exceeded")
 	// ErrProtocol reports a handshake that broke the protocol (for example a
 	// first frame that is not HELLO).
 	ErrProtocol = errors.New("channel: protocol violation")

@@ -73,7 +73,8 @@ type HelloDecider func(ctx context.Context, cmd *command.Command, hello command.
 // When the first frame is not a HELLO, the sender gets an ERROR reply saying
 // so (if the frame can be answered) and the error wraps ErrProtocol. When
 // decide refuses, the error is a *HelloRejectedError. In both cases the caller
-// should close conn. If ctx ends first, conn is closed.
+// should close conn. If ctx ends first, conn is closed. After a SUCCEEDED
+// reply it calls conn's HandshakeComplete, if conn is a HandshakeCompleter.
 func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.HelloPayload, *command.Reply, error) {
 	var none command.HelloPayload
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
@@ -132,6 +133,9 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 	if !stop() {
 		// ctx ended as the reply went out: conn is being closed under us.
 		return hello, reply, ctxErr(ctx, fmt.Errorf("channel: hello: %w", ErrClosed))
+	}
+	if hc, ok := conn.(HandshakeCompleter); ok {
+		hc.HandshakeComplete()
 	}
 	return hello, reply, nil
 }

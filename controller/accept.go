@@ -17,6 +17,15 @@ import (
 // connector can read the refusal before the connection closes.
 const maxLinger = time.Second
 
+// At most one "HELLO refused" line is logged per refusedLogInterval, and one
+// line about connections refused for too many failed HELLOs per
+// limitedLogInterval; each line says how many were not logged since the
+// previous one (the metrics count them all).
+const (
+	refusedLogInterval = time.Second
+	limitedLogInterval = 10 * time.Second
+)
+
 // acceptLoop accepts connections until ctx is done; each gets its own
 // goroutine. It returns an error only when the listener is closed under it.
 // Other Accept errors are logged and retried with backoff.
@@ -81,6 +90,10 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 // when the connection was refused or broke (conn is then closed).
 func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	peer := channel.Peer(conn)
+	if src := peer.Source(); c.failures.blocked(src, time.Now()) {
+		c.limited(ctx, conn, src)
+		return nil
+	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
 	defer cancel()
 
@@ -180,7 +193,14 @@ func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer 
 		reason = "protocol"
 	}
 	if reason != "" {
-		c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "reason", reason, "err", err)
+		now := time.Now()
+		if reason == "unauthenticated" || reason == "protocol" {
+			c.failures.fail(peer.Source(), now)
+		}
+		if ok, suppressed := c.refusedLog.allow(now); ok {
+			c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "reason", reason, "err", err,
+				"not_logged_since_last", suppressed)
+		}
 		if m := c.cfg.Metrics; m != nil {
 			m.HelloRejected(reason)
 		}
@@ -189,6 +209,34 @@ func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer 
 	}
 	if reason != "" && reason != "timeout" {
 		c.linger(ctx, conn)
+	}
+	_ = conn.Close()
+}
+
+// limited refuses conn, from a source that has used up its failed HELLOs,
+// without looking at its HELLO: the Authenticator does not run. The peer is
+// told to retry later (RESOURCE_EXHAUSTED over gRPC).
+func (c *Controller) limited(ctx context.Context, conn channel.Conn, src string) {
+	if m := c.cfg.Metrics; m != nil {
+		m.HelloRejected("rate_limited")
+	}
+	if ok, suppressed := c.limitedLog.allow(time.Now()); ok {
+		c.log.Warn("controller: connections refused before HELLO: too many failed HELLOs from their source",
+			"source", src, "rate", c.cfg.FailedHelloRate, "burst", c.cfg.FailedHelloBurst,
+			"also_refused_since_last_line", suppressed)
+	}
+	// Take the HELLO off the wire first, unread, waiting at most maxLinger:
+	// ending the stream before the connector has sent it would make its
+	// Send fail with a bare end of stream rather than with this reason.
+	rctx, cancel := context.WithTimeout(ctx, min(maxLinger, c.cfg.HelloTimeout))
+	stop := context.AfterFunc(rctx, func() { _ = conn.Close() })
+	_, _ = conn.Recv()
+	stop()
+	cancel()
+	err := fmt.Errorf("controller: %w: too many failed HELLOs from %s; retry later", channel.ErrLimitExceeded, src)
+	if cw, ok := conn.(channel.CloseWithErrorer); ok {
+		_ = cw.CloseWithError(err)
+		return
 	}
 	_ = conn.Close()
 }

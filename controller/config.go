@@ -20,6 +20,8 @@ const (
 	DefaultHealthConcurrency = 64
 	DefaultGoodByeTimeout    = 5 * time.Second
 	DefaultReconcileInterval = 10 * time.Second
+	DefaultFailedHelloRate   = 1.0 // per second and source
+	DefaultFailedHelloBurst  = 10
 )
 
 // Config configures a Controller. The zero value of every field means its
@@ -32,7 +34,9 @@ type Config struct {
 	// suits a single node with an in-memory store only.
 	NodeID string
 	// HelloTimeout bounds the handshake: a connection that has not completed
-	// its HELLO in time is closed. Default 10 s.
+	// its HELLO in time is closed. Default 10 s. Over gRPC the transport
+	// closes a stream that has sent nothing at all sooner (grpcchannel's
+	// ServerLimits.HandshakeTimeout, 5 s by default).
 	HelloTimeout time.Duration
 	// HealthInterval is the period of the health loop (HEALTH_CHECK to every
 	// local channel). It is also announced to connectors in the HELLO reply.
@@ -53,6 +57,20 @@ type Config struct {
 	// local channel against the state even when nothing changed: a safety net
 	// under the event-driven path. Default 10 s.
 	ReconcileInterval time.Duration
+	// FailedHelloRate and FailedHelloBurst limit the failed HELLOs (refused
+	// as unauthenticated or as breaking the protocol) per source: the
+	// client's IP address, or its /64 for IPv6 (channel.PeerInfo.Source).
+	// Each failure takes a token from the source's bucket, which holds
+	// FailedHelloBurst tokens and refills at FailedHelloRate per second.
+	// While it is empty, every new connection from that source is refused at
+	// once, before its HELLO is read and without running the Authenticator,
+	// with an error wrapping channel.ErrLimitExceeded (RESOURCE_EXHAUSTED
+	// over gRPC, which connectors retry with backoff); such refusals are
+	// counted as "rate_limited" and logged once per 10 s. Successful HELLOs
+	// take nothing. Defaults 1 per second and 10; a negative
+	// FailedHelloBurst turns the limit off.
+	FailedHelloRate  float64
+	FailedHelloBurst int
 	// Channel configures every channel. Its Observer is replaced by Metrics
 	// when Metrics is set; its Logger defaults to Logger; its Coalesce is set
 	// per channel, on when the connector's HELLO lists the "batch"
@@ -84,7 +102,8 @@ type Metrics interface {
 	// Observer is passed to every channel as its Config.Observer.
 	channel.Observer
 	// HelloRejected counts a refused handshake. reason is "unauthenticated",
-	// "protocol" or "timeout".
+	// "protocol", "timeout" or "rate_limited" (too many failed HELLOs from
+	// the source: refused before reading the HELLO).
 	HelloRejected(reason string)
 	// HealthCheckFailed counts a channel evicted by the health loop. reason is
 	// "unhealthy", "timeout" or "error".
@@ -101,13 +120,16 @@ func DefaultConfig() Config {
 		HealthConcurrency: DefaultHealthConcurrency,
 		GoodByeTimeout:    DefaultGoodByeTimeout,
 		ReconcileInterval: DefaultReconcileInterval,
+		FailedHelloRate:   DefaultFailedHelloRate,
+		FailedHelloBurst:  DefaultFailedHelloBurst,
 	}
 }
 
-// Validate reports negative durations and bounds.
+// Validate reports negative durations and bounds (FailedHelloBurst may be
+// negative: no limit).
 func (c Config) Validate() error {
 	if c.HelloTimeout < 0 || c.HealthInterval < 0 || c.HealthTimeout < 0 || c.HealthConcurrency < 0 ||
-		c.GoodByeTimeout < 0 || c.ReconcileInterval < 0 {
+		c.GoodByeTimeout < 0 || c.ReconcileInterval < 0 || c.FailedHelloRate < 0 {
 		return errors.New("controller: config values must not be negative")
 	}
 	if err := c.Channel.Validate(); err != nil {
@@ -138,6 +160,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = d.ReconcileInterval
+	}
+	if c.FailedHelloRate == 0 {
+		c.FailedHelloRate = d.FailedHelloRate
+	}
+	if c.FailedHelloBurst == 0 {
+		c.FailedHelloBurst = d.FailedHelloBurst
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

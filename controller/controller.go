@@ -45,6 +45,10 @@ type Controller struct {
 	turn        atomic.Uint64 // rotates ties in routing
 	routes      routeCache    // targets' routes, kept between state changes
 
+	failures   *failureLimiter // failed HELLOs per source
+	refusedLog logThrottle     // "HELLO refused" lines
+	limitedLog logThrottle     // "refused: too many failed HELLOs" lines
+
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{} // closed when Close has finished
@@ -91,6 +95,9 @@ func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
 		primaryKick: make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
+	c.failures = newFailureLimiter(cfg.FailedHelloRate, cfg.FailedHelloBurst)
+	c.refusedLog.every = refusedLogInterval
+	c.limitedLog.every = limitedLogInterval
 	c.applier = newApplier(clu, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {

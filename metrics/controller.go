@@ -25,7 +25,7 @@ var DurationBuckets = []float64{
 // Reasons reported by HelloRejected and HealthCheckFailed; their series exist
 // (at zero) from the start.
 var (
-	helloReasons  = []string{"unauthenticated", "protocol", "timeout"}
+	helloReasons  = []string{"unauthenticated", "protocol", "timeout", "rate_limited"}
 	healthReasons = []string{"unhealthy", "timeout", "error"}
 )
 
@@ -67,7 +67,7 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 		}, []string{"type", "status"}),
 		hello: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exchange_hello_rejections_total",
-			Help: "HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout).",
+			Help: "HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited).",
 		}, []string{"reason"}),
 		health: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exchange_health_check_failures_total",
@@ -108,7 +108,7 @@ func (m *Controller) Handled(t command.Type, _ time.Duration, status command.Sta
 }
 
 // HelloRejected counts a refused HELLO; reason is "unauthenticated",
-// "protocol" or "timeout".
+// "protocol", "timeout" or "rate_limited".
 func (m *Controller) HelloRejected(reason string) {
 	m.hello.WithLabelValues(reason).Inc()
 }

@@ -92,9 +92,10 @@ exchange_commands_total{outcome="timeout",type="ECHO"} 1
 # TYPE exchange_commands_handled_total counter
 exchange_commands_handled_total{status="ERROR",type="STATUS"} 1
 exchange_commands_handled_total{status="SUCCEEDED",type="STATUS"} 1
-# HELP exchange_hello_rejections_total HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout).
+# HELP exchange_hello_rejections_total HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited).
 # TYPE exchange_hello_rejections_total counter
 exchange_hello_rejections_total{reason="protocol"} 0
+exchange_hello_rejections_total{reason="rate_limited"} 0
 exchange_hello_rejections_total{reason="timeout"} 0
 exchange_hello_rejections_total{reason="unauthenticated"} 1
 # HELP exchange_health_check_failures_total Health checks of local channels that failed, by reason (unhealthy, timeout, error).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -44,6 +45,13 @@ type conn struct {
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
 	status    error         // server side: how the stream ends; written before done is closed
+
+	// Server side only: heard is set once a frame has been received (the
+	// stream is no longer silent); handshakeDone gives back the stream's
+	// place among the handshakes in flight, once (HandshakeComplete).
+	heard         atomic.Bool
+	handshakeOnce sync.Once
+	handshakeDone func()
 }
 
 var (
@@ -51,6 +59,8 @@ var (
 	_ channel.BatchSender      = (*conn)(nil)
 	_ channel.PeerInfoer       = (*conn)(nil)
 	_ channel.CloseWithErrorer = (*conn)(nil)
+
+	_ channel.HandshakeCompleter = (*conn)(nil)
 )
 
 func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
@@ -143,6 +153,9 @@ func (c *conn) Recv() (*channel.Frame, error) {
 		if err != nil {
 			return nil, c.translate("recv", err)
 		}
+		if !c.heard.Load() {
+			c.heard.Store(true)
+		}
 		if b, ok := m.GetKind().(*pb.Frame_Batch); ok {
 			c.queue = b.Batch.GetFrames() // an empty batch is nothing to deliver
 			continue
@@ -180,6 +193,15 @@ func (c *conn) CloseWithError(err error) error {
 		}
 	})
 	return nil
+}
+
+// HandshakeComplete marks the stream as past HELLO: it no longer counts
+// against the Server's limits on handshakes. A no-op on the client side and
+// after the first call.
+func (c *conn) HandshakeComplete() {
+	if c.handshakeDone != nil {
+		c.handshakeOnce.Do(c.handshakeDone)
+	}
 }
 
 // PeerInfo returns the remote address and, over TLS, the connection state; on

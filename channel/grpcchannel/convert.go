@@ -225,6 +225,7 @@ func millisToDuration(ms int64) time.Duration {
 //	io.EOF, CANCELLED, UNAVAILABLE and any other end of stream → channel.ErrClosed
 //	INVALID_ARGUMENT (the peer's protocol complaint)           → channel.ErrMalformedFrame
 //	INTERNAL "failed to unmarshal" (undecodable message)       → channel.ErrMalformedFrame
+//	RESOURCE_EXHAUSTED (a limit of the server refused us)      → channel.ErrLimitExceeded
 //	RESOURCE_EXHAUSTED (a message over a size limit)           → channel.ErrFrameTooLarge
 //
 // The status message is kept in the text; the gRPC status itself is not
@@ -248,10 +249,29 @@ func translate(op string, err error) error {
 			return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrMalformedFrame, msg)
 		}
 	case codes.ResourceExhausted:
+		if detail, ok := limitDetail(msg); ok {
+			return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrLimitExceeded, detail)
+		}
 		return fmt.Errorf("grpcchannel: %s: %w: %s", op, channel.ErrFrameTooLarge, msg)
 	}
 	return fmt.Errorf("grpcchannel: %s: %w: %s: %s", op, channel.ErrClosed, st.Code(), st.Message())
 }
+
+// limitDetail reports whether a RESOURCE_EXHAUSTED message is a refusal by
+// one of the peer's limits (its text carries channel.ErrLimitExceeded's),
+// rather than a message over a size limit, and returns what follows that
+// text: the limit and its value.
+func limitDetail(msg string) (string, bool) {
+	marker := channel.ErrLimitExceeded.Error() + ": "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return "", false
+	}
+	return msg[i+len(marker):], true
+}
+
+// errSilent ends a stream that sent nothing within the HandshakeTimeout.
+var errSilent = errors.New("stream silent")
 
 // closeStatus is the status a server-side stream ends with when its Conn is
 // closed with err (see conn.CloseWithError).
@@ -259,6 +279,10 @@ func closeStatus(err error) error {
 	switch {
 	case err == nil || errors.Is(err, channel.ErrClosed):
 		return nil
+	case errors.Is(err, channel.ErrLimitExceeded):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, errSilent):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, channel.ErrMalformedFrame):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, channel.ErrFrameTooLarge):

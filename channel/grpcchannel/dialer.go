@@ -103,7 +103,8 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 // gRPC's reconnect backoff and waits for one fresh attempt, so a caller that
 // does its own backoff, like a connector, connects as soon as the server is
 // back.) Errors wrap ErrUnavailable when the server is unreachable or not
-// accepting channels (closing), channel.ErrClosed when the Dialer is closed
+// accepting channels (closing), and also channel.ErrLimitExceeded when it
+// refused the stream because too many handshakes are in flight, channel.ErrClosed when the Dialer is closed
 // or the server does not serve the Exchange service, or ctx's error.
 func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	if err := d.awaitConnectivity(ctx); err != nil {
@@ -150,6 +151,12 @@ func (d *Dialer) dialError(err error) error {
 		switch st.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded:
 			return fmt.Errorf("grpcchannel: dial %s: %w: %s", d.target, ErrUnavailable, st.Message())
+		case codes.ResourceExhausted:
+			// Refused by a limit before the stream was taken: the server is
+			// busy, not broken; try later.
+			if detail, ok := limitDetail(st.Message()); ok {
+				return fmt.Errorf("grpcchannel: dial %s: %w: %w: %s", d.target, ErrUnavailable, channel.ErrLimitExceeded, detail)
+			}
 		case codes.Canceled:
 			if d.cc.GetState() == connectivity.Shutdown {
 				return fmt.Errorf("grpcchannel: dial %s: dialer %w", d.target, channel.ErrClosed)

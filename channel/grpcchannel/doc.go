@@ -72,6 +72,17 @@
 // a peer that sends one anyway has its stream ended with RESOURCE_EXHAUSTED.
 // WithKeepalive and WithMaxFrameBytes change both.
 //
+// Before HELLO, a Server bounds what clients can hold (ServerLimits,
+// WithLimits; docs/decisions/0014-pre-hello-limits.md): 16 streams per
+// connection; 10,000 connections, 1,000 per source address (the excess is
+// closed at once); 1,000 handshakes in flight, 100 per source (the excess is
+// refused at once with RESOURCE_EXHAUSTED, which Dial reports as
+// ErrUnavailable and channel.ErrLimitExceeded: retry later); a stream that
+// sends nothing for 5 s is ended; a connection that has not finished TLS and
+// the HTTP/2 preface within 5 s, or has had no stream for 5 s, is closed.
+// channel.AcceptHello marks a stream past HELLO, through
+// channel.HandshakeCompleter.
+//
 // # Concurrency
 //
 // A Conn follows the gRPC stream rule, which is the channel.Conn contract: one

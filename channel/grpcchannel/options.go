@@ -41,6 +41,7 @@ type serverOptions struct {
 	tls           *tls.Config
 	keepalive     ServerKeepalive
 	maxFrameBytes int
+	limits        ServerLimits
 	grpcOpts      []grpc.ServerOption
 }
 
@@ -62,6 +63,7 @@ func defaultServerOptions() serverOptions {
 			MinTime: DefaultServerKeepaliveMinTime,
 		},
 		maxFrameBytes: channel.DefaultMaxFrameBytes,
+		limits:        DefaultServerLimits(),
 	}
 }
 

@@ -3,8 +3,11 @@ package grpcchannel
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,6 +41,13 @@ type Server struct {
 	gs            *grpc.Server
 	health        *health.Server
 	maxFrameBytes int
+	limits        ServerLimits
+
+	connCount         *gauge // connections accepted by Serve
+	handshakes        *gauge // Connect streams not yet past HELLO
+	refusedConns      atomic.Uint64
+	refusedHandshakes atomic.Uint64
+	silentStreams     atomic.Uint64
 
 	conns     chan *conn    // Connect handlers → Accept
 	done      chan struct{} // closed by Close
@@ -56,7 +66,8 @@ var (
 //
 // Defaults: no TLS (use WithTLS), keepalive pings every 10 s with a 5 s
 // timeout, client pings tolerated every 5 s even without streams, frames up to
-// 4 MiB each way.
+// 4 MiB each way, and the limits before HELLO of DefaultServerLimits (see
+// WithLimits).
 func NewServer(opts ...ServerOption) *Server {
 	o := defaultServerOptions()
 	for _, opt := range opts {
@@ -65,17 +76,28 @@ func NewServer(opts ...ServerOption) *Server {
 	if o.maxFrameBytes <= 0 {
 		o.maxFrameBytes = channel.DefaultMaxFrameBytes
 	}
+	l := o.limits
+	kp := keepalive.ServerParameters{
+		Time:    o.keepalive.Time,
+		Timeout: o.keepalive.Timeout,
+	}
+	if l.MaxConnectionIdle > 0 {
+		kp.MaxConnectionIdle = l.MaxConnectionIdle
+	}
 	gopts := []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    o.keepalive.Time,
-			Timeout: o.keepalive.Timeout,
-		}),
+		grpc.KeepaliveParams(kp),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             o.keepalive.MinTime,
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxRecvMsgSize(o.maxFrameBytes),
 		grpc.MaxSendMsgSize(o.maxFrameBytes),
+	}
+	if l.MaxConcurrentStreams > 0 {
+		gopts = append(gopts, grpc.MaxConcurrentStreams(uint32(min(l.MaxConcurrentStreams, math.MaxUint32))))
+	}
+	if l.ConnectionTimeout > 0 {
+		gopts = append(gopts, grpc.ConnectionTimeout(l.ConnectionTimeout))
 	}
 	if o.tls != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(o.tls)))
@@ -86,6 +108,9 @@ func NewServer(opts ...ServerOption) *Server {
 		gs:            grpc.NewServer(gopts...),
 		health:        health.NewServer(),
 		maxFrameBytes: o.maxFrameBytes,
+		limits:        l,
+		connCount:     newGauge("connections", l.MaxConnections, l.MaxConnectionsPerSource),
+		handshakes:    newGauge("handshakes", l.MaxHandshakes, l.MaxHandshakesPerSource),
 		conns:         make(chan *conn),
 		done:          make(chan struct{}),
 		links:         newLinks(o.maxFrameBytes),
@@ -104,7 +129,21 @@ func (s *Server) GRPCServer() *grpc.Server { return s.gs }
 
 // Serve accepts connections on lis until Stop or GracefulStop; it returns nil
 // after them, or the error that made it stop (see grpc.Server.Serve).
-func (s *Server) Serve(lis net.Listener) error { return s.gs.Serve(lis) }
+// Connections over the limits on connections (ServerLimits) are closed as
+// soon as they are accepted.
+//
+// To count connections Serve wraps each one, and gRPC then no longer lends a
+// plain-TCP connection its read buffer only while data is ready (its framer's
+// read-buffer pooling, which needs a bare *net.TCPConn): an idle plaintext
+// connection holds 32 KiB more. TLS connections are not affected (gRPC
+// cannot pool through TLS anyway). With both connection limits off
+// (negative) connections are not wrapped.
+func (s *Server) Serve(lis net.Listener) error {
+	if s.limits.MaxConnections <= 0 && s.limits.MaxConnectionsPerSource <= 0 {
+		return s.gs.Serve(lis)
+	}
+	return s.gs.Serve(&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns})
+}
 
 // Accept waits for the next Connect stream and returns it as a Conn. It fails
 // with an error wrapping channel.ErrClosed once the Server is closed, or with
@@ -158,31 +197,60 @@ var acceptedHeader = metadata.Pairs("exchange-stream", "v1")
 // Connect implements the Exchange service: it wraps the stream in a Conn,
 // hands it to Accept, and then blocks until the Conn is closed, because
 // returning from the handler ends the stream. It ends with the status given
-// to CloseWithError, or UNAVAILABLE when the Server is closed before Accept
-// took the stream.
+// to CloseWithError, UNAVAILABLE when the Server is closed before Accept took
+// the stream, RESOURCE_EXHAUSTED at once when the limits on handshakes are
+// reached, or DEADLINE_EXCEEDED when the stream sends nothing within the
+// HandshakeTimeout.
 func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 	ctx := st.Context()
 	if s.isClosed() {
 		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
+	c := newConn(st, "server", s.maxFrameBytes, nil)
+	src := c.peer.Source()
+	if err := s.handshakes.acquire(src); err != nil {
+		s.refusedHandshakes.Add(1)
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	c.handshakeDone = func() { s.handshakes.release(src) }
+	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return err
 	}
-	c := newConn(st, "server", s.maxFrameBytes, nil)
-	select {
-	case s.conns <- c:
-	case <-s.done:
-		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+	var silent <-chan time.Time // fires if the stream is still silent
+	if d := s.limits.HandshakeTimeout; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		silent = t.C
 	}
-	select {
-	case <-c.done:
-		return c.status
-	case <-ctx.Done():
-		// The client went away, keepalive failed, or the server stopped: the
-		// stream is over. The owner learns it from Recv or Send.
-		return status.FromContextError(ctx.Err()).Err()
+	closing := s.done
+	for accepted := false; ; {
+		var handoff chan<- *conn
+		if !accepted {
+			handoff = s.conns
+		}
+		select {
+		case handoff <- c:
+			accepted = true
+		case <-silent:
+			silent = nil
+			if !c.heard.Load() {
+				s.silentStreams.Add(1)
+				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
+				return c.status
+			}
+		case <-c.done:
+			return c.status
+		case <-closing:
+			if !accepted {
+				return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+			}
+			closing = nil // Close does not end accepted streams
+		case <-ctx.Done():
+			// The client went away, keepalive failed, or the server stopped: the
+			// stream is over. The owner learns it from Recv or Send.
+			return status.FromContextError(ctx.Err()).Err()
+		}
 	}
 }
 

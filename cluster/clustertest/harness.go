@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,27 +66,52 @@ func NewHarness(t testing.TB, n int, log *slog.Logger) *Harness {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Harness{t: t, token: "harness-token", log: log}
+	t.Cleanup(h.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Ports are picked free, then bound by raft and memberlist: another
+	// process may take one in between. Then the whole cluster starts again
+	// on fresh ports (a few times at most).
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = h.form(t, n); err == nil {
+			h.WaitReady(ctx)
+			return h
+		}
+		h.Close()
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("start a %d-node cluster: %v", n, err)
+	return nil
+}
+
+// form starts n fresh nodes on fresh ports.
+func (h *Harness) form(t testing.TB, n int) error {
+	h.mu.Lock()
+	h.nodes = nil
 	for i := range n {
 		m := &Member{ID: fmt.Sprintf("node-%d", i+1), Dir: t.TempDir(), h: h,
 			gossip: freeAddr(t), raft: freeAddr(t)}
 		h.nodes = append(h.nodes, m)
 	}
+	nodes := h.nodes
+	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
-	for i, m := range h.nodes {
+	for i, m := range nodes {
 		wg.Go(func() { errs[i] = m.start(ctx, n) })
 	}
 	wg.Wait()
-	t.Cleanup(h.Close)
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("start %s: %v", h.nodes[i].ID, err)
+			return fmt.Errorf("start %s: %w", nodes[i].ID, err)
 		}
 	}
-	h.WaitReady(ctx)
-	return h
+	return nil
 }
 
 // freeAddr returns a loopback address with a port free right now (used for

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/exchangekit/exchange/batch"
@@ -46,7 +47,51 @@ type controllerFlags struct {
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
 	batchMaxReply   int
+	limits          limitFlags
 	log             logFlags
+}
+
+// limitFlags are the limits before HELLO (docs/operations.md, "Limits before
+// HELLO"; decision 0014).
+type limitFlags struct {
+	streamsPerConn     int
+	conns, connsPerSrc int
+	handshakes         int
+	handshakesPerSrc   int
+	handshakeTimeout   time.Duration
+	connTimeout        time.Duration
+	connIdle           time.Duration
+	failedHelloRate    float64
+	failedHelloBurst   int
+}
+
+// register declares the flags on fl with the package defaults.
+func (l *limitFlags) register(fl *pflag.FlagSet) {
+	d := grpcchannel.DefaultServerLimits()
+	fl.IntVar(&l.streamsPerConn, "max-streams-per-connection", d.MaxConcurrentStreams, "HTTP/2 streams open at once on one connection; a connector needs 1 (negative: gRPC's default, no limit)")
+	fl.IntVar(&l.conns, "max-connections", d.MaxConnections, "connections open at once on --grpc-addr; more are closed at once (negative: no limit)")
+	fl.IntVar(&l.connsPerSrc, "max-connections-per-source", d.MaxConnectionsPerSource, "connections open at once from one IP address (IPv6: one /64) (negative: no limit)")
+	fl.IntVar(&l.handshakes, "max-handshakes", d.MaxHandshakes, "channels not yet past HELLO at once; more are refused with RESOURCE_EXHAUSTED (negative: no limit)")
+	fl.IntVar(&l.handshakesPerSrc, "max-handshakes-per-source", d.MaxHandshakesPerSource, "channels not yet past HELLO at once from one source (negative: no limit)")
+	fl.DurationVar(&l.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "a channel that has sent nothing (no HELLO) this long is closed (negative: never)")
+	fl.DurationVar(&l.connTimeout, "connection-timeout", d.ConnectionTimeout, "bound on a new connection's TLS handshake and HTTP/2 preface (negative: gRPC's 120s)")
+	fl.DurationVar(&l.connIdle, "max-connection-idle", d.MaxConnectionIdle, "a connection without any stream this long is closed with GOAWAY (negative: never)")
+	fl.Float64Var(&l.failedHelloRate, "failed-hello-rate", controller.DefaultFailedHelloRate, "failed HELLOs allowed per second and source, sustained")
+	fl.IntVar(&l.failedHelloBurst, "failed-hello-burst", controller.DefaultFailedHelloBurst, "failed HELLOs allowed at once from one source before it is refused without authentication (negative: no limit)")
+}
+
+// server returns the transport's limits.
+func (l limitFlags) server() grpcchannel.ServerLimits {
+	return grpcchannel.ServerLimits{
+		MaxConcurrentStreams:    l.streamsPerConn,
+		MaxConnections:          l.conns,
+		MaxConnectionsPerSource: l.connsPerSrc,
+		MaxHandshakes:           l.handshakes,
+		MaxHandshakesPerSource:  l.handshakesPerSrc,
+		HandshakeTimeout:        l.handshakeTimeout,
+		ConnectionTimeout:       l.connTimeout,
+		MaxConnectionIdle:       l.connIdle,
+	}
 }
 
 func newControllerCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -88,6 +133,7 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
 	fl.IntVar(&f.batchMaxReply, "batch-max-reply-bytes", batch.DefaultMaxReplyPayload, "largest reply payload a batch stores per command; a larger reply fails its command")
+	f.limits.register(fl)
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -120,7 +166,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	}
 
 	// Connectors' transport.
-	var sopts []grpcchannel.ServerOption
+	sopts := []grpcchannel.ServerOption{grpcchannel.WithLimits(f.limits.server())}
 	if tlsCfg != nil {
 		sopts = append(sopts, grpcchannel.WithTLS(tlsCfg))
 	}
@@ -181,6 +227,8 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.ClusterInfo = cluInfo
 	cfg.HealthInterval = f.healthInterval
 	cfg.HealthTimeout = f.healthTimeout
+	cfg.FailedHelloRate = f.limits.failedHelloRate
+	cfg.FailedHelloBurst = f.limits.failedHelloBurst
 	var auths []controller.Authenticator
 	if len(f.tokens) > 0 {
 		auths = append(auths, controller.StaticTokens(f.tokens...))

@@ -1,0 +1,328 @@
+package grpcchannel_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/command"
+)
+
+// fromSource makes a Dialer connect from the loopback address local
+// (127.0.0.2, …: all of 127/8 is the loopback interface on Linux), so that a
+// test has several sources.
+func fromSource(local string) grpcchannel.DialOption {
+	return grpcchannel.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		return d.DialContext(ctx, "tcp", addr)
+	})
+}
+
+// waitUntil polls cond every few milliseconds until it holds, failing the
+// test when ctx ends first.
+func waitUntil(t testing.TB, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// dialPending opens a Connect stream that says nothing and accepts it: a
+// handshake in flight until it is closed at the end of the test. It returns
+// the client end.
+func dialPending(t testing.TB, ctx context.Context, srv *grpcchannel.Server, d *grpcchannel.Dialer) channel.Conn {
+	t.Helper()
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatalf("Dial() = %v, want a pending handshake", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	b, err := srv.Accept(ctx)
+	if err != nil {
+		t.Fatalf("Accept() = %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return c
+}
+
+// handshake runs both sides of a successful HELLO on a new stream from d and
+// checks that frames flow on the established channel.
+func handshake(t testing.TB, ctx context.Context, srv *grpcchannel.Server, d *grpcchannel.Dialer) {
+	t.Helper()
+	a, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatalf("Dial() of a well-behaved client = %v", err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	helloDone := make(chan error, 1)
+	go func() {
+		_, err := channel.Hello(ctx, a, command.HelloPayload{TargetID: "t1"})
+		helloDone <- err
+	}()
+	b, err := srv.Accept(ctx)
+	if err != nil {
+		t.Fatalf("Accept() = %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	accept := func(_ context.Context, cmd *command.Command, _ command.HelloPayload) (*command.Reply, error) {
+		return command.Succeeded(cmd, command.HelloReplyPayload{TargetID: "t1"})
+	}
+	if _, _, err := channel.AcceptHello(ctx, b, accept); err != nil {
+		t.Fatalf("AcceptHello() = %v", err)
+	}
+	if err := <-helloDone; err != nil {
+		t.Fatalf("Hello() = %v", err)
+	}
+	roundTrip(t, ctx, a, b)
+}
+
+// The N+1th handshake is refused at once with RESOURCE_EXHAUSTED while N are
+// pending, on the node as a whole and per source; a handshake that completes
+// or ends gives its place back, and a well-behaved client then gets through.
+func TestHandshakeLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limits grpcchannel.ServerLimits
+		// other: whether a second source still gets through while the
+		// first is at its limit.
+		other bool
+	}{
+		{"PerNode", grpcchannel.ServerLimits{MaxHandshakes: 3, MaxHandshakesPerSource: -1}, false},
+		{"PerSource", grpcchannel.ServerLimits{MaxHandshakes: -1, MaxHandshakesPerSource: 3}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			lis := listenTCP(t)
+			srv := startServer(t, lis, grpcchannel.WithLimits(tc.limits))
+			d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure(), fromSource("127.0.0.1"))
+			pending := make([]channel.Conn, 3)
+			for i := range pending {
+				pending[i] = dialPending(t, ctx, srv, d)
+			}
+			if got := srv.Stats().Handshakes; got != 3 {
+				t.Fatalf("Stats().Handshakes = %d, want 3", got)
+			}
+			start := time.Now()
+			c, err := d.Dial(ctx)
+			if err == nil {
+				_ = c.Close()
+				t.Fatal("4th Dial() succeeded, want a refusal")
+			}
+			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
+				t.Fatalf("4th Dial() = %v, want ErrLimitExceeded and ErrUnavailable", err)
+			}
+			t.Logf("4th Dial() = %v after %v", err, time.Since(start))
+			if got := srv.Stats().RefusedHandshakes; got != 1 {
+				t.Errorf("Stats().RefusedHandshakes = %d, want 1", got)
+			}
+
+			other := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure(), fromSource("127.0.0.2"))
+			c, err = other.Dial(ctx)
+			switch {
+			case tc.other && err != nil:
+				t.Fatalf("Dial() from another source = %v, want it through", err)
+			case !tc.other && !errors.Is(err, channel.ErrLimitExceeded):
+				t.Fatalf("Dial() from another source = %v, want ErrLimitExceeded", err)
+			case err == nil:
+				_ = c.Close()
+			}
+
+			// One pending stream goes away: its place is free again.
+			_ = pending[0].Close()
+			waitUntil(t, ctx, "the closed stream's place freed", func() bool { return srv.Stats().Handshakes == 2 })
+			handshake(t, ctx, srv, d)
+			if got := srv.Stats().Handshakes; got != 2 {
+				t.Errorf("Stats().Handshakes after a completed HELLO = %d, want 2 (it no longer counts)", got)
+			}
+			// The established channel does not count: another handshake fits.
+			dialPending(t, ctx, srv, d)
+		})
+	}
+}
+
+// A stream that sends nothing is ended after HandshakeTimeout, whether or not
+// Accept took it, and its place is freed.
+func TestSilentStreamClosed(t *testing.T) {
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{HandshakeTimeout: 100 * time.Millisecond}))
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+
+	accepted, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = accepted.Close() })
+	b, err := srv.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	notAccepted, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = notAccepted.Close() })
+	for name, c := range map[string]channel.Conn{"not accepted": notAccepted, "accepted": accepted} {
+		if _, err := recvWithin(t, ctx, c); !errors.Is(err, channel.ErrClosed) {
+			t.Errorf("Recv() on a silent stream (%s) = %v, want ErrClosed", name, err)
+		} else {
+			t.Logf("silent stream (%s): %v", name, err)
+		}
+	}
+	if _, err := recvWithin(t, ctx, b); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("server-side Recv() on the silent stream = %v, want ErrClosed", err)
+	}
+	waitUntil(t, ctx, "both silent streams counted and freed", func() bool {
+		s := srv.Stats()
+		return s.SilentStreams == 2 && s.Handshakes == 0
+	})
+	handshake(t, ctx, srv, d)
+}
+
+// A connection that never completes its preface is closed after
+// ConnectionTimeout; one that completes it but opens no stream is closed
+// after MaxConnectionIdle. Both free their place.
+func TestSilentConnectionClosed(t *testing.T) {
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+		ConnectionTimeout: 100 * time.Millisecond,
+		MaxConnectionIdle: 100 * time.Millisecond,
+	}))
+	addr := lis.Addr().String()
+
+	t.Run("NoPreface", func(t *testing.T) {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		if err := raw.SetReadDeadline(time.Now().Add(defaultTestTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, raw); err != nil {
+			t.Fatalf("read from a silent connection = %v, want EOF (closed by the server)", err)
+		}
+	})
+	t.Run("NoStream", func(t *testing.T) {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		cc.Connect()
+		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+			if !cc.WaitForStateChange(ctx, s) {
+				t.Fatalf("connection not ready: %v", s)
+			}
+		}
+		// The server's GOAWAY sends the client back to IDLE.
+		if !cc.WaitForStateChange(ctx, connectivity.Ready) {
+			t.Fatal("idle connection still open")
+		}
+		t.Logf("idle connection: %v", cc.GetState())
+	})
+	waitUntil(t, ctx, "connections freed", func() bool { return srv.Stats().Connections == 0 })
+	handshake(t, ctx, srv, newDialer(t, addr, grpcchannel.WithInsecure()))
+}
+
+// Connections over MaxConnections or MaxConnectionsPerSource are closed as
+// soon as they are accepted.
+func TestConnectionLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limits grpcchannel.ServerLimits
+	}{
+		{"PerNode", grpcchannel.ServerLimits{MaxConnections: 2, MaxConnectionsPerSource: -1}},
+		{"PerSource", grpcchannel.ServerLimits{MaxConnections: -1, MaxConnectionsPerSource: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			lis := listenTCP(t)
+			srv := startServer(t, lis, grpcchannel.WithLimits(tc.limits))
+			addr := lis.Addr().String()
+			var held []net.Conn
+			for range 2 {
+				raw, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer raw.Close()
+				held = append(held, raw)
+			}
+			waitUntil(t, ctx, "2 connections counted", func() bool { return srv.Stats().Connections == 2 })
+			extra, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer extra.Close()
+			if err := extra.SetReadDeadline(time.Now().Add(defaultTestTimeout)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, extra); err != nil {
+				t.Fatalf("read from the 3rd connection = %v, want EOF (refused)", err)
+			}
+			if s := srv.Stats(); s.RefusedConnections != 1 || s.Connections != 2 {
+				t.Errorf("Stats() = %+v, want 1 refused and 2 open", s)
+			}
+			_ = held[0].Close()
+			waitUntil(t, ctx, "a connection's place freed", func() bool { return srv.Stats().Connections == 1 })
+			handshake(t, ctx, srv, newDialer(t, addr, grpcchannel.WithInsecure()))
+		})
+	}
+}
+
+// A client opening more streams on one connection than MaxConcurrentStreams
+// waits for one to end (gRPC's flow control; a raw HTTP/2 client would be
+// refused with REFUSED_STREAM).
+func TestMaxConcurrentStreams(t *testing.T) {
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{MaxConcurrentStreams: 2}))
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+	first := dialPending(t, ctx, srv, d)
+	dialPending(t, ctx, srv, d)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if c, err := d.Dial(short); err == nil {
+		_ = c.Close()
+		t.Fatal("3rd stream on a connection limited to 2 opened")
+	}
+	_ = first.Close()
+	waitUntil(t, ctx, "the first stream's end", func() bool { return srv.Stats().Handshakes == 1 })
+	dialPending(t, ctx, srv, d)
+}
+
+func TestPeerInfoSource(t *testing.T) {
+	for addr, want := range map[string]string{
+		"10.1.2.3:7400":                 "10.1.2.3",
+		"[::ffff:10.1.2.3]:7400":        "10.1.2.3",
+		"[2001:db8:1:2:3:4:5:6]:7400":   "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:1":      "2001:db8:1:2::/64",
+		"embedded:a":                    "embedded:a",
+		"[fe80::1%eth0]:7400":           "fe80::/64",
+		"2001:db8:1:2:3:4:5:6":          "2001:db8:1:2::/64",
+		"127.0.0.1":                     "127.0.0.1",
+		"not an address at all, really": "not an address at all, really",
+	} {
+		if got := (channel.PeerInfo{Addr: addr}).Source(); got != want {
+			t.Errorf("PeerInfo{Addr: %q}.Source() = %q, want %q", addr, got, want)
+		}
+	}
+}
