@@ -10,7 +10,8 @@ import (
 // FuzzApply decodes arbitrary bytes as a sequence of ops, the way raft log
 // entries are decoded, and applies them: Apply must never panic, and after
 // every op a target has at most one primary, a registered active channel of
-// its own, and epochs never decrease.
+// its own, epochs never decrease (nor pass the State's counter), and the
+// indexes are the ones a rebuild makes.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte(`[{"register":{"channel":{"id":"a","targetId":"t","nodeId":"n","active":true}}},` +
 		`{"register":{"channel":{"id":"b","targetId":"t","nodeId":"m","active":true}}},` +
@@ -26,7 +27,13 @@ func FuzzApply(f *testing.F) {
 		epochs := map[string]uint64{}
 		for _, op := range ops {
 			_, _ = s.Apply(op)
+			if err := state.CheckIndex(s); err != nil {
+				t.Fatalf("after %+v: %v", op, err)
+			}
 			for target, p := range s.Primaries {
+				if p.Epoch > s.Epoch {
+					t.Fatalf("epoch %d of %s above the counter %d", p.Epoch, target, s.Epoch)
+				}
 				if p.Epoch < epochs[target] {
 					t.Fatalf("epoch of %s went back from %d to %d", target, epochs[target], p.Epoch)
 				}
