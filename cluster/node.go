@@ -735,6 +735,35 @@ func (n *Node) HandleForward(h func(ctx context.Context, ch state.ChannelID, cmd
 	n.fmu.Unlock()
 }
 
+// Leave leaves the cluster gracefully, so that the leader removes this node
+// from the raft voters (a stopped node that did not leave stays a voter and
+// counts in the quorum until it comes back). A leader first hands its role
+// over. Close the node afterwards. A single node has nothing to leave.
+func (n *Node) Leave(ctx context.Context) error {
+	if n.members == nil {
+		return nil
+	}
+	if n.raft.State() == raft.Leader {
+		err := n.await(ctx, func(time.Duration) error { return n.raft.LeadershipTransfer().Error() })
+		if err != nil {
+			n.log.Warn("cluster: leadership transfer before leaving failed", "err", err)
+		}
+	}
+	if err := n.members.Leave(ctx); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return nil
+}
+
+// LeaderContact returns now when this node leads, else when it last heard
+// from a leader (raft's last contact; the zero time if never).
+func (n *Node) LeaderContact() time.Time {
+	if n.raft.State() == raft.Leader {
+		return time.Now()
+	}
+	return n.raft.LastContact()
+}
+
 // Ready reports whether this node serves: it knows a leader and has applied
 // every entry it knows to be committed. nil means ready.
 func (n *Node) Ready() error {

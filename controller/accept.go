@@ -90,6 +90,11 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 // when the connection was refused or broke (conn is then closed).
 func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	peer := channel.Peer(conn)
+	if c.isolated.Load() {
+		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s is cut off from the cluster's leader; connect to another node",
+			channel.ErrLimitExceeded, c.nodeID))
+		return nil
+	}
 	if src := peer.Source(); c.failures.blocked(src, time.Now()) {
 		c.limited(ctx, conn, src)
 		return nil
@@ -225,6 +230,13 @@ func (c *Controller) limited(ctx context.Context, conn channel.Conn, src string)
 			"source", src, "rate", c.cfg.FailedHelloRate, "burst", c.cfg.FailedHelloBurst,
 			"also_refused_since_last_line", suppressed)
 	}
+	c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: too many failed HELLOs from %s; retry later", channel.ErrLimitExceeded, src))
+}
+
+// refuseBeforeHello refuses conn without looking at its HELLO, telling the
+// peer err, which it can retry (RESOURCE_EXHAUSTED over gRPC: a connector
+// backs off and tries its next endpoint).
+func (c *Controller) refuseBeforeHello(ctx context.Context, conn channel.Conn, err error) {
 	// Take the HELLO off the wire first, unread, waiting at most maxLinger:
 	// ending the stream before the connector has sent it would make its
 	// Send fail with a bare end of stream rather than with this reason.
@@ -233,7 +245,6 @@ func (c *Controller) limited(ctx context.Context, conn channel.Conn, src string)
 	_, _ = conn.Recv()
 	stop()
 	cancel()
-	err := fmt.Errorf("controller: %w: too many failed HELLOs from %s; retry later", channel.ErrLimitExceeded, src)
 	if cw, ok := conn.(channel.CloseWithErrorer); ok {
 		_ = cw.CloseWithError(err)
 		return

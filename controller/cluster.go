@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/state"
@@ -49,4 +50,10 @@ type Cluster interface {
 	// return, and returns when ctx is done. A standalone node leads from the
 	// start. Only the leader runs batches.
 	WhileLeader(ctx context.Context, fn func(ctx context.Context)) error
+	// LeaderContact returns when this node last heard from the cluster's
+	// leader: now when it leads (or stands alone), the zero time when it
+	// never has. A node cut off from the leader for longer than
+	// Config.IsolationTimeout sends its connectors away (GOOD_BYE with
+	// reconnect) so they move to the healthy side.
+	LeaderContact() time.Time
 }

@@ -22,6 +22,7 @@ const (
 	DefaultReconcileInterval = 10 * time.Second
 	DefaultFailedHelloRate   = 1.0 // per second and source
 	DefaultFailedHelloBurst  = 10
+	DefaultIsolationTimeout  = 10 * time.Second
 )
 
 // Config configures a Controller. The zero value of every field means its
@@ -53,6 +54,11 @@ type Config struct {
 	// eviction and on Close), and the final unregistration made by Close.
 	// Default 5 s.
 	GoodByeTimeout time.Duration
+	// IsolationTimeout is how long this node may go without hearing from the
+	// cluster's leader before it sends its connectors away (GOOD_BYE with
+	// reconnect, new connections refused retryably) so that they move to
+	// the healthy side of a partition. Default 10 s; negative never does.
+	IsolationTimeout time.Duration
 	// ReconcileInterval is how often the primary notifier re-checks every
 	// local channel against the state even when nothing changed: a safety net
 	// under the event-driven path. Default 10 s.
@@ -120,6 +126,7 @@ func DefaultConfig() Config {
 		HealthConcurrency: DefaultHealthConcurrency,
 		GoodByeTimeout:    DefaultGoodByeTimeout,
 		ReconcileInterval: DefaultReconcileInterval,
+		IsolationTimeout:  DefaultIsolationTimeout,
 		FailedHelloRate:   DefaultFailedHelloRate,
 		FailedHelloBurst:  DefaultFailedHelloBurst,
 	}
@@ -157,6 +164,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GoodByeTimeout == 0 {
 		c.GoodByeTimeout = d.GoodByeTimeout
+	}
+	if c.IsolationTimeout == 0 {
+		c.IsolationTimeout = d.IsolationTimeout
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = d.ReconcileInterval

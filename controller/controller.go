@@ -44,6 +44,7 @@ type Controller struct {
 	primaryKick chan struct{} // buffered(1): "the state changed, reconcile"
 	turn        atomic.Uint64 // rotates ties in routing
 	routes      routeCache    // targets' routes, kept between state changes
+	isolated    atomic.Bool   // cut off from the leader: connectors sent away
 
 	failures   *failureLimiter // failed HELLOs per source
 	refusedLog logThrottle     // "HELLO refused" lines
@@ -144,6 +145,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.applier.push(applyReq{op: state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: c.nodeID}}})
 	c.workers.Go(func() { c.notifyPrimaries(c.ctx) })
 	c.workers.Go(func() { c.healthLoop(c.ctx) })
+	if c.cfg.IsolationTimeout > 0 {
+		c.workers.Go(func() { c.watchIsolation(c.ctx) })
+	}
 	lisErr := make(chan error, 1)
 	c.workers.Go(func() { lisErr <- c.acceptLoop(c.ctx) })
 	c.mu.Unlock()

@@ -56,6 +56,11 @@ const (
 	EventChannelUnregistered EventKind = "channel_unregistered"
 	EventPrimaryElected      EventKind = "primary_elected"
 	EventPrimaryEvicted      EventKind = "primary_evicted"
+	// EventIsolated: this node lost contact with the cluster's leader for
+	// longer than Config.IsolationTimeout and sent its connectors away;
+	// EventRejoined: it hears the leader again and accepts connectors.
+	EventIsolated EventKind = "node_isolated"
+	EventRejoined EventKind = "node_rejoined"
 )
 
 // Event is delivered to listeners (Config.OnEvent) on every node, in order.

@@ -31,6 +31,8 @@ type Membership struct {
 	done   chan struct{} // closed by Close
 	wg     sync.WaitGroup
 
+	addr string // this node's gossip address, ip:port
+
 	mu     sync.Mutex // protects the following
 	closed bool
 	left   bool
@@ -79,6 +81,7 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 		events: make(chan Event),
 		done:   make(chan struct{}),
 	}
+	m.addr = ml.LocalNode().Address() // fixed once bound; before any gossip writes it
 	m.wg.Go(m.dispatch)
 
 	if err := m.join(ctx); err != nil {
@@ -162,7 +165,10 @@ func (m *Membership) Events() <-chan Event { return m.events }
 // delivery (a measure of how far the consumer of Events fell behind).
 func (m *Membership) Coalesced() uint64 { return m.d.q.coalescedCount() }
 
-// LocalNode returns this node: alive, or left after Leave.
+// LocalNode returns this node: alive, or left after Leave. It is built from
+// this node's own copies (its meta, the address it bound): memberlist's
+// node records change under its lock, so they are only read in its
+// callbacks.
 func (m *Membership) LocalNode() Member {
 	m.mu.Lock()
 	state := StateAlive
@@ -170,17 +176,19 @@ func (m *Membership) LocalNode() Member {
 		state = StateLeft
 	}
 	m.mu.Unlock()
-	return toMember(m.ml.LocalNode(), state)
+	meta, _, err := decodeMeta(m.d.nodeMeta())
+	if err != nil {
+		meta = Meta{NodeID: m.cfg.NodeID}
+	}
+	return Member{Meta: meta, Addr: m.addr, State: state}
 }
 
 // Members returns every known node, sorted by NodeID: the live ones and those
-// that left or failed within Config.DepartedTTL.
+// that left or failed within Config.DepartedTTL, as memberlist's events
+// reported them (copied in its callbacks, under its lock: memberlist's own
+// node records are written concurrently by its gossip).
 func (m *Membership) Members() []Member {
-	byID := m.d.departed()
-	for _, n := range m.ml.Members() {
-		mem := toMember(n, StateAlive)
-		byID[mem.Meta.NodeID] = mem
-	}
+	byID := m.d.known()
 	out := make([]Member, 0, len(byID))
 	for _, mem := range byID {
 		out = append(out, mem)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/state"
@@ -118,6 +119,9 @@ func (c *Cluster) WhileLeader(ctx context.Context, fn func(ctx context.Context))
 	}
 	return nil
 }
+
+// LeaderContact returns now: a node alone always hears from its leader.
+func (c *Cluster) LeaderContact() time.Time { return time.Now() }
 
 // Ready reports whether the node serves: nil until Close.
 func (c *Cluster) Ready() error {

@@ -38,6 +38,8 @@ type controllerFlags struct {
 	bootstrapExpect int
 	clusterToken    string
 	advertise       string
+	leaveOnStop     bool
+	isolation       time.Duration
 	inMemory        bool
 	tlsCert         string
 	tlsKey          string
@@ -123,6 +125,8 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses of cluster members to join, HOST:PORT,...")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 1, "number of nodes to wait for before bootstrapping a cluster")
 	fl.StringVar(&f.clusterToken, "cluster-token", "", "secret shared by the nodes of a cluster: authenticates node-to-node links, encrypts gossip; setting it (or --join, or --bootstrap-expect > 1) turns clustering on")
+	fl.BoolVar(&f.leaveOnStop, "leave-on-terminate", false, "leave the cluster on SIGINT/SIGTERM (the leader then removes this node from the voters); without it a stopped node stays a voter, as for a restart")
+	fl.DurationVar(&f.isolation, "isolation-timeout", controller.DefaultIsolationTimeout, "how long a node may go without hearing the cluster's leader before it sends its connectors to other nodes (negative: never)")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "host or IP other nodes reach this node at (raft, gossip, gRPC); default: the bind host when specific, else this host's private IP")
 	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
@@ -205,6 +209,13 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 			return fmt.Errorf("open state in %s: %w", f.dataDir, err)
 		}
 		defer func() {
+			if f.leaveOnStop {
+				lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				if err := node.Leave(lctx); err != nil {
+					log.Error("leave the cluster", "err", err)
+				}
+				cancel()
+			}
 			if err := node.Close(); err != nil {
 				log.Error("close state", "err", err)
 			}
@@ -227,6 +238,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.ClusterInfo = cluInfo
 	cfg.HealthInterval = f.healthInterval
 	cfg.HealthTimeout = f.healthTimeout
+	cfg.IsolationTimeout = f.isolation
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
 	var auths []controller.Authenticator
