@@ -198,4 +198,3 @@ func (d *delegate) nodeMeta() []byte {
 	defer d.metaMu.RUnlock()
 	return d.meta
 }
-
