@@ -59,13 +59,14 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	if lc == nil {
 		return
 	}
+	lc.registeredAt = time.Now()
 	err := c.applier.register(ctx, state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
 		NodeID:       c.nodeID,
 		Active:       true,
-		RegisteredAt: time.Now(),
+		RegisteredAt: lc.registeredAt,
 		Metadata:     lc.metadata,
 	})
 	lc.metadata = nil // stored in the state now; the local copy is not needed

@@ -23,6 +23,7 @@ const (
 	DefaultFailedHelloRate   = 1.0 // per second and source
 	DefaultFailedHelloBurst  = 10
 	DefaultIsolationTimeout  = 10 * time.Second
+	DefaultRebalanceDelay    = 10 * time.Second
 )
 
 // Config configures a Controller. The zero value of every field means its
@@ -59,6 +60,11 @@ type Config struct {
 	// reconnect, new connections refused retryably) so that they move to
 	// the healthy side of a partition. Default 10 s; negative never does.
 	IsolationTimeout time.Duration
+	// RebalanceDelay is how long the membership must stay grown after a node
+	// joins before this node moves its excess channels there (debounce);
+	// see the package documentation of rebalancing. Default 10 s; negative
+	// never rebalances.
+	RebalanceDelay time.Duration
 	// ReconcileInterval is how often the primary notifier re-checks every
 	// local channel against the state even when nothing changed: a safety net
 	// under the event-driven path. Default 10 s.
@@ -127,6 +133,7 @@ func DefaultConfig() Config {
 		GoodByeTimeout:    DefaultGoodByeTimeout,
 		ReconcileInterval: DefaultReconcileInterval,
 		IsolationTimeout:  DefaultIsolationTimeout,
+		RebalanceDelay:    DefaultRebalanceDelay,
 		FailedHelloRate:   DefaultFailedHelloRate,
 		FailedHelloBurst:  DefaultFailedHelloBurst,
 	}
@@ -164,6 +171,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GoodByeTimeout == 0 {
 		c.GoodByeTimeout = d.GoodByeTimeout
+	}
+	if c.RebalanceDelay == 0 {
+		c.RebalanceDelay = d.RebalanceDelay
 	}
 	if c.IsolationTimeout == 0 {
 		c.IsolationTimeout = d.IsolationTimeout

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/state"
@@ -64,6 +65,8 @@ type local struct {
 	metadata    map[string]string // until registered
 	ch          *channel.Channel
 	lastHealthy atomic.Int64 // unix nanoseconds of the last healthy reply; 0: none yet
+	// registeredAt is when the channel's registration was asked for.
+	registeredAt time.Time
 }
 
 // New returns a Controller that will accept channels on lis and keep its
@@ -147,6 +150,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.workers.Go(func() { c.healthLoop(c.ctx) })
 	if c.cfg.IsolationTimeout > 0 {
 		c.workers.Go(func() { c.watchIsolation(c.ctx) })
+	}
+	if c.cfg.RebalanceDelay > 0 {
+		c.workers.Go(func() { c.rebalance(c.ctx) })
 	}
 	lisErr := make(chan error, 1)
 	c.workers.Go(func() { lisErr <- c.acceptLoop(c.ctx) })

@@ -61,6 +61,9 @@ const (
 	// EventRejoined: it hears the leader again and accepts connectors.
 	EventIsolated EventKind = "node_isolated"
 	EventRejoined EventKind = "node_rejoined"
+	// EventChannelMoved: rebalancing asked this node's channel to reconnect
+	// elsewhere (a node joined and this one held more than its share).
+	EventChannelMoved EventKind = "channel_moved"
 )
 
 // Event is delivered to listeners (Config.OnEvent) on every node, in order.

@@ -39,6 +39,8 @@ type Controller struct {
 	hello     *prometheus.CounterVec
 	health    *prometheus.CounterVec
 	elections prometheus.Counter
+	moved     prometheus.Counter
+	isolated  prometheus.Counter
 }
 
 var (
@@ -77,6 +79,14 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 			Name: "exchange_elections_total",
 			Help: "Primary channel elections seen by this controller node.",
 		}),
+		moved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exchange_rebalanced_channels_total",
+			Help: "Channels of this node asked to reconnect elsewhere by rebalancing after a node joined.",
+		}),
+		isolated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exchange_isolations_total",
+			Help: "Times this node was cut off from the cluster's leader and sent its connectors away.",
+		}),
 	}
 	for _, r := range helloReasons {
 		m.hello.WithLabelValues(r)
@@ -87,7 +97,7 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.sent, m.duration, m.handled, m.hello, m.health, m.elections)
+	reg.MustRegister(m.sent, m.duration, m.handled, m.hello, m.health, m.elections, m.moved, m.isolated)
 	if src != nil {
 		reg.MustRegister(newStateCollector(src))
 	}
@@ -123,7 +133,12 @@ func (m *Controller) HealthCheckFailed(reason string) {
 // EventPrimaryElected counts one election. It can be called from the
 // controller's event listener and never blocks.
 func (m *Controller) OnEvent(ev controller.Event) {
-	if ev.Kind == controller.EventPrimaryElected {
+	switch ev.Kind {
+	case controller.EventPrimaryElected:
 		m.elections.Inc()
+	case controller.EventChannelMoved:
+		m.moved.Inc()
+	case controller.EventIsolated:
+		m.isolated.Inc()
 	}
 }

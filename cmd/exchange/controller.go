@@ -40,6 +40,7 @@ type controllerFlags struct {
 	advertise       string
 	leaveOnStop     bool
 	isolation       time.Duration
+	rebalance       time.Duration
 	inMemory        bool
 	tlsCert         string
 	tlsKey          string
@@ -127,6 +128,7 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringVar(&f.clusterToken, "cluster-token", "", "secret shared by the nodes of a cluster: authenticates node-to-node links, encrypts gossip; setting it (or --join, or --bootstrap-expect > 1) turns clustering on")
 	fl.BoolVar(&f.leaveOnStop, "leave-on-terminate", false, "leave the cluster on SIGINT/SIGTERM (the leader then removes this node from the voters); without it a stopped node stays a voter, as for a restart")
 	fl.DurationVar(&f.isolation, "isolation-timeout", controller.DefaultIsolationTimeout, "how long a node may go without hearing the cluster's leader before it sends its connectors to other nodes (negative: never)")
+	fl.DurationVar(&f.rebalance, "rebalance-delay", controller.DefaultRebalanceDelay, "after a node joins, how long the membership must stay grown before nodes over their fair share move connectors there (negative: never)")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "host or IP other nodes reach this node at (raft, gossip, gRPC); default: the bind host when specific, else this host's private IP")
 	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
@@ -239,6 +241,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.HealthInterval = f.healthInterval
 	cfg.HealthTimeout = f.healthTimeout
 	cfg.IsolationTimeout = f.isolation
+	cfg.RebalanceDelay = f.rebalance
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
 	var auths []controller.Authenticator
