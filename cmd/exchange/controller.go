@@ -46,6 +46,7 @@ type controllerFlags struct {
 	mgmtTokens      []string
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
+	shutdownTimeout time.Duration
 	batchMaxReply   int
 	limits          limitFlags
 	log             logFlags
@@ -132,6 +133,7 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringSliceVar(&f.mgmtTokens, "management-token", nil, "bearer token(s) for the management API and /metrics")
 	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", controller.DefaultShutdownTimeout, "bound on saying GOOD_BYE to every connector and unregistering the channels on exit; connectors not told by then are disconnected")
 	fl.IntVar(&f.batchMaxReply, "batch-max-reply-bytes", batch.DefaultMaxReplyPayload, "largest reply payload a batch stores per command; a larger reply fails its command")
 	f.limits.register(fl)
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
@@ -227,6 +229,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.ClusterInfo = cluInfo
 	cfg.HealthInterval = f.healthInterval
 	cfg.HealthTimeout = f.healthTimeout
+	cfg.ShutdownTimeout = f.shutdownTimeout
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
 	var auths []controller.Authenticator
