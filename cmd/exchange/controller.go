@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +46,9 @@ type controllerFlags struct {
 	tlsKey          string
 	tlsClientCA     string
 	tokens          []string
+	tokensFile      string
+	tlsIdentity     string
+	tlsIdentitySet  bool // --tls-identity was given
 	mgmtTokens      []string
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
@@ -107,9 +113,22 @@ so nothing acknowledged is lost on a crash or restart. --in-memory keeps
 everything in memory instead.
 
 Without --management-token the management API listens on loopback only.
-Without --token or --tls-client-ca every connector is accepted (a warning says so).`,
+Connectors authenticate in HELLO with a token bound to connector ids and
+targets (--tokens-file; --token is one unbound secret), and/or with a client
+certificate from --tls-client-ca whose common name (--tls-identity) must be
+the connector id. Without any of these every connector is accepted (a
+warning says so).
+
+A --tokens-file has one rule per line ('#' starts a comment line):
+
+  TOKEN CONNECTOR-ID-PATTERN [TARGET-PATTERN...]
+  cert:IDENTITY-PATTERN [TARGET-PATTERN...]
+
+Patterns are globs ('*', '?', '[a-z]'; '*' does not match '/'); no target
+pattern means any target. See docs/operations.md, "Security".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.tlsIdentitySet = cmd.Flags().Changed("tls-identity")
 			return runController(cmd.Context(), f, stdout, stderr)
 		},
 	}
@@ -129,7 +148,9 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA (PEM) whose client certificates are required (mutual TLS)")
-	fl.StringSliceVar(&f.tokens, "token", nil, "token(s) connectors must present in HELLO")
+	fl.StringSliceVar(&f.tokens, "token", nil, "token(s) connectors may present in HELLO, valid for any connector id and target (prefer --tokens-file)")
+	fl.StringVar(&f.tokensFile, "tokens-file", "", "file of connector credentials: 'TOKEN CONNECTOR-ID-PATTERN [TARGET-PATTERN...]' and 'cert:IDENTITY-PATTERN [TARGET-PATTERN...]' lines, read at start")
+	fl.StringVar(&f.tlsIdentity, "tls-identity", "cn", "with --tls-client-ca, what the connector id must equal: cn (the client certificate's common name), san-uri (its only URI SAN), none (any certificate may claim any id)")
 	fl.StringSliceVar(&f.mgmtTokens, "management-token", nil, "bearer token(s) for the management API and /metrics")
 	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
@@ -163,6 +184,10 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return &exitError{code: 2, err: fmt.Errorf("--bootstrap-expect %d: at least 1", f.bootstrapExpect)}
 	}
 	tlsCfg, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsClientCA)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	auths, err := connectorAuth(f, log)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -232,13 +257,6 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.ShutdownTimeout = f.shutdownTimeout
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
-	var auths []controller.Authenticator
-	if len(f.tokens) > 0 {
-		auths = append(auths, controller.StaticTokens(f.tokens...))
-	}
-	if f.tlsClientCA != "" {
-		auths = append(auths, controller.CertIdentity(controller.BindNone))
-	}
 	if len(auths) > 0 {
 		cfg.Authenticator = controller.Chain(auths...)
 	}
@@ -275,7 +293,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s state=%s\n",
 		nodeID, gl.Addr(), ml.Addr(), where)
 	if len(auths) == 0 {
-		log.Warn("no --token and no --tls-client-ca: every connector is accepted")
+		log.Warn("no --token, --tokens-file or --tls-client-ca: every connector is accepted")
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -319,6 +337,66 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	}
 	log.Info("controller stopped", "err", err)
 	return err
+}
+
+// tlsIdentities maps --tls-identity to the certificate binding.
+var tlsIdentities = map[string]controller.CertBinding{
+	"cn":      controller.BindCommonName,
+	"san-uri": controller.BindURISAN,
+	"none":    controller.BindNone,
+}
+
+// connectorAuth builds the connectors' authenticators from --token,
+// --tokens-file, --tls-client-ca and --tls-identity: tokens first (those of
+// --token valid for any connector id and target), then the client
+// certificate. It refuses a malformed or empty tokens file, cert: rules
+// without mutual TLS, and an unknown --tls-identity.
+func connectorAuth(f controllerFlags, log *slog.Logger) ([]controller.Authenticator, error) {
+	bind, ok := tlsIdentities[f.tlsIdentity]
+	if !ok {
+		return nil, fmt.Errorf("--tls-identity %q: want cn, san-uri or none", f.tlsIdentity)
+	}
+	if f.tlsIdentitySet && f.tlsClientCA == "" {
+		return nil, errors.New("--tls-identity needs --tls-client-ca (mutual TLS)")
+	}
+	var creds controller.Credentials
+	if f.tokensFile != "" {
+		b, err := os.ReadFile(f.tokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tokens-file: %w", err)
+		}
+		if creds, err = controller.ParseCredentials(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("--tokens-file %s: %w", f.tokensFile, err)
+		}
+		if len(creds.Tokens)+len(creds.Certs) == 0 {
+			return nil, fmt.Errorf("--tokens-file %s holds no rules: it would refuse every connector", f.tokensFile)
+		}
+		if len(creds.Certs) > 0 && f.tlsClientCA == "" {
+			return nil, fmt.Errorf("--tokens-file %s has %s lines: they need --tls-client-ca", f.tokensFile, controller.CertRulePrefix)
+		}
+	}
+	rules := creds.Tokens
+	for _, t := range f.tokens {
+		rules = append(rules, controller.TokenRule{Token: t, Connector: "*"})
+	}
+	var auths []controller.Authenticator
+	if len(rules) > 0 {
+		a, err := controller.BoundTokens(rules...)
+		if err != nil {
+			return nil, fmt.Errorf("--token and --tokens-file: %w", err)
+		}
+		auths = append(auths, a)
+	}
+	if len(f.tokens) > 0 {
+		log.Warn("--token is valid for any connector id and any target: whoever holds it can take over any connector; bind tokens with --tokens-file")
+	}
+	if f.tlsClientCA != "" {
+		if bind == controller.BindNone {
+			log.Warn("--tls-identity none: any client certificate from --tls-client-ca may claim any connector id")
+		}
+		auths = append(auths, controller.CertIdentity(bind, creds.Certs...))
+	}
+	return auths, nil
 }
 
 // lateSource lets the metrics read the controller that is built after them.
