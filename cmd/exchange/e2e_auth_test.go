@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -126,4 +127,48 @@ func TestControllerRefusesBadCredentialFlags(t *testing.T) {
 			t.Errorf("controller %v: stderr %q quotes a token", tt.args, errb.String())
 		}
 	}
+}
+
+// SIGHUP reads the tokens file again: a malformed file keeps the rules in
+// force, a good one replaces them for the HELLOs that follow.
+func TestEndToEndTokensFileReload(t *testing.T) {
+	defer http.DefaultClient.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	defer cancel()
+	file := filepath.Join(t.TempDir(), "tokens")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tok-a conn-a t-*\n")
+	ctrl, grpcAddr, _ := startController(ctx, t, "--in-memory", "--tokens-file", file)
+	_, next := ctrl.waitLine(ctx, 0, regexp.MustCompile(`^connector credentials: .*1 token rules, 0 cert rules`))
+	hup := func() {
+		t.Helper()
+		if err := ctrl.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write("tok-b conn-[\n")
+	hup()
+	_, next = ctrl.waitLine(ctx, next, regexp.MustCompile(`tokens file not reloaded.*line 1`))
+	a := start(t, "conn-a", "connector", "--controller", grpcAddr, "--target", "t-1", "--id", "conn-a", "--token", "tok-a")
+	a.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=conn-a target=t-1`))
+
+	write("tok-b conn-b t-*\n")
+	hup()
+	ctrl.waitLine(ctx, next, regexp.MustCompile(`^connector credentials reloaded: .*1 token rules`))
+	b := start(t, "conn-b", "connector", "--controller", grpcAddr, "--target", "t-2", "--id", "conn-b", "--token", "tok-b")
+	b.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=conn-b target=t-2`))
+	old := start(t, "old-token", "connector", "--controller", grpcAddr, "--target", "t-1", "--id", "conn-a", "--token", "tok-a")
+	old.waitLine(ctx, 0, regexp.MustCompile(`hello rejected.*invalid token`))
+	if code := old.waitExit(ctx); code != 4 {
+		t.Errorf("connector with the removed token exited %d, want 4 (refused)", code)
+	}
+	a.stop(ctx)
+	b.stop(ctx)
+	ctrl.stop(ctx)
 }
