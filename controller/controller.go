@@ -223,6 +223,9 @@ func (c *Controller) goodbyeAll(ctx context.Context, locals []*local) {
 	told := 0
 send:
 	for _, lc := range locals {
+		if ctx.Err() != nil { // select would pick at random between ready cases
+			break
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
