@@ -300,6 +300,16 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return fmt.Errorf("listen %s: %w", f.httpAddr, err)
 	}
 
+	// SIGHUP reads the tokens file again; a bad file keeps the old rules.
+	// Registered before the start lines, so a SIGHUP sent once they are
+	// printed never meets the default action (exit).
+	var hup chan os.Signal
+	if f.tokensFile != "" {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+
 	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s state=%s\n",
 		nodeID, gl.Addr(), ml.Addr(), where)
 	if len(auths) == 0 {
@@ -310,11 +320,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	if f.tokensFile != "" {
-		// SIGHUP reads the tokens file again; a bad file keeps the old rules.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
+	if hup != nil {
 		g.Go(func() error {
 			for {
 				select {
