@@ -19,6 +19,7 @@ const (
 	DefaultHealthTimeout     = 10 * time.Second
 	DefaultHealthConcurrency = 64
 	DefaultGoodByeTimeout    = 5 * time.Second
+	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultReconcileInterval = 10 * time.Second
 	DefaultFailedHelloRate   = 1.0 // per second and source
 	DefaultFailedHelloBurst  = 10
@@ -52,8 +53,7 @@ type Config struct {
 	// Close. Default 64.
 	HealthConcurrency int
 	// GoodByeTimeout bounds each GOOD_BYE sent before closing a channel (on
-	// eviction and on Close), and the final unregistration made by Close.
-	// Default 5 s.
+	// eviction and on Close). Default 5 s.
 	GoodByeTimeout time.Duration
 	// IsolationTimeout is how long this node may go without hearing from the
 	// cluster's leader before it sends its connectors away (GOOD_BYE with
@@ -65,6 +65,14 @@ type Config struct {
 	// see the package documentation of rebalancing. Default 10 s; negative
 	// never rebalances.
 	RebalanceDelay time.Duration
+	// ShutdownTimeout bounds Close as a whole, however many channels it has
+	// to say GOOD_BYE to and however many connectors ignore it: the
+	// GOOD_BYEs (still HealthConcurrency at a time, each bounded by
+	// GoodByeTimeout) share one deadline, three quarters of ShutdownTimeout
+	// after Close starts; channels not yet told by then are closed without a
+	// GOOD_BYE. The final unregistration gets what remains of
+	// ShutdownTimeout (at least a quarter of it). Default 10 s.
+	ShutdownTimeout time.Duration
 	// ReconcileInterval is how often the primary notifier re-checks every
 	// local channel against the state even when nothing changed: a safety net
 	// under the event-driven path. Default 10 s.
@@ -131,6 +139,7 @@ func DefaultConfig() Config {
 		HealthTimeout:     DefaultHealthTimeout,
 		HealthConcurrency: DefaultHealthConcurrency,
 		GoodByeTimeout:    DefaultGoodByeTimeout,
+		ShutdownTimeout:   DefaultShutdownTimeout,
 		ReconcileInterval: DefaultReconcileInterval,
 		IsolationTimeout:  DefaultIsolationTimeout,
 		RebalanceDelay:    DefaultRebalanceDelay,
@@ -143,7 +152,7 @@ func DefaultConfig() Config {
 // negative: no limit).
 func (c Config) Validate() error {
 	if c.HelloTimeout < 0 || c.HealthInterval < 0 || c.HealthTimeout < 0 || c.HealthConcurrency < 0 ||
-		c.GoodByeTimeout < 0 || c.ReconcileInterval < 0 || c.FailedHelloRate < 0 {
+		c.GoodByeTimeout < 0 || c.ShutdownTimeout < 0 || c.ReconcileInterval < 0 || c.FailedHelloRate < 0 {
 		return errors.New("controller: config values must not be negative")
 	}
 	if err := c.Channel.Validate(); err != nil {
@@ -177,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IsolationTimeout == 0 {
 		c.IsolationTimeout = d.IsolationTimeout
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = d.ShutdownTimeout
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = d.ReconcileInterval

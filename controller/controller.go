@@ -176,9 +176,16 @@ func (c *Controller) Run(ctx context.Context) error {
 // channel (Config.HealthConcurrency at a time, each bounded by
 // Config.GoodByeTimeout) so their connectors reconnect elsewhere, closes them,
 // unregisters them all in one Apply, delivers the last listener events, and
-// waits for every goroutine it started. It closes the listener. Close is
-// idempotent; it returns the error of the final unregistration, if any (the
-// channels are then removed on this node's next start).
+// waits for every goroutine it started. It closes the listener.
+//
+// Close is bounded as a whole by Config.ShutdownTimeout: the GOOD_BYEs share
+// one deadline (three quarters of it), after which the channels not yet
+// told are closed without one, and the unregistration gets the rest. A
+// connector that ignores GOOD_BYE therefore costs at most that deadline, not
+// a GoodByeTimeout per batch of HealthConcurrency channels.
+//
+// Close is idempotent; it returns the error of the final unregistration, if
+// any (the channels are then removed on this node's next start).
 func (c *Controller) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -190,13 +197,21 @@ func (c *Controller) Close() error {
 		unsub := c.unsub
 		c.mu.Unlock()
 
+		// One deadline for the whole shutdown; the GOOD_BYEs must be done
+		// a quarter of it early, so the unregistration always has time.
+		start := time.Now()
+		sctx, scancel := context.WithDeadline(context.Background(), start.Add(c.cfg.ShutdownTimeout))
+		defer scancel()
+		gctx, gcancel := context.WithDeadline(sctx, start.Add(c.cfg.ShutdownTimeout*3/4))
+		defer gcancel()
+
 		c.cancel()
 		_ = c.lis.Close()
 		c.workers.Wait()
 
-		c.goodbyeAll(locals)
+		c.goodbyeAll(gctx, locals)
 		c.applierWG.Wait() // it stopped on c.ctx; what it left queued is taken below
-		c.closeErr = c.unregisterAll(locals)
+		c.closeErr = c.unregisterAll(sctx, locals)
 		if unsub != nil {
 			unsub()
 		}
@@ -207,29 +222,48 @@ func (c *Controller) Close() error {
 	return c.closeErr
 }
 
-// goodbyeAll says GOOD_BYE{reconnect:true} to every channel, bounded, and
-// closes them.
-func (c *Controller) goodbyeAll(locals []*local) {
+// goodbyeAll says GOOD_BYE{reconnect:true} to every channel,
+// HealthConcurrency at a time, each bounded by GoodByeTimeout and all by ctx,
+// and closes them. Once ctx is done, the channels not yet told are closed
+// without a GOOD_BYE, and the GOOD_BYEs in flight are abandoned.
+func (c *Controller) goodbyeAll(ctx context.Context, locals []*local) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, c.cfg.HealthConcurrency)
+	told := 0
+send:
 	for _, lc := range locals {
-		sem <- struct{}{}
+		if ctx.Err() != nil { // select would pick at random between ready cases
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break send
+		}
+		told++
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.GoodByeTimeout)
+			gctx, cancel := context.WithTimeout(ctx, c.cfg.GoodByeTimeout)
 			defer cancel()
-			if err := c.goodbye(ctx, lc); err != nil {
+			if err := c.goodbye(gctx, lc); err != nil {
 				c.log.Debug("controller: GOOD_BYE on close failed", "channel", lc.id, "err", err)
 			}
 			_ = lc.ch.Close()
 		})
 	}
+	if rest := locals[told:]; len(rest) > 0 {
+		c.log.Warn("controller: shutdown deadline reached: closing channels without GOOD_BYE",
+			"channels", len(rest), "shutdown_timeout", c.cfg.ShutdownTimeout)
+		for _, lc := range rest {
+			_ = lc.ch.Close()
+		}
+	}
 	wg.Wait()
 }
 
 // unregisterAll removes locals and any unregistration still queued, in one
-// Apply.
-func (c *Controller) unregisterAll(locals []*local) error {
+// Apply bounded by ctx.
+func (c *Controller) unregisterAll(ctx context.Context, locals []*local) error {
 	ids := c.applier.leftoverUnregisters()
 	for _, lc := range locals {
 		ids = append(ids, lc.id)
@@ -243,8 +277,6 @@ func (c *Controller) unregisterAll(locals []*local) error {
 	for i, id := range ids {
 		ops[i] = state.Op{Unregister: &state.UnregisterChannel{ChannelID: id}}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.GoodByeTimeout)
-	defer cancel()
 	if err := state.Err(c.store.Apply(ctx, ops...)); err != nil {
 		return fmt.Errorf("controller: close: unregister %d channels: %w", len(ids), err)
 	}

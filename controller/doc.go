@@ -70,7 +70,8 @@
 //
 // Close stops accepting, stops the loops, says GOOD_BYE{reconnect:true} to
 // every local channel, unregisters them all in one Apply, delivers the last
-// listener events and waits for every goroutine.
+// listener events and waits for every goroutine. The GOOD_BYEs and the
+// unregistration are bounded as a whole by Config.ShutdownTimeout.
 //
 // # Goroutines
 //

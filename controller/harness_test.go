@@ -250,6 +250,9 @@ type connOpts struct {
 	metadata    map[string]string
 	// health: "" or "healthy", "unhealthy", "silent" (never answers).
 	health string
+	// silentGoodBye: GOOD_BYE is recorded but never answered (the handler
+	// waits until its context ends).
+	silentGoodBye bool
 	// failPrimary makes the first n PRIMARY commands fail.
 	failPrimary int
 	// handlers answer other command types.
@@ -361,7 +364,7 @@ func (c *connector) onPrimary(_ context.Context, cmd *command.Command) (*command
 	return command.Succeeded(cmd, command.PrimaryReplyPayload{})
 }
 
-func (c *connector) onGoodBye(_ context.Context, cmd *command.Command) (*command.Reply, error) {
+func (c *connector) onGoodBye(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
 	p, err := command.Decode[command.GoodByePayload](cmd.Payload)
 	if err != nil {
 		return nil, err
@@ -370,6 +373,10 @@ func (c *connector) onGoodBye(_ context.Context, cmd *command.Command) (*command
 	c.goodbyes = append(c.goodbyes, p)
 	c.mu.Unlock()
 	c.changed()
+	if c.opts.silentGoodBye {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	return command.Succeeded(cmd, command.GoodByeReplyPayload{TargetID: p.TargetID})
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/exchangekit/exchange/state"
 )
 
-
 // rebalance spreads connectors over the nodes after a node joins (the
 // reference's rebalancing, §5.5, without its weakness 18). Every node
 // decides for its own channels only: once the count of live members has
@@ -89,7 +88,7 @@ func (c *Controller) rebalanceRound(ctx context.Context, live int) {
 	}
 	c.log.Info("controller: rebalancing: asking connectors to move to other nodes", "moving", len(movable),
 		"channels", mine, "fairShare", fair, "liveNodes", live)
-	c.goodbyeAll(movable)
+	c.goodbyeAll(ctx, movable)
 	for _, lc := range movable {
 		c.events.Push(Event{Kind: EventChannelMoved, TargetID: lc.targetID, ChannelID: lc.id, NodeID: c.nodeID})
 	}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,9 +50,13 @@ type controllerFlags struct {
 	tlsKey          string
 	tlsClientCA     string
 	tokens          []string
+	tokensFile      string
+	tlsIdentity     string
+	tlsIdentitySet  bool // --tls-identity was given
 	mgmtTokens      []string
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
+	shutdownTimeout time.Duration
 	batchMaxReply   int
 	limits          limitFlags
 	log             logFlags
@@ -109,9 +117,23 @@ so nothing acknowledged is lost on a crash or restart. --in-memory keeps
 everything in memory instead.
 
 Without --management-token the management API listens on loopback only.
-Without --token or --tls-client-ca every connector is accepted (a warning says so).`,
+Connectors authenticate in HELLO with a token bound to connector ids and
+targets (--tokens-file; --token is one unbound secret), and/or with a client
+certificate from --tls-client-ca whose common name (--tls-identity) must be
+the connector id. Without any of these every connector is accepted (a
+warning says so).
+
+A --tokens-file has one rule per line ('#' starts a comment line):
+
+  TOKEN CONNECTOR-ID-PATTERN [TARGET-PATTERN...]
+  cert:IDENTITY-PATTERN [TARGET-PATTERN...]
+
+Patterns are globs ('*', '?', '[a-z]'; '*' does not match '/'); no target
+pattern means any target. SIGHUP reads the file again (a malformed file keeps
+the rules in force). See docs/operations.md, "Security".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.tlsIdentitySet = cmd.Flags().Changed("tls-identity")
 			return runController(cmd.Context(), f, stdout, stderr)
 		},
 	}
@@ -134,10 +156,13 @@ Without --token or --tls-client-ca every connector is accepted (a warning says s
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA (PEM) whose client certificates are required (mutual TLS)")
-	fl.StringSliceVar(&f.tokens, "token", nil, "token(s) connectors must present in HELLO")
+	fl.StringSliceVar(&f.tokens, "token", nil, "token(s) connectors may present in HELLO, valid for any connector id and target (prefer --tokens-file)")
+	fl.StringVar(&f.tokensFile, "tokens-file", "", "file of connector credentials: 'TOKEN CONNECTOR-ID-PATTERN [TARGET-PATTERN...]' and 'cert:IDENTITY-PATTERN [TARGET-PATTERN...]' lines, read at start and again on SIGHUP")
+	fl.StringVar(&f.tlsIdentity, "tls-identity", "cn", "with --tls-client-ca, what the connector id must equal: cn (the client certificate's common name), san-uri (its only URI SAN), none (any certificate may claim any id)")
 	fl.StringSliceVar(&f.mgmtTokens, "management-token", nil, "bearer token(s) for the management API and /metrics")
 	fl.DurationVar(&f.healthInterval, "health-interval", controller.DefaultHealthInterval, "period of the HEALTH_CHECK of every channel")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", controller.DefaultHealthTimeout, "how long a channel has to answer a HEALTH_CHECK")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", controller.DefaultShutdownTimeout, "bound on saying GOOD_BYE to every connector and unregistering the channels on exit; connectors not told by then are disconnected")
 	fl.IntVar(&f.batchMaxReply, "batch-max-reply-bytes", batch.DefaultMaxReplyPayload, "largest reply payload a batch stores per command; a larger reply fails its command")
 	f.limits.register(fl)
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
@@ -170,6 +195,18 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	auths, summary, err := connectorAuth(f)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if len(f.tokens) > 0 {
+		log.Warn("--token is valid for any connector id and any target: whoever holds it can take over any connector; bind tokens with --tokens-file")
+	}
+	if f.tlsClientCA != "" && tlsIdentities[f.tlsIdentity] == controller.BindNone {
+		log.Warn("--tls-identity none: any client certificate from --tls-client-ca may claim any connector id")
+	}
+	connAuth := &swappableAuth{}
+	connAuth.cur.Store(controller.Chain(auths...))
 
 	// Connectors' transport.
 	sopts := []grpcchannel.ServerOption{grpcchannel.WithLimits(f.limits.server())}
@@ -242,17 +279,11 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.HealthTimeout = f.healthTimeout
 	cfg.IsolationTimeout = f.isolation
 	cfg.RebalanceDelay = f.rebalance
+	cfg.ShutdownTimeout = f.shutdownTimeout
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
-	var auths []controller.Authenticator
-	if len(f.tokens) > 0 {
-		auths = append(auths, controller.StaticTokens(f.tokens...))
-	}
-	if f.tlsClientCA != "" {
-		auths = append(auths, controller.CertIdentity(controller.BindNone))
-	}
 	if len(auths) > 0 {
-		cfg.Authenticator = controller.Chain(auths...)
+		cfg.Authenticator = connAuth
 	}
 	ctrl, err := controller.New(cfg, srv, store)
 	if err != nil {
@@ -284,13 +315,44 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return fmt.Errorf("listen %s: %w", f.httpAddr, err)
 	}
 
+	// SIGHUP reads the tokens file again; a bad file keeps the old rules.
+	// Registered before the start lines, so a SIGHUP sent once they are
+	// printed never meets the default action (exit).
+	var hup chan os.Signal
+	if f.tokensFile != "" {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+
 	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s state=%s\n",
 		nodeID, gl.Addr(), ml.Addr(), where)
 	if len(auths) == 0 {
-		log.Warn("no --token and no --tls-client-ca: every connector is accepted")
+		log.Warn("no --token, --tokens-file or --tls-client-ca: every connector is accepted")
+	}
+	if summary != "" {
+		fmt.Fprintf(stdout, "connector credentials: %s\n", summary)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if hup != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-hup:
+				}
+				auths, summary, err := connectorAuth(f)
+				if err != nil {
+					log.Error("SIGHUP: tokens file not reloaded; the previous rules stay in force", "err", err)
+					continue
+				}
+				connAuth.cur.Store(controller.Chain(auths...))
+				fmt.Fprintf(stdout, "connector credentials reloaded: %s\n", summary)
+			}
+		})
+	}
 	g.Go(func() error {
 		if err := srv.Serve(gl); err != nil {
 			return fmt.Errorf("grpc server: %w", err)
@@ -331,6 +393,73 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	}
 	log.Info("controller stopped", "err", err)
 	return err
+}
+
+// tlsIdentities maps --tls-identity to the certificate binding.
+var tlsIdentities = map[string]controller.CertBinding{
+	"cn":      controller.BindCommonName,
+	"san-uri": controller.BindURISAN,
+	"none":    controller.BindNone,
+}
+
+// connectorAuth builds the connectors' authenticators from --token,
+// --tokens-file, --tls-client-ca and --tls-identity: tokens first (those of
+// --token valid for any connector id and target), then the client
+// certificate. It refuses a malformed or empty tokens file, cert: rules
+// without mutual TLS, and an unknown --tls-identity. summary describes the
+// tokens file's rules ("" without one).
+func connectorAuth(f controllerFlags) (auths []controller.Authenticator, summary string, err error) {
+	bind, ok := tlsIdentities[f.tlsIdentity]
+	if !ok {
+		return nil, "", fmt.Errorf("--tls-identity %q: want cn, san-uri or none", f.tlsIdentity)
+	}
+	if f.tlsIdentitySet && f.tlsClientCA == "" {
+		return nil, "", errors.New("--tls-identity needs --tls-client-ca (mutual TLS)")
+	}
+	var creds controller.Credentials
+	if f.tokensFile != "" {
+		b, err := os.ReadFile(f.tokensFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--tokens-file: %w", err)
+		}
+		if creds, err = controller.ParseCredentials(bytes.NewReader(b)); err != nil {
+			return nil, "", fmt.Errorf("--tokens-file %s: %w", f.tokensFile, err)
+		}
+		if len(creds.Tokens)+len(creds.Certs) == 0 {
+			return nil, "", fmt.Errorf("--tokens-file %s holds no rules: it would refuse every connector", f.tokensFile)
+		}
+		if len(creds.Certs) > 0 && f.tlsClientCA == "" {
+			return nil, "", fmt.Errorf("--tokens-file %s has %s lines: they need --tls-client-ca", f.tokensFile, controller.CertRulePrefix)
+		}
+		summary = fmt.Sprintf("%s: %d token rules, %d cert rules", f.tokensFile, len(creds.Tokens), len(creds.Certs))
+	}
+	rules := creds.Tokens
+	for _, t := range f.tokens {
+		rules = append(rules, controller.TokenRule{Token: t, Connector: "*"})
+	}
+	if len(rules) > 0 {
+		a, err := controller.BoundTokens(rules...)
+		if err != nil {
+			return nil, "", fmt.Errorf("--token and --tokens-file: %w", err)
+		}
+		auths = append(auths, a)
+	}
+	if f.tlsClientCA != "" {
+		auths = append(auths, controller.CertIdentity(bind, creds.Certs...))
+	}
+	return auths, summary, nil
+}
+
+// swappableAuth is the connectors' Authenticator, replaced whole when SIGHUP
+// reloads the tokens file. HELLOs in progress finish with the rules they
+// started with.
+type swappableAuth struct {
+	cur atomicValue[controller.Authenticator]
+}
+
+// Authenticate runs the current rules.
+func (a *swappableAuth) Authenticate(ctx context.Context, req controller.HelloRequest) (string, error) {
+	return a.cur.Load().Authenticate(ctx, req)
 }
 
 // lateSource lets the metrics read the controller that is built after them.

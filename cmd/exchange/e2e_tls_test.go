@@ -89,9 +89,9 @@ func TestEndToEndMutualTLS(t *testing.T) {
 	ctrl, grpcAddr, httpURL := startController(ctx, t, "--in-memory",
 		"--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.ca)
 
-	conn := start(t, "connector", "connector", "--controller", grpcAddr, "--target", "secure", "--id", "edge-42",
+	conn := start(t, "connector", "connector", "--controller", grpcAddr, "--target", "secure", "--id", "edge-42.example",
 		"--tls-ca", p.ca, "--tls-cert", p.clientCert, "--tls-key", p.clientKey)
-	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=edge-42 target=secure`))
+	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=edge-42\.example target=secure`))
 
 	var channels []struct {
 		ConnectorID string            `json:"connectorId"`
