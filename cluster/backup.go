@@ -17,6 +17,15 @@ import (
 // code can read (see docs/decisions/0017-backup-and-restore.md).
 var ErrBadSnapshot = errors.New("cluster: not a valid exchange state snapshot")
 
+// CheckSnapshot reports whether data is a snapshot Restore can read: nil,
+// or an error wrapping ErrBadSnapshot.
+func CheckSnapshot(data []byte) error {
+	if _, err := decodeSnapshot(data); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+	}
+	return nil
+}
+
 // SnapshotMeta describes a snapshot of the replicated state.
 type SnapshotMeta struct {
 	// ID is raft's snapshot id.
