@@ -45,6 +45,12 @@ func (s nodeSnapshots) RestoreSnapshot(ctx context.Context, r io.Reader) (manage
 		return management.SnapshotInfo{}, fmt.Errorf("%w, and no leader is known (an election is under way): retry", management.ErrNotLeader)
 	case errors.As(err, &nl):
 		return management.SnapshotInfo{}, fmt.Errorf("%w: restore on the leader, node %s (raft %s)", management.ErrNotLeader, nl.LeaderID, nl.LeaderAddress)
+	case errors.Is(err, cluster.ErrLeadershipLost):
+		// raft's user restore is committed on the leader before its
+		// followers install it: this node may hold the restored state alone.
+		// A restore on the new leader reaches every node again.
+		return management.SnapshotInfo{}, fmt.Errorf("%w: leadership changed during the restore, whose outcome is unknown: run it again on the current leader (%s)",
+			management.ErrNotLeader, orDash(s.node.LeaderID()))
 	case err != nil:
 		return management.SnapshotInfo{}, err
 	}
