@@ -145,12 +145,11 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) (SnapshotMeta, error) {
 	if err != nil {
 		return SnapshotMeta{}, fmt.Errorf("cluster: restore: read snapshot: %w", err)
 	}
-	snap, err := decodeSnapshot(b)
-	if err != nil {
-		return SnapshotMeta{}, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+	if err := CheckSnapshot(b); err != nil {
+		return SnapshotMeta{}, err
 	}
 	for attempt := 0; ; attempt++ {
-		meta, err := n.restore(ctx, snap)
+		meta, err := n.restore(ctx, b)
 		if err != nil && attempt == 0 && strings.Contains(err.Error(), "wait until the configuration entry") {
 			// As in Snapshot: raft restores only once the latest
 			// configuration entry is applied; an empty entry gets it there.
@@ -165,8 +164,8 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) (SnapshotMeta, error) {
 	}
 }
 
-// restore is one attempt of Restore, with the snapshot decoded.
-func (n *Node) restore(ctx context.Context, snap *state.State) (SnapshotMeta, error) {
+// restore is one attempt of Restore of b, a checked snapshot.
+func (n *Node) restore(ctx context.Context, b []byte) (SnapshotMeta, error) {
 	if n.raft.State() != raft.Leader {
 		return SnapshotMeta{}, n.notLeader()
 	}
@@ -199,6 +198,10 @@ func (n *Node) restore(ctx context.Context, snap *state.State) (SnapshotMeta, er
 	current, err := state.Unmarshal(cur)
 	if err != nil {
 		return SnapshotMeta{}, fmt.Errorf("decode the current state: %w", err)
+	}
+	snap, err := decodeSnapshot(b)
+	if err != nil {
+		return SnapshotMeta{}, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 	}
 	body, err := restoredState(snap, current).Marshal()
 	if err != nil {

@@ -178,6 +178,17 @@ func (d *delegate) pruneLocked(now time.Time) {
 	}
 }
 
+// live returns the latest alive copy of node id, from its events.
+func (d *delegate) live(id string) (Member, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.members[id]
+	if !ok || e.m.State != StateAlive {
+		return Member{}, false
+	}
+	return e.m, true
+}
+
 // departed returns the nodes known to have left or failed, by id.
 func (d *delegate) departed() map[string]Member {
 	now := time.Now()

@@ -175,10 +175,19 @@ func (m *Membership) LocalNode() Member {
 
 // Members returns every known node, sorted by NodeID: the live ones and those
 // that left or failed within Config.DepartedTTL.
+//
+// The live nodes' details come from the copies the event callbacks took
+// under memberlist's node lock: the *memberlist.Node values ml.Members
+// returns are shared with memberlist, which rewrites their address and meta
+// in place (a data race when read here). Only their Name, never rewritten,
+// is read.
 func (m *Membership) Members() []Member {
 	byID := m.d.departed()
 	for _, n := range m.ml.Members() {
-		mem := toMember(n, StateAlive)
+		mem, ok := m.d.live(n.Name)
+		if !ok { // not possible: memberlist calls NotifyJoin when it adds a node
+			mem = Member{Meta: Meta{NodeID: n.Name}, State: StateAlive}
+		}
 		byID[mem.Meta.NodeID] = mem
 	}
 	out := make([]Member, 0, len(byID))
