@@ -70,6 +70,11 @@ type Node struct {
 	stop       chan struct{}  // closed by Close: stops bg
 	bg         sync.WaitGroup // membership watcher, leader loop
 
+	// restoreGate is held shared by every Apply on this leader, and
+	// exclusively by Restore while it reads the state it restores into (see
+	// backup.go).
+	restoreGate sync.RWMutex
+
 	markerMu sync.Mutex // serialises writes of the data directory marker
 	marker   dataMarker
 
@@ -421,6 +426,8 @@ func (n *Node) applyLocal(ctx context.Context, b []byte, nops int) ([]state.Resu
 	}
 	done := make(chan outcome, 1)
 	if !n.goFuture(func() {
+		n.restoreGate.RLock()
+		defer n.restoreGate.RUnlock()
 		f := n.raft.Apply(b, timeout)
 		if err := f.Error(); err != nil {
 			done <- outcome{err: err}

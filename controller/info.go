@@ -37,14 +37,29 @@ type ClusterInfo struct {
 	LeaderID string       `json:"leaderId"`
 	State    string       `json:"state"` // this node's raft state: "Leader", "Follower", … ("Leader" when standalone)
 	Members  []MemberInfo `json:"members"`
+
+	// Raft figures of this node (zero when standalone): the current term,
+	// the last index known committed, the last index applied to this
+	// node's replica, and when it last heard from the leader (zero on the
+	// leader, and on a node that never heard from one).
+	Term         uint64    `json:"term"`
+	CommitIndex  uint64    `json:"commitIndex"`
+	AppliedIndex uint64    `json:"appliedIndex"`
+	LastContact  time.Time `json:"lastContact,omitzero"`
 }
 
 // MemberInfo is one node of the cluster.
 type MemberInfo struct {
 	NodeID  string `json:"nodeId"`
-	Address string `json:"address"`
-	State   string `json:"state"` // "alive", "suspect", "dead", "left"
+	Address string `json:"address"` // gossip address ("" when the node does not gossip: a single node)
+	State   string `json:"state"`   // gossip state: "alive", "dead", "left"; "unknown" for a raft server the gossip does not know
 	Leader  bool   `json:"leader"`
+
+	// Suffrage is the node's place in the raft configuration: "voter",
+	// "nonvoter", "staging", or "none" (not in it).
+	Suffrage    string `json:"suffrage"`
+	RaftAddress string `json:"raftAddress"`
+	GRPCAddress string `json:"grpcAddress"`
 }
 
 // EventKind names a listener event.

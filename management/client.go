@@ -211,7 +211,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 
 // doPage is do that also returns the cursor of the next page, if any.
 func (c *Client) doPage(ctx context.Context, method, path string, q url.Values, in, out any) (next string, err error) {
-	target := c.base.String() + path // path segments are escaped by the callers
+	target := path // path segments are escaped by the callers
 	if len(q) > 0 {
 		target += "?" + q.Encode()
 	}
@@ -223,23 +223,17 @@ func (c *Client) doPage(ctx context.Context, method, path string, q url.Values, 
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	req, err := c.newRequest(ctx, method, target, body)
 	if err != nil {
-		return "", fmt.Errorf("management: %s %s: %w", method, path, err)
+		return "", err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.send(ctx, req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("management: %s %s: %w", method, path, context.Cause(ctx))
-		}
-		return "", &UnreachableError{Addr: c.base.String(), Err: err}
+		return "", err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -253,6 +247,32 @@ func (c *Client) doPage(ctx context.Context, method, path string, q url.Values, 
 		return "", fmt.Errorf("management: %s %s: decode response: %w", method, path, err)
 	}
 	return resp.Header.Get(HeaderNextCursor), nil
+}
+
+// newRequest builds a request of path (escaped, with its query), with the
+// bearer token.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("management: %s %s: %w", method, path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+// send sends req: a transport failure is an *UnreachableError, unless ctx
+// ended.
+func (c *Client) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("management: %s %s: %w", req.Method, req.URL.Path, context.Cause(ctx))
+		}
+		return nil, &UnreachableError{Addr: c.base.String(), Err: err}
+	}
+	return resp, nil
 }
 
 func apiError(resp *http.Response, data []byte) *APIError {

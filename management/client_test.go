@@ -68,7 +68,7 @@ func TestClient(t *testing.T) {
 		t.Errorf("Send() = %+v, %v", reply, err)
 	}
 	cl, err := c.Cluster(ctx)
-	if err != nil || cl.LeaderID != "node-2" || len(cl.Members) != 3 {
+	if err != nil || cl.LeaderID != "node-2" || len(cl.Members) != 4 || cl.Term != 7 || cl.Members[1].RaftAddress != "10.0.0.2:7401" {
 		t.Errorf("Cluster() = %+v, %v", cl, err)
 	}
 	if err := c.Ready(ctx); err != nil {

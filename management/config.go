@@ -18,6 +18,7 @@ const (
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultCommandTimeout    = 30 * time.Second
 	DefaultMaxCommandTimeout = 60 * time.Second
+	DefaultMaxSnapshotBytes  = 256 << 20
 )
 
 // Config configures a Server. The zero value of every field means its
@@ -53,6 +54,12 @@ type Config struct {
 	// Ready reports readiness for GET /readyz: nil means ready. Nil Ready
 	// means always ready.
 	Ready func() error
+	// Snapshots serves GET and POST /exchange/cluster/snapshot (backup and
+	// restore). Nil: those routes answer 501.
+	Snapshots Snapshots
+	// MaxSnapshotBytes bounds the body of POST /exchange/cluster/snapshot
+	// (instead of BodyLimit); larger ones get 413. Default 256 MiB.
+	MaxSnapshotBytes int64
 }
 
 // DefaultConfig returns the defaults spelled out.
@@ -67,6 +74,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   DefaultShutdownTimeout,
 		CommandTimeout:    DefaultCommandTimeout,
 		MaxCommandTimeout: DefaultMaxCommandTimeout,
+		MaxSnapshotBytes:  DefaultMaxSnapshotBytes,
 	}
 }
 
@@ -74,7 +82,7 @@ func DefaultConfig() Config {
 // WriteTimeout that cannot fit the command timeouts (after defaults).
 func (c Config) Validate() error {
 	if c.BodyLimit < 0 || c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 ||
-		c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.CommandTimeout < 0 || c.MaxCommandTimeout < 0 {
+		c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.CommandTimeout < 0 || c.MaxCommandTimeout < 0 || c.MaxSnapshotBytes < 0 {
 		return errors.New("management: config values must not be negative")
 	}
 	for i, t := range c.Tokens {
@@ -120,6 +128,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxCommandTimeout == 0 {
 		c.MaxCommandTimeout = d.MaxCommandTimeout
+	}
+	if c.MaxSnapshotBytes == 0 {
+		c.MaxSnapshotBytes = d.MaxSnapshotBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -47,9 +47,13 @@ func (s *Server) crossSite(next echo.HandlerFunc) echo.HandlerFunc {
 				"cross-origin request refused: Origin %q is not the origin of this API (%s); the API is not meant to be called from web pages of other sites",
 				strings.Join(origin, ","), r.Host)}
 		}
-		if isWrite(r.Method) && r.ContentLength != 0 && !isJSON(r.Header.Get(echo.HeaderContentType)) {
+		if isWrite(r.Method) && r.ContentLength != 0 && !s.acceptedType(c, r.Header.Get(echo.HeaderContentType)) {
+			want := echo.MIMEApplicationJSON
+			if c.Path() == snapshotPath {
+				want = echo.MIMEOctetStream
+			}
 			return &statusError{http.StatusUnsupportedMediaType, fmt.Sprintf(
-				"Content-Type %q is not supported: request bodies must be application/json", r.Header.Get(echo.HeaderContentType))}
+				"Content-Type %q is not supported: request bodies must be %s", r.Header.Get(echo.HeaderContentType), want)}
 		}
 		return next(c)
 	}
@@ -61,6 +65,17 @@ func isWrite(method string) bool {
 		return true
 	}
 	return false
+}
+
+// acceptedType reports whether a write's Content-Type is the one its route
+// takes: application/octet-stream for a snapshot upload, JSON elsewhere.
+// Neither is one an HTML form can send without a CORS preflight.
+func (s *Server) acceptedType(c echo.Context, contentType string) bool {
+	if c.Path() == snapshotPath {
+		mt, _, err := mime.ParseMediaType(contentType)
+		return err == nil && mt == echo.MIMEOctetStream
+	}
+	return isJSON(contentType)
 }
 
 // isJSON reports whether a Content-Type is application/json, with or without

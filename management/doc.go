@@ -18,6 +18,8 @@
 //	GET  /exchange/channels?active=&targetId= [Channel]
 //	GET  /exchange/channels/:id               Channel
 //	GET  /exchange/cluster                    Cluster
+//	GET  /exchange/cluster/snapshot           backup: application/octet-stream (Config.Snapshots)
+//	POST /exchange/cluster/snapshot           restore on the leader → SnapshotInfo
 //	GET  /metrics                             Prometheus text format
 //	GET  /healthz                             the process is alive
 //	GET  /readyz                              Config.Ready()

@@ -18,6 +18,9 @@ type goldenCase struct {
 	wantStatus int
 	golden     string // "" is name
 	wantHeader map[string]string
+	// contentType is the request's Content-Type; "" is application/json
+	// when there is a body.
+	contentType string
 }
 
 func goldenCases() []goldenCase {
@@ -62,6 +65,21 @@ func goldenCases() []goldenCase {
 		{name: "channel_not_found", path: "/exchange/channels/unknown", wantStatus: 404},
 		// Cluster and probes.
 		{name: "cluster", path: "/exchange/cluster", wantStatus: 200},
+		{name: "cluster_standalone", server: "standalone", path: "/exchange/cluster", wantStatus: 200},
+		{name: "snapshot_restore", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 200, contentType: octetStream,
+			body: "exchange-state v1\n{}"},
+		{name: "snapshot_restore_invalid", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 400, contentType: octetStream,
+			body: "bad data"},
+		{name: "snapshot_restore_empty", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 400},
+		{name: "snapshot_restore_not_leader", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 409, contentType: octetStream,
+			body: "follower: restore me"},
+		{name: "snapshot_restore_too_large", server: "smallbody", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 413, contentType: octetStream,
+			body: strings.Repeat("x", 200)},
+		{name: "snapshot_restore_json", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 415,
+			body: `{"channels":{}}`},
+		{name: "snapshot_disabled", server: "nobatches", path: "/exchange/cluster/snapshot", wantStatus: 501},
+		{name: "snapshot_restore_disabled", server: "nobatches", method: "POST", path: "/exchange/cluster/snapshot", wantStatus: 501, contentType: octetStream,
+			body: "exchange-state v1\n{}", golden: "snapshot_disabled"},
 		{name: "healthz", path: "/healthz", wantStatus: 200},
 		{name: "readyz", path: "/readyz", wantStatus: 200},
 		{name: "readyz_not_ready", server: "notready", path: "/readyz", wantStatus: 503},
@@ -144,13 +162,16 @@ func goldenCases() []goldenCase {
 	}
 }
 
+const octetStream = "application/octet-stream"
+
 func goldenServers(t *testing.T) map[string]*Server {
 	return map[string]*Server{
-		"full":      newServer(t, Config{}, newFakeExchange(), newFakeBatches()),
-		"empty":     newServer(t, Config{}, &emptyExchange{}, newFakeBatches()),
-		"nobatches": newServer(t, Config{}, newFakeExchange(), nil),
-		"notready":  newServer(t, Config{Ready: func() error { return errors.New("raft: no leader") }}, newFakeExchange(), nil),
-		"smallbody": newServer(t, Config{BodyLimit: 64}, newFakeExchange(), nil),
+		"full":       newServer(t, Config{Snapshots: newFakeSnapshots()}, newFakeExchange(), newFakeBatches()),
+		"standalone": newServer(t, Config{}, &standaloneExchange{*newFakeExchange()}, nil),
+		"empty":      newServer(t, Config{}, &emptyExchange{}, newFakeBatches()),
+		"nobatches":  newServer(t, Config{}, newFakeExchange(), nil),
+		"notready":   newServer(t, Config{Ready: func() error { return errors.New("raft: no leader") }}, newFakeExchange(), nil),
+		"smallbody":  newServer(t, Config{BodyLimit: 64, MaxSnapshotBytes: 128, Snapshots: newFakeSnapshots()}, newFakeExchange(), nil),
 	}
 }
 
@@ -172,7 +193,11 @@ func TestGolden(t *testing.T) {
 			if method == "" {
 				method = http.MethodGet
 			}
-			resp, body := doURL(t, servers[key], method, tc.path, tc.body, nil)
+			var header http.Header
+			if tc.contentType != "" {
+				header = http.Header{"Content-Type": {tc.contentType}}
+			}
+			resp, body := doURL(t, servers[key], method, tc.path, tc.body, header)
 			if resp.StatusCode != tc.wantStatus {
 				t.Errorf("%s %s: status = %d, want %d; body:\n%s", method, tc.path, resp.StatusCode, tc.wantStatus, body)
 			}

@@ -43,15 +43,16 @@ func (s *Server) validToken(header string) bool {
 	return match == 1
 }
 
-// limitBody rejects declared bodies over the limit at once and caps the
-// others; reading past the cap fails with *http.MaxBytesError (413).
+// limitBody rejects declared bodies over the limit (BodyLimit, or
+// MaxSnapshotBytes for a snapshot upload) at once and caps the others; reading past the cap fails with *http.MaxBytesError (413).
 func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if r.ContentLength > s.cfg.BodyLimit {
-			return &http.MaxBytesError{Limit: s.cfg.BodyLimit}
+		limit := s.bodyLimit(c)
+		if r.ContentLength > limit {
+			return &http.MaxBytesError{Limit: limit}
 		}
-		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.BodyLimit)
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
 		return next(c)
 	}
 }

@@ -101,14 +101,28 @@ type Cluster struct {
 	LeaderID string   `json:"leaderId"`
 	State    string   `json:"state"`
 	Members  []Member `json:"members"`
+	// Term, CommitIndex and AppliedIndex are this node's raft figures (0
+	// when standalone); LastContact is when it last heard from the leader
+	// (absent on the leader and when standalone).
+	Term         uint64     `json:"term"`
+	CommitIndex  uint64     `json:"commitIndex"`
+	AppliedIndex uint64     `json:"appliedIndex"`
+	LastContact  *time.Time `json:"lastContact,omitempty"`
 }
 
 // Member is one node of the cluster.
 type Member struct {
-	NodeID  string `json:"nodeId"`
+	NodeID string `json:"nodeId"`
+	// Address is the gossip address; State the gossip state ("alive",
+	// "dead", "left", "unknown").
 	Address string `json:"address"`
 	State   string `json:"state"`
 	Leader  bool   `json:"leader"`
+	// Suffrage is "voter", "nonvoter", "staging" or "none" (not in the raft
+	// configuration, or no raft).
+	Suffrage    string `json:"suffrage"`
+	RaftAddress string `json:"raftAddress"`
+	GRPCAddress string `json:"grpcAddress"`
 }
 
 // Status is the body of GET /healthz and GET /readyz when all is well.
@@ -252,9 +266,15 @@ func replyOf(r *command.Reply) Reply {
 }
 
 func clusterOf(c controller.ClusterInfo) Cluster {
-	out := Cluster{NodeID: c.NodeID, LeaderID: c.LeaderID, State: c.State, Members: make([]Member, 0, len(c.Members))}
+	out := Cluster{NodeID: c.NodeID, LeaderID: c.LeaderID, State: c.State, Members: make([]Member, 0, len(c.Members)),
+		Term: c.Term, CommitIndex: c.CommitIndex, AppliedIndex: c.AppliedIndex, LastContact: timePtr(c.LastContact)}
 	for _, m := range c.Members {
-		out.Members = append(out.Members, Member(m))
+		suffrage := m.Suffrage
+		if suffrage == "" {
+			suffrage = "none"
+		}
+		out.Members = append(out.Members, Member{NodeID: m.NodeID, Address: m.Address, State: m.State, Leader: m.Leader,
+			Suffrage: suffrage, RaftAddress: m.RaftAddress, GRPCAddress: m.GRPCAddress})
 	}
 	slices.SortStableFunc(out.Members, func(a, b Member) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out

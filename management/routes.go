@@ -43,6 +43,8 @@ func (s *Server) routes() {
 	api.GET("/channels", s.listChannels, s.auth)
 	api.GET("/channels/:id", s.getChannel, s.auth)
 	api.GET("/cluster", s.getCluster, s.auth)
+	api.GET("/cluster/snapshot", s.getSnapshot, s.auth)
+	api.POST("/cluster/snapshot", s.postSnapshot, s.auth)
 
 	metrics := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{s},

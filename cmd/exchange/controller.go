@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +47,7 @@ type controllerFlags struct {
 	isolation       time.Duration
 	rebalance       time.Duration
 	inMemory        bool
+	restore         string
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
@@ -153,6 +155,7 @@ the rules in force). See docs/operations.md, "Security".`,
 	fl.DurationVar(&f.rebalance, "rebalance-delay", controller.DefaultRebalanceDelay, "after a node joins, how long the membership must stay grown before nodes over their fair share move connectors there (negative: never)")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "host or IP other nodes reach this node at (raft, gossip, gRPC); default: the bind host when specific, else this host's private IP")
 	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
+	fl.StringVar(&f.restore, "restore", "", "start from the snapshot in FILE (exchange ctl snapshot save): --data-dir must be empty; this node starts a new cluster alone, the others join it")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM) for TLS on --grpc-addr")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA (PEM) whose client certificates are required (mutual TLS)")
@@ -190,6 +193,16 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		return &exitError{code: 2, err: errors.New("a cluster needs --cluster-token (the same secret on every node): it authenticates node-to-node links and encrypts the gossip")}
 	case f.bootstrapExpect < 1:
 		return &exitError{code: 2, err: fmt.Errorf("--bootstrap-expect %d: at least 1", f.bootstrapExpect)}
+	case f.restore != "" && f.inMemory:
+		return &exitError{code: 2, err: errors.New("--restore needs a --data-dir: it cannot be combined with --in-memory")}
+	case f.restore != "" && (len(f.join) > 0 || f.bootstrapExpect > 1):
+		return &exitError{code: 2, err: errors.New("--restore starts a new cluster from the snapshot on this node alone: start it without --join and --bootstrap-expect, then join the other nodes to it (or restore into a running cluster with exchange ctl snapshot restore)")}
+	}
+	var restoreData []byte
+	if f.restore != "" {
+		if restoreData, err = readRestoreFile(f.restore, f.dataDir); err != nil {
+			return &exitError{code: 2, err: err}
+		}
 	}
 	tlsCfg, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsClientCA)
 	if err != nil {
@@ -259,6 +272,12 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 				log.Error("close state", "err", err)
 			}
 		}()
+		if restoreData != nil {
+			if err := restoreNode(ctx, node, f.restore, restoreData, stdout); err != nil {
+				_ = gl.Close()
+				return err
+			}
+		}
 		store, nodeID = node, node.NodeID()
 		where = fmt.Sprintf("%s (raft %s)", f.dataDir, node.RaftAddr())
 		cluInfo = func() controller.ClusterInfo { return clusterInfo(node.Stats()) }
@@ -304,6 +323,9 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	mcfg := management.DefaultConfig()
 	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
 	mcfg.Ready = store.Ready // has a leader and has caught up
+	if node != nil {
+		mcfg.Snapshots = nodeSnapshots{node}
+	}
 	mgmt, err := management.New(mcfg, ctrl, runner, reg)
 	if err != nil {
 		_ = gl.Close()
@@ -491,12 +513,27 @@ func (l *lateSource) BatchCounts() map[string]int {
 	return nil
 }
 
-// clusterInfo maps the raft node's view to the controller's.
+// clusterInfo maps the raft node's view to the controller's: raft figures,
+// and every node of the raft configuration or the gossip.
 func clusterInfo(st cluster.Stats) controller.ClusterInfo {
-	info := controller.ClusterInfo{NodeID: st.NodeID, LeaderID: st.LeaderID, State: st.State}
+	info := controller.ClusterInfo{NodeID: st.NodeID, LeaderID: st.LeaderID, State: st.State,
+		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastContact: st.LastContact}
 	for _, m := range st.Members {
+		state := m.GossipState
+		switch {
+		case state != "":
+		case m.NodeID == st.NodeID:
+			state = "alive" // this node answers; it does not gossip (a single node)
+		default:
+			state = "unknown" // a raft server the gossip does not know
+		}
+		suffrage := strings.ToLower(m.Suffrage)
+		if suffrage == "" {
+			suffrage = "none"
+		}
 		info.Members = append(info.Members, controller.MemberInfo{
-			NodeID: m.NodeID, Address: m.Address, State: "alive", Leader: m.Leader})
+			NodeID: m.NodeID, Address: m.GossipAddr, State: state, Leader: m.Leader,
+			Suffrage: suffrage, RaftAddress: m.Address, GRPCAddress: m.GRPCAddr})
 	}
 	return info
 }

@@ -44,7 +44,7 @@ type ctlFlags struct {
 func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
 	f := &ctlFlags{}
 	cmd := &cobra.Command{
-		Use:   "ctl [--addr URL] [--token T] [-o table|json] targets|channels|batches|send|cluster",
+		Use:   "ctl [--addr URL] [--token T] [-o table|json] targets|channels|batches|send|cluster|snapshot",
 		Short: "Query and drive a controller through its management API",
 		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
 
@@ -54,9 +54,9 @@ at the connector, timed out, or the channel was busy, 1 anything else.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return &exitError{code: exitUsage, err: errors.New("ctl needs a command: targets, channels, batches, send or cluster")}
+				return &exitError{code: exitUsage, err: errors.New("ctl needs a command: targets, channels, batches, send, cluster or snapshot")}
 			}
-			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send or cluster", args[0])}
+			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send, cluster or snapshot", args[0])}
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
@@ -71,6 +71,7 @@ at the connector, timed out, or the channel was busy, 1 anything else.`,
 		newCtlBatchesCommand(f, stdout),
 		newCtlSendCommand(f, stdout),
 		newCtlClusterCommand(f, stdout),
+		newCtlSnapshotCommand(f, stdout),
 	)
 	return cmd
 }
@@ -425,7 +426,7 @@ func printReply(w io.Writer, r management.Reply) error {
 func newCtlClusterCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cluster",
-		Short: "Show this node, the leader and the members",
+		Short: "Show this node's raft state, the leader and the members",
 		Args:  ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
@@ -436,16 +437,25 @@ func newCtlClusterCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 				if f.output == "json" {
 					return printJSON(stdout, cl)
 				}
-				fmt.Fprintf(stdout, "node %s (%s), leader %s\n\n", cl.NodeID, orDash(cl.State), orDash(cl.LeaderID))
+				fmt.Fprintf(stdout, "node %s (%s), leader %s\n", cl.NodeID, orDash(cl.State), orDash(cl.LeaderID))
+				if cl.Term > 0 {
+					contact := ""
+					if cl.LastContact != nil {
+						contact = fmt.Sprintf(", last contact with the leader %s ago", time.Since(*cl.LastContact).Round(time.Millisecond))
+					}
+					fmt.Fprintf(stdout, "term %d, commit index %d, applied index %d%s\n", cl.Term, cl.CommitIndex, cl.AppliedIndex, contact)
+				}
+				fmt.Fprintln(stdout)
 				rows := make([][]string, 0, len(cl.Members))
 				for _, m := range cl.Members {
 					leader := "no"
 					if m.Leader {
 						leader = "yes"
 					}
-					rows = append(rows, []string{m.NodeID, orDash(m.Address), m.State, leader})
+					rows = append(rows, []string{m.NodeID, orDash(m.Address), m.State, orDash(m.Suffrage),
+						orDash(m.RaftAddress), orDash(m.GRPCAddress), leader})
 				}
-				return table(stdout, "NODE\tADDRESS\tSTATE\tLEADER", rows)
+				return table(stdout, "NODE\tGOSSIP\tSTATE\tSUFFRAGE\tRAFT\tGRPC\tLEADER", rows)
 			})
 		},
 	}

@@ -76,10 +76,12 @@ func (ctlExchange) Send(_ context.Context, target string, cmd *command.Command) 
 }
 
 func (ctlExchange) Cluster() controller.ClusterInfo {
-	return controller.ClusterInfo{NodeID: "node-1", LeaderID: "node-1", State: "Leader", Members: []controller.MemberInfo{
-		{NodeID: "node-1", Address: "10.0.0.1:7402", State: "alive", Leader: true},
-		{NodeID: "node-2", Address: "10.0.0.2:7402", State: "alive"},
-	}}
+	return controller.ClusterInfo{NodeID: "node-1", LeaderID: "node-1", State: "Leader", Term: 4, CommitIndex: 30, AppliedIndex: 29,
+		Members: []controller.MemberInfo{
+			{NodeID: "node-1", Address: "10.0.0.1:7402", State: "alive", Leader: true, Suffrage: "voter", RaftAddress: "10.0.0.1:7401", GRPCAddress: "10.0.0.1:7400"},
+			{NodeID: "node-2", Address: "10.0.0.2:7402", State: "alive", Suffrage: "voter", RaftAddress: "10.0.0.2:7401", GRPCAddress: "10.0.0.2:7400"},
+			{NodeID: "node-3", State: "unknown", Suffrage: "nonvoter", RaftAddress: "10.0.0.3:7401"},
+		}}
 }
 
 // ctlBatches is a fixed management.Batches with two batches of t1.
@@ -225,10 +227,12 @@ PAYLOAD  {"text":"hi"}
 `},
 		{"cluster", []string{"cluster"}, `
 node node-1 (Leader), leader node-1
+term 4, commit index 30, applied index 29
 
-NODE    ADDRESS        STATE  LEADER
-node-1  10.0.0.1:7402  alive  yes
-node-2  10.0.0.2:7402  alive  no
+NODE    GOSSIP         STATE    SUFFRAGE  RAFT           GRPC           LEADER
+node-1  10.0.0.1:7402  alive    voter     10.0.0.1:7401  10.0.0.1:7400  yes
+node-2  10.0.0.2:7402  alive    voter     10.0.0.2:7401  10.0.0.2:7400  no
+node-3  -              unknown  nonvoter  10.0.0.3:7401  -              no
 `},
 	}
 	for _, tc := range tests {
