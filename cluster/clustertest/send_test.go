@@ -59,7 +59,7 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 			}
 		}
 
-			// No channel: at once, typed.
+		// No channel: at once, typed.
 		var nc *controller.NoChannelError
 		if _, err := ctl.ctrl.Send(ctx, "t-nobody", echo("x")); !errors.As(err, &nc) || nc.Primary {
 			t.Fatalf("%s: Send to a target without channel = %v, want a *NoChannelError", m.ID, err)
