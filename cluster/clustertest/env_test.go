@@ -126,13 +126,16 @@ type ctrlNode struct {
 // env is a controller-level cluster: a clustertest.Harness with a controller
 // and a batch runner on every node, and connectors that dial the nodes.
 type env struct {
-	t    testing.TB
-	h    *clustertest.Harness
-	log  *slog.Logger
-	rec  *resultLog
-	mu   sync.Mutex
-	ctls map[string]*ctrlNode // member id → running controller
-	cons []*conn
+	t   testing.TB
+	h   *clustertest.Harness
+	log *slog.Logger
+	// connLog is the connectors' logger: errors only (a connector warns at
+	// every failed dial, which these tests cause on purpose).
+	connLog *slog.Logger
+	rec     *resultLog
+	mu      sync.Mutex
+	ctls    map[string]*ctrlNode // member id → running controller
+	cons    []*conn
 }
 
 // newEnv starts n nodes with a controller and a batch runner on each.
@@ -140,7 +143,8 @@ func newEnv(t testing.TB, n int) *env {
 	t.Helper()
 	done := new(atomic.Bool)
 	log := slog.New(slog.NewTextHandler(tWriter{t, done}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e := &env{t: t, log: log, ctls: map[string]*ctrlNode{}, rec: &resultLog{ok: map[string]int{}}}
+	connLog := slog.New(slog.NewTextHandler(tWriter{t, done}, &slog.HandlerOptions{Level: slog.LevelError}))
+	e := &env{t: t, log: log, connLog: connLog, ctls: map[string]*ctrlNode{}, rec: &resultLog{ok: map[string]int{}}}
 	e.h = clustertest.NewHarness(t, n, nil)
 	t.Cleanup(func() {
 		e.closeConnectors()
@@ -366,7 +370,7 @@ func (e *env) connect(target string, home *clustertest.Member, o connOpts) *conn
 	cfg.BackoffBase = 20 * time.Millisecond
 	cfg.BackoffMax = 200 * time.Millisecond
 	cfg.HelloTimeout = 2 * time.Second
-	cfg.Logger = e.log.With("connector", cn.name)
+	cfg.Logger = e.connLog.With("connector", cn.name)
 	cfg.OnPrimary = func(p bool, epoch uint64) {
 		cn.mu.Lock()
 		cn.primary = append(cn.primary, primaryCall{p, epoch, time.Now()})
