@@ -178,6 +178,17 @@ func (d *delegate) pruneLocked(now time.Time) {
 	}
 }
 
+// latest returns the latest state of every node the events told of, by id.
+func (d *delegate) latest() map[string]Member {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]Member, len(d.members))
+	for id, e := range d.members {
+		out[id] = e.m
+	}
+	return out
+}
+
 // departed returns the nodes known to have left or failed, by id.
 func (d *delegate) departed() map[string]Member {
 	now := time.Now()

@@ -175,10 +175,21 @@ func (m *Membership) LocalNode() Member {
 
 // Members returns every known node, sorted by NodeID: the live ones and those
 // that left or failed within Config.DepartedTTL.
+//
+// memberlist updates the fields of a live node's *memberlist.Node in place
+// (its address, meta and incarnation, when it rejoins) under its own lock,
+// which Members does not hold once it returns: reading them here would race.
+// So only the (immutable) names come from memberlist; each node's fields
+// come from the copy the event delegate made under that lock.
 func (m *Membership) Members() []Member {
 	byID := m.d.departed()
+	latest := m.d.latest()
 	for _, n := range m.ml.Members() {
-		mem := toMember(n, StateAlive)
+		mem, ok := latest[n.Name]
+		if !ok { // cannot happen: memberlist reports a node to the delegate before it lists it
+			continue
+		}
+		mem.State = StateAlive
 		byID[mem.Meta.NodeID] = mem
 	}
 	out := make([]Member, 0, len(byID))
