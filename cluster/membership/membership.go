@@ -39,10 +39,12 @@ type Membership struct {
 // Start creates this node's memberlist on cfg.BindAddr, and joins the
 // cluster through cfg.Join: it retries the addresses with backoff until one
 // of them answers or ctx ends (then it fails with ErrJoin, after at most one
-// more Timings.TCPTimeout). A node with no Join address starts alone.
+// more Timings.TCPTimeout). A node with no Join address starts alone. With
+// cfg.JoinInBackground, Start returns once the memberlist runs and the join
+// goes on, retried, on a goroutine until it succeeds or Close.
 //
 // Start fails with ErrNodeIDConflict when a live node already uses
-// cfg.NodeID at another address. The first event is this node's own join.
+// cfg.NodeID at another address (a background join logs it instead). The first event is this node's own join.
 func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	mc, err := cfg.memberlistConfig()
 	if err != nil {
@@ -81,6 +83,11 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	m.wg.Go(m.dispatch)
 
+	if cfg.JoinInBackground {
+		m.wg.Go(m.joinInBackground)
+		lg.Info("membership: started; joining in the background", "node", cfg.NodeID, "addr", m.LocalNode().Addr)
+		return m, nil
+	}
 	if err := m.join(ctx); err != nil {
 		_ = m.Close()
 		return nil, err
@@ -94,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 }
 
 // join joins the cluster through cfg.Join, retrying with backoff until ctx
-// ends.
+// ends or Close.
 func (m *Membership) join(ctx context.Context) error {
 	self := m.ml.LocalNode().Address()
 	var addrs []string
@@ -123,8 +130,22 @@ func (m *Membership) join(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w through %v after %d attempts: %w (last: %w)", ErrJoin, addrs, attempt+1, context.Cause(ctx), err)
+		case <-m.done:
+			t.Stop()
+			return fmt.Errorf("%w through %v: %w", ErrJoin, addrs, ErrClosed)
 		case <-t.C:
 		}
+	}
+}
+
+// joinInBackground joins through cfg.Join until one address answers or
+// Close.
+func (m *Membership) joinInBackground() {
+	if err := m.join(context.Background()); err != nil {
+		return // closed
+	}
+	if c, ok := m.d.conflict(); ok {
+		m.log.Error("membership: another node uses this node id", "node", m.cfg.NodeID, "at", c.Addr)
 	}
 }
 
