@@ -314,6 +314,46 @@ func TestJoinRetriesUntilPeerStarts(t *testing.T) {
 	n1.waitFor(t, ctx, "node-2 alive", stateIs("node-2", membership.StateAlive))
 }
 
+// TestJoinInBackground: with JoinInBackground, Start returns at once though
+// no peer answers (a node of a cluster restarting first after a full stop),
+// joins once a peer comes up, and Close stops a join still retrying.
+func TestJoinInBackground(t *testing.T) {
+	leakCheck(t)
+	first := start(t, testConfig(t, "node-1"))
+	addr := first.LocalNode().Addr
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	cfg := testConfig(t, "node-2", addr)
+	cfg.JoinInBackground = true
+	m, err := membership.Start(ctx, cfg) // a ctx far too short for a join
+	if err != nil {
+		t.Fatalf("Start(node-2) = %v, want it to return before joining", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	n2 := node{Membership: m, watcher: watch(m)}
+
+	cfg = testConfig(t, "node-1")
+	cfg.BindAddr = addr
+	n1 := start(t, cfg)
+	wctx := testCtx(t)
+	n1.waitFor(t, wctx, "node-2 alive on node-1", stateIs("node-2", membership.StateAlive))
+	n2.waitFor(t, wctx, "node-1 alive on node-2", stateIs("node-1", membership.StateAlive))
+
+	// A background join that never succeeds ends with Close.
+	gone := testConfig(t, "node-3", "127.0.0.1:1")
+	gone.JoinInBackground = true
+	m3, err := membership.Start(wctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m3.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestJoinGivesUpWithCtx(t *testing.T) {
 	leakCheck(t)
 	gone := start(t, testConfig(t, "gone"))
