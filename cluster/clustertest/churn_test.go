@@ -165,6 +165,21 @@ func churn(t *testing.T, seed uint64, d time.Duration) {
 			return n == 1
 		})
 	}
+	var live []*conn
+	for _, c := range running {
+		if c != nil {
+			live = append(live, c)
+		}
+	}
+	for _, target := range targets {
+		var cons []*conn
+		for _, c := range live {
+			if c.c.TargetID() == target {
+				cons = append(cons, c)
+			}
+		}
+		waitFor(t, "the registry of "+target+" to settle", func() bool { return e.settled(target, cons) })
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	for _, c := range running {

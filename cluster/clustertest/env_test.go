@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -469,6 +470,38 @@ func (e *env) waitPrimary(target, ch string) uint64 {
 		return true
 	})
 	return ep
+}
+
+// settled reports whether the failovers of target are over: every running
+// replica lists exactly the current channels of cons (nothing stale, no
+// node stopped).
+func (e *env) settled(target string, cons []*conn) bool {
+	var want []string
+	for _, c := range cons {
+		id := c.c.ChannelID()
+		if id == "" {
+			return false
+		}
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	for _, m := range e.h.Nodes() {
+		n := m.Node()
+		if n == nil {
+			return false
+		}
+		var got []string
+		n.View(func(s *state.State) {
+			for _, c := range s.TargetChannels(target) {
+				got = append(got, c.ID)
+			}
+		})
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(s []string, v string) bool {

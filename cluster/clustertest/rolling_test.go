@@ -15,7 +15,6 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/cluster/clustertest"
 	"github.com/exchangekit/exchange/controller"
-	"github.com/exchangekit/exchange/state"
 )
 
 // Failure kinds of a send during a rolling restart. Each is explained by a
@@ -109,36 +108,6 @@ func TestRollingRestart(t *testing.T) {
 		}
 	})
 
-	// settled: the failover is over: every replica lists exactly the
-	// connectors' current channels for the target, nothing stale.
-	settled := func() bool {
-		var want []string
-		for _, c := range cons {
-			id := c.c.ChannelID()
-			if id == "" {
-				return false
-			}
-			want = append(want, id)
-		}
-		slices.Sort(want)
-		for _, m := range nodes {
-			n := m.Node()
-			if n == nil {
-				return false
-			}
-			var got []string
-			n.View(func(s *state.State) {
-				for _, c := range s.TargetChannels("t-roll") {
-					got = append(got, c.ID)
-				}
-			})
-			slices.Sort(got)
-			if !slices.Equal(got, want) {
-				return false
-			}
-		}
-		return true
-	}
 	for i, m := range nodes {
 		sender.Store(nodes[(i+1)%len(nodes)])
 		phase.Store(new("restart " + m.ID))
@@ -146,7 +115,7 @@ func TestRollingRestart(t *testing.T) {
 		e.Stop(m)
 		e.Restart(m)
 		e.leader()
-		waitFor(t, "both connectors attached again after restarting "+m.ID, settled)
+		waitFor(t, "both connectors attached again after restarting "+m.ID, func() bool { return e.settled("t-roll", cons) })
 		phase.Store(new(steady))
 		t.Logf("restarted %s: failover over after %v", m.ID, time.Since(start).Round(time.Millisecond))
 		// A steady stretch: every send succeeds.
