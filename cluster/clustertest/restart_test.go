@@ -39,19 +39,13 @@ func TestFullClusterRestart(t *testing.T) {
 	var done, waiting []string
 	for i := range 3 {
 		r := e.ctl(nodes[i]).runner
-		b, err := r.ExecuteBatch(ctx, steps("t-r1", 3))
+		b, err := r.AwaitBatch(ctx, execute(t, ctx, r, steps("t-r1", 3)).ID)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if b, err = r.AwaitBatch(ctx, b.ID); err != nil {
 			t.Fatal(err)
 		}
 		checkSucceeded(t, b)
 		done = append(done, b.ID)
-		if b, err = r.ExecuteBatch(ctx, steps("t-later", 2)); err != nil {
-			t.Fatal(err)
-		}
-		waiting = append(waiting, b.ID)
+		waiting = append(waiting, execute(t, ctx, r, steps("t-later", 2)).ID)
 	}
 	before, counterBefore := e.epochs(e.leader().ID)
 	t.Logf("before: epochs %v, counter %d", before, counterBefore)
