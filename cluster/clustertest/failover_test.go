@@ -41,14 +41,13 @@ func TestNodeLoss(t *testing.T) {
 	})
 	t.Logf("node %s stopped: the connector on %s was told primary %v later", lost.ID, other.ID, told)
 
-	for _, m := range []*struct{ id string }{{leader.ID}, {other.ID}} {
-		n := e.member(m.id).Node()
-		n.View(func(s *state.State) {
-			if cs := s.NodeChannels(lost.ID); len(cs) != 0 {
-				t.Errorf("%s still lists %d channels of the lost node %s", m.id, len(cs), lost.ID)
-			}
-		})
-	}
+	waitFor(t, "every replica to drop the lost node's channels", func() bool {
+		gone := true
+		for _, m := range []string{leader.ID, other.ID} {
+			e.member(m).Node().View(func(s *state.State) { gone = gone && len(s.NodeChannels(lost.ID)) == 0 })
+		}
+		return gone
+	})
 	e.waitPrimary("t-loss", ch2)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
