@@ -109,6 +109,46 @@ func TestJoin(t *testing.T) {
 	}
 }
 
+// TestMembersWhileNodesChange: Members may be called at any time, while
+// memberlist updates a node's meta in place (run with -race: Members once
+// read memberlist's *Node fields outside its lock).
+func TestMembersWhileNodesChange(t *testing.T) {
+	leakCheck(t)
+	nodes := cluster(t, 2, nil)
+	ctx := testCtx(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, m := range nodes[0].Members() {
+				_ = m.Meta.GRPCAddr + m.Addr
+			}
+		}
+	}()
+	meta := nodes[1].LocalNode().Meta
+	meta.NodeID = ""
+	for i := range 20 {
+		meta.GRPCAddr = fmt.Sprintf("10.0.0.2:%d", 7400+i)
+		if err := nodes[1].UpdateMeta(ctx, meta); err != nil {
+			t.Fatalf("UpdateMeta() = %v", err)
+		}
+	}
+	nodes[0].waitFor(t, ctx, "node-2's last meta", func(last map[string]membership.Event) bool {
+		return last["node-2"].Member.Meta.GRPCAddr == "10.0.0.2:7419"
+	})
+	close(stop)
+	<-done
+	if m, _ := member(nodes[0].Membership, "node-2"); m.Meta.GRPCAddr != "10.0.0.2:7419" {
+		t.Errorf("Members() entry = %+v, want the last GRPCAddr", m)
+	}
+}
+
 func TestUpdateMeta(t *testing.T) {
 	leakCheck(t)
 	nodes := cluster(t, 3, nil)
