@@ -133,6 +133,14 @@ func (f *fsm) markApplied(index uint64, restored bool) {
 	f.advanced = make(chan struct{})
 }
 
+// progress returns the index of the last entry applied to the replica, and
+// whether a snapshot was restored (whose index the FSM is not told).
+func (f *fsm) progress() (applied uint64, restored bool) {
+	f.amu.Lock()
+	defer f.amu.Unlock()
+	return f.applied, f.restored
+}
+
 // waitApplied returns once the entry at index is applied to this replica,
 // or ctx ends. raftApplied is raft's own applied index, which covers a
 // restored snapshot (whose index the FSM is not told).

@@ -31,6 +31,11 @@ func (n *Node) startMembership(ctx context.Context, existing bool) error {
 	mcfg.BindAddr = cc.GossipAddr
 	mcfg.AdvertiseAddr = cc.GossipAdvertiseAddr
 	mcfg.Join = cc.Join
+	// A node that holds raft state is a member already: raft finds its
+	// peers at the addresses it stored, so Open must not wait for a gossip
+	// peer (in a full cluster restart the nodes may come back one at a
+	// time, and the first would wait for ever).
+	mcfg.JoinInBackground = existing
 	key := sha256.Sum256([]byte("exchange gossip key\x00" + cc.Token))
 	mcfg.SecretKey = key[:]
 	mcfg.Logger = n.log

@@ -771,8 +771,10 @@ func (n *Node) LeaderContact() time.Time {
 	return n.raft.LastContact()
 }
 
-// Ready reports whether this node serves: it knows a leader and has applied
-// every entry it knows to be committed. nil means ready.
+// Ready reports whether this node serves: it knows a leader, that leader has
+// committed an entry of its term (so the commit index covers everything
+// committed before, even right after a full cluster restart), and this node
+// has applied every entry up to it. nil means ready.
 func (n *Node) Ready() error {
 	switch {
 	case n.isClosed():
@@ -780,8 +782,39 @@ func (n *Node) Ready() error {
 	case n.LeaderID() == "":
 		return errors.New("cluster: no raft leader known")
 	}
-	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
-		return fmt.Errorf("cluster: catching up: applied %d of %d committed entries", applied, commit)
+	commit := n.raft.CommitIndex()
+	// A commit index is only known to cover every entry committed before
+	// once the leader has committed an entry of its own term (raft §5.4.2):
+	// after a restart a node's commit index starts from nothing (or from its
+	// snapshot), and applying up to it would leave out what came after. So
+	// the entry at the commit index must be of the current term.
+	if commit == 0 {
+		return errors.New("cluster: catching up: no entry known to be committed yet")
+	}
+	var l raft.Log
+	if err := n.logs.GetLog(commit, &l); err != nil {
+		return fmt.Errorf("cluster: catching up: read committed entry %d: %w", commit, err)
+	}
+	if term := n.raft.CurrentTerm(); l.Term != term {
+		return fmt.Errorf("cluster: catching up: the leader of term %d has not committed an entry of its term yet", term)
+	}
+	// raft's AppliedIndex counts entries handed to the FSM goroutine, not
+	// applied by it: the replica's own index says what View shows. Entries
+	// the FSM never sees (a leader's no-op, configuration changes) at the
+	// end of the log do not count.
+	applied, restored := n.fsm.progress()
+	if restored {
+		applied = max(applied, parseUint(n.raft.Stats()["last_snapshot_index"]))
+	}
+	for i := commit; i > applied; i-- {
+		if i != commit {
+			if err := n.logs.GetLog(i, &l); err != nil {
+				return fmt.Errorf("cluster: catching up: read committed entry %d: %w", i, err)
+			}
+		}
+		if l.Type == raft.LogCommand {
+			return fmt.Errorf("cluster: catching up: applied %d of %d committed entries", applied, commit)
+		}
 	}
 	return nil
 }

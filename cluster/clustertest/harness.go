@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type Member struct {
 	lis     net.Listener
 	gossip  string // the gossip address, kept across restarts
 	raft    string // the raft address, kept across restarts
+	grpc    string // the gRPC address, kept across restarts
 	serving chan struct{}
 }
 
@@ -55,7 +57,7 @@ func (m *Member) Server() *grpcchannel.Server {
 }
 
 // GRPCAddr is the member's gRPC address (connectors and links).
-func (m *Member) GRPCAddr() string { return m.lis.Addr().String() }
+func (m *Member) GRPCAddr() string { return m.grpc }
 
 // NewHarness starts n nodes that form one cluster (the first bootstraps
 // with BootstrapExpect n, every node joins the first's gossip) and waits
@@ -93,7 +95,7 @@ func (h *Harness) form(t testing.TB, n int) error {
 	h.nodes = nil
 	for i := range n {
 		m := &Member{ID: fmt.Sprintf("node-%d", i+1), Dir: t.TempDir(), h: h,
-			gossip: freeAddr(t), raft: freeAddr(t)}
+			gossip: freeAddr(t), raft: freeAddr(t), grpc: freeAddr(t)}
 		h.nodes = append(h.nodes, m)
 	}
 	nodes := h.nodes
@@ -114,25 +116,51 @@ func (h *Harness) form(t testing.TB, n int) error {
 	return nil
 }
 
-// freeAddr returns a loopback address with a port free right now (used for
-// raft and gossip, which must keep their address across restarts).
+// usedPorts are the ports freeAddr handed out.
+var usedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// freeAddr returns a loopback address whose port is free right now, for
+// TCP and UDP (gossip binds both), used for raft, gossip and gRPC, which must
+// keep their address across restarts. The port is drawn below the usual
+// ephemeral range (Linux: 32768-60999): a port the kernel handed out for a
+// ":0" listener or an outgoing connection could be taken again, by another
+// node of the same test, between this check and the node's bind, or while
+// the node is stopped; a port outside that range is only ever taken by an
+// explicit bind.
+// Ports are never handed out twice in one process.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	usedPorts.Lock()
+	defer usedPorts.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if usedPorts.m[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = u.Close()
+		usedPorts.m[port] = true
+		return addr
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
+	t.Fatal("no free port found below the ephemeral range")
+	return ""
 }
 
 func (m *Member) start(ctx context.Context, expect int) error {
 	h := m.h
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if m.lis != nil {
-		lis, err = net.Listen("tcp", m.lis.Addr().String())
-	}
+	lis, err := net.Listen("tcp", m.grpc)
 	if err != nil {
 		return err
 	}

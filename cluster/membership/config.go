@@ -85,6 +85,12 @@ type Config struct {
 	// retries them with backoff until one answers or its ctx ends. Empty:
 	// the node starts alone and waits for others to join it.
 	Join []string
+	// JoinInBackground makes Start return as soon as the memberlist runs,
+	// and join through Join on a goroutine that retries until one address
+	// answers or Close. A node that is already a member of a cluster (it
+	// holds raft state) must not wait for a peer to start: in a full
+	// cluster restart, the nodes may come back one at a time.
+	JoinInBackground bool
 	// SecretKey turns on gossip encryption (AES-GCM) when set: 16, 24 or 32
 	// bytes, the same on every node. Nodes with another key, or none, cannot
 	// join.

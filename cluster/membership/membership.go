@@ -41,7 +41,9 @@ type Membership struct {
 // Start creates this node's memberlist on cfg.BindAddr, and joins the
 // cluster through cfg.Join: it retries the addresses with backoff until one
 // of them answers or ctx ends (then it fails with ErrJoin, after at most one
-// more Timings.TCPTimeout). A node with no Join address starts alone.
+// more Timings.TCPTimeout). A node with no Join address starts alone. With
+// cfg.JoinInBackground, Start returns once the memberlist runs and the join
+// goes on, retried, on a goroutine until it succeeds or Close.
 //
 // Start fails with ErrNodeIDConflict when a live node already uses
 // cfg.NodeID at another address. The first event is this node's own join.
@@ -83,6 +85,11 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	m.addr = ml.LocalNode().Address() // fixed once bound; before any gossip writes it
 	m.wg.Go(m.dispatch)
+	if cfg.JoinInBackground {
+		m.wg.Go(m.joinInBackground)
+		lg.Info("membership: started; joining in the background", "node", cfg.NodeID, "addr", m.addr)
+		return m, nil
+	}
 
 	if err := m.join(ctx); err != nil {
 		_ = m.Close()
@@ -126,8 +133,22 @@ func (m *Membership) join(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w through %v after %d attempts: %w (last: %w)", ErrJoin, addrs, attempt+1, context.Cause(ctx), err)
+		case <-m.done:
+			t.Stop()
+			return fmt.Errorf("%w through %v: %w", ErrJoin, addrs, ErrClosed)
 		case <-t.C:
 		}
+	}
+}
+
+// joinInBackground joins through cfg.Join until one address answers or
+// Close.
+func (m *Membership) joinInBackground() {
+	if err := m.join(context.Background()); err != nil {
+		return // closed
+	}
+	if c, ok := m.d.conflict(); ok {
+		m.log.Error("membership: another node uses this node id", "node", m.cfg.NodeID, "at", c.Addr)
 	}
 }
 

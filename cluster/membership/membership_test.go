@@ -109,6 +109,46 @@ func TestJoin(t *testing.T) {
 	}
 }
 
+// TestMembersWhileNodesChange: Members may be called at any time, while
+// memberlist updates a node's meta in place (run with -race: Members once
+// read memberlist's *Node fields outside its lock).
+func TestMembersWhileNodesChange(t *testing.T) {
+	leakCheck(t)
+	nodes := cluster(t, 2, nil)
+	ctx := testCtx(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, m := range nodes[0].Members() {
+				_ = m.Meta.GRPCAddr + m.Addr
+			}
+		}
+	}()
+	meta := nodes[1].LocalNode().Meta
+	meta.NodeID = ""
+	for i := range 20 {
+		meta.GRPCAddr = fmt.Sprintf("10.0.0.2:%d", 7400+i)
+		if err := nodes[1].UpdateMeta(ctx, meta); err != nil {
+			t.Fatalf("UpdateMeta() = %v", err)
+		}
+	}
+	nodes[0].waitFor(t, ctx, "node-2's last meta", func(last map[string]membership.Event) bool {
+		return last["node-2"].Member.Meta.GRPCAddr == "10.0.0.2:7419"
+	})
+	close(stop)
+	<-done
+	if m, _ := member(nodes[0].Membership, "node-2"); m.Meta.GRPCAddr != "10.0.0.2:7419" {
+		t.Errorf("Members() entry = %+v, want the last GRPCAddr", m)
+	}
+}
+
 func TestUpdateMeta(t *testing.T) {
 	leakCheck(t)
 	nodes := cluster(t, 3, nil)
@@ -312,6 +352,46 @@ func TestJoinRetriesUntilPeerStarts(t *testing.T) {
 		t.Fatal("Start(node-2) did not return")
 	}
 	n1.waitFor(t, ctx, "node-2 alive", stateIs("node-2", membership.StateAlive))
+}
+
+// TestJoinInBackground: with JoinInBackground, Start returns at once though
+// no peer answers (a node of a cluster restarting first after a full stop),
+// joins once a peer comes up, and Close stops a join still retrying.
+func TestJoinInBackground(t *testing.T) {
+	leakCheck(t)
+	first := start(t, testConfig(t, "node-1"))
+	addr := first.LocalNode().Addr
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	cfg := testConfig(t, "node-2", addr)
+	cfg.JoinInBackground = true
+	m, err := membership.Start(ctx, cfg) // a ctx far too short for a join
+	if err != nil {
+		t.Fatalf("Start(node-2) = %v, want it to return before joining", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	n2 := node{Membership: m, watcher: watch(m)}
+
+	cfg = testConfig(t, "node-1")
+	cfg.BindAddr = addr
+	n1 := start(t, cfg)
+	wctx := testCtx(t)
+	n1.waitFor(t, wctx, "node-2 alive on node-1", stateIs("node-2", membership.StateAlive))
+	n2.waitFor(t, wctx, "node-1 alive on node-2", stateIs("node-1", membership.StateAlive))
+
+	// A background join that never succeeds ends with Close.
+	gone := testConfig(t, "node-3", "127.0.0.1:1")
+	gone.JoinInBackground = true
+	m3, err := membership.Start(wctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m3.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestJoinGivesUpWithCtx(t *testing.T) {
