@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exchangekit/exchange/management"
+)
+
+// clusterNode is one controller process of TestEndToEndCluster.
+type clusterNode struct {
+	id           string
+	p            *proc
+	gossip, raft string // fixed: raft and gossip cannot use port 0 in a cluster
+	grpc         string
+	api          *management.Client
+}
+
+// freePort returns a loopback address whose port was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+var connectedRe = regexp.MustCompile(`^CONNECTED connector=(\S+) target=(\S+) controller=(\S+)`)
+
+// lastConnected returns the controller of the last CONNECTED line of p, and
+// how many CONNECTED lines it printed.
+func lastConnected(p *proc) (controller string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if m := connectedRe.FindStringSubmatch(l); m != nil {
+			controller, n = m[3], n+1
+		}
+	}
+	return controller, n
+}
+
+// TestEndToEndCluster runs three controller processes as one cluster, six
+// connector processes spread over them, and kills the leader with SIGKILL:
+// commands keep flowing through the survivors, no target ever has two
+// primaries or a primary epoch that goes back, and the dead node's connectors
+// fail over and get their targets a primary again.
+func TestEndToEndCluster(t *testing.T) {
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	defer cancel()
+	exchangeBinary(t) // build before the clock of the cluster starts
+
+	nodes := make([]*clusterNode, 3)
+	for i := range nodes {
+		nodes[i] = &clusterNode{id: fmt.Sprintf("n%d", i+1), gossip: freePort(t), raft: freePort(t)}
+	}
+	for _, n := range nodes {
+		var join []string
+		for _, o := range nodes {
+			if o != n {
+				join = append(join, o.gossip)
+			}
+		}
+		n.p = start(t, n.id, "controller", "--node-id", n.id, "--data-dir", t.TempDir(),
+			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--raft-addr", n.raft, "--gossip-addr", n.gossip,
+			"--join", strings.Join(join, ","), "--bootstrap-expect", "3", "--cluster-token", "e2e-cluster-secret",
+			"--advertise-addr", "127.0.0.1", "--health-interval", "1s", "--health-timeout", "1s")
+	}
+	for _, n := range nodes {
+		m, _ := n.p.waitLine(ctx, 0, listeningRe)
+		n.grpc = m[1]
+		var err error
+		if n.api, err = management.NewClient(m[2], "", hc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	formed := time.Now()
+	leader := waitClusterLeader(ctx, t, nodes)
+	t.Logf("cluster formed: leader %s, every node ready, %s after the processes printed their addresses",
+		leader.id, time.Since(formed).Round(time.Millisecond))
+
+	// Three targets, two connectors each; connector a of target i prefers
+	// node i, connector b node i+1, so every node holds channels of two
+	// targets and none of the third: commands to it are forwarded.
+	anyLine := make(chan struct{}, 1)
+	conns := map[string]*proc{}
+	var targets []string
+	for i := range nodes {
+		target := fmt.Sprintf("t%d", i+1)
+		targets = append(targets, target)
+		for j, suffix := range []string{"a", "b"} {
+			var eps []string
+			for k := range nodes {
+				eps = append(eps, nodes[(i+j+k)%len(nodes)].grpc)
+			}
+			id := target + suffix
+			conns[id] = startNotify(t, anyLine, id, "connector", "--controller", strings.Join(eps, ","),
+				"--target", target, "--id", id)
+		}
+	}
+	for _, c := range conns {
+		c.waitLine(ctx, 0, connectedRe)
+	}
+	waitTargets(ctx, t, nodes, targets, "", 2)
+
+	// Commands flow from every node to every target, including the one it
+	// holds no channel of.
+	for _, n := range nodes {
+		all, err := n.api.Targets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		remoteOnly := 0
+		for _, tg := range all {
+			local := false
+			for _, ch := range tg.Channels {
+				local = local || ch.Local
+			}
+			if !local {
+				remoteOnly++
+			}
+		}
+		if remoteOnly == 0 {
+			t.Errorf("%s holds a channel of every target: forwarding is not exercised", n.id)
+		}
+		for _, target := range targets {
+			if err := echo(ctx, n, target); err != nil {
+				t.Errorf("command via %s to %s: %v", n.id, target, err)
+			}
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// kill -9 the leader.
+	var survivors []*clusterNode
+	for _, n := range nodes {
+		if n != leader {
+			survivors = append(survivors, n)
+		}
+	}
+	moved := map[string]int{} // connectors of the dead node: CONNECTED lines before the kill
+	for id, c := range conns {
+		if ctl, n := lastConnected(c); ctl == leader.grpc {
+			moved[id] = n
+		}
+	}
+	killed := time.Now()
+	if err := leader.p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-leader.p.done
+
+	var (
+		sends, failures    int
+		lastFailure        time.Duration
+		firstFailure       string
+		newLeader          string
+		elected, reconnect time.Duration
+		flowing            time.Duration // first round after which every send succeeded to the end
+		goodRounds         int
+	)
+	inv := newPrimaryInvariant()
+	poll := time.NewTicker(50 * time.Millisecond) // bounded polling, not synchronisation by sleep
+	defer poll.Stop()
+	for goodRounds < 5 || newLeader == "" || reconnect == 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("after kill -9 of %s: new leader %q, %d of %d connectors moved, %d/%d sends failed (first: %s)",
+				leader.id, newLeader, countMoved(conns, moved, leader.grpc), len(moved), failures, sends, firstFailure)
+		}
+		if newLeader == "" {
+			if l := agreedLeader(ctx, survivors); l != "" && l != leader.id {
+				newLeader, elected = l, time.Since(killed)
+			}
+		}
+		if reconnect == 0 && countMoved(conns, moved, leader.grpc) == len(moved) {
+			reconnect = time.Since(killed)
+		}
+		ok := true
+		for _, n := range survivors {
+			for _, target := range targets {
+				sends++
+				if err := echo(ctx, n, target); err != nil {
+					failures++
+					lastFailure = time.Since(killed)
+					if firstFailure == "" {
+						firstFailure = fmt.Sprintf("via %s to %s: %v", n.id, target, err)
+					}
+					ok = false
+				}
+			}
+			inv.check(ctx, t, n)
+		}
+		switch {
+		case !ok:
+			goodRounds, flowing = 0, 0
+		case goodRounds == 0:
+			goodRounds, flowing = 1, time.Since(killed)
+		default:
+			goodRounds++
+		}
+		select {
+		case <-poll.C:
+		case <-ctx.Done():
+		}
+	}
+	t.Logf("kill -9 of leader %s: %s elected after %s; commands flowing again after %s (%d of %d sends failed, the last %s after the kill; first: %s); %d connectors of %s reconnected elsewhere after %s",
+		leader.id, newLeader, elected.Round(time.Millisecond), flowing.Round(time.Millisecond), failures, sends,
+		lastFailure.Round(time.Millisecond), firstFailure, len(moved), leader.id, reconnect.Round(time.Millisecond))
+	if lastFailure > 15*time.Second {
+		t.Errorf("commands failed until %s after the kill, want them flowing within 15s", lastFailure)
+	}
+	if len(moved) == 0 {
+		t.Error("no connector was connected to the leader: failover not exercised")
+	}
+
+	// The dead node's channels are gone and every target has a primary
+	// again, on a live node, as every survivor sees it.
+	waitTargets(ctx, t, survivors, targets, leader.id, 2)
+	for _, n := range survivors {
+		inv.check(ctx, t, n)
+	}
+
+	for _, c := range conns {
+		c.stop(ctx)
+	}
+	for _, n := range survivors {
+		n.p.stop(ctx)
+	}
+}
+
+// echo sends an ECHO through n to target, with a short deadline, and checks
+// the reply.
+func echo(ctx context.Context, n *clusterNode, target string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	want := fmt.Sprintf("%q", "via "+n.id+" to "+target)
+	r, err := n.api.Send(ctx, target, management.CommandRequest{Type: string(TypeEcho), Payload: json.RawMessage(want), TimeoutMs: 2000})
+	switch {
+	case err != nil:
+		return err
+	case r.Status != "SUCCEEDED" || string(r.Payload) != want:
+		return fmt.Errorf("reply %s %s, want SUCCEEDED %s", r.Status, r.Payload, want)
+	}
+	return nil
+}
+
+// countMoved counts the connectors of moved that printed a CONNECTED line to
+// another controller than dead since the kill.
+func countMoved(conns map[string]*proc, moved map[string]int, dead string) int {
+	n := 0
+	for id, before := range moved {
+		if ctl, now := lastConnected(conns[id]); now > before && ctl != dead {
+			n++
+		}
+	}
+	return n
+}
+
+// agreedLeader returns the leader every node in nodes is ready with and
+// agrees on, or "".
+func agreedLeader(ctx context.Context, nodes []*clusterNode) string {
+	leader := ""
+	for _, n := range nodes {
+		if err := n.api.Ready(ctx); err != nil {
+			return ""
+		}
+		c, err := n.api.Cluster(ctx)
+		if err != nil || c.LeaderID == "" || (leader != "" && c.LeaderID != leader) {
+			return ""
+		}
+		leader = c.LeaderID
+	}
+	return leader
+}
+
+// waitClusterLeader waits until every node's /readyz is 200 and all agree on
+// a leader that is one of them and lists the three members.
+func waitClusterLeader(ctx context.Context, t *testing.T, nodes []*clusterNode) *clusterNode {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if id := agreedLeader(ctx, nodes); id != "" {
+			for _, n := range nodes {
+				c, err := n.api.Cluster(ctx)
+				if err == nil && n.id == id && len(c.Members) == len(nodes) {
+					return n
+				}
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			var s []string
+			for _, n := range nodes {
+				c, err := n.api.Cluster(ctx)
+				s = append(s, fmt.Sprintf("%s: %+v %v ready=%v", n.id, c, err, n.api.Ready(ctx)))
+			}
+			t.Fatalf("no agreed leader: %s", strings.Join(s, "; "))
+		}
+	}
+}
+
+// waitTargets waits until every node lists each target with `channels`
+// channels, none on node `gone`, and one primary.
+func waitTargets(ctx context.Context, t *testing.T, nodes []*clusterNode, targets []string, gone string, channels int) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var why string
+	for {
+		why = ""
+		for _, n := range nodes {
+			all, err := n.api.Targets(ctx)
+			if err != nil {
+				why = fmt.Sprintf("%s: %v", n.id, err)
+				break
+			}
+			byID := map[string]management.Target{}
+			for _, tg := range all {
+				byID[tg.ID] = tg
+			}
+			for _, target := range targets {
+				tg := byID[target]
+				primaries := 0
+				for _, ch := range tg.Channels {
+					if ch.Node == gone {
+						why = fmt.Sprintf("%s lists a channel of %s on %s", n.id, target, gone)
+					}
+					if ch.Primary {
+						primaries++
+					}
+				}
+				if len(tg.Channels) != channels || primaries != 1 {
+					why = fmt.Sprintf("%s lists %s with %d channels and %d primaries", n.id, target, len(tg.Channels), primaries)
+				}
+			}
+		}
+		if why == "" {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("targets never settled: %s", why)
+		}
+	}
+}
+
+// primaryInvariant checks, over every listing it is given, that a target has
+// at most one primary, that the primary epoch a node shows for a target never
+// goes back, and that one epoch of a target always names the same channel.
+type primaryInvariant struct {
+	last    map[string]uint64            // node/target → highest primary epoch seen
+	channel map[string]map[uint64]string // target → epoch → primary channel
+}
+
+func newPrimaryInvariant() *primaryInvariant {
+	return &primaryInvariant{last: map[string]uint64{}, channel: map[string]map[uint64]string{}}
+}
+
+func (p *primaryInvariant) check(ctx context.Context, t *testing.T, n *clusterNode) {
+	t.Helper()
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	all, err := n.api.Targets(qctx)
+	if err != nil {
+		var api *management.APIError
+		if errors.As(err, &api) || qctx.Err() != nil {
+			return // a node between leaders may refuse or be slow: not a primary violation
+		}
+		t.Errorf("%s: list targets: %v", n.id, err)
+		return
+	}
+	for _, tg := range all {
+		var primaries []management.Channel
+		for _, ch := range tg.Channels {
+			if ch.Primary {
+				primaries = append(primaries, ch)
+			}
+		}
+		if len(primaries) > 1 {
+			t.Errorf("%s: target %s has %d primaries: %+v", n.id, tg.ID, len(primaries), primaries)
+			continue
+		}
+		if len(primaries) == 0 {
+			continue
+		}
+		pr := primaries[0]
+		key := n.id + "/" + tg.ID
+		if pr.Epoch < p.last[key] {
+			t.Errorf("%s: primary epoch of %s went back from %d to %d", n.id, tg.ID, p.last[key], pr.Epoch)
+		}
+		p.last[key] = max(p.last[key], pr.Epoch)
+		if p.channel[tg.ID] == nil {
+			p.channel[tg.ID] = map[uint64]string{}
+		}
+		if was, ok := p.channel[tg.ID][pr.Epoch]; ok && was != pr.ID {
+			t.Errorf("%s: target %s epoch %d names primary %s, another node saw %s", n.id, tg.ID, pr.Epoch, pr.ID, was)
+		}
+		p.channel[tg.ID][pr.Epoch] = pr.ID
+	}
+}
