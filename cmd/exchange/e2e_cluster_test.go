@@ -174,6 +174,7 @@ func TestEndToEndCluster(t *testing.T) {
 		flowing            time.Duration // first round after which every send succeeded to the end
 		goodRounds         int
 	)
+	byStatus := map[int]int{} // failed sends by HTTP status (0: no answer)
 	inv := newPrimaryInvariant()
 	poll := time.NewTicker(50 * time.Millisecond) // bounded polling, not synchronisation by sleep
 	defer poll.Stop()
@@ -197,6 +198,7 @@ func TestEndToEndCluster(t *testing.T) {
 				if err := echo(ctx, n, target); err != nil {
 					failures++
 					lastFailure = time.Since(killed)
+					byStatus[apiStatus(err)]++
 					if firstFailure == "" {
 						firstFailure = fmt.Sprintf("via %s to %s: %v", n.id, target, err)
 					}
@@ -221,6 +223,12 @@ func TestEndToEndCluster(t *testing.T) {
 	t.Logf("kill -9 of leader %s: %s elected after %s; commands flowing again after %s (%d of %d sends failed, the last %s after the kill; first: %s); %d connectors of %s reconnected elsewhere after %s",
 		leader.id, newLeader, elected.Round(time.Millisecond), flowing.Round(time.Millisecond), failures, sends,
 		lastFailure.Round(time.Millisecond), firstFailure, len(moved), leader.id, reconnect.Round(time.Millisecond))
+	t.Logf("failed sends by HTTP status: %v", byStatus)
+	for code := range byStatus {
+		if code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
+			t.Errorf("%d sends failed with HTTP %d; while a node is lost a client must see 503 or 504 (retry)", byStatus[code], code)
+		}
+	}
 	if lastFailure > 15*time.Second {
 		t.Errorf("commands failed until %s after the kill, want them flowing within 15s", lastFailure)
 	}
@@ -257,6 +265,16 @@ func echo(ctx context.Context, n *clusterNode, target string) error {
 		return fmt.Errorf("reply %s %s, want SUCCEEDED %s", r.Status, r.Payload, want)
 	}
 	return nil
+}
+
+// apiStatus returns the HTTP status of a management API error, 0 when the
+// API did not answer.
+func apiStatus(err error) int {
+	var api *management.APIError
+	if errors.As(err, &api) {
+		return api.StatusCode
+	}
+	return 0
 }
 
 // countMoved counts the connectors of moved that printed a CONNECTED line to
