@@ -184,7 +184,7 @@ func TestEndToEndCluster(t *testing.T) {
 				leader.id, newLeader, countMoved(conns, moved, leader.grpc), len(moved), failures, sends, firstFailure)
 		}
 		if newLeader == "" {
-			if l := agreedLeader(ctx, survivors); l != "" && l != leader.id {
+			if l := apiLeader(ctx, survivors); l != "" && l != leader.id {
 				newLeader, elected = l, time.Since(killed)
 			}
 		}
@@ -289,9 +289,9 @@ func countMoved(conns map[string]*proc, moved map[string]int, dead string) int {
 	return n
 }
 
-// agreedLeader returns the leader every node in nodes is ready with and
+// apiLeader returns the leader every node in nodes is ready with and
 // agrees on, or "".
-func agreedLeader(ctx context.Context, nodes []*clusterNode) string {
+func apiLeader(ctx context.Context, nodes []*clusterNode) string {
 	leader := ""
 	for _, n := range nodes {
 		if err := n.api.Ready(ctx); err != nil {
@@ -313,7 +313,7 @@ func waitClusterLeader(ctx context.Context, t *testing.T, nodes []*clusterNode) 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if id := agreedLeader(ctx, nodes); id != "" {
+		if id := apiLeader(ctx, nodes); id != "" {
 			for _, n := range nodes {
 				c, err := n.api.Cluster(ctx)
 				if err == nil && n.id == id && len(c.Members) == len(nodes) {
