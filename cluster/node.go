@@ -195,6 +195,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
 	}
+	if err := recoverPeers(cfg.DataDir, existing, rc, n.logs, bolt, snaps, trans, lg); err != nil {
+		return fail(err)
+	}
 	if marker == nil && (existing || bootAlone) {
 		// A new directory, or one that predates the marker (or lost it):
 		// from now on it records that the directory holds state.
@@ -744,7 +747,13 @@ func (n *Node) Ready() error {
 	case n.LeaderID() == "":
 		return errors.New("cluster: no raft leader known")
 	}
-	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
+	switch applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); {
+	case applied == 0:
+		// A node just added to a cluster knows the leader from its first
+		// heartbeat, before it has received a single entry (its commit
+		// index is still 0 too): it has not caught up.
+		return errors.New("cluster: waiting for the raft log from the leader")
+	case applied < commit:
 		return fmt.Errorf("cluster: catching up: applied %d of %d committed entries", applied, commit)
 	}
 	return nil

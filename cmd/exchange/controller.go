@@ -250,6 +250,15 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		// registry clean, stop the batch runner, then the transport.
 		_ = ctrl.Close()
 		_ = runner.Close()
+		if node != nil && clustered {
+			// Other nodes hold link streams on this gRPC server: closing
+			// the node ends them, so the graceful stop below does not
+			// wait its 5 s for them. (Close is idempotent; the deferred
+			// one then only reports.)
+			if err := node.Close(); err != nil {
+				log.Error("close state", "err", err)
+			}
+		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		t := time.NewTimer(5 * time.Second)
