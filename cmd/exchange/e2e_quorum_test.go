@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -165,4 +166,32 @@ func TestEndToEndClusterJoin(t *testing.T) {
 	}
 	b.p.stop(ctx)
 	a.p.stop(ctx)
+}
+
+// TestSingleNodeHasNoGossip: without --cluster-token, --join or
+// --bootstrap-expect > 1, a controller is a single durable node: it does not
+// listen on --gossip-addr (decision 0016).
+func TestSingleNodeHasNoGossip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	defer cancel()
+	gossip := freePort(t)
+	p, _, _ := startController(ctx, t, "--data-dir", t.TempDir(), "--raft-addr", "127.0.0.1:0", "--gossip-addr", gossip)
+	for _, network := range []string{"tcp", "udp"} {
+		var err error
+		if network == "tcp" {
+			var l net.Listener
+			if l, err = net.Listen(network, gossip); err == nil {
+				_ = l.Close()
+			}
+		} else {
+			var c net.PacketConn
+			if c, err = net.ListenPacket(network, gossip); err == nil {
+				_ = c.Close()
+			}
+		}
+		if err != nil {
+			t.Errorf("a single node holds its gossip address %s (%s): %v", gossip, network, err)
+		}
+	}
+	p.stop(ctx)
 }
