@@ -145,8 +145,9 @@ func waitTick(ctx context.Context) {
 	}
 }
 
-// TestEndToEndClusterJoin: a lone clustered node bootstraps alone; another
-// node started with --join is added as a voter by it.
+// TestEndToEndClusterJoin: a plain single node, restarted with
+// --cluster-token, keeps its state as a cluster of one; another node started
+// with --join is added as a voter by it.
 func TestEndToEndClusterJoin(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{}}
 	defer hc.CloseIdleConnections()
@@ -154,6 +155,17 @@ func TestEndToEndClusterJoin(t *testing.T) {
 	defer cancel()
 	nodes := newClusterNodes(t, 2)
 	a, b := nodes[0], nodes[1]
+	plain, _, httpURL := startController(ctx, t, "--node-id", a.id, "--data-dir", a.dir, "--raft-addr", a.raft)
+	api, err := management.NewClient(httpURL, "", hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := createBatch(ctx, &clusterNode{id: a.id, api: api}, "later", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.stop(ctx)
+
 	a.start(ctx, t, hc, 1)
 	waitClusterLeader(ctx, t, []*clusterNode{a})
 	b.start(ctx, t, hc, 1, a)
@@ -163,6 +175,9 @@ func TestEndToEndClusterJoin(t *testing.T) {
 	c, err := b.api.Cluster(ctx)
 	if err != nil || len(c.Members) != 2 {
 		t.Errorf("the joined node sees %+v, %v; want two members", c, err)
+	}
+	if _, err := b.api.Batch(ctx, before.ID); err != nil {
+		t.Errorf("the batch created on the plain single node, read on the joined node: %v", err)
 	}
 	b.p.stop(ctx)
 	a.p.stop(ctx)
