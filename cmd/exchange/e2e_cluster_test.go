@@ -22,6 +22,7 @@ type clusterNode struct {
 	id                 string
 	dir                string
 	gossip, raft, grpc string
+	extra              []string // more flags
 	p                  *proc
 	api                *management.Client
 }
@@ -57,7 +58,7 @@ func (n *clusterNode) args(expect int, join []*clusterNode) []string {
 	if len(addrs) > 0 {
 		args = append(args, "--join", strings.Join(addrs, ","))
 	}
-	return args
+	return append(args, n.extra...)
 }
 
 // launch starts n's process like start, without waiting: a node with --join
