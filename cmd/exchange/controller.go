@@ -53,12 +53,17 @@ func newControllerCommand(stdout, stderr io.Writer) *cobra.Command {
 	var f controllerFlags
 	cmd := &cobra.Command{
 		Use:   "controller",
-		Short: "Run a controller node (single node; durable state in --data-dir)",
+		Short: "Run a controller node (single node, or one of a cluster; durable state in --data-dir)",
 		Long: `Run a controller: connectors connect to --grpc-addr, the management API and
 Prometheus metrics are served on --http-addr, and the replicated state (channel
 registry, primaries and their epochs, batches) is kept by raft in --data-dir,
 so nothing acknowledged is lost on a crash or restart. --in-memory keeps
 everything in memory instead.
+
+With --cluster-token (and --bootstrap-expect N, --join HOST:PORT,...) the node
+is one of a cluster: gossip on --gossip-addr, node-to-node links on the gRPC
+port, everything advertised at --advertise-addr. Without any of these flags it
+is a single node and binds no gossip port.
 
 Without --management-token the management API listens on loopback only.
 Without --token or --tls-client-ca every connector is accepted (a warning says so).`,
