@@ -178,17 +178,16 @@ func (d *delegate) pruneLocked(now time.Time) {
 	}
 }
 
-// departed returns the nodes known to have left or failed, by id.
-func (d *delegate) departed() map[string]Member {
+// known returns every node the events reported (alive, or departed within
+// departedTTL), by id.
+func (d *delegate) known() map[string]Member {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pruneLocked(now)
 	out := make(map[string]Member, len(d.members))
 	for id, e := range d.members {
-		if e.m.State == StateDead || e.m.State == StateLeft {
-			out[id] = e.m
-		}
+		out[id] = e.m
 	}
 	return out
 }

@@ -174,13 +174,11 @@ func (m *Membership) LocalNode() Member {
 }
 
 // Members returns every known node, sorted by NodeID: the live ones and those
-// that left or failed within Config.DepartedTTL.
+// that left or failed within Config.DepartedTTL, as memberlist's events
+// reported them (copied in its callbacks, under its lock: memberlist's own
+// node records are written concurrently by its gossip).
 func (m *Membership) Members() []Member {
-	byID := m.d.departed()
-	for _, n := range m.ml.Members() {
-		mem := toMember(n, StateAlive)
-		byID[mem.Meta.NodeID] = mem
-	}
+	byID := m.d.known()
 	out := make([]Member, 0, len(byID))
 	for _, mem := range byID {
 		out = append(out, mem)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -234,7 +235,9 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(gl); err != nil {
+		// A stop that comes before Serve has started (SIGTERM right
+		// after start) makes Serve return ErrServerStopped: a clean stop.
+		if err := srv.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc server: %w", err)
 		}
 		return nil
