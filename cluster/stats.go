@@ -37,6 +37,10 @@ type Member struct {
 	// Suffrage is "Voter", "Nonvoter" or "Staging".
 	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
+	// Gossip is the server's state in the membership as this node sees it:
+	// "alive", "dead" (failed), "left", or "unknown" (no gossip about it);
+	// "alive" for a single node, which has no gossip.
+	Gossip string `json:"gossip"`
 }
 
 // Stats returns the node's current figures. It does not block on raft.
@@ -57,6 +61,19 @@ func (n *Node) Stats() Stats {
 		LogWrites:         n.logs.writes.Load(),
 		LogEntries:        n.logs.entries.Load(),
 	}
+	gossip := func(id string) string { return "alive" }
+	if n.members != nil {
+		states := map[string]string{}
+		for _, m := range n.members.Members() {
+			states[m.Meta.NodeID] = m.State.String()
+		}
+		gossip = func(id string) string {
+			if s, ok := states[id]; ok {
+				return s
+			}
+			return "unknown"
+		}
+	}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
 			st.Members = append(st.Members, Member{
@@ -64,6 +81,7 @@ func (n *Node) Stats() Stats {
 				Address:  string(s.Address),
 				Suffrage: s.Suffrage.String(),
 				Leader:   s.ID == leaderID && leaderID != "",
+				Gossip:   gossip(string(s.ID)),
 			})
 		}
 	}

@@ -321,7 +321,7 @@ func clusterInfo(st cluster.Stats) controller.ClusterInfo {
 	info := controller.ClusterInfo{NodeID: st.NodeID, LeaderID: st.LeaderID, State: st.State}
 	for _, m := range st.Members {
 		info.Members = append(info.Members, controller.MemberInfo{
-			NodeID: m.NodeID, Address: m.Address, State: "alive", Leader: m.Leader})
+			NodeID: m.NodeID, Address: m.Address, State: m.Gossip, Leader: m.Leader})
 	}
 	return info
 }

@@ -296,6 +296,21 @@ func TestEndToEndCluster(t *testing.T) {
 		inv.check(ctx, t, n)
 	}
 	t.Logf("every target has 2 channels and a primary on the survivors %s after the kill", time.Since(killed).Round(time.Millisecond))
+	// The dead node is still a voter (a crash is not a leave), shown dead.
+	for _, n := range survivors {
+		c, err := n.api.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range c.Members {
+			if want := map[bool]string{true: "dead", false: "alive"}[m.NodeID == leader.id]; m.State != want {
+				t.Errorf("%s lists %s as %q, want %q", n.id, m.NodeID, m.State, want)
+			}
+		}
+		if len(c.Members) != 3 {
+			t.Errorf("%s lists %d voters, want 3 (the dead one stays a voter)", n.id, len(c.Members))
+		}
+	}
 
 	stopping := time.Now()
 	for _, c := range conns {
