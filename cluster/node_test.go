@@ -202,7 +202,7 @@ func TestReopen(t *testing.T) {
 
 	// The node came back on another port: the raft configuration follows.
 	st := n.Stats()
-	want := []cluster.Member{{NodeID: "node-1", Address: n.RaftAddr(), Suffrage: "Voter", Leader: true}}
+	want := []cluster.Member{{NodeID: "node-1", Address: n.RaftAddr(), Suffrage: "Voter", Leader: true, Gossip: "alive"}}
 	if d := cmp.Diff(want, st.Members); d != "" {
 		t.Errorf("Stats().Members (-want +got), old address %s:\n%s", oldAddr, d)
 	}
