@@ -200,6 +200,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
 	}
+	if err := recoverPeers(cfg.DataDir, existing, rc, n.logs, bolt, snaps, trans, lg); err != nil {
+		return fail(err)
+	}
 	if marker == nil && (existing || bootAlone) {
 		// A new directory, or one that predates the marker (or lost it):
 		// from now on it records that the directory holds state.

@@ -142,6 +142,10 @@ func httpError(err error) (code int, message string, retryAfter time.Duration) {
 		return http.StatusBadGateway, fmt.Sprintf("The channel closed before replying to %s", what), 0
 	case errors.Is(err, controller.ErrClosed):
 		return http.StatusServiceUnavailable, "The controller is shutting down", 0
+	case errors.Is(err, controller.ErrForwardingUnavailable):
+		// The channel is on another node that cannot be reached (it died,
+		// and the leader has not removed its channels yet): retry.
+		return http.StatusServiceUnavailable, fmt.Sprintf("The node holding the channel for %s is unreachable: %v", what, err), 0
 	case errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, fmt.Sprintf("Canceled: %s", what), 0
 	default:

@@ -354,6 +354,8 @@ func TestHTTPErrorBatchRunner(t *testing.T) {
 		{&batchError{"b1", fmt.Errorf("execute: %w", batch.ErrClosed)}, http.StatusServiceUnavailable},
 		{&batchError{"b1", &batch.ValidationError{Field: "commands[3].command", Reason: "required"}}, http.StatusBadRequest},
 		{fmt.Errorf("x: %w", controller.ErrClosed), http.StatusServiceUnavailable},
+		// In a cluster: the node holding the channel is unreachable.
+		{fmt.Errorf("x: %w", controller.ErrForwardingUnavailable), http.StatusServiceUnavailable},
 	}
 	for _, tc := range tests {
 		if code, msg, _ := httpError(tc.err); code != tc.want || msg == "" {

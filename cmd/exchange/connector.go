@@ -72,7 +72,10 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	var dialers []channel.Dialer
+	var (
+		dialers   []channel.Dialer
+		endpoints []string // endpoints[i] is the address of dialers[i]
+	)
 	for _, addr := range f.controllers {
 		addr = strings.TrimSpace(addr)
 		if addr == "" {
@@ -90,6 +93,7 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 		}
 		defer d.Close()
 		dialers = append(dialers, d)
+		endpoints = append(endpoints, addr)
 	}
 
 	mux := command.NewMux()
@@ -118,6 +122,14 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	}
 	cfg.OnState = func(s connector.StateChange) {
 		log.Info("connection state", "state", s.State.String(), "endpoint", s.Endpoint, "err", s.Err)
+		// Which controller holds the channel is worth a line: it changes
+		// when a controller goes away and the connector fails over.
+		switch {
+		case s.State == connector.StateConnected:
+			say("CONNECTED connector=%s target=%s controller=%s channel=%s", c.ConnectorID(), f.target, endpoints[s.Endpoint], s.ChannelID)
+		case s.State == connector.StateDisconnected && s.ChannelID != "":
+			say("DISCONNECTED connector=%s target=%s controller=%s: %v", c.ConnectorID(), f.target, endpoints[s.Endpoint], s.Err)
+		}
 	}
 	c, err = connector.New(cfg, mux, dialers...)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -111,12 +112,17 @@ func newControllerCommand(stdout, stderr io.Writer) *cobra.Command {
 	var f controllerFlags
 	cmd := &cobra.Command{
 		Use:   "controller",
-		Short: "Run a controller node (single node; durable state in --data-dir)",
+		Short: "Run a controller node (single node, or one of a cluster; durable state in --data-dir)",
 		Long: `Run a controller: connectors connect to --grpc-addr, the management API and
 Prometheus metrics are served on --http-addr, and the replicated state (channel
 registry, primaries and their epochs, batches) is kept by raft in --data-dir,
 so nothing acknowledged is lost on a crash or restart. --in-memory keeps
 everything in memory instead.
+
+With --cluster-token (and --bootstrap-expect N, --join HOST:PORT,...) the node
+is one of a cluster: gossip on --gossip-addr, node-to-node links on the gRPC
+port, everything advertised at --advertise-addr. Without any of these flags it
+is a single node and binds no gossip port.
 
 Without --management-token the management API listens on loopback only.
 Connectors authenticate in HELLO with a token bound to connector ids and
@@ -376,7 +382,9 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		})
 	}
 	g.Go(func() error {
-		if err := srv.Serve(gl); err != nil {
+		// A stop that comes before Serve has started (SIGTERM right
+		// after start) makes Serve return ErrServerStopped: a clean stop.
+		if err := srv.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc server: %w", err)
 		}
 		return nil
@@ -397,6 +405,15 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		// registry clean, stop the batch runner, then the transport.
 		_ = ctrl.Close()
 		_ = runner.Close()
+		if node != nil && clustered {
+			// Other nodes hold link streams on this gRPC server: closing
+			// the node ends them, so the graceful stop below does not
+			// wait its 5 s for them. (Close is idempotent; the deferred
+			// one then only reports.)
+			if err := node.Close(); err != nil {
+				log.Error("close state", "err", err)
+			}
+		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		t := time.NewTimer(5 * time.Second)

@@ -23,23 +23,36 @@ import (
 func init() { subcommands = append(subcommands, newDemoCommand) }
 
 func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
-	var lf logFlags
+	var (
+		lf        logFlags
+		clustered bool
+	)
 	cmd := &cobra.Command{
-		Use:   "demo",
+		Use:   "demo [--cluster]",
 		Short: "One process: an embedded controller and connectors, narrated",
 		Long: `Runs a controller and three connectors for two targets in one process, over the
 embedded (in-process) channel, and narrates: registration, primary election,
 commands and replies, the primary's connector killed and a new primary
-elected, and a batch of commands delivered in order.`,
+elected, and a batch of commands delivered in order.
+
+With --cluster: three real cluster nodes in the process (raft with data in a
+temporary directory, gossip and node-to-node links over gRPC on loopback), a
+controller on each and two connectors: the cluster forms, a command sent on one
+node reaches a connector on another, the leader is stopped, a new leader is
+elected, and commands still flow.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := lf.logger(stderr)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if clustered {
+				return runClusterDemo(cmd.Context(), stdout, log)
+			}
 			return runDemo(cmd.Context(), stdout, log)
 		},
 	}
+	cmd.Flags().BoolVar(&clustered, "cluster", false, "three cluster nodes in one process: forwarding, the leader stopped, a new one elected")
 	cmd.Flags().StringVar(&lf.level, "log-level", "error", "log level: debug, info, warn, error")
 	cmd.Flags().StringVar(&lf.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -49,7 +62,8 @@ elected, and a batch of commands delivered in order.`,
 type demo struct {
 	out    io.Writer
 	log    *slog.Logger
-	mu     sync.Mutex // serialises narration
+	ctx    context.Context // the demo's; connectors run until it ends or they are closed
+	mu     sync.Mutex      // serialises narration
 	t0     time.Time
 	lis    *embedded.Listener
 	ctrl   *controller.Controller

@@ -21,7 +21,12 @@ import (
 
 // pki writes a CA, a server certificate for 127.0.0.1 and a client
 // certificate to dir, as PEM files, and returns their paths.
-type pki struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+type pki struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	// nodeCert is for cluster nodes: valid for 127.0.0.1, usable as a
+	// server and as a client certificate (nodes dial each other's links).
+	nodeCert, nodeKey string
+}
 
 func newPKI(t *testing.T, dir, clientCN string) pki {
 	t.Helper()
@@ -41,14 +46,14 @@ func newPKI(t *testing.T, dir, clientCN string) pki {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
+	issue := func(serial int64, cn string, usages []x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
+			ExtKeyUsage: usages, IPAddresses: ips}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
 			t.Fatal(err)
@@ -69,12 +74,15 @@ func newPKI(t *testing.T, dir, clientCN string) pki {
 		}
 		return write(name, "EC PRIVATE KEY", der)
 	}
-	sDER, sKey := issue(2, "controller", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	cDER, cKey := issue(3, clientCN, x509.ExtKeyUsageClientAuth, nil)
+	loopback := []net.IP{net.ParseIP("127.0.0.1")}
+	sDER, sKey := issue(2, "controller", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, loopback)
+	cDER, cKey := issue(3, clientCN, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil)
+	nDER, nKey := issue(4, "node", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, loopback)
 	return pki{
 		ca:         write("ca.pem", "CERTIFICATE", caDER),
 		serverCert: write("server.pem", "CERTIFICATE", sDER), serverKey: writeKey("server-key.pem", sKey),
 		clientCert: write("client.pem", "CERTIFICATE", cDER), clientKey: writeKey("client-key.pem", cKey),
+		nodeCert: write("node.pem", "CERTIFICATE", nDER), nodeKey: writeKey("node-key.pem", nKey),
 	}
 }
 
@@ -123,4 +131,34 @@ func TestEndToEndMutualTLS(t *testing.T) {
 	}
 	conn.stop(ctx)
 	ctrl.stop(ctx)
+}
+
+// TestEndToEndClusterTLS: with --tls-cert, --tls-key and --tls-client-ca on
+// every node, connectors and the node-to-node links both use mutual TLS: a
+// command sent on one node reaches a connector on another.
+func TestEndToEndClusterTLS(t *testing.T) {
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	defer cancel()
+	p := newPKI(t, t.TempDir(), "edge-7.example")
+	nodes := newClusterNodes(t, 3)
+	for _, n := range nodes {
+		n.extra = []string{"--tls-cert", p.nodeCert, "--tls-key", p.nodeKey, "--tls-client-ca", p.ca}
+	}
+	startCluster(ctx, t, hc, nodes)
+	waitClusterLeader(ctx, t, nodes)
+	conn := start(t, "connector", "connector", "--controller", nodes[0].grpc, "--target", "secure", "--id", "edge-7",
+		"--tls-ca", p.ca, "--tls-cert", p.clientCert, "--tls-key", p.clientKey)
+	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=edge-7 target=secure`))
+	waitTargets(ctx, t, nodes, []string{"secure"}, "", 1)
+	for _, n := range nodes[1:] {
+		if err := echo(ctx, n, "secure"); err != nil {
+			t.Errorf("command via %s to a connector on %s, over a TLS link: %v", n.id, nodes[0].id, err)
+		}
+	}
+	conn.stop(ctx)
+	for _, n := range nodes {
+		n.p.stop(ctx)
+	}
 }

@@ -1,10 +1,11 @@
 // Command exchange is the one binary of Exchange: a controller, a connector,
 // the management client and a narrated demo.
 //
-//	exchange controller   run a controller node (single node, data in ./exchange-data)
+//	exchange controller   run a controller node (single node, data in ./exchange-data; or one of a cluster)
 //	exchange connector    run a connector that answers ECHO and reports PRIMARY changes
 //	exchange ctl          query and drive a controller through its management API
 //	exchange demo         one process: embedded controller and connectors, narrated
+//	                      (--cluster: three cluster nodes, a forwarded command, the leader stopped)
 //
 // Every flag can also be set with an environment variable: EXCHANGE_ followed
 // by the flag name in upper case with dashes as underscores (--grpc-addr is

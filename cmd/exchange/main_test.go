@@ -96,3 +96,31 @@ func TestControllerRefusesDamagedDataDir(t *testing.T) {
 		t.Errorf("raft.db after the refused start: %v, want it still missing", err)
 	}
 }
+
+func TestDemoClusterNarratesFailover(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"demo", "--cluster"}, &out, &errb); code != 0 {
+		t.Fatalf("exchange demo --cluster exit code %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{
+		"cluster      formed: every node bootstrapped the same three voters; the leader is n",
+		"alpha-1      connected to n", "(a follower)",
+		"beta-1       connected to n", "(the leader)",
+		"is now the PRIMARY of alpha",
+		`-> ECHO to alpha: "hello from n`,
+		"in one hop)",
+		", the leader, as SIGTERM does",
+		"cluster      new leader n",
+		`<- SUCCEEDED "still there?" from beta`,
+		`<- SUCCEEDED "still there?" from alpha`,
+		"demo         done",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo --cluster output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if errb.Len() > 0 {
+		t.Errorf("demo --cluster wrote to stderr:\n%s", errb.String())
+	}
+	t.Logf("demo --cluster:\n%s", out.String())
+}
