@@ -182,3 +182,36 @@ func FuzzClientResponse(f *testing.F) {
 		}
 	})
 }
+
+// loopingPages answers every request with the same page and the same next
+// cursor, or with cursors that cycle.
+type loopingPages struct {
+	cursors []string
+	calls   atomic.Int32
+}
+
+func (l *loopingPages) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := int(l.calls.Add(1))
+	h := http.Header{}
+	h.Set(HeaderNextCursor, l.cursors[n%len(l.cursors)])
+	return &http.Response{StatusCode: http.StatusOK, Header: h, Body: io.NopCloser(strings.NewReader(`[{"id":"t"}]`)), Request: req}, nil
+}
+
+// A server that hands out a cursor again (a hostile or broken one) makes a
+// listing fail instead of loop, collecting the same page, until the deadline.
+func TestClientListRepeatedCursor(t *testing.T) {
+	for _, cursors := range [][]string{{"same"}, {"a", "b", "c"}} {
+		rt := &loopingPages{cursors: cursors}
+		c, err := NewClient("http://controller.invalid", "", &http.Client{Transport: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Targets(t.Context())
+		if err == nil || !strings.Contains(err.Error(), "twice") {
+			t.Fatalf("cursors %q: Targets() = %v, want an error about a repeated cursor", cursors, err)
+		}
+		if got := int(rt.calls.Load()); got > len(cursors)+1 {
+			t.Fatalf("cursors %q: %d requests, want at most %d", cursors, got, len(cursors)+1)
+		}
+	}
+}
