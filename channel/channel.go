@@ -10,7 +10,12 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/logthrottle"
 )
+
+// dropLogInterval is the least time between two "one-way command dropped"
+// lines of one Channel; each says how many drops went unlogged before it.
+const dropLogInterval = time.Second
 
 // CloseWithErrorer is implemented by Conns that can tell the peer why they are
 // closing (the gRPC twin ends the stream with a status carrying err). Channel
@@ -96,6 +101,8 @@ type Channel struct {
 	closeOnce sync.Once
 	closed    chan struct{} // closed once Close has finished waiting
 
+	dropLog *logthrottle.Throttle // "one-way command dropped" lines
+
 	resultChans sync.Pool // of chan result; see newResultChan
 	timers      sync.Pool // of *time.Timer; see newTimer
 }
@@ -119,6 +126,7 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		ctlSem:  make(chan struct{}, cfg.MaxControl),
 		pending: make(map[string]call),
 		closed:  make(chan struct{}),
+		dropLog: logthrottle.New(dropLogInterval),
 	}
 	c.resultChans.New = newResultChan
 	c.timers.New = newTimer
@@ -462,7 +470,12 @@ func (c *Channel) dispatch(cmd *command.Command) {
 	case sem <- struct{}{}:
 	default:
 		if cmd.OneWay {
-			c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled", "command", cmd.String())
+			// A busy channel may drop events by the thousand: one line per
+			// dropLogInterval, saying how many were dropped unlogged.
+			if ok, skipped := c.dropLog.Allow(time.Now()); ok {
+				c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled",
+					"command", cmd.String(), "also_dropped_since_last_line", skipped)
+			}
 			return
 		}
 		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))

@@ -161,3 +161,14 @@ func Peer(c Conn) PeerInfo {
 	}
 	return PeerInfo{}
 }
+
+// BatchReporter is implemented by Conns whose transport shows where one
+// message carried several frames (the gRPC twin; the embedded one does not
+// batch on the wire). AcceptHello uses it to refuse a HELLO that did not come
+// alone: the HELLO and its reply are always single frames
+// (docs/protocol.md §3.2).
+type BatchReporter interface {
+	// RecvBatched reports whether the frame Recv returned last arrived in a
+	// batch. Only the goroutine that calls Recv may call it.
+	RecvBatched() bool
+}

@@ -11,7 +11,11 @@
 //     channel/grpcchannel over the network).
 //  2. Shake hands before anything else: the connector calls Hello, the
 //     controller calls AcceptHello with a HelloDecider that authenticates the
-//     connector. On a rejection, close the Conn.
+//     connector. On a rejection, close the Conn. The HELLO must be a lone
+//     first frame that expects a reply: a one-way HELLO, or a first frame
+//     that cannot be answered, ends the Conn with an ErrMalformedFrame
+//     reason (INVALID_ARGUMENT over gRPC); a HELLO that came in a batch is
+//     refused with a 400 reply.
 //  3. Start a Channel with New(conn, handler, cfg). The handler (usually a
 //     command.Mux) answers the peer's commands; both sides may send.
 //  4. Send commands with Send (request/reply) or Notify (one-way). Watch Done
@@ -55,7 +59,9 @@
 //     HEALTH_CHECK, PRIMARY) do not count against either: they have a small
 //     bound of their own on both sides, Config.MaxControl (default 16), so
 //     that a channel full of slow application commands still answers a
-//     health check.
+//     health check. A one-way command beyond the bound is dropped; the
+//     warning is logged at most once a second per Channel, with the number
+//     of drops not logged since the previous line.
 //   - Handlers run on their own goroutines, never on the read loop. A handler
 //     error or panic becomes a NO_REPLY reply (*RemoteError at the sender); an
 //     unregistered type becomes an UNKNOWN reply (*UnknownCommandError). In

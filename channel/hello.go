@@ -70,10 +70,14 @@ type HelloDecider func(ctx context.Context, cmd *command.Command, hello command.
 // conn: the first frame must be a HELLO command; decide produces the reply,
 // which is written back. It returns the HELLO payload and the reply sent.
 //
-// When the first frame is not a HELLO, the sender gets an ERROR reply saying
-// so (if the frame can be answered) and the error wraps ErrProtocol. When
-// decide refuses, the error is a *HelloRejectedError. In both cases the caller
-// should close conn. If ctx ends first, conn is closed. After a SUCCEEDED
+// When the first frame is a command but not a HELLO, or a HELLO that arrived
+// in a batch (conn is a BatchReporter), the sender gets an ERROR reply (code
+// 400) saying so and the error wraps ErrProtocol. When it cannot be answered
+// (no command, no id, a reply, or a one-way HELLO: one-way commands get no
+// reply), AcceptHello closes conn itself, through CloseWithError when conn
+// has it (the gRPC twin ends the stream with INVALID_ARGUMENT), and the error
+// wraps both ErrProtocol and ErrMalformedFrame. When decide refuses, the error
+// is a *HelloRejectedError. In every case the caller should close conn. If ctx ends first, conn is closed. After a SUCCEEDED
 // reply it calls conn's HandshakeComplete, if conn is a HandshakeCompleter.
 func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.HelloPayload, *command.Reply, error) {
 	var none command.HelloPayload
@@ -84,13 +88,29 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 	if err != nil {
 		return none, nil, ctxErr(ctx, fmt.Errorf("channel: hello: await HELLO: %w", err))
 	}
-	if f == nil || f.Command == nil || f.Command.Type != command.TypeHello || f.Command.ID == "" || f.Reply != nil {
-		if f != nil && f.Command != nil && f.Command.ID != "" && f.Reply == nil {
-			r := command.Failed(f.Command, "Hello Command is first expected to initialize the exchange channel")
-			r.Code = codeBadRequest
-			_ = conn.Send(&Frame{Reply: r})
-		}
+	if f == nil || f.Command == nil || f.Command.ID == "" || f.Reply != nil {
+		// Nothing to answer: end the conn telling the peer why (over gRPC,
+		// INVALID_ARGUMENT, docs/protocol.md §3.3).
+		return none, nil, unanswerable(conn, "first frame is not a HELLO command")
+	}
+	if f.Command.OneWay {
+		// A one-way command must not be answered, not even refused, and a
+		// handshake without a reply is none (docs/protocol.md §4).
+		return none, nil, unanswerable(conn, "the HELLO is one-way; it must expect a reply")
+	}
+	if f.Command.Type != command.TypeHello {
+		r := command.Failed(f.Command, "Hello Command is first expected to initialize the exchange channel")
+		r.Code = codeBadRequest
+		_ = conn.Send(&Frame{Reply: r})
 		return none, nil, fmt.Errorf("channel: hello: %w: first frame is not a HELLO command", ErrProtocol)
+	}
+	if br, ok := conn.(BatchReporter); ok && br.RecvBatched() {
+		// Before the handshake the peer knows of no "batch" capability: the
+		// HELLO must come alone (docs/protocol.md §3.2).
+		r := command.Failed(f.Command, "HELLO must be sent alone, as the first frame, not in a batch")
+		r.Code = codeBadRequest
+		_ = conn.Send(&Frame{Reply: r})
+		return none, nil, fmt.Errorf("channel: hello: %w: HELLO arrived in a batch", ErrProtocol)
 	}
 	cmd := f.Command
 	hello, err := command.Decode[command.HelloPayload](cmd.Payload)
@@ -138,6 +158,19 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 		hc.HandshakeComplete()
 	}
 	return hello, reply, nil
+}
+
+// unanswerable refuses a first frame that cannot be answered: it closes conn
+// with the reason (a CloseWithErrorer tells the peer) and returns an error
+// wrapping both ErrProtocol and ErrMalformedFrame.
+func unanswerable(conn Conn, why string) error {
+	err := fmt.Errorf("channel: hello: %w: %w: %s", ErrProtocol, ErrMalformedFrame, why)
+	if cw, ok := conn.(CloseWithErrorer); ok {
+		_ = cw.CloseWithError(err)
+	} else {
+		_ = conn.Close()
+	}
+	return err
 }
 
 // ctxErr prefers ctx's error when ctx ending is what broke the conn; the

@@ -185,9 +185,12 @@ func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/readyz", nil, nil, &out)
 }
 
-// list reads every page of a listing, following the X-Next-Cursor header.
+// list reads every page of a listing, following the X-Next-Cursor header. A
+// cursor the server already sent would make it loop for ever, collecting the
+// same pages: that is an error.
 func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T, error) {
 	out := []T{}
+	seen := map[string]bool{}
 	for {
 		var page []T
 		next, err := c.doPage(ctx, http.MethodGet, path, q, nil, &page)
@@ -198,6 +201,10 @@ func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T
 		if next == "" {
 			return out, nil
 		}
+		if seen[next] {
+			return nil, fmt.Errorf("management: GET %s: the server sent the cursor %.64q twice; the listing would never end", path, next)
+		}
+		seen[next] = true
 		q.Set("cursor", next)
 	}
 }

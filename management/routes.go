@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -379,12 +380,29 @@ func decodeBody(c echo.Context, v any) error {
 		if typeError.Field == "" {
 			return &badRequestError{"body", "a JSON object is expected"}
 		}
-		return &badRequestError{"field " + typeError.Field, fmt.Sprintf("must be a JSON %s, not %s", jsonKind(typeError.Type.Kind().String()), typeError.Value)}
+		return &badRequestError{"field " + clip(typeError.Field), fmt.Sprintf("must be a JSON %s, not %s", jsonKind(typeError.Type.Kind().String()), typeError.Value)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return &badRequestError{"field " + strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "is not a known field"}
+		return &badRequestError{"field " + clip(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)), "is not a known field"}
 	default:
-		return &badRequestError{"body", err.Error()}
+		return &badRequestError{"body", clip(err.Error())}
 	}
+}
+
+// maxEcho bounds what an error quotes of a request body (a field name): a 4 MB
+// unknown key must not come back as a 4 MB error.
+const maxEcho = 128
+
+// clip shortens s to at most maxEcho bytes, on a rune boundary, marking the
+// cut with "…".
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	i := maxEcho
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // jsonKind names a Go kind as a JSON type.

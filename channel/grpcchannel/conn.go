@@ -41,6 +41,9 @@ type conn struct {
 	// queue holds the rest of a received batch; used only by Recv (the single
 	// reader), so it needs no lock.
 	queue []*pb.Frame
+	// batched says whether the frame Recv returned last came in a batch;
+	// used only by the reader too (see RecvBatched).
+	batched bool
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -61,6 +64,7 @@ var (
 	_ channel.CloseWithErrorer = (*conn)(nil)
 
 	_ channel.HandshakeCompleter = (*conn)(nil)
+	_ channel.BatchReporter      = (*conn)(nil)
 )
 
 func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
@@ -147,6 +151,7 @@ func (c *conn) Recv() (*channel.Frame, error) {
 			m := c.queue[0]
 			c.queue[0] = nil
 			c.queue = c.queue[1:]
+			c.batched = true
 			return fromProto(m), nil
 		}
 		m, err := c.st.Recv()
@@ -160,9 +165,14 @@ func (c *conn) Recv() (*channel.Frame, error) {
 			c.queue = b.Batch.GetFrames() // an empty batch is nothing to deliver
 			continue
 		}
+		c.batched = false
 		return fromProto(m), nil
 	}
 }
+
+// RecvBatched reports whether the frame Recv returned last arrived in a
+// batch message; it may be called only by the goroutine that calls Recv.
+func (c *conn) RecvBatched() bool { return c.batched }
 
 // Close ends the stream: on the client side by cancelling it (the server sees
 // CANCELLED), on the server side by returning from the Connect handler with

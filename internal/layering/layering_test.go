@@ -32,6 +32,7 @@ var rules = []struct {
 	{pkg: "internal/jsonlimit", stdOnly: true},
 	{pkg: "internal/backoff", stdOnly: true},
 	{pkg: "internal/queue", stdOnly: true},
+	{pkg: "internal/logthrottle", stdOnly: true},
 	{pkg: "channel", forbidden: []string{module + "/connector", module + "/controller", module + "/cluster", module + "/state", module + "/batch", module + "/management", raft, memberlist, bbolt, echo}},
 	{pkg: "connector", forbidden: []string{module + "/controller", module + "/cluster", module + "/state", module + "/batch", module + "/management", raft, memberlist, bbolt, echo}},
 	{pkg: "state", forbidden: []string{module + "/channel", module + "/connector", module + "/controller", module + "/cluster", module + "/management", raft, memberlist, bbolt, echo, "google.golang.org/grpc"}},
