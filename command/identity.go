@@ -16,8 +16,10 @@ import (
 // nothing unbounded reaches the raft log. Sizes are in bytes of UTF-8.
 const (
 	// MaxHelloBytes bounds a HELLO command's payload, checked before it is
-	// decoded.
-	MaxHelloBytes = 16 << 10
+	// decoded. It leaves room for the largest HELLO within the other limits
+	// even when JSON-escaped at the worst (Go escapes <, > and & to six
+	// bytes: 8 KiB of metadata can take 48 KiB), plus a token of several KiB.
+	MaxHelloBytes = 64 << 10
 	// MaxIDBytes bounds a connector id, a target id (and a channel or node
 	// id in the state).
 	MaxIDBytes = 128

@@ -86,6 +86,30 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	}
 }
 
+// checkHello checks the identity a HELLO carries, as sent: the target may
+// still be empty (an Authenticator may choose it).
+func checkHello(h command.HelloPayload) error {
+	if h.TargetID != "" {
+		if err := command.CheckID("targetId", h.TargetID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	if h.ConnectorID != "" {
+		if err := command.CheckID("connectorId", h.ConnectorID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	return command.CheckMetadata(h.Metadata)
+}
+
+// invalidHello is the refusal (400) of a HELLO whose identity breaks the
+// limits; err names the field and the limit.
+func invalidHello(cmd *command.Command, err error) *command.Reply {
+	r := command.Failed(cmd, "invalid HELLO: "+err.Error())
+	r.Code = 400
+	return r
+}
+
 // handshake runs the HELLO exchange and starts the channel. It returns nil
 // when the connection was refused or broke (conn is then closed).
 func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
@@ -108,6 +132,13 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			r := command.Failed(cmd, fmt.Sprintf("unsupported protocol version %d", hello.ProtocolVersion))
 			r.Code = 400
 			return r, nil
+		}
+		// What the connector says about itself is checked before the
+		// Authenticator sees it, and again after (it may rewrite the target
+		// and add metadata): everything here is stored with the channel.
+		if err := checkHello(hello); err != nil {
+			refusal = "protocol"
+			return invalidHello(cmd, err), nil
 		}
 		req := HelloRequest{
 			ConnectorID:     hello.ConnectorID,
@@ -135,6 +166,12 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			r := command.Failed(cmd, "HELLO has no targetId: a connector must say which target it serves")
 			r.Code = 400
 			return r, nil
+		}
+		if err := command.CheckIdentity(hello.ConnectorID, target, req.Metadata); err != nil {
+			refusal = "protocol"
+			c.log.Warn("controller: identity over the limits after authentication", "peer", peer.Addr,
+				"connector", req.ConnectorID, "err", err)
+			return invalidHello(cmd, err), nil
 		}
 		version := command.ProtocolVersion
 		if hello.ProtocolVersion > 0 {
