@@ -59,7 +59,9 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	if lc == nil {
 		return
 	}
-	err := c.applier.register(ctx, state.Channel{
+	// A channel with a connector id takes over that connector's other
+	// channels of the target, wherever they are held (decision 0018).
+	err := c.applier.register(ctx, lc.connectorID != "", state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
@@ -76,12 +78,16 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		}
 		return
 	}
+	lc.registered.Store(true)
+	c.kickPrimary() // the notifier also closes what the state unregistered meanwhile
 	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
 	select {
 	case <-lc.ch.Done():
 		c.log.Info("controller: channel closed", "channel", lc.id, "target", lc.targetID, "cause", lc.ch.Err())
 		c.dropLocal(lc)
+	case <-lc.gone:
+		c.retire(ctx, lc)
 	case <-ctx.Done(): // Close says goodbye and unregisters every channel
 	}
 }
@@ -184,6 +190,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			connectorID: hello.ConnectorID,
 			peer:        peer,
 			metadata:    req.Metadata,
+			gone:        make(chan struct{}),
 		}
 		maxInFlight := c.cfg.Channel.MaxHandlers
 		if maxInFlight == 0 {
