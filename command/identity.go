@@ -57,6 +57,14 @@ func (e *IdentityError) Error() string { return e.Field + " " + e.Problem }
 // so every node of a cluster decides alike. It returns nil or an
 // *IdentityError.
 func CheckID(field, id string, max int) error {
+	if err := checkID(field, id, max); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkID is CheckID with its concrete error type.
+func checkID(field, id string, max int) *IdentityError {
 	if id == "" {
 		return &IdentityError{Field: field, Problem: "is empty"}
 	}
@@ -80,11 +88,11 @@ func CheckID(field, id string, max int) error {
 // nil or an *IdentityError; with several faults, the same one on every call.
 func CheckIdentity(connectorID, targetID string, metadata map[string]string) error {
 	if connectorID != "" {
-		if err := CheckID("connectorId", connectorID, MaxIDBytes); err != nil {
+		if err := checkID("connectorId", connectorID, MaxIDBytes); err != nil {
 			return err
 		}
 	}
-	if err := CheckID("targetId", targetID, MaxIDBytes); err != nil {
+	if err := checkID("targetId", targetID, MaxIDBytes); err != nil {
 		return err
 	}
 	return CheckMetadata(metadata)
@@ -95,17 +103,20 @@ func CheckMetadata(md map[string]string) error {
 	if len(md) > MaxMetadataEntries {
 		return &IdentityError{Field: "metadata", Problem: fmt.Sprintf("has %d entries; the limit is %d", len(md), MaxMetadataEntries)}
 	}
-	total := 0
-	for _, k := range slices.Sorted(maps.Keys(md)) { // sorted: the same fault reported on every node
-		field := "metadata key " + quoteShort(k)
-		if err := CheckID(field, k, MaxMetadataKeyBytes); err != nil {
-			return err
-		}
-		v := md[k]
-		if err := checkText("metadata["+quoteShort(k)+"]", v, MaxMetadataValueBytes); err != nil {
-			return err
+	total, bad := 0, false
+	for k, v := range md { // the common case, all well, allocates nothing
+		if checkEntry(k, v) != nil {
+			bad = true
+			break
 		}
 		total += len(k) + len(v)
+	}
+	if bad {
+		for _, k := range slices.Sorted(maps.Keys(md)) { // sorted: the same fault reported on every node
+			if err := checkEntry(k, md[k]); err != nil {
+				return err
+			}
+		}
 	}
 	if total > MaxMetadataBytes {
 		return &IdentityError{Field: "metadata", Problem: fmt.Sprintf("is %d bytes; the limit is %d", total, MaxMetadataBytes)}
@@ -113,9 +124,23 @@ func CheckMetadata(md map[string]string) error {
 	return nil
 }
 
+// checkEntry checks one metadata entry; the field is named only on error,
+// so that checking allocates nothing.
+func checkEntry(k, v string) error {
+	if err := checkID("", k, MaxMetadataKeyBytes); err != nil {
+		err.Field = "metadata key " + quoteShort(k)
+		return err
+	}
+	if err := checkText("", v, MaxMetadataValueBytes); err != nil {
+		err.Field = "metadata[" + quoteShort(k) + "]"
+		return err
+	}
+	return nil
+}
+
 // checkText checks s for the length and character rules shared by ids and
 // metadata values.
-func checkText(field, s string, max int) error {
+func checkText(field, s string, max int) *IdentityError {
 	if len(s) > max {
 		return &IdentityError{Field: field, Problem: fmt.Sprintf("is %d bytes; the limit is %d", len(s), max)}
 	}
