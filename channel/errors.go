@@ -101,6 +101,10 @@ func (e *BusyError) Unwrap() error { return ErrBusy }
 // refused (bad token, unknown target, …). Retrying will not help.
 type HelloRejectedError struct {
 	Reason string
+	// Code is the reply's code: 400 for a malformed HELLO (one over the
+	// identity limits of package command included), 401 for one refused
+	// by authentication; 0 when the controller gave none.
+	Code int32
 }
 
 // Error gives the controller's reason.

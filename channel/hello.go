@@ -51,7 +51,7 @@ func Hello(ctx context.Context, conn Conn, hello command.HelloPayload) (command.
 		if reason == "" {
 			reason = "status " + r.Status.String()
 		}
-		return none, &HelloRejectedError{Reason: reason}
+		return none, &HelloRejectedError{Reason: reason, Code: r.Code}
 	}
 	out, err := command.Decode[command.HelloReplyPayload](r.Payload)
 	if err != nil {
@@ -70,14 +70,17 @@ type HelloDecider func(ctx context.Context, cmd *command.Command, hello command.
 // conn: the first frame must be a HELLO command; decide produces the reply,
 // which is written back. It returns the HELLO payload and the reply sent.
 //
-// When the first frame is a command but not a HELLO, or a HELLO that arrived
-// in a batch (conn is a BatchReporter), the sender gets an ERROR reply (code
-// 400) saying so and the error wraps ErrProtocol. When it cannot be answered
-// (no command, no id, a reply, or a one-way HELLO: one-way commands get no
-// reply), AcceptHello closes conn itself, through CloseWithError when conn
-// has it (the gRPC twin ends the stream with INVALID_ARGUMENT), and the error
-// wraps both ErrProtocol and ErrMalformedFrame. When decide refuses, the error
-// is a *HelloRejectedError. In every case the caller should close conn. If ctx ends first, conn is closed. After a SUCCEEDED
+// When the first frame is a command but not a HELLO, a HELLO that arrived
+// in a batch (conn is a BatchReporter), or a HELLO whose payload is over
+// command.MaxHelloBytes (checked before it is decoded), the sender gets an
+// ERROR reply (code 400) saying so and the error wraps ErrProtocol. When it
+// cannot be answered (no command, no id, a reply, or a one-way HELLO: one-way
+// commands get no reply), AcceptHello closes conn itself, through
+// CloseWithError when conn has it (the gRPC twin ends the stream with
+// INVALID_ARGUMENT), and the error wraps both ErrProtocol and
+// ErrMalformedFrame. When decide refuses, the error is a *HelloRejectedError.
+// In every case the caller should close conn. If ctx ends first, conn is
+// closed. After a SUCCEEDED
 // reply it calls conn's HandshakeComplete, if conn is a HandshakeCompleter.
 func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.HelloPayload, *command.Reply, error) {
 	var none command.HelloPayload
@@ -113,6 +116,15 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 		return none, nil, fmt.Errorf("channel: hello: %w: HELLO arrived in a batch", ErrProtocol)
 	}
 	cmd := f.Command
+	if n := len(cmd.Payload); n > command.MaxHelloBytes {
+		// Refused before decoding: the decoder would allocate what a
+		// connector puts in its HELLO, megabytes of it, before any identity
+		// check could look at it.
+		r := command.Failed(cmd, fmt.Sprintf("HELLO payload is %d bytes; the limit is %d", n, command.MaxHelloBytes))
+		r.Code = codeBadRequest
+		_ = conn.Send(&Frame{Reply: r})
+		return none, nil, fmt.Errorf("channel: hello: %w: payload is %d bytes, over the limit of %d", ErrProtocol, n, command.MaxHelloBytes)
+	}
 	hello, err := command.Decode[command.HelloPayload](cmd.Payload)
 	if err != nil {
 		r := command.Failed(cmd, "invalid HELLO payload: "+err.Error())
@@ -148,7 +160,7 @@ func AcceptHello(ctx context.Context, conn Conn, decide HelloDecider) (command.H
 		if reason == "" {
 			reason = "status " + reply.Status.String()
 		}
-		return hello, reply, &HelloRejectedError{Reason: reason}
+		return hello, reply, &HelloRejectedError{Reason: reason, Code: reply.Code}
 	}
 	if !stop() {
 		// ctx ended as the reply went out: conn is being closed under us.

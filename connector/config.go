@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/internal/backoff"
 )
 
@@ -30,6 +31,11 @@ const goodByeLinger = 2 * time.Second
 type Config struct {
 	// ConnectorID identifies this connector to the controller. Default: a
 	// generated id, stable for the Connector's life (across reconnections).
+	// A new channel with the same ConnectorID and target takes over the old
+	// one at the controller, which then tells the old one
+	// GOOD_BYE{reconnect:false}: give each running instance its own id. It,
+	// TargetID and Metadata must keep to the identity limits of package
+	// command (command.CheckIdentity: ids of at most 128 bytes, …).
 	ConnectorID string
 	// TargetID is the target the connector asks to join. Required. The
 	// controller may rewrite it; the Connector adopts the target of the HELLO
@@ -109,6 +115,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: TargetID is required", ErrInvalidConfig)
 	case c.HelloTimeout < 0 || c.StableAfter < 0:
 		return fmt.Errorf("%w: HelloTimeout and StableAfter must not be negative", ErrInvalidConfig)
+	}
+	// The controller refuses a HELLO over the identity limits: say so here,
+	// before dialing.
+	if err := command.CheckIdentity(c.ConnectorID, c.TargetID, c.Metadata); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if err := c.policy().Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)

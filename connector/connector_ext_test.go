@@ -27,6 +27,12 @@ func TestNewValidates(t *testing.T) {
 		{"negative timeout", func(c connector.Config) connector.Config { c.HelloTimeout = -1; return c }, []channel.Dialer{fc.dialer()}},
 		{"max below base", func(c connector.Config) connector.Config { c.BackoffBase = 2 * time.Minute; c.BackoffMax = 0; return c }, []channel.Dialer{fc.dialer()}},
 		{"bad channel config", func(c connector.Config) connector.Config { c.Channel.MaxInFlight = -1; return c }, []channel.Dialer{fc.dialer()}},
+		{"connector id with a newline", func(c connector.Config) connector.Config { c.ConnectorID = "gw\n1"; return c }, []channel.Dialer{fc.dialer()}},
+		{"target id too long", func(c connector.Config) connector.Config { c.TargetID = strings.Repeat("t", 129); return c }, []channel.Dialer{fc.dialer()}},
+		{"metadata value too long", func(c connector.Config) connector.Config {
+			c.Metadata = map[string]string{"k": strings.Repeat("v", 513)}
+			return c
+		}, []channel.Dialer{fc.dialer()}},
 		{"no endpoint", func(c connector.Config) connector.Config { return c }, nil},
 		{"nil endpoint", func(c connector.Config) connector.Config { return c }, []channel.Dialer{nil}},
 	}

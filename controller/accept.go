@@ -60,7 +60,9 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		return
 	}
 	lc.registeredAt = time.Now()
-	err := c.applier.register(ctx, state.Channel{
+	// A channel with a connector id takes over that connector's other
+	// channels of the target, wherever they are held (decision 0018).
+	err := c.applier.register(ctx, lc.connectorID != "", state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
@@ -77,14 +79,42 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		}
 		return
 	}
+	lc.registered.Store(true)
+	c.kickPrimary() // the notifier also closes what the state unregistered meanwhile
 	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
 	select {
 	case <-lc.ch.Done():
 		c.log.Info("controller: channel closed", "channel", lc.id, "target", lc.targetID, "cause", lc.ch.Err())
 		c.dropLocal(lc)
+	case <-lc.gone:
+		c.retire(ctx, lc)
 	case <-ctx.Done(): // Close says goodbye and unregisters every channel
 	}
+}
+
+// checkHello checks the identity a HELLO carries, as sent: the target may
+// still be empty (an Authenticator may choose it).
+func checkHello(h command.HelloPayload) error {
+	if h.TargetID != "" {
+		if err := command.CheckID("targetId", h.TargetID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	if h.ConnectorID != "" {
+		if err := command.CheckID("connectorId", h.ConnectorID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	return command.CheckMetadata(h.Metadata)
+}
+
+// invalidHello is the refusal (400) of a HELLO whose identity breaks the
+// limits; err names the field and the limit.
+func invalidHello(cmd *command.Command, err error) *command.Reply {
+	r := command.Failed(cmd, "invalid HELLO: "+err.Error())
+	r.Code = 400
+	return r
 }
 
 // handshake runs the HELLO exchange and starts the channel. It returns nil
@@ -115,6 +145,13 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			r.Code = 400
 			return r, nil
 		}
+		// What the connector says about itself is checked before the
+		// Authenticator sees it, and again after (it may rewrite the target
+		// and add metadata): everything here is stored with the channel.
+		if err := checkHello(hello); err != nil {
+			refusal = "protocol"
+			return invalidHello(cmd, err), nil
+		}
 		req := HelloRequest{
 			ConnectorID:     hello.ConnectorID,
 			TargetID:        hello.TargetID,
@@ -142,6 +179,12 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			r.Code = 400
 			return r, nil
 		}
+		if err := command.CheckIdentity(hello.ConnectorID, target, req.Metadata); err != nil {
+			refusal = "protocol"
+			c.log.Warn("controller: identity over the limits after authentication", "peer", peer.Addr,
+				"connector", req.ConnectorID, "err", err)
+			return invalidHello(cmd, err), nil
+		}
 		version := command.ProtocolVersion
 		if hello.ProtocolVersion > 0 {
 			version = min(version, hello.ProtocolVersion)
@@ -153,6 +196,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			connectorID: hello.ConnectorID,
 			peer:        peer,
 			metadata:    req.Metadata,
+			gone:        make(chan struct{}),
 		}
 		maxInFlight := c.cfg.Channel.MaxHandlers
 		if maxInFlight == 0 {

@@ -60,11 +60,13 @@ func (a *applier) push(reqs ...applyReq) {
 	}
 }
 
-// register queues the registration of ch and waits until it is applied or
-// ctx is done.
-func (a *applier) register(ctx context.Context, ch state.Channel) error {
+// register queues the registration of ch (taking over its connector's other
+// channels of the target if takeOver is set; see state.RegisterChannel) and
+// waits until it is applied or ctx is done.
+func (a *applier) register(ctx context.Context, takeOver bool, ch state.Channel) error {
 	done, gone := make(chan error, 1), new(atomic.Bool)
-	a.push(applyReq{op: state.Op{Register: &state.RegisterChannel{Channel: ch}}, done: done, gone: gone})
+	op := state.Op{Register: &state.RegisterChannel{Channel: ch, TakeOver: takeOver}}
+	a.push(applyReq{op: op, done: done, gone: gone})
 	select {
 	case err := <-done:
 		return err

@@ -67,6 +67,13 @@ type local struct {
 	lastHealthy atomic.Int64 // unix nanoseconds of the last healthy reply; 0: none yet
 	// registeredAt is when the channel's registration was asked for.
 	registeredAt time.Time
+
+	// registered is set once the channel is in the state; from then on, its
+	// absence from the state means another node (or a take-over) removed it.
+	registered atomic.Bool
+	gone       chan struct{} // closed (goneOnce) when the state no longer has the channel
+	goneOnce   sync.Once
+	replaced   atomic.Bool // set before gone closes: taken over by a newer channel of its connector
 }
 
 // New returns a Controller that will accept channels on lis and keep its

@@ -35,17 +35,26 @@
 //
 // For each connection:
 //
-//  1. the first frame must be HELLO, within Config.HelloTimeout;
-//  2. the Authenticator decides (and may rewrite the target); reserved
+//  1. the first frame must be HELLO, within Config.HelloTimeout, its payload
+//     at most command.MaxHelloBytes (checked before decoding);
+//  2. the ids and metadata it carries must keep to the identity limits
+//     (command.CheckIdentity), checked before the Authenticator and again
+//     after it;
+//  3. the Authenticator decides (and may rewrite the target); reserved
 //     metadata keys ("exchange.") sent by the connector are dropped first;
-//  3. a refusal is answered with an ERROR reply carrying the reason, and the
+//  4. a refusal is answered with an ERROR reply carrying the reason, and the
 //     connection is closed (counted in Metrics.HelloRejected);
-//  4. an acceptance is answered with a HELLO reply (target, channel id,
+//  5. an acceptance is answered with a HELLO reply (target, channel id,
 //     protocol version, limits, heartbeat, node id), then the channel starts;
-//  5. the channel is registered (Apply Register), through a group commit
+//  6. the channel is registered (Apply Register), through a group commit
 //     that coalesces the registrations of many connections into few Applies;
-//  6. when the channel dies, it is unregistered at once (Apply Unregister,
-//     retried until it succeeds).
+//     a channel with a connector id takes over, in that same change, the
+//     target's other channels of that connector, primary role included
+//     (docs/decisions/0018-connector-id-takeover.md);
+//  7. when the channel dies, it is unregistered at once (Apply Unregister,
+//     retried until it succeeds); when the state loses it instead (taken
+//     over, or removed by another node), the primary notifier sees it and
+//     the channel is told GOOD_BYE and closed.
 //
 // Each registry change triggers the primary notifier, which sends PRIMARY
 // {primary, epoch} to every local channel whose role or epoch differs from

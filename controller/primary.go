@@ -25,13 +25,15 @@ type primaryResult struct {
 	err    error
 }
 
-// notifyPrimaries is the primary notifier. The state decides primaries (Elect
-// runs inside every Apply, on every node alike); this loop makes each local
-// channel believe what the state says. It wakes on store events, on finished
-// notifications, on a channel's retry becoming due, and every
-// ReconcileInterval as a safety net; each time it compares every local
-// channel's (primary, epoch) in the state with what the channel was last told
-// successfully, and sends PRIMARY where they differ (internal/primary).
+// notifyPrimaries is the primary notifier. On every wake it first retires
+// the local channels the state no longer has (retireUnregistered). The state
+// decides primaries (Elect runs inside every Apply, on every node alike);
+// this loop makes each local channel believe what the state says. It wakes
+// on store events, on finished notifications, on a channel's retry becoming
+// due, and every ReconcileInterval as a safety net; each time it compares
+// every local channel's (primary, epoch) in the state with what the channel
+// was last told successfully, and sends PRIMARY where they differ
+// (internal/primary).
 //
 // Notifications run on their own goroutines, at most one per channel and
 // HealthConcurrency in all, so a stalled connector never delays the others
@@ -64,6 +66,7 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 				break drain
 			}
 		}
+		c.retireUnregistered()
 
 		now := time.Now()
 		var (

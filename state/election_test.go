@@ -375,6 +375,10 @@ func TestElectionInvariantsRandomOps(t *testing.T) {
 					if rng.IntN(10) == 0 {
 						op.Register.Channel.Active = false
 					}
+					// Some registrations take over their connector's
+					// other channels (anonymous ones never do).
+					op.Register.Channel.ConnectorID = []string{"", "k0", "k1"}[rng.IntN(3)]
+					op.Register.TakeOver = rng.IntN(3) == 0
 				case r < 85:
 					op = unreg(ids[rng.IntN(len(ids))])
 				case r < 90:

@@ -47,6 +47,7 @@ func (o *opSource) op() (op state.Op, restore bool) {
 		op = reg(id, target, node)
 		op.Register.Channel.ConnectorID = fmt.Sprint("k", o.next(3))
 		op.Register.Channel.Active = o.next(10) != 0
+		op.Register.TakeOver = o.next(4) == 0
 	case r < 80:
 		op = unreg(id)
 	case r < 86:

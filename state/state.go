@@ -7,6 +7,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/exchangekit/exchange/command"
 )
 
 var (
@@ -88,6 +90,10 @@ type Event struct {
 	Epoch     uint64
 	// BatchID is set on batch events.
 	BatchID string
+	// ReplacedBy is set on the ChannelUnregistered event of a channel taken
+	// over by a newer channel of the same connector (RegisterChannel
+	// TakeOver): the id of that newer channel.
+	ReplacedBy string
 }
 
 // Op is one state change: exactly one field is set. Ops are JSON-encoded as
@@ -101,9 +107,21 @@ type Op struct {
 	batchOps
 }
 
-// RegisterChannel adds a channel to the registry.
+// RegisterChannel adds a channel to the registry. The channel's ids and
+// metadata must keep to the identity limits (command.CheckIdentity; its id
+// and node id to command.CheckID): a registration that does not is refused
+// with ErrInvalid, so nothing unbounded reaches the log's applied state.
+//
+// TakeOver, for a channel with a ConnectorID, makes the registration take
+// over the target's other channels of that connector, in the same change:
+// they are unregistered (their ChannelUnregistered events carry ReplacedBy),
+// and if one of them was the target's primary, the new channel (when active)
+// becomes primary with the next epoch, so the target never goes without a
+// primary in between. Channels of other connectors keep their places. For an
+// anonymous channel (ConnectorID empty) TakeOver does nothing.
 type RegisterChannel struct {
-	Channel Channel `json:"channel"`
+	Channel  Channel `json:"channel"`
+	TakeOver bool    `json:"takeOver,omitempty"`
 }
 
 // UnregisterChannel removes a channel. Removing an unknown channel is a no-op,
@@ -140,7 +158,7 @@ func (s *State) Apply(op Op) ([]Event, error) {
 	}
 	switch {
 	case op.Register != nil:
-		return s.register(op.Register.Channel)
+		return s.register(op.Register.Channel, op.Register.TakeOver)
 	case op.Unregister != nil:
 		return s.unregister(op.Unregister.ChannelID), nil
 	case op.SetPrimary != nil:
@@ -154,20 +172,65 @@ func (s *State) Apply(op Op) ([]Event, error) {
 	return nil, fmt.Errorf("%w: no operation set", ErrInvalid)
 }
 
-func (s *State) register(c Channel) ([]Event, error) {
+func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 	if c.ID == "" || c.TargetID == "" {
 		return nil, fmt.Errorf("%w: register needs a channel id and a target id", ErrInvalid)
 	}
-	if _, ok := s.Channels[c.ID]; ok {
+	if err := checkChannel(&c); err != nil {
+		return nil, fmt.Errorf("%w: register: %w", ErrInvalid, err)
+	}
+	if _, ok := s.Channels[c.ID]; ok { // before any take-over: a retried op changes nothing
 		return nil, fmt.Errorf("register channel %s: %w", c.ID, ErrExists)
+	}
+	var (
+		evs     []Event
+		inherit bool // the new channel inherits the primary role of a channel it takes over
+	)
+	if takeOver && c.ConnectorID != "" {
+		evs, inherit = s.takeOver(c)
 	}
 	s.Seq++
 	c.Seq = s.Seq
 	c.Metadata = maps.Clone(c.Metadata)
 	s.Channels[c.ID] = &c
 	s.idx.add(&c)
-	evs := []Event{{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}}
+	evs = append(evs, Event{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
+	if inherit && c.Active {
+		evs = append(evs, s.changePrimary(c.TargetID, c.ID)...)
+	}
 	return append(evs, s.elect(c.TargetID)...), nil
+}
+
+// takeOver unregisters the channels of c's target opened by c's connector,
+// without electing (register elects once, after adding c). It reports
+// whether one of them was the target's primary.
+func (s *State) takeOver(c Channel) (evs []Event, wasPrimary bool) {
+	t := s.idx.targets[c.TargetID]
+	if t == nil {
+		return nil, false
+	}
+	cur, _ := s.PrimaryOf(c.TargetID)
+	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+		wasPrimary = wasPrimary || old.ID == cur
+		s.removeChannel(old)
+		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: old.TargetID, ChannelID: old.ID,
+			NodeID: old.NodeID, ReplacedBy: c.ID})
+	}
+	return evs, wasPrimary
+}
+
+// checkChannel checks a channel to register against the identity limits. It
+// is cheap (bounded by the limits) and deterministic.
+func checkChannel(c *Channel) error {
+	if err := command.CheckID("channel id", c.ID, command.MaxIDBytes); err != nil {
+		return err
+	}
+	if c.NodeID != "" {
+		if err := command.CheckID("nodeId", c.NodeID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	return command.CheckIdentity(c.ConnectorID, c.TargetID, c.Metadata)
 }
 
 func (s *State) unregister(id string) []Event {

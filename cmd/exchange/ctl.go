@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -145,17 +147,46 @@ func printJSON(w io.Writer, v any) error {
 	return nil
 }
 
-// table writes rows aligned in columns.
+// table writes rows aligned in columns, each cell made safe by cell.
 func table(w io.Writer, header string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, header)
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
-	}
+	writeRows(tw, rows)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// writeRows writes rows to tw, tab-separated, each cell made safe by cell.
+func writeRows(tw io.Writer, rows [][]string) {
+	for _, r := range rows {
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = cell(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+}
+
+// cell makes s safe to print in a table: a string holding a character that
+// is not printable (strconv.IsPrint: control characters, terminal escapes,
+// line breaks, bidirectional formatting) or a tab, or that is not valid
+// UTF-8, is printed quoted with Go escapes (strconv.Quote). Ids come from
+// connectors, and from the replicated state, which an older node may have
+// filled before the identity limits existed: whatever they hold, they can
+// neither forge a row nor drive the terminal. Printable ids are printed as
+// they are.
+func cell(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if r == '\t' || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
@@ -310,7 +341,7 @@ retention ends.`,
 				if f.output == "json" {
 					return printJSON(stdout, b)
 				}
-				fmt.Fprintf(stdout, "cancelled batch %s (it was %s)\n\n", b.ID, b.Status)
+				fmt.Fprintf(stdout, "cancelled batch %s (it was %s)\n\n", cell(b.ID), b.Status)
 				return printBatch(stdout, b)
 			})
 		},
@@ -330,9 +361,7 @@ func printBatch(w io.Writer, b management.Batch) error {
 		{"ERROR", orDash(deref(b.ErrorDetails))},
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, row := range rows {
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
+	writeRows(tw, rows)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
@@ -414,9 +443,7 @@ func printReply(w io.Writer, r management.Reply) error {
 		rows = append(rows, []string{"PAYLOAD", b.String()})
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, row := range rows {
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
+	writeRows(tw, rows)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
@@ -437,7 +464,7 @@ func newCtlClusterCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 				if f.output == "json" {
 					return printJSON(stdout, cl)
 				}
-				fmt.Fprintf(stdout, "node %s (%s), leader %s\n", cl.NodeID, orDash(cl.State), orDash(cl.LeaderID))
+				fmt.Fprintf(stdout, "node %s (%s), leader %s\n", cell(cl.NodeID), cell(orDash(cl.State)), cell(orDash(cl.LeaderID)))
 				if cl.Term > 0 {
 					contact := ""
 					if cl.LastContact != nil {
