@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,12 +297,27 @@ func TestEndToEndCluster(t *testing.T) {
 		inv.check(ctx, t, n)
 	}
 	t.Logf("every target has 2 channels and a primary on the survivors %s after the kill", time.Since(killed).Round(time.Millisecond))
-	// The dead node is still a voter (a crash is not a leave), shown dead.
+	// The dead node is still a voter (a crash is not a leave), shown dead
+	// once the gossip has declared it so (its connectors may have taken
+	// their channels over on the survivors before that).
 	for _, n := range survivors {
-		c, err := n.api.Cluster(ctx)
-		if err != nil {
-			t.Fatal(err)
+		var c management.Cluster
+		poll := time.NewTicker(20 * time.Millisecond)
+		for {
+			var err error
+			if c, err = n.api.Cluster(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(c.Members, func(m management.Member) bool { return m.NodeID == leader.id && m.State == "dead" }) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s never listed %s as dead: %+v", n.id, leader.id, c.Members)
+			case <-poll.C:
+			}
 		}
+		poll.Stop()
 		for _, m := range c.Members {
 			if want := map[bool]string{true: "dead", false: "alive"}[m.NodeID == leader.id]; m.State != want {
 				t.Errorf("%s lists %s as %q, want %q", n.id, m.NodeID, m.State, want)

@@ -148,9 +148,9 @@ func TestEndToEndClusterTLS(t *testing.T) {
 	}
 	startCluster(ctx, t, hc, nodes)
 	waitClusterLeader(ctx, t, nodes)
-	conn := start(t, "connector", "connector", "--controller", nodes[0].grpc, "--target", "secure", "--id", "edge-7",
+	conn := start(t, "connector", "connector", "--controller", nodes[0].grpc, "--target", "secure", "--id", "edge-7.example",
 		"--tls-ca", p.ca, "--tls-cert", p.clientCert, "--tls-key", p.clientKey)
-	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=edge-7 target=secure`))
+	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=edge-7\.example target=secure`))
 	waitTargets(ctx, t, nodes, []string{"secure"}, "", 1)
 	for _, n := range nodes[1:] {
 		if err := echo(ctx, n, "secure"); err != nil {
