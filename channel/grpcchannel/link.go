@@ -173,4 +173,6 @@ func NewLinkTransport(srv *Server, opts ...DialOption) *LinkTransport {
 func (t *LinkTransport) Listener() channel.Listener { return t.srv.Links() }
 
 // Dialer returns a dialer of Link streams to the node at addr.
-func (t *LinkTransport) Dialer(addr string) (channel.Dialer, error) { return NewDialer(addr, t.opts...) }
+func (t *LinkTransport) Dialer(addr string) (channel.Dialer, error) {
+	return NewDialer(addr, t.opts...)
+}
