@@ -200,6 +200,82 @@ func BenchmarkForward(b *testing.B) {
 	}
 }
 
+// forwardSlice is how many requests each slice of BenchmarkForwardInterleaved
+// sends, 64 at a time.
+const forwardSlice = 4096
+
+// BenchmarkForwardInterleaved is BenchmarkForward's InFlight64 with the two
+// contenders interleaved: each iteration sends forwardSlice requests, 64 in
+// flight, through the local controller, then as many through the
+// forwarding one, so that both see the same neighbours on a shared machine.
+// It reports local-req/s and forwarded-req/s over the whole run, and the
+// ratio forwarded/local per iteration (ratio-p50, ratio-min, ratio-max) and
+// over the whole run (ratio). It also reports the process's CPU time per
+// request of each (cpu-µs/req) and their ratio (cpu-ratio): on a machine
+// whose other tenants take CPU, the wall-clock ratio measures waits for a
+// processor as much as work. ns/op is per slice pair.
+//
+//	go test -run '^$' -bench ForwardInterleaved -benchtime 20x -count 3 ./internal/clusterbench/
+func BenchmarkForwardInterleaved(b *testing.B) {
+	h := clustertest.NewHarness(b, 3, nil)
+	a := h.Leader()
+	other := h.Followers()[0]
+	ctrlA, _ := startController(b, a)
+	ctrlB, _ := startController(b, other)
+	startConnector(b, a, "conn-a")
+	waitFor(b, "the channel in B's state", func() bool { return len(channelsOn(other)) == 1 })
+	waitFor(b, "a forwarded send", func() bool { return echo(b.Context(), ctrlB) == nil })
+
+	ctx := b.Context()
+	slice := func(ctrl *controller.Controller) (wall, cpu time.Duration) {
+		var next atomic.Int64
+		var failed atomic.Pointer[error]
+		var wg sync.WaitGroup
+		start, cpu0 := time.Now(), processCPU()
+		for range inFlight {
+			wg.Go(func() {
+				for next.Add(1) <= forwardSlice {
+					if err := echo(ctx, ctrl); err != nil {
+						failed.CompareAndSwap(nil, &err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		wall, cpu = time.Since(start), processCPU()-cpu0
+		if err := failed.Load(); err != nil {
+			b.Fatal(*err)
+		}
+		return wall, cpu
+	}
+	var local, forwarded, localCPU, forwardedCPU time.Duration
+	var ratios []float64
+	for b.Loop() {
+		l, lc := slice(ctrlA)
+		f, fc := slice(ctrlB)
+		local, forwarded = local+l, forwarded+f
+		localCPU, forwardedCPU = localCPU+lc, forwardedCPU+fc
+		ratios = append(ratios, l.Seconds()/f.Seconds())
+	}
+	n := float64(b.N * forwardSlice)
+	b.ReportMetric(n/local.Seconds(), "local-req/s")
+	b.ReportMetric(n/forwarded.Seconds(), "forwarded-req/s")
+	b.ReportMetric(local.Seconds()/forwarded.Seconds(), "ratio")
+	// The process's CPU time per request (every node's share, background
+	// work included): what the throughput would be on a machine with no
+	// neighbours, and the ratio it predicts.
+	b.ReportMetric(float64(localCPU.Microseconds())/n, "local-cpu-µs/req")
+	b.ReportMetric(float64(forwardedCPU.Microseconds())/n, "forwarded-cpu-µs/req")
+	if forwardedCPU > 0 {
+		b.ReportMetric(localCPU.Seconds()/forwardedCPU.Seconds(), "cpu-ratio")
+	}
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[(len(ratios)-1)/2], "ratio-p50")
+	b.ReportMetric(ratios[0], "ratio-min")
+	b.ReportMetric(ratios[len(ratios)-1], "ratio-max")
+}
+
 // raftLibraryDefaults sets hashicorp/raft's own DefaultConfig timings (1 s
 // heartbeat and election timeouts, 500 ms leader lease), for comparison
 // with cluster.DefaultConfig's 150 ms / 500 ms / 150 ms.
