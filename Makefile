@@ -37,7 +37,8 @@ proto:
 verify-proto: proto
 	git diff --exit-code -- internal/exchangepb
 
-## bench: the library benchmarks (testing.B), allocations reported.
+## bench: the library benchmarks (testing.B), allocations reported, and the
+## cluster ones (internal/clusterbench: about a minute, mostly failovers).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s $(PKGS)
 

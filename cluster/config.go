@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/exchangekit/exchange/cluster/membership"
 )
 
 // Config configures a Node. Start from DefaultConfig; the zero Config is not
@@ -236,6 +238,14 @@ type ClusterConfig struct {
 	// before removing the channels of a node no member has heard of (a
 	// node that died while no leader was watching). Default 15 s.
 	DeadNodeGrace time.Duration
+	// GossipTimings overrides single knobs of the gossip's failure detection
+	// and dissemination: every non-zero field replaces the one of
+	// membership.DefaultConfig (200 ms probes, 100 ms probe timeout, 100 ms
+	// gossip, RetransmitMult 4: a dead node is detected in about 1.1 s). The
+	// zero value keeps those defaults. Shorter probes detect a crash sooner
+	// and suspect a paused node (GC, CPU starvation) sooner too
+	// (docs/benchmarks.md, "Cluster").
+	GossipTimings membership.Timings
 }
 
 func (c ClusterConfig) clustered() bool { return c.GossipAddr != "" }

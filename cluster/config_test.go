@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/cluster"
+	"github.com/exchangekit/exchange/cluster/membership"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -86,5 +87,23 @@ func TestDefaultNodeIDIsHostName(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "node-id"))
 	if err != nil || string(b) != host+"\n" {
 		t.Errorf("node-id file = %q, %v; want %q", b, err, host+"\n")
+	}
+}
+
+func TestGossipTimingsOverride(t *testing.T) {
+	def := membership.DefaultConfig().Timings
+	if got := cluster.OverrideTimings(def, membership.Timings{}); got != def {
+		t.Errorf("zero GossipTimings: got %+v, want the defaults %+v", got, def)
+	}
+	got := cluster.OverrideTimings(def, membership.Timings{ProbeInterval: 100 * time.Millisecond, SuspicionMult: 2})
+	want := def
+	want.ProbeInterval, want.SuspicionMult = 100*time.Millisecond, 2
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	all := membership.Timings{ProbeInterval: 1, ProbeTimeout: 2, SuspicionMult: 3, GossipInterval: 4, GossipNodes: 5,
+		RetransmitMult: 6, PushPullInterval: 7, TCPTimeout: 8, GossipToTheDeadTime: 9, DeadNodeReclaimTime: 10}
+	if got := cluster.OverrideTimings(def, all); got != all {
+		t.Errorf("every field set: got %+v, want %+v", got, all)
 	}
 }

@@ -52,3 +52,7 @@ func BoltHighWater(path string) (pageSize int, end int64, err error) {
 	}
 	return int(m.pageSize), int64(m.pgid) * int64(m.pageSize), nil
 }
+
+// OverrideTimings is the merge of ClusterConfig.GossipTimings over the
+// membership defaults.
+var OverrideTimings = overrideTimings

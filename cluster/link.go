@@ -139,14 +139,18 @@ func (l *links) serveLink(conn channel.Conn) {
 
 // send sends cmd to node over its link, opening the link if needed, and
 // returns the reply, or the error the node reported, typed as it was there.
+// A live link is used as it is; the node's address is resolved (from the
+// membership, which decodes every member's meta) only to open a link.
 func (l *links) send(ctx context.Context, node string, cmd *command.Command) (*command.Reply, error) {
-	p, err := l.peer(node)
-	if err != nil {
-		return nil, err
-	}
-	ch, err := p.get(ctx, l)
-	if err != nil {
-		return nil, err
+	ch := l.live(node)
+	if ch == nil {
+		p, err := l.peer(node)
+		if err != nil {
+			return nil, err
+		}
+		if ch, err = p.get(ctx, l); err != nil {
+			return nil, err
+		}
 	}
 	reply, err := ch.Send(ctx, cmd)
 	if err != nil {
@@ -161,6 +165,22 @@ func (l *links) send(ctx context.Context, node string, cmd *command.Command) (*c
 		return nil, rerr
 	}
 	return reply, nil
+}
+
+// live returns the link to node if one is open and alive, else nil.
+func (l *links) live(node string) *channel.Channel {
+	l.mu.Lock()
+	p := l.peers[node]
+	l.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ch == nil || p.ch.Err() != nil {
+		return nil
+	}
+	return p.ch
 }
 
 // peer returns the peer record of node, creating it.

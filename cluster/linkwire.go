@@ -130,14 +130,21 @@ func replyError(node string, r *command.Reply) (error, bool) {
 	return le.err(node), true
 }
 
-// forwardCommand wraps cmd, for channel ch, as the command sent on a link.
-func forwardCommand(ch state.ChannelID, cmd *command.Command) *command.Command {
+// forwardCommand wraps cmd, for channel ch, as the command sent on a link,
+// and returns the id the command goes by on the receiving node: cmd.ID, or
+// a new id when cmd has none (as channel.Send gives one), which the link
+// command then shares.
+func forwardCommand(ch state.ChannelID, cmd *command.Command) (*command.Command, string) {
+	lid, id := command.NewID(), cmd.ID
+	if id == "" {
+		id = lid
+	}
 	md := make(map[string]string, len(cmd.Metadata)+2)
 	for k, v := range cmd.Metadata {
 		md[k] = v
 	}
-	md[metaChannel], md[metaCommandID] = string(ch), cmd.ID
-	return &command.Command{ID: command.NewID(), Type: cmd.Type, Payload: cmd.Payload, Metadata: md}
+	md[metaChannel], md[metaCommandID] = string(ch), id
+	return &command.Command{ID: lid, Type: cmd.Type, Payload: cmd.Payload, Metadata: md}, id
 }
 
 // forwardedCommand unwraps a command received on a link: the channel it is

@@ -36,6 +36,7 @@ func (n *Node) startMembership(ctx context.Context, existing bool) error {
 	// peer (in a full cluster restart the nodes may come back one at a
 	// time, and the first would wait for ever).
 	mcfg.JoinInBackground = existing
+	mcfg.Timings = overrideTimings(mcfg.Timings, cc.GossipTimings)
 	key := sha256.Sum256([]byte("exchange gossip key\x00" + cc.Token))
 	mcfg.SecretKey = key[:]
 	mcfg.Logger = n.log
@@ -51,6 +52,31 @@ func (n *Node) startMembership(ctx context.Context, existing bool) error {
 	n.kickLeader = make(chan struct{}, 1)
 	n.bg.Go(func() { n.watchMembers(existing) })
 	return nil
+}
+
+// overrideTimings returns t with every non-zero field of o.
+func overrideTimings(t, o membership.Timings) membership.Timings {
+	set := func(dst *time.Duration, v time.Duration) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	setInt := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	set(&t.ProbeInterval, o.ProbeInterval)
+	set(&t.ProbeTimeout, o.ProbeTimeout)
+	setInt(&t.SuspicionMult, o.SuspicionMult)
+	set(&t.GossipInterval, o.GossipInterval)
+	setInt(&t.GossipNodes, o.GossipNodes)
+	setInt(&t.RetransmitMult, o.RetransmitMult)
+	set(&t.PushPullInterval, o.PushPullInterval)
+	set(&t.TCPTimeout, o.TCPTimeout)
+	set(&t.GossipToTheDeadTime, o.GossipToTheDeadTime)
+	set(&t.DeadNodeReclaimTime, o.DeadNodeReclaimTime)
+	return t
 }
 
 // watchMembers consumes membership events until Close: it bootstraps the

@@ -729,12 +729,13 @@ func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID,
 	case n.links == nil:
 		return nil, fmt.Errorf("cluster: forward to node %s: not a member of this single-node cluster: %w", to, state.ErrNodeUnavailable)
 	}
-	reply, err := n.links.send(ctx, string(to), forwardCommand(ch, cmd))
+	lc, id := forwardCommand(ch, cmd)
+	reply, err := n.links.send(ctx, string(to), lc)
 	if err != nil {
 		return nil, err
 	}
 	out := *reply
-	out.CommandID = cmd.ID
+	out.CommandID = id
 	return &out, nil
 }
 

@@ -206,6 +206,18 @@ func testForward(t *testing.T, open Open) {
 	if got.ch != "ch-1" || got.cmd.ID != cmd.ID || string(got.cmd.Payload) != `"hi"` || !got.dl {
 		t.Errorf("handler got channel %s, command %+v, deadline %v; want ch-1, the command, a deadline", got.ch, got.cmd, got.dl)
 	}
+
+	// A command without an id (controller.Send leaves it to the channel)
+	// is forwarded too; the reply answers the id the handler saw.
+	cmd = command.MustCommand("ECHO", "no id")
+	cmd.ID = ""
+	reply, err = c.Forward(ctx, state.NodeID(peer.NodeID()), "ch-1", cmd)
+	if err != nil || !reply.Succeeded() {
+		t.Fatalf("Forward(no id) = %+v, %v; want a SUCCEEDED reply", reply, err)
+	}
+	if got := <-calls; reply.CommandID != got.cmd.ID {
+		t.Errorf("Forward(no id): reply to %q, the handler saw %q", reply.CommandID, got.cmd.ID)
+	}
 }
 
 func testForwardErrors(t *testing.T, open Open) {

@@ -19,9 +19,10 @@ import (
 // TCP, memberlist gossip, node-to-node links over gRPC. Every node keeps its
 // data directory, so Stop and Restart model a process restart.
 type Harness struct {
-	t     testing.TB
-	token string
-	log   *slog.Logger
+	t         testing.TB
+	token     string
+	log       *slog.Logger
+	configure func(*cluster.Config) // nil: the harness's settings only
 
 	mu    sync.Mutex
 	nodes []*Member
@@ -64,10 +65,20 @@ func (m *Member) GRPCAddr() string { return m.grpc }
 // until they have a leader and every node is ready. log may be nil.
 func NewHarness(t testing.TB, n int, log *slog.Logger) *Harness {
 	t.Helper()
+	return NewHarnessConfig(t, n, log, nil)
+}
+
+// NewHarnessConfig is NewHarness with configure applied to every node's
+// Config, after the harness's own settings, at every start (and restart):
+// to change timings, say. configure must keep the addresses, the data
+// directory, the node id and the links the harness set. nil changes
+// nothing.
+func NewHarnessConfig(t testing.TB, n int, log *slog.Logger, configure func(*cluster.Config)) *Harness {
+	t.Helper()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Harness{t: t, token: "harness-token", log: log}
+	h := &Harness{t: t, token: "harness-token", log: log, configure: configure}
 	t.Cleanup(h.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -180,6 +191,9 @@ func (m *Member) start(ctx context.Context, expect int) error {
 		if o != m {
 			cfg.Cluster.Join = append(cfg.Cluster.Join, o.gossip)
 		}
+	}
+	if h.configure != nil {
+		h.configure(&cfg)
 	}
 	serving := make(chan struct{})
 	go func() { defer close(serving); _ = srv.Serve(lis) }()
