@@ -766,6 +766,15 @@ func (n *Node) Leave(ctx context.Context) error {
 	return nil
 }
 
+// GossipAddr returns the address this node gossips on ("" for a single node):
+// the one to pass others in their Join, also when GossipAddr's port was 0.
+func (n *Node) GossipAddr() string {
+	if n.members == nil {
+		return ""
+	}
+	return n.members.LocalNode().Addr
+}
+
 // LeaderContact returns now when this node leads, else when it last heard
 // from a leader (raft's last contact; the zero time if never).
 func (n *Node) LeaderContact() time.Time {

@@ -105,8 +105,8 @@ func TestTakeOverOnOneNode(t *testing.T) {
 func TestTakeOverNotForAnonymous(t *testing.T) {
 	h := newHarness(t, fastConfig())
 	a := h.connect(connOpts{target: "t"})
+	h.waitRegistered(a.id(), true) // HELLO is answered before the registration: keep the order
 	b := h.connect(connOpts{target: "t"})
-	h.waitRegistered(a.id(), true)
 	h.waitRegistered(b.id(), true)
 	if ti, _ := h.ctrl.Target("t"); len(ti.Channels) != 2 || ti.PrimaryID != a.id() {
 		t.Errorf("target t = %+v, want both channels, the first primary", ti)

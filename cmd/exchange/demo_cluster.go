@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,35 +55,19 @@ func (n *demoNode) stop() {
 	})
 }
 
-// freeLoopback returns a loopback address whose port was free a moment ago:
-// raft and gossip need their port fixed before the node starts.
-func freeLoopback() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
-}
-
 // startDemoCluster starts ids as one cluster in this process, every node
-// expecting them all (bootstrap-expect) and joining the others' gossip, with
-// a controller on each. On error nothing is left running.
+// expecting them all (bootstrap-expect) and joining the first one's gossip,
+// with a controller on each. Every port is picked by the kernel (port 0): the
+// nodes open one after the other, each joining the first. On error nothing
+// is left running.
 func startDemoCluster(ctx context.Context, dir string, ids []string, log *slog.Logger) (_ []*demoNode, err error) {
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	token := hex.EncodeToString(tok[:])
 	nodes := make([]*demoNode, len(ids))
-	gossip := make([]string, len(ids))
-	raftAddr := make([]string, len(ids))
 	for i, id := range ids {
 		n := &demoNode{id: id, srv: grpcchannel.NewServer(), served: make(chan error, 1)}
-		if gossip[i], err = freeLoopback(); err == nil {
-			raftAddr[i], err = freeLoopback()
-		}
-		if err == nil {
-			n.lis, err = net.Listen("tcp", "127.0.0.1:0")
-		}
+		n.lis, err = net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			stopAll(nodes)
 			return nil, err
@@ -97,11 +80,10 @@ func startDemoCluster(ctx context.Context, dir string, ids []string, log *slog.L
 			stopAll(nodes)
 		}
 	}()
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
+	var first string // the first node's gossip address, which the others join
+	for _, n := range nodes {
 		cfg := cluster.DefaultConfig()
-		cfg.NodeID, cfg.DataDir, cfg.RaftAddr = n.id, filepath.Join(dir, n.id), raftAddr[i]
+		cfg.NodeID, cfg.DataDir, cfg.RaftAddr = n.id, filepath.Join(dir, n.id), "127.0.0.1:0"
 		if log.Enabled(ctx, slog.LevelDebug) {
 			// Below debug the nodes' own logs stay out of the narration:
 			// raft logs every failed heartbeat to the stopped leader as an
@@ -110,18 +92,21 @@ func startDemoCluster(ctx context.Context, dir string, ids []string, log *slog.L
 			cfg.Logger = log.With("node", n.id)
 		}
 		cfg.Cluster = cluster.ClusterConfig{
-			GossipAddr:        gossip[i],
-			Join:              slices.Delete(slices.Clone(gossip), i, i+1),
+			GossipAddr:        "127.0.0.1:0",
 			BootstrapExpect:   len(nodes),
 			GRPCAdvertiseAddr: n.lis.Addr().String(),
 			Links:             grpcchannel.NewLinkTransport(n.srv, grpcchannel.WithInsecure()),
 			Token:             token,
 		}
-		wg.Go(func() { n.node, errs[i] = cluster.Open(ctx, cfg) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		if first != "" {
+			cfg.Cluster.Join = []string{first}
+		}
+		if n.node, err = cluster.Open(ctx, cfg); err != nil {
+			return nil, err
+		}
+		if first == "" {
+			first = n.node.GossipAddr()
+		}
 	}
 	for _, n := range nodes {
 		cfg := controller.DefaultConfig()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -520,4 +521,15 @@ func (p *primaryInvariant) check(ctx context.Context, t *testing.T, n *clusterNo
 		}
 		p.channel[tg.ID][pr.Epoch] = pr.ID
 	}
+}
+
+// freeLoopback returns a loopback address whose port was free a moment ago:
+// the processes' raft and gossip ports must be known before they start.
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
 }

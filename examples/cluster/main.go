@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -85,7 +84,6 @@ func run(ctx context.Context, dir string, out io.Writer) error {
 			n.stop()
 		}
 	}()
-	var gossip, raftAddrs []string
 	for _, id := range []string{"n1", "n2", "n3"} {
 		n := &node{id: id, srv: grpcchannel.NewServer(), served: make(chan error, 1), ran: make(chan error, 1)}
 		var err error
@@ -94,31 +92,34 @@ func run(ctx context.Context, dir string, out io.Writer) error {
 		}
 		go func() { n.served <- n.srv.Serve(n.lis) }()
 		nodes = append(nodes, n)
-		gossip, raftAddrs = append(gossip, freeAddr()), append(raftAddrs, freeAddr())
 	}
 
 	// 2. The nodes: every one expects three (bootstrap-expect) and joins
-	//    the others; they share a token that authenticates their links and
-	//    encrypts their gossip. Open returns once the node has joined one
-	//    other (before the cluster has formed), so the nodes open together.
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
+	//    the first one's gossip; they share a token that authenticates
+	//    their links and encrypts their gossip. Ports are the kernel's
+	//    choice (port 0). Open returns before the cluster has formed, so
+	//    the nodes open one after the other.
+	var first string
+	for _, n := range nodes {
 		cfg := cluster.DefaultConfig()
-		cfg.NodeID, cfg.DataDir, cfg.RaftAddr = n.id, filepath.Join(dir, n.id), raftAddrs[i]
+		cfg.NodeID, cfg.DataDir, cfg.RaftAddr = n.id, filepath.Join(dir, n.id), "127.0.0.1:0"
 		cfg.Cluster = cluster.ClusterConfig{
-			GossipAddr:        gossip[i],
-			Join:              slices.Delete(slices.Clone(gossip), i, i+1),
+			GossipAddr:        "127.0.0.1:0",
 			BootstrapExpect:   3,
 			GRPCAdvertiseAddr: n.lis.Addr().String(),
 			Links:             grpcchannel.NewLinkTransport(n.srv, grpcchannel.WithInsecure()),
 			Token:             "example-cluster-secret",
 		}
-		wg.Go(func() { n.node, errs[i] = cluster.Open(ctx, cfg) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
+		if first != "" {
+			cfg.Cluster.Join = []string{first}
+		}
+		var err error
+		if n.node, err = cluster.Open(ctx, cfg); err != nil {
+			return err
+		}
+		if first == "" {
+			first = n.node.GossipAddr()
+		}
 	}
 	// A controller on each node.
 	for _, n := range nodes {
@@ -248,14 +249,4 @@ func tick(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// freeAddr returns a loopback address whose port is free right now.
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
