@@ -106,6 +106,14 @@ type Config struct {
 	// Membership already logs as events).
 	Logger             *slog.Logger
 	MemberlistLogLevel slog.Level
+
+	// WrapTransport, for tests and fault injection only, wraps the network
+	// transport memberlist runs on (Start then builds memberlist's
+	// NetTransport on BindAddr itself, as memberlist would). The wrapper
+	// must forward every call it does not fail or drop, shut the wrapped
+	// transport down in its Shutdown, and tolerate Shutdown being called
+	// twice. Nil: memberlist's own NetTransport, built by memberlist.
+	WrapTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // DefaultConfig returns the production defaults: gossip on :7402, the LAN

@@ -69,8 +69,16 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	mc.Delegate, mc.Events, mc.Conflict, mc.Alive = d, d, d, d
 
+	if cfg.WrapTransport != nil {
+		if err := wrapTransport(mc, cfg.WrapTransport); err != nil {
+			return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.BindAddr, err)
+		}
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown() // memberlist shuts a given transport down on some failures only
+		}
 		return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	m := &Membership{
