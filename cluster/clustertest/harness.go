@@ -21,6 +21,7 @@ type Harness struct {
 	t     testing.TB
 	token string
 	log   *slog.Logger
+	net   *Network // every node's raft, gossip and links go through it
 
 	mu    sync.Mutex
 	nodes []*Member
@@ -65,7 +66,7 @@ func NewHarness(t testing.TB, n int, log *slog.Logger) *Harness {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Harness{t: t, token: "harness-token", log: log}
+	h := &Harness{t: t, token: "harness-token", log: log, net: NewNetwork()}
 	t.Cleanup(h.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -148,6 +149,10 @@ func (m *Member) start(ctx context.Context, expect int) error {
 		Token:             h.token,
 		DeadNodeGrace:     3 * time.Second,
 	}
+	h.net.AddAddr(m.ID, m.raft, m.gossip, lis.Addr().String())
+	cfg.WrapRaftTransport = h.net.WrapRaft(m.ID)
+	cfg.Cluster.WrapGossipTransport = h.net.WrapGossip(m.ID)
+	cfg.Cluster.Links = h.net.WrapLinks(m.ID, cfg.Cluster.Links)
 	for _, o := range h.nodes {
 		if o != m {
 			cfg.Cluster.Join = append(cfg.Cluster.Join, o.gossip)
@@ -166,6 +171,10 @@ func (m *Member) start(ctx context.Context, expect int) error {
 	h.mu.Unlock()
 	return nil
 }
+
+// Network returns the network between the members: Partition, Isolate
+// and Heal cut and restore raft, gossip and links together.
+func (h *Harness) Network() *Network { return h.net }
 
 // Nodes returns the members.
 func (h *Harness) Nodes() []*Member {
