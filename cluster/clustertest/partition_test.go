@@ -262,11 +262,32 @@ func register(id, target, node string) state.Op {
 	}}}
 }
 
-// apply applies ops on n and fails the test on any error.
+// apply applies ops on n and fails the test if an op fails. A failure of
+// the Apply as a whole is retried until ctx ends: the cluster runs with the
+// production timings (a 150 ms leader lease), which a loaded -race run can
+// miss, so a leader may step down and be re-elected at any time, and the
+// Apply in flight then fails ("leadership lost"). An op that fails with
+// ErrExists on a retry was applied by an earlier attempt.
 func apply(ctx context.Context, t *testing.T, n *cluster.Node, ops ...state.Op) {
 	t.Helper()
-	if err := state.Err(n.Apply(ctx, ops...)); err != nil {
-		t.Fatalf("Apply() on %s = %v", n.NodeID(), err)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for attempt := 0; ; attempt++ {
+		rs, err := n.Apply(ctx, ops...)
+		if err == nil {
+			for _, r := range rs {
+				if err := state.ResultsErr([]state.Result{r}); err != nil && (attempt == 0 || !errors.Is(err, state.ErrExists)) {
+					t.Fatalf("Apply() on %s: %v", n.NodeID(), err)
+				}
+			}
+			return
+		}
+		t.Logf("Apply() on %s = %v; retrying", n.NodeID(), err)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Apply() on %s = %v", n.NodeID(), err)
+		case <-tick.C:
+		}
 	}
 }
 
