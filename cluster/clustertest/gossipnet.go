@@ -24,7 +24,9 @@ func (n *Network) WrapGossip(self string) func(memberlist.Transport) memberlist.
 
 // gossipTransport is a memberlist.NodeAwareTransport that consults a
 // Network. It runs two goroutines from creation until Shutdown, pumping
-// inner's packets and streams to memberlist.
+// inner's packets and streams to memberlist. They keep draining inner until
+// its Shutdown returns: memberlist's NetTransport sends on its channels
+// unconditionally, and its Shutdown waits for those sends.
 type gossipTransport struct {
 	net   *Network
 	self  string
@@ -32,8 +34,10 @@ type gossipTransport struct {
 
 	packets chan *memberlist.Packet
 	streams chan net.Conn
-	stop    chan struct{}
+	stop    chan struct{} // closed by Shutdown: deliver nothing more
+	drained chan struct{} // closed once inner's Shutdown returned
 	once    sync.Once
+	err     error
 	pumping sync.WaitGroup
 }
 
@@ -45,7 +49,8 @@ func newGossipTransport(nw *Network, self string, inner memberlist.Transport) *g
 		na = nodeAware{inner}
 	}
 	t := &gossipTransport{net: nw, self: self, inner: na,
-		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), stop: make(chan struct{})}
+		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn),
+		stop: make(chan struct{}), drained: make(chan struct{})}
 	t.pumping.Go(t.pumpPackets)
 	t.pumping.Go(t.pumpStreams)
 	return t
@@ -55,16 +60,15 @@ func (t *gossipTransport) pumpPackets() {
 	in := t.inner.PacketCh()
 	for {
 		select {
-		case <-t.stop:
+		case <-t.drained:
 			return
 		case p := <-in:
 			if p.From != nil && t.net.Cut(t.self, t.net.idOf(p.From.String())) {
-				continue
+				continue // lost on the way
 			}
 			select {
 			case t.packets <- p:
-			case <-t.stop:
-				return
+			case <-t.stop: // shutting down: dropped
 			}
 		}
 	}
@@ -74,7 +78,7 @@ func (t *gossipTransport) pumpStreams() {
 	in := t.inner.StreamCh()
 	for {
 		select {
-		case <-t.stop:
+		case <-t.drained:
 			return
 		case c := <-in:
 			if t.net.Cut(t.self, t.net.dialerOf(c.RemoteAddr().String())) {
@@ -85,7 +89,6 @@ func (t *gossipTransport) pumpStreams() {
 			case t.streams <- c:
 			case <-t.stop:
 				_ = c.Close()
-				return
 			}
 		}
 	}
@@ -143,16 +146,17 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 // StreamCh implements memberlist.Transport.
 func (t *gossipTransport) StreamCh() <-chan net.Conn { return t.streams }
 
-// Shutdown implements memberlist.Transport: it stops the pumps, then shuts
-// inner down. It is idempotent.
+// Shutdown implements memberlist.Transport: it shuts inner down (the pumps
+// drain it meanwhile, delivering nothing more), then waits for the pumps. It
+// is idempotent.
 func (t *gossipTransport) Shutdown() error {
-	var err error
 	t.once.Do(func() {
 		close(t.stop)
+		t.err = t.inner.Shutdown()
+		close(t.drained)
 		t.pumping.Wait()
-		err = t.inner.Shutdown()
 	})
-	return err
+	return t.err
 }
 
 // trackedNetConn forgets its Network record when closed.
