@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/cluster/membership"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 )
 
 // Config configures a Node. Start from DefaultConfig; the zero Config is not
@@ -70,6 +72,14 @@ type Config struct {
 	// Cluster makes the node one of several; its zero value is a single
 	// node.
 	Cluster ClusterConfig
+
+	// WrapRaftTransport, for tests and fault injection only, wraps the raft
+	// TCP transport before raft gets it (clustertest cuts raft's RPCs with
+	// it). The Node keeps the unwrapped transport for its address and to
+	// close its connections. The wrapper must forward every call it does not
+	// fail, and close the wrapped transport (and whatever it started) when
+	// raft closes it: raft.WithClose. Nil: raft uses the transport itself.
+	WrapRaftTransport func(raft.Transport) raft.Transport
 }
 
 // DefaultConfig returns the production defaults: data in ./exchange-data,
@@ -246,6 +256,11 @@ type ClusterConfig struct {
 	// and suspect a paused node (GC, CPU starvation) sooner too
 	// (docs/benchmarks.md, "Cluster").
 	GossipTimings membership.Timings
+
+	// WrapGossipTransport, for tests and fault injection only, wraps the
+	// gossip's network transport: membership.Config.WrapTransport. Nil:
+	// memberlist's own.
+	WrapGossipTransport func(memberlist.Transport) memberlist.Transport
 }
 
 func (c ClusterConfig) clustered() bool { return c.GossipAddr != "" }

@@ -40,6 +40,7 @@ func (n *Node) startMembership(ctx context.Context, existing bool) error {
 	key := sha256.Sum256([]byte("exchange gossip key\x00" + cc.Token))
 	mcfg.SecretKey = key[:]
 	mcfg.Logger = n.log
+	mcfg.WrapTransport = cc.WrapGossipTransport
 	var inc [8]byte
 	_, _ = rand.Read(inc[:])
 	mcfg.Meta = membership.Meta{NodeID: n.id, RaftAddr: string(n.trans.LocalAddr()), GRPCAddr: cc.GRPCAdvertiseAddr,

@@ -185,6 +185,13 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	undo = append(undo, trans.Close)
 	n.trans = trans
+	var rtrans raft.Transport = trans // what raft uses: trans, or a test's wrapper of it
+	if cfg.WrapRaftTransport != nil {
+		rtrans = cfg.WrapRaftTransport(trans)
+		if c, ok := rtrans.(raft.WithClose); ok {
+			undo = append(undo, c.Close)
+		}
+	}
 
 	rc := n.raftConfig(hl)
 	cc := cfg.Cluster
@@ -195,7 +202,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: trans.LocalAddr(),
 		}}}
-		if err := raft.BootstrapCluster(rc, n.logs, bolt, snaps, trans, boot); err != nil {
+		if err := raft.BootstrapCluster(rc, n.logs, bolt, snaps, rtrans, boot); err != nil {
 			return fail(fmt.Errorf("cluster: bootstrap: %w", err))
 		}
 		lg.Info("cluster: bootstrapped a single-node cluster", "node", n.id, "raftAddr", trans.LocalAddr())
@@ -216,7 +223,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	} else {
 		n.marker = dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()} // written once raft holds state
 	}
-	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, trans)
+	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, rtrans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
 	}

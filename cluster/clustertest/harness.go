@@ -23,6 +23,7 @@ type Harness struct {
 	token     string
 	log       *slog.Logger
 	configure func(*cluster.Config) // nil: the harness's settings only
+	net       *Network              // every node's raft, gossip and links go through it
 
 	mu    sync.Mutex
 	nodes []*Member
@@ -78,7 +79,7 @@ func NewHarnessConfig(t testing.TB, n int, log *slog.Logger, configure func(*clu
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Harness{t: t, token: "harness-token", log: log, configure: configure}
+	h := &Harness{t: t, token: "harness-token", log: log, configure: configure, net: NewNetwork()}
 	t.Cleanup(h.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -187,6 +188,10 @@ func (m *Member) start(ctx context.Context, expect int) error {
 		Token:             h.token,
 		DeadNodeGrace:     3 * time.Second,
 	}
+	h.net.AddAddr(m.ID, m.raft, m.gossip, lis.Addr().String())
+	cfg.WrapRaftTransport = h.net.WrapRaft(m.ID)
+	cfg.Cluster.WrapGossipTransport = h.net.WrapGossip(m.ID)
+	cfg.Cluster.Links = h.net.WrapLinks(m.ID, cfg.Cluster.Links)
 	for _, o := range h.nodes {
 		if o != m {
 			cfg.Cluster.Join = append(cfg.Cluster.Join, o.gossip)
@@ -208,6 +213,10 @@ func (m *Member) start(ctx context.Context, expect int) error {
 	h.mu.Unlock()
 	return nil
 }
+
+// Network returns the network between the members: Partition, Isolate
+// and Heal cut and restore raft, gossip and links together.
+func (h *Harness) Network() *Network { return h.net }
 
 // Nodes returns the members.
 func (h *Harness) Nodes() []*Member {

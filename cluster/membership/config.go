@@ -106,12 +106,31 @@ type Config struct {
 	// failed (for a leader that reconciles after a leadership change).
 	// Default 24 h; zero forgets them at once (events still report them).
 	DepartedTTL time.Duration
+	// ReconnectInterval is how often the node tries to reach one member it
+	// holds failed (a random one of those within DepartedTTL), with a state
+	// exchange (memberlist Join): the way back after a partition heals.
+	// Without it the two sides never hear of each other again on their own:
+	// memberlist probes no dead member, stops gossiping to it once the
+	// failure broadcasts are spent, and pushes/pulls only with live ones, so
+	// a node that was cut off stays dead in the others' view (and its
+	// channels are removed) until an unrelated push/pull reaches it. A
+	// crashed member costs one failed dial per attempt. Zero disables it.
+	// Default 1 s.
+	ReconnectInterval time.Duration
 	// Logger receives the membership's logs; nil discards them.
 	// MemberlistLogLevel is the minimum level of memberlist's own logs
 	// (default Warn: at Info it logs every suspicion and failure, which
 	// Membership already logs as events).
 	Logger             *slog.Logger
 	MemberlistLogLevel slog.Level
+
+	// WrapTransport, for tests and fault injection only, wraps the network
+	// transport memberlist runs on (Start then builds memberlist's
+	// NetTransport on BindAddr itself, as memberlist would). The wrapper
+	// must forward every call it does not fail or drop, shut the wrapped
+	// transport down in its Shutdown, and tolerate Shutdown being called
+	// twice. Nil: memberlist's own NetTransport, built by memberlist.
+	WrapTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // DefaultConfig returns the production defaults: gossip on :7402, the LAN
@@ -133,6 +152,7 @@ func DefaultConfig() Config {
 		},
 		LeaveTimeout:       5 * time.Second,
 		DepartedTTL:        24 * time.Hour,
+		ReconnectInterval:  time.Second,
 		MemberlistLogLevel: slog.LevelWarn,
 	}
 }
@@ -258,6 +278,9 @@ func (c Config) memberlistConfig() (*memberlist.Config, error) {
 	}
 	if c.LeaveTimeout <= 0 {
 		return nil, bad("LeaveTimeout %v must be positive", c.LeaveTimeout)
+	}
+	if c.ReconnectInterval < 0 {
+		return nil, bad("ReconnectInterval %v is negative", c.ReconnectInterval)
 	}
 	if c.DepartedTTL < 0 {
 		return nil, bad("DepartedTTL %v is negative", c.DepartedTTL)

@@ -71,8 +71,16 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	mc.Delegate, mc.Events, mc.Conflict, mc.Alive = d, d, d, d
 
+	if cfg.WrapTransport != nil {
+		if err := wrapTransport(mc, cfg.WrapTransport); err != nil {
+			return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.BindAddr, err)
+		}
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown() // memberlist shuts a given transport down on some failures only
+		}
 		return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	m := &Membership{
@@ -98,6 +106,9 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	if c, ok := d.conflict(); ok {
 		_ = m.Close()
 		return nil, fmt.Errorf("%w: %q is already at %s", ErrNodeIDConflict, cfg.NodeID, c.Addr)
+	}
+	if cfg.ReconnectInterval > 0 {
+		m.wg.Go(m.reconnect)
 	}
 	lg.Info("membership: started", "node", cfg.NodeID, "addr", m.LocalNode().Addr, "members", ml.NumMembers())
 	return m, nil
@@ -170,6 +181,38 @@ func (m *Membership) dispatch() {
 		case <-m.done:
 			return
 		}
+	}
+}
+
+// reconnect is the one goroutine that, every ReconnectInterval, exchanges
+// state with one member this node holds failed (memberlist Join, bounded by
+// Timings.TCPTimeout). If that member is up again (a partition healed), the
+// exchange tells it that it was declared dead, it refutes with a new
+// incarnation, and both sides see each other alive again.
+func (m *Membership) reconnect() {
+	t := time.NewTicker(m.cfg.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-t.C:
+		}
+		var failed []Member
+		for _, mem := range m.d.known() {
+			if mem.State == StateDead && mem.Meta.NodeID != m.cfg.NodeID && mem.Addr != "" {
+				failed = append(failed, mem)
+			}
+		}
+		if len(failed) == 0 {
+			continue
+		}
+		mem := failed[rand.IntN(len(failed))]
+		if _, err := m.ml.Join([]string{mem.Addr}); err != nil {
+			m.log.Debug("membership: failed member still unreachable", "member", mem.Meta.NodeID, "addr", mem.Addr, "err", err)
+			continue
+		}
+		m.log.Info("membership: reached a failed member again", "member", mem.Meta.NodeID, "addr", mem.Addr)
 	}
 }
 

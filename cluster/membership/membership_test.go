@@ -38,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"probe timeout", func(c *membership.Config) { c.Timings.ProbeTimeout = time.Second }, membership.ErrInvalidConfig},
 		{"negative", func(c *membership.Config) { c.Timings.SuspicionMult = -1 }, membership.ErrInvalidConfig},
 		{"leave timeout", func(c *membership.Config) { c.LeaveTimeout = 0 }, membership.ErrInvalidConfig},
+		{"negative reconnect interval", func(c *membership.Config) { c.ReconnectInterval = -time.Second }, membership.ErrInvalidConfig},
+		{"no reconnect", func(c *membership.Config) { c.ReconnectInterval = 0 }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
