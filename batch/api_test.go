@@ -159,7 +159,7 @@ func TestConfig(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	want := batch.Config{Concurrency: 64, MaxRetry: 5, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, CommandTimeout: time.Minute, Retention: 24 * time.Hour, MaxReplyPayload: 1 << 20}
+	want := batch.Config{Concurrency: 64, MaxRetry: 5, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, CommandTimeout: time.Minute, Retention: 24 * time.Hour, MaxReplyPayload: 1 << 20, MaxUnfinishedPerTarget: 1000}
 	if diff := cmp.Diff(want, d); diff != "" {
 		t.Errorf("DefaultConfig() mismatch:\n%s", diff)
 	}
@@ -175,4 +175,17 @@ func TestConfig(t *testing.T) {
 	if err := (batch.Config{MaxRetry: batch.MaxRetryLimit + 1}).Validate(); err == nil {
 		t.Error("MaxRetry over the limit: nil error")
 	}
+}
+
+// A target with MaxUnfinishedPerTarget batches that have not ended refuses
+// one more (ErrTooMany); other targets are not affected.
+func TestMaxUnfinishedPerTarget(t *testing.T) {
+	e := newEnv(t, batch.Config{MaxUnfinishedPerTarget: 2}, &fakeSender{}, nil)
+	for _, id := range []string{"b1", "b2"} {
+		e.execute(batch.Batch{ID: id, TargetID: "t1", Commands: commands(id + "-c")})
+	}
+	if _, err := e.r.ExecuteBatch(e.ctx, batch.Batch{ID: "b3", TargetID: "t1", Commands: commands("b3-c")}); !errors.Is(err, batch.ErrTooMany) {
+		t.Fatalf("third unfinished batch of t1: %v, want ErrTooMany", err)
+	}
+	e.execute(batch.Batch{ID: "o1", TargetID: "t2", Commands: commands("o1-c")})
 }

@@ -22,6 +22,10 @@ const (
 	// command: 1 MiB. Every stored byte is written to the raft log and to
 	// every snapshot, on every node.
 	DefaultMaxReplyPayload = 1 << 20
+	// DefaultMaxUnfinishedPerTarget bounds the batches of one target that
+	// have not ended: they run one at a time, so thousands queued for one
+	// target are a runaway client, not work that will finish.
+	DefaultMaxUnfinishedPerTarget = 1_000
 	// maxErrorText bounds the error text stored for one command or batch.
 	maxErrorText = 4 << 10
 )
@@ -54,6 +58,10 @@ type Config struct {
 	// N bytes exceeds the M bytes a batch stores"), and the failure counts as
 	// an attempt. Default 1 MiB.
 	MaxReplyPayload int
+	// MaxUnfinishedPerTarget bounds the batches of one target that have not
+	// ended (CREATED, PENDING, IN_PROGRESS): ExecuteBatch refuses one more
+	// with ErrTooMany. Default 1,000; negative: no bound.
+	MaxUnfinishedPerTarget int
 	// Logger receives the runner's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -61,13 +69,14 @@ type Config struct {
 // DefaultConfig returns the defaults spelled out.
 func DefaultConfig() Config {
 	return Config{
-		Concurrency:     DefaultConcurrency,
-		MaxRetry:        DefaultMaxRetry,
-		BackoffBase:     DefaultBackoffBase,
-		BackoffMax:      DefaultBackoffMax,
-		CommandTimeout:  DefaultCommandTimeout,
-		Retention:       DefaultRetention,
-		MaxReplyPayload: DefaultMaxReplyPayload,
+		Concurrency:            DefaultConcurrency,
+		MaxRetry:               DefaultMaxRetry,
+		BackoffBase:            DefaultBackoffBase,
+		BackoffMax:             DefaultBackoffMax,
+		CommandTimeout:         DefaultCommandTimeout,
+		Retention:              DefaultRetention,
+		MaxReplyPayload:        DefaultMaxReplyPayload,
+		MaxUnfinishedPerTarget: DefaultMaxUnfinishedPerTarget,
 	}
 }
 
@@ -113,6 +122,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retention == 0 {
 		c.Retention = d.Retention
+	}
+	if c.MaxUnfinishedPerTarget == 0 {
+		c.MaxUnfinishedPerTarget = d.MaxUnfinishedPerTarget
 	}
 	if c.MaxReplyPayload == 0 {
 		c.MaxReplyPayload = d.MaxReplyPayload

@@ -8,6 +8,9 @@ import (
 var (
 	// ErrNotFound is returned for a batch id that is not in the store.
 	ErrNotFound = errors.New("batch: not found")
+	// ErrTooMany is returned when creating a batch for a target that already
+	// has Config.MaxUnfinishedPerTarget unfinished batches.
+	ErrTooMany = errors.New("batch: too many unfinished batches for the target")
 	// ErrExists is returned when creating a batch whose id is taken.
 	ErrExists = errors.New("batch: already exists")
 	// ErrInvalid is wrapped by every validation failure (see ValidationError)

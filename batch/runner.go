@@ -548,10 +548,20 @@ func (r *Runner) ExecuteBatch(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
-	exists := false
-	r.store.View(func(t *Table) { _, exists = t.byID[p.ID] })
+	exists, unfinished := false, 0
+	r.store.View(func(t *Table) {
+		_, exists = t.byID[p.ID]
+		for _, e := range t.byTarget[p.TargetID] {
+			if !e.b.Status.Terminal() {
+				unfinished++
+			}
+		}
+	})
 	if exists {
 		return Batch{}, fmt.Errorf("execute batch %s: %w", p.ID, ErrExists)
+	}
+	if max := r.cfg.MaxUnfinishedPerTarget; max > 0 && unfinished >= max {
+		return Batch{}, fmt.Errorf("execute batch %s: target %q has %d unfinished batches, its limit: %w", p.ID, p.TargetID, unfinished, ErrTooMany)
 	}
 	if err := r.store.Apply(ctx, Op{Create: &CreateBatch{Batch: p}}); err != nil {
 		return Batch{}, fmt.Errorf("execute batch %s: %w", p.ID, err)

@@ -121,6 +121,11 @@ func invalidHello(cmd *command.Command, err error) *command.Reply {
 // when the connection was refused or broke (conn is then closed).
 func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	peer := channel.Peer(conn)
+	if max := c.cfg.MaxChannels; max > 0 && c.localCount() >= max {
+		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s holds %d channels, its limit; connect to another node",
+			channel.ErrLimitExceeded, c.nodeID, max))
+		return nil
+	}
 	if c.isolated.Load() {
 		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s is cut off from the cluster's leader; connect to another node",
 			channel.ErrLimitExceeded, c.nodeID))
@@ -184,6 +189,12 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			c.log.Warn("controller: identity over the limits after authentication", "peer", peer.Addr,
 				"connector", req.ConnectorID, "err", err)
 			return invalidHello(cmd, err), nil
+		}
+		if err := c.checkTargetRoom(target, hello.ConnectorID); err != nil {
+			refusal = "limit"
+			r := command.Failed(cmd, err.Error())
+			r.Code = 429
+			return r, nil
 		}
 		version := command.ProtocolVersion
 		if hello.ProtocolVersion > 0 {

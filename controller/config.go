@@ -25,6 +25,14 @@ const (
 	DefaultFailedHelloBurst  = 10
 	DefaultIsolationTimeout  = 10 * time.Second
 	DefaultRebalanceDelay    = 10 * time.Second
+	// DefaultMaxChannels bounds the channels one node holds: ARCHITECTURE's
+	// target of 100,000 connectors per node.
+	DefaultMaxChannels = 100_000
+	// DefaultMaxChannelsPerTarget bounds the channels of one target across
+	// the cluster: a target is a handful of redundant connectors, not a
+	// fleet; a runaway reconnect loop (anonymous connectors take nothing
+	// over) must not grow the registry without end.
+	DefaultMaxChannelsPerTarget = 1_000
 )
 
 // Config configures a Controller. The zero value of every field means its
@@ -60,6 +68,15 @@ type Config struct {
 	// reconnect, new connections refused retryably) so that they move to
 	// the healthy side of a partition. Default 10 s; negative never does.
 	IsolationTimeout time.Duration
+	// MaxChannels bounds the live channels this node holds; beyond it a new
+	// connection is refused before its HELLO, retryably (the connector
+	// tries its next endpoint). Default 100,000; negative: no bound.
+	MaxChannels int
+	// MaxChannelsPerTarget bounds the channels one target has in the
+	// cluster; beyond it a HELLO is refused (ERROR, code 429). Channels of
+	// the same connector id, which a new one takes over, do not count.
+	// Default 1,000; negative: no bound.
+	MaxChannelsPerTarget int
 	// RebalanceDelay is how long the membership must stay grown after a node
 	// joins before this node moves its excess channels there (debounce);
 	// see the package documentation of rebalancing. Default 10 s; negative
@@ -122,7 +139,7 @@ type Metrics interface {
 	// Observer is passed to every channel as its Config.Observer.
 	channel.Observer
 	// HelloRejected counts a refused handshake. reason is "unauthenticated",
-	// "protocol", "timeout" or "rate_limited" (too many failed HELLOs from
+	// "protocol", "timeout", "limit" (MaxChannelsPerTarget) or "rate_limited" (too many failed HELLOs from
 	// the source: refused before reading the HELLO).
 	HelloRejected(reason string)
 	// HealthCheckFailed counts a channel evicted by the health loop. reason is
@@ -134,17 +151,19 @@ type Metrics interface {
 // generates one).
 func DefaultConfig() Config {
 	return Config{
-		HelloTimeout:      DefaultHelloTimeout,
-		HealthInterval:    DefaultHealthInterval,
-		HealthTimeout:     DefaultHealthTimeout,
-		HealthConcurrency: DefaultHealthConcurrency,
-		GoodByeTimeout:    DefaultGoodByeTimeout,
-		ShutdownTimeout:   DefaultShutdownTimeout,
-		ReconcileInterval: DefaultReconcileInterval,
-		IsolationTimeout:  DefaultIsolationTimeout,
-		RebalanceDelay:    DefaultRebalanceDelay,
-		FailedHelloRate:   DefaultFailedHelloRate,
-		FailedHelloBurst:  DefaultFailedHelloBurst,
+		HelloTimeout:         DefaultHelloTimeout,
+		HealthInterval:       DefaultHealthInterval,
+		HealthTimeout:        DefaultHealthTimeout,
+		HealthConcurrency:    DefaultHealthConcurrency,
+		GoodByeTimeout:       DefaultGoodByeTimeout,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		ReconcileInterval:    DefaultReconcileInterval,
+		IsolationTimeout:     DefaultIsolationTimeout,
+		RebalanceDelay:       DefaultRebalanceDelay,
+		MaxChannels:          DefaultMaxChannels,
+		MaxChannelsPerTarget: DefaultMaxChannelsPerTarget,
+		FailedHelloRate:      DefaultFailedHelloRate,
+		FailedHelloBurst:     DefaultFailedHelloBurst,
 	}
 }
 
@@ -180,6 +199,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GoodByeTimeout == 0 {
 		c.GoodByeTimeout = d.GoodByeTimeout
+	}
+	if c.MaxChannels == 0 {
+		c.MaxChannels = d.MaxChannels
+	}
+	if c.MaxChannelsPerTarget == 0 {
+		c.MaxChannelsPerTarget = d.MaxChannelsPerTarget
 	}
 	if c.RebalanceDelay == 0 {
 		c.RebalanceDelay = d.RebalanceDelay

@@ -116,6 +116,8 @@ func httpError(err error) (code int, message string, retryAfter time.Duration) {
 		return http.StatusNotFound, fmt.Sprintf("No channel available for %s", what), 0
 	case errors.Is(err, batch.ErrNotFound):
 		return http.StatusNotFound, fmt.Sprintf("No batch found for the given id [%s]", batchID), 0
+	case errors.Is(err, batch.ErrTooMany):
+		return http.StatusTooManyRequests, fmt.Sprintf("Too many unfinished batches for the target of batch [%s]: let them end, or cancel some", batchID), 0
 	case errors.Is(err, batch.ErrExists):
 		return http.StatusConflict, fmt.Sprintf("A batch already exists with the id [%s]", batchID), 0
 	case errors.As(err, &invalid):

@@ -25,7 +25,7 @@ var DurationBuckets = []float64{
 // Reasons reported by HelloRejected and HealthCheckFailed; their series exist
 // (at zero) from the start.
 var (
-	helloReasons  = []string{"unauthenticated", "protocol", "timeout", "rate_limited"}
+	helloReasons  = []string{"unauthenticated", "protocol", "timeout", "rate_limited", "limit"}
 	healthReasons = []string{"unhealthy", "timeout", "error"}
 )
 
@@ -69,7 +69,7 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 		}, []string{"type", "status"}),
 		hello: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exchange_hello_rejections_total",
-			Help: "HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited).",
+			Help: "HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited, limit).",
 		}, []string{"reason"}),
 		health: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exchange_health_check_failures_total",
@@ -118,7 +118,7 @@ func (m *Controller) Handled(t command.Type, _ time.Duration, status command.Sta
 }
 
 // HelloRejected counts a refused HELLO; reason is "unauthenticated",
-// "protocol", "timeout" or "rate_limited".
+// "protocol", "timeout", "rate_limited" or "limit" (a target at its channel limit).
 func (m *Controller) HelloRejected(reason string) {
 	m.hello.WithLabelValues(reason).Inc()
 }

@@ -92,8 +92,9 @@ exchange_commands_total{outcome="timeout",type="ECHO"} 1
 # TYPE exchange_commands_handled_total counter
 exchange_commands_handled_total{status="ERROR",type="STATUS"} 1
 exchange_commands_handled_total{status="SUCCEEDED",type="STATUS"} 1
-# HELP exchange_hello_rejections_total HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited).
+# HELP exchange_hello_rejections_total HELLO handshakes refused by this controller node, by reason (unauthenticated, protocol, timeout, rate_limited, limit).
 # TYPE exchange_hello_rejections_total counter
+exchange_hello_rejections_total{reason="limit"} 0
 exchange_hello_rejections_total{reason="protocol"} 0
 exchange_hello_rejections_total{reason="rate_limited"} 0
 exchange_hello_rejections_total{reason="timeout"} 0

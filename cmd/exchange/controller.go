@@ -47,6 +47,9 @@ type controllerFlags struct {
 	leaveOnStop     bool
 	isolation       time.Duration
 	rebalance       time.Duration
+	maxChannels     int
+	maxPerTarget    int
+	maxBatches      int
 	inMemory        bool
 	restore         string
 	tlsCert         string
@@ -159,6 +162,9 @@ the rules in force). See docs/operations.md, "Security".`,
 	fl.BoolVar(&f.leaveOnStop, "leave-on-terminate", false, "leave the cluster on SIGINT/SIGTERM (the leader then removes this node from the voters); without it a stopped node stays a voter, as for a restart")
 	fl.DurationVar(&f.isolation, "isolation-timeout", controller.DefaultIsolationTimeout, "how long a node may go without hearing the cluster's leader before it sends its connectors to other nodes (negative: never)")
 	fl.DurationVar(&f.rebalance, "rebalance-delay", controller.DefaultRebalanceDelay, "after a node joins, how long the membership must stay grown before nodes over their fair share move connectors there (negative: never)")
+	fl.IntVar(&f.maxChannels, "max-channels", controller.DefaultMaxChannels, "channels this node holds at most; beyond, new connections are refused retryably (negative: no bound)")
+	fl.IntVar(&f.maxPerTarget, "max-channels-per-target", controller.DefaultMaxChannelsPerTarget, "channels one target has at most in the cluster; beyond, HELLO is refused with code 429 (negative: no bound)")
+	fl.IntVar(&f.maxBatches, "max-unfinished-batches-per-target", batch.DefaultMaxUnfinishedPerTarget, "batches of one target not yet ended at most; beyond, creating one answers 429 (negative: no bound)")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "host or IP other nodes reach this node at (raft, gossip, gRPC); default: the bind host when specific, else this host's private IP")
 	fl.BoolVar(&f.inMemory, "in-memory", false, "keep all state in memory (lost on exit)")
 	fl.StringVar(&f.restore, "restore", "", "start from the snapshot in FILE (exchange ctl snapshot save): --data-dir must be empty; this node starts a new cluster alone, the others join it")
@@ -304,6 +310,8 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	cfg.HealthTimeout = f.healthTimeout
 	cfg.IsolationTimeout = f.isolation
 	cfg.RebalanceDelay = f.rebalance
+	cfg.MaxChannels = f.maxChannels
+	cfg.MaxChannelsPerTarget = f.maxPerTarget
 	cfg.ShutdownTimeout = f.shutdownTimeout
 	cfg.FailedHelloRate = f.limits.failedHelloRate
 	cfg.FailedHelloBurst = f.limits.failedHelloBurst
@@ -319,6 +327,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	bcfg := batch.DefaultConfig()
 	bcfg.Logger = log
 	bcfg.MaxReplyPayload = f.batchMaxReply
+	bcfg.MaxUnfinishedPerTarget = f.maxBatches
 	runner, err := batch.NewRunner(bcfg, ctrl, state.NewBatchStore(store))
 	if err != nil {
 		_ = gl.Close()
