@@ -19,20 +19,16 @@ type Cluster interface {
 	// the address other nodes forward its channels' commands to.
 	NodeID() string
 
-	// Apply applies ops, in order, as one change of the replicated state
-	// (through the leader, on a raft cluster) and returns once they are
-	// applied on this node, with one state.Result per op: plain data. Every
-	// op is attempted. The error is for the Apply as a whole (ctx done, no
-	// leader, node closed); the outcome is then unknown, so callers retry
-	// with ops that are safe to apply twice.
-	Apply(ctx context.Context, ops ...state.Op) ([]state.Result, error)
-	// View calls fn with this node's replica of the state, which fn must
-	// only read and must not keep. Reads never leave the node.
-	View(fn func(*state.State))
-	// Subscribe calls fn with the events of every change of this node's
-	// replica, in order; fn runs with the replica locked, so it must not
-	// block or call back into the Cluster. The returned func unsubscribes.
-	Subscribe(fn func([]state.Event)) (cancel func())
+	// Store is the replicated state as seen from this node (defined once,
+	// in package state): Apply applies ops, in order, as one change of the
+	// replicated state (through the leader, on a raft cluster) and returns
+	// once they are applied on this node, with one state.Result per op
+	// (plain data; every op is attempted; the error is for the call as a
+	// whole, after which the outcome is unknown, so callers retry ops that
+	// are safe to apply twice); View reads this node's replica (reads never
+	// leave the node); Subscribe delivers every change of the replica, in
+	// order, with the replica locked (fn must not block or call back).
+	state.Store
 
 	// Forward sends cmd to channel ch, held by node to, in one hop, and
 	// returns its reply, with ctx's deadline carried to that node. Its errors

@@ -54,8 +54,9 @@ func (s *State) applyBatch(op Op) (evs []Event, ok bool, err error) {
 		return nil, true, withStateSentinel(err)
 	}
 	evs = make([]Event, 0, len(bevs))
-	for _, e := range bevs {
-		evs = append(evs, Event{Kind: stateBatchKind(e), TargetID: e.TargetID, BatchID: e.BatchID})
+	for i := range bevs {
+		e := &bevs[i]
+		evs = append(evs, Event{Kind: stateBatchKind(*e), TargetID: e.TargetID, BatchID: e.BatchID, Batch: e})
 	}
 	return evs, true, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
@@ -110,7 +111,12 @@ func TestBatchOpsThroughState(t *testing.T) {
 		if st.wantErr == nil && err != nil {
 			t.Errorf("step %d: Apply() = %v", i, err)
 		}
-		if diff := cmp.Diff(st.want, evs); diff != "" {
+		for _, e := range evs {
+			if e.Batch == nil || e.Batch.BatchID != e.BatchID || e.Batch.TargetID != e.TargetID {
+				t.Errorf("step %d: event %+v does not carry the batch table's own event", i, e)
+			}
+		}
+		if diff := cmp.Diff(st.want, evs, cmpopts.IgnoreFields(Event{}, "Batch")); diff != "" {
 			t.Errorf("step %d: events mismatch (-want +got):\n%s", i, diff)
 		}
 	}
@@ -276,10 +282,11 @@ func TestBatchStoreAdapter(t *testing.T) {
 		ok   bool
 	}{
 		{Event{Kind: StateRestored}, batch.Event{Kind: batch.EventRestored}, true},
-		{Event{Kind: BatchSucceeded, BatchID: "b", TargetID: "t"}, batch.Event{Kind: batch.EventTerminal, BatchID: "b", TargetID: "t", Status: batch.StatusSucceeded}, true},
-		{Event{Kind: BatchFailed, BatchID: "b", TargetID: "t"}, batch.Event{Kind: batch.EventTerminal, BatchID: "b", TargetID: "t", Status: batch.StatusError}, true},
-		{Event{Kind: BatchPending, BatchID: "b"}, batch.Event{Kind: batch.EventPending, BatchID: "b", Status: batch.StatusPending}, true},
-		{Event{Kind: BatchDeleted, BatchID: "b"}, batch.Event{Kind: batch.EventDeleted, BatchID: "b"}, true},
+		{Event{Kind: ChannelRegistered, TargetID: "t", ChannelID: "c"}, batch.Event{Kind: batch.EventChannelRegistered, TargetID: "t"}, true},
+		{Event{Kind: BatchSucceeded, BatchID: "b", TargetID: "t", Batch: &batch.Event{Kind: batch.EventTerminal, BatchID: "b", TargetID: "t", Status: batch.StatusSucceeded}},
+			batch.Event{Kind: batch.EventTerminal, BatchID: "b", TargetID: "t", Status: batch.StatusSucceeded}, true},
+		{Event{Kind: BatchDeleted, BatchID: "b", Batch: &batch.Event{Kind: batch.EventDeleted, BatchID: "b", TargetID: "t", Status: batch.StatusPending}},
+			batch.Event{Kind: batch.EventDeleted, BatchID: "b", TargetID: "t", Status: batch.StatusPending}, true},
 		{Event{Kind: PrimaryElected, TargetID: "t"}, batch.Event{}, false},
 		{Event{Kind: ChannelUnregistered, TargetID: "t"}, batch.Event{}, false},
 	} {

@@ -73,27 +73,16 @@ func (b *BatchStore) Subscribe(fn func([]batch.Event)) (cancel func()) {
 	})
 }
 
+// batchEvent returns what e means to batches: the batch table's own event,
+// or a registration (which wakes the target's batches) or a restore.
 func batchEvent(e Event) (batch.Event, bool) {
-	be := batch.Event{BatchID: e.BatchID, TargetID: e.TargetID}
-	switch e.Kind {
-	case BatchCreated:
-		be.Kind, be.Status = batch.EventCreated, batch.StatusCreated
-	case BatchStarted:
-		be.Kind, be.Status = batch.EventStarted, batch.StatusInProgress
-	case BatchPending:
-		be.Kind, be.Status = batch.EventPending, batch.StatusPending
-	case BatchSucceeded:
-		be.Kind, be.Status = batch.EventTerminal, batch.StatusSucceeded
-	case BatchFailed:
-		be.Kind, be.Status = batch.EventTerminal, batch.StatusError
-	case BatchDeleted:
-		be.Kind = batch.EventDeleted
-	case ChannelRegistered:
-		be.Kind = batch.EventChannelRegistered
-	case StateRestored:
-		be.Kind = batch.EventRestored
-	default:
-		return batch.Event{}, false
+	switch {
+	case e.Batch != nil:
+		return *e.Batch, true
+	case e.Kind == ChannelRegistered:
+		return batch.Event{Kind: batch.EventChannelRegistered, TargetID: e.TargetID}, true
+	case e.Kind == StateRestored:
+		return batch.Event{Kind: batch.EventRestored}, true
 	}
-	return be, true
+	return batch.Event{}, false
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/exchangekit/exchange/batch"
 	"maps"
 	"slices"
 	"time"
@@ -88,8 +89,11 @@ type Event struct {
 	ChannelID string
 	NodeID    string
 	Epoch     uint64
-	// BatchID is set on batch events.
+	// BatchID is set on batch events, and Batch is the batch table's own
+	// event, carried as it is: the batch runner gets batch events, typed,
+	// never rebuilt from these fields.
 	BatchID string
+	Batch   *batch.Event
 	// ReplacedBy is set on the ChannelUnregistered event of a channel taken
 	// over by a newer channel of the same connector (RegisterChannel
 	// TakeOver): the id of that newer channel.
