@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/exchangekit/exchange/cluster"
 	"github.com/exchangekit/exchange/cluster/clustertest"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/testlog"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -328,29 +328,4 @@ func describe(ms ...*clustertest.Member) string {
 }
 
 // testLogger returns a logger writing to t.Log until the test ends.
-func testLogger(t testing.TB) *slog.Logger {
-	w := &tbWriter{t: t}
-	t.Cleanup(w.stop)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tbWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tbWriter) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.done = true
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t, slog.LevelInfo) }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/exchangekit/exchange/cluster/membership"
+	"github.com/exchangekit/exchange/internal/testlog"
 )
 
 const (
@@ -68,34 +68,8 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// testLogger returns a logger writing to t.Log until the test ends
-// (memberlist logs from its goroutines; t.Log after the test ends panics).
-func testLogger(t testing.TB) *slog.Logger {
-	w := &tbWriter{t: t}
-	t.Cleanup(w.stop)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tbWriter) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.done = true
-}
+// testLogger returns a logger writing to t.Log until the test ends.
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t, slog.LevelDebug) }
 
 // testConfig is DefaultConfig for node id on a free loopback port.
 func testConfig(t testing.TB, id string, join ...string) membership.Config {
