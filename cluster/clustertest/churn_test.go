@@ -22,10 +22,15 @@ type recorder struct {
 
 	mu  sync.Mutex
 	obs []obs
+	// runs numbers the incarnations of the nodes. Keeping every Node it has
+	// seen keeps a stopped one from being freed, so a restarted node can
+	// never be taken for the old one (naming runs by address could: the
+	// allocator reuses a freed Node's address).
+	runs map[*cluster.Node]string
 }
 
 func (e *env) record() *recorder {
-	r := &recorder{e: e, stop: make(chan struct{}), done: make(chan struct{})}
+	r := &recorder{e: e, stop: make(chan struct{}), done: make(chan struct{}), runs: map[*cluster.Node]string{}}
 	go r.run()
 	return r
 }
@@ -51,7 +56,7 @@ func (r *recorder) sample() {
 		if n == nil {
 			continue
 		}
-		replica := replicaName(m, n)
+		replica := r.replicaName(m, n)
 		var got []obs
 		n.View(func(s *state.State) {
 			for target, p := range s.Primaries {
@@ -65,7 +70,16 @@ func (r *recorder) sample() {
 }
 
 // replicaName names one incarnation of a node.
-func replicaName(m *clustertest.Member, n *cluster.Node) string { return fmt.Sprintf("%s@%p", m.ID, n) }
+func (r *recorder) replicaName(m *clustertest.Member, n *cluster.Node) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	name, ok := r.runs[n]
+	if !ok {
+		name = fmt.Sprintf("%s#%d", m.ID, len(r.runs)+1)
+		r.runs[n] = name
+	}
+	return name
+}
 
 // finish stops the recorder and returns what it recorded.
 func (r *recorder) finish() []obs {
