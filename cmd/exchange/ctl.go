@@ -87,7 +87,7 @@ func ctlArgs(_ *cobra.Command, args []string) error {
 }
 
 // ctlRun validates the output flag, builds a client for one command, runs fn
-// with it and a bounded context, and turns failures into exit codes.
+// with it and a context bounded by timeout (none if 0), and turns failures into exit codes.
 func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx context.Context, c *management.Client) error) error {
 	if f.output != "table" && f.output != "json" {
 		return &exitError{code: exitUsage, err: fmt.Errorf("-o %q: want table or json", f.output)}
@@ -98,8 +98,11 @@ func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("--addr: %w", err)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return fn(ctx, c)
 }
 
@@ -255,8 +258,8 @@ func newCtlChannelsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	var target, status string
 	cmd := &cobra.Command{
-		Use:   "batches [--target T] [--status S] | batches get ID | batches cancel ID",
-		Short: "List the batches (optionally of one target and/or with one status), show or cancel one",
+		Use:   "batches [--target T] [--status S] | batches create|get|watch|cancel ...",
+		Short: "List the batches (optionally of one target and/or with one status); create, show, watch or cancel one",
 		Args:  ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
@@ -286,7 +289,8 @@ func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&target, "target", "", "only this target's batches")
 	cmd.Flags().StringVar(&status, "status", "", "only batches with this status: CREATED, PENDING, IN_PROGRESS, SUCCEEDED or ERROR")
-	cmd.AddCommand(newCtlBatchGetCommand(f, stdout), newCtlBatchCancelCommand(f, stdout))
+	cmd.AddCommand(newCtlBatchCreateCommand(f, stdout), newCtlBatchGetCommand(f, stdout),
+		newCtlBatchWatchCommand(f, stdout), newCtlBatchCancelCommand(f, stdout))
 	return cmd
 }
 
