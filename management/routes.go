@@ -288,14 +288,19 @@ func (s *Server) sendCommand(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
 	defer cancel()
-	reply, err := s.ex.Send(ctx, target, cmd)
+	reply, rt, err := s.ex.SendVia(ctx, target, cmd, req.Primary)
 	if err != nil {
 		return &sendError{target: target, cmd: cmd, err: err}
 	}
 	if reply == nil {
 		return &sendError{target: target, cmd: cmd, err: errors.New("no reply")}
 	}
-	return writeJSON(c, http.StatusOK, replyOf(reply))
+	out := replyOf(reply)
+	out.ChannelID, out.NodeID = rt.ChannelID, rt.NodeID
+	if ch, ok := s.ex.Channel(rt.ChannelID); ok && rt.ChannelID != "" {
+		out.ConnectorID = ch.ConnectorID // as registered; the channel may be gone by now
+	}
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) healthz(c echo.Context) error {

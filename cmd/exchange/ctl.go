@@ -381,12 +381,16 @@ func newCtlSendCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	var (
 		target, typ, payload string
 		timeout              time.Duration
+		primary              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "send --target T --type TYPE [--payload JSON] [--timeout 30s]",
-		Short: "Send one command to a target and print the reply",
-		Long: `Send one command to a target and print the reply. A reply with status ERROR
-is printed too, and the exit code is then 6.`,
+		Use:   "send --target T --type TYPE [--payload JSON] [--primary] [--timeout 30s]",
+		Short: "Send one command to a target and print the reply and who answered",
+		Long: `Send one command to a target and print the reply, with the channel, connector
+and node that answered. Without --primary the controller picks any active
+channel of the target (the least busy); with --primary only the target's
+primary channel (exit code 5 if it has none). A reply with status ERROR is
+printed too, and the exit code is then 6.`,
 		Args: ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if target == "" || typ == "" {
@@ -398,14 +402,18 @@ is printed too, and the exit code is then 6.`,
 			if timeout <= 0 {
 				return &exitError{code: exitUsage, err: fmt.Errorf("--timeout %s: must be positive", timeout)}
 			}
-			req := management.CommandRequest{Type: typ, TimeoutMs: timeout.Milliseconds()}
+			req := management.CommandRequest{Type: typ, TimeoutMs: timeout.Milliseconds(), Primary: primary}
+			noChannel := fmt.Sprintf("target %s has no channel", target)
+			if primary {
+				noChannel = fmt.Sprintf("target %s has no primary channel", target)
+			}
 			if payload != "" {
 				req.Payload = json.RawMessage(payload)
 			}
 			return ctlRun(cmd.Context(), f, timeout+ctlSendMargin, func(ctx context.Context, c *management.Client) error {
 				r, err := c.Send(ctx, target, req)
 				if err != nil {
-					return ctlError(err, fmt.Sprintf("target %s has no channel", target))
+					return ctlError(err, noChannel)
 				}
 				if f.output == "json" {
 					err = printJSON(stdout, r)
@@ -426,12 +434,16 @@ is printed too, and the exit code is then 6.`,
 	fl.StringVar(&target, "target", "", "target to send to")
 	fl.StringVar(&typ, "type", "", "command type, such as ECHO")
 	fl.StringVar(&payload, "payload", "", "command payload, JSON")
+	fl.BoolVar(&primary, "primary", false, "send to the target's primary channel only")
 	fl.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the reply (at most the server's limit, 60s by default)")
 	return cmd
 }
 
 func printReply(w io.Writer, r management.Reply) error {
 	rows := [][]string{{"STATUS", r.Status}, {"COMMAND", r.CommandID}}
+	if r.ChannelID != "" {
+		rows = append(rows, []string{"CHANNEL", r.ChannelID}, []string{"CONNECTOR", orDash(r.ConnectorID)}, []string{"NODE", orDash(r.NodeID)})
+	}
 	if r.Code != nil {
 		rows = append(rows, []string{"CODE", fmt.Sprint(*r.Code)})
 	}

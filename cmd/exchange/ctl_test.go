@@ -59,9 +59,26 @@ func (e ctlExchange) Target(id string) (controller.TargetInfo, bool) {
 	return t, len(t.Channels) > 0
 }
 
-func (ctlExchange) Send(_ context.Context, target string, cmd *command.Command) (*command.Reply, error) {
+// SendVia routes like the controller: to the primary with primaryOnly, else
+// to the first active channel of the target.
+func (e ctlExchange) SendVia(ctx context.Context, target string, cmd *command.Command, primaryOnly bool) (*command.Reply, controller.Route, error) {
+	var rt controller.Route
+	for _, ch := range e.Channels() {
+		if ch.TargetID == target && ch.Active && (ch.Primary || !primaryOnly) {
+			rt = controller.Route{ChannelID: ch.ID, NodeID: ch.NodeID}
+			break
+		}
+	}
+	if rt.ChannelID == "" && primaryOnly {
+		return nil, rt, &controller.NoChannelError{TargetID: target, Primary: true}
+	}
+	r, err := e.send(ctx, target, cmd)
+	return r, rt, err
+}
+
+func (ctlExchange) send(_ context.Context, target string, cmd *command.Command) (*command.Reply, error) {
 	switch target {
-	case "t1":
+	case "t1", "t2":
 		return &command.Reply{CommandID: cmd.ID, Type: cmd.Type, Status: command.StatusSucceeded, Payload: cmd.Payload, Code: 200}, nil
 	case "t-refuse":
 		return &command.Reply{CommandID: cmd.ID, Type: cmd.Type, Status: command.StatusError, Error: "not allowed", Code: 403}, nil
@@ -220,10 +237,22 @@ y        A     SUCCEEDED  -
 z        B     ERROR      -
 `},
 		{"send", []string{"send", "--target", "t1", "--type", "ECHO", "--payload", `{"text": "hi"}`}, `
-STATUS   SUCCEEDED
-COMMAND  <id>
-CODE     200
-PAYLOAD  {"text":"hi"}
+STATUS     SUCCEEDED
+COMMAND    <id>
+CHANNEL    c1
+CONNECTOR  conn-1
+NODE       node-1
+CODE       200
+PAYLOAD    {"text":"hi"}
+`},
+		{"send to the primary", []string{"send", "--primary", "--target", "t2", "--type", "ECHO", "--payload", `"p"`}, `
+STATUS     SUCCEEDED
+COMMAND    <id>
+CHANNEL    c3
+CONNECTOR  conn-3
+NODE       node-1
+CODE       200
+PAYLOAD    "p"
 `},
 		{"cluster", []string{"cluster"}, `
 node node-1 (Leader), leader node-1
@@ -244,8 +273,8 @@ node-3  -              unknown  nonvoter  10.0.0.3:7401  -              no
 			if strings.Contains(tc.want, "<id>") { // the command id is a fresh UUID
 				lines := strings.Split(out, "\n")
 				for i, l := range lines {
-					if strings.HasPrefix(l, "COMMAND  ") && len(l) == len("COMMAND  ")+36 {
-						lines[i] = "COMMAND  <id>"
+					if strings.HasPrefix(l, "COMMAND    ") && len(l) == len("COMMAND    ")+36 {
+						lines[i] = "COMMAND    <id>"
 					}
 				}
 				out = strings.Join(lines, "\n")
@@ -301,6 +330,7 @@ func TestCtlFailures(t *testing.T) {
 		wantErr  string
 	}{
 		{"no channel", []string{"send", "--target", "t9", "--type", "ECHO"}, 5, "exchange: target t9 has no channel\n"},
+		{"no primary", []string{"send", "--primary", "--target", "t-refuse", "--type", "ECHO"}, 5, "exchange: target t-refuse has no primary channel\n"},
 		{"error reply", []string{"send", "--target", "t-refuse", "--type", "ECHO"}, 6, "exchange: the connector answered ERROR: not allowed\n"},
 		{"timeout", []string{"send", "--target", "t-timeout", "--type", "ECHO", "--timeout", "2s"}, 6, "exchange: No reply received in time"},
 		{"remote error", []string{"send", "--target", "t-remote", "--type", "ECHO"}, 6, "exchange: The connector failed to handle"},
