@@ -6,6 +6,7 @@
 //	exchange ctl          query and drive a controller through its management API
 //	exchange demo         one process: embedded controller and connectors, narrated
 //	                      (--cluster: three cluster nodes, a forwarded command, the leader stopped)
+//	exchange version      the module version and VCS commit of the binary (also --version)
 //
 // Every flag can also be set with an environment variable: EXCHANGE_ followed
 // by the flag name in upper case with dashes as underscores (--grpc-addr is
@@ -76,6 +77,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			return bindEnv(cmd)
 		},
 	}
+	root.Version = version()
+	root.SetVersionTemplate("exchange {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	for _, sub := range subcommands {
