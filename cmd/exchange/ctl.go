@@ -24,7 +24,7 @@ func init() { subcommands = append(subcommands, newCtlCommand) }
 // Exit codes of exchange ctl.
 const (
 	exitUsage         = 2 // bad flags or arguments, or a request the API rejected as invalid (400)
-	exitUnreachable   = 3 // the controller cannot be reached
+	exitUnreachable   = 3 // the controller cannot be reached, or did not answer in time
 	exitUnauthorized  = 4 // the token is missing or wrong
 	exitNotFound      = 5 // not found, or the target has no channel
 	exitRemoteFailure = 6 // the command failed at the connector, timed out, or the channel was busy
@@ -50,8 +50,8 @@ func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Query and drive a controller through its management API",
 		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
 
-Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable,
-4 unauthorized, 5 not found or no channel for the target, 6 the command failed
+Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable
+or not answering in time, 4 unauthorized, 5 not found or no channel for the target, 6 the command failed
 at the connector, timed out, or the channel was busy, 1 anything else.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -61,12 +61,11 @@ at the connector, timed out, or the channel was busy, 1 anything else.`,
 			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send, cluster or snapshot", args[0])}
 		},
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.addr, "addr", "http://127.0.0.1:7480", "management API address of the controller")
 	pf.StringVar(&f.token, "token", "", "management bearer token (env EXCHANGE_MANAGEMENT_TOKEN, the controller's --management-token)")
 	_ = pf.SetAnnotation("token", envAnnotation, []string{"EXCHANGE_MANAGEMENT_TOKEN"})
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json (any case)")
 	cmd.AddCommand(
 		newCtlTargetsCommand(f, stdout),
 		newCtlChannelsCommand(f, stdout),
@@ -89,6 +88,7 @@ func ctlArgs(_ *cobra.Command, args []string) error {
 // ctlRun validates the output flag, builds a client for one command, runs fn
 // with it and a context bounded by timeout (none if 0), and turns failures into exit codes.
 func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx context.Context, c *management.Client) error) error {
+	f.output = strings.ToLower(f.output)
 	if f.output != "table" && f.output != "json" {
 		return &exitError{code: exitUsage, err: fmt.Errorf("-o %q: want table or json", f.output)}
 	}
@@ -134,7 +134,10 @@ func ctlError(err error, notFound string) error {
 		}
 		return &exitError{code: 1, err: fmt.Errorf("the controller answered %d: %s", api.StatusCode, api.Message)}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &exitError{code: exitRemoteFailure, err: fmt.Errorf("no answer from the controller in time: %w", err)}
+		// The management API itself did not answer in time (a connector
+		// that does not reply is the API's 504, above): the controller is
+		// as good as unreachable.
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("the controller did not answer in time: %w", err)}
 	}
 	return err
 }
@@ -384,7 +387,7 @@ func newCtlSendCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 		primary              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "send --target T --type TYPE [--payload JSON] [--primary] [--timeout 30s]",
+		Use:   "send --target T --type TYPE [--payload JSON|@FILE|-] [--primary] [--timeout 30s]",
 		Short: "Send one command to a target and print the reply and who answered",
 		Long: `Send one command to a target and print the reply, with the channel, connector
 and node that answered. Without --primary the controller picks any active
@@ -395,6 +398,16 @@ printed too, and the exit code is then 6.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if target == "" || typ == "" {
 				return &exitError{code: exitUsage, err: errors.New("send needs --target and --type")}
+			}
+			if payload == "-" || strings.HasPrefix(payload, "@") { // neither is JSON
+				data, err := readInput(cmd, strings.TrimPrefix(payload, "@"))
+				if err != nil {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--payload: %w", err)}
+				}
+				payload = string(bytes.TrimSpace(data))
+				if payload == "" {
+					return &exitError{code: exitUsage, err: errors.New("--payload: empty input; a JSON value is expected")}
+				}
 			}
 			if payload != "" && !json.Valid([]byte(payload)) {
 				return &exitError{code: exitUsage, err: errors.New("--payload is not valid JSON")}
@@ -433,7 +446,7 @@ printed too, and the exit code is then 6.`,
 	fl := cmd.Flags()
 	fl.StringVar(&target, "target", "", "target to send to")
 	fl.StringVar(&typ, "type", "", "command type, such as ECHO")
-	fl.StringVar(&payload, "payload", "", "command payload, JSON")
+	fl.StringVar(&payload, "payload", "", "command payload: JSON, @FILE to read it from a file, - from stdin")
 	fl.BoolVar(&primary, "primary", false, "send to the target's primary channel only")
 	fl.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the reply (at most the server's limit, 60s by default)")
 	return cmd

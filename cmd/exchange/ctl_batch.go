@@ -41,7 +41,7 @@ Then follow it with: exchange ctl batches watch ID`,
 		Args: ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
-				return usageError(cmd, errors.New("batches create needs -f FILE (or -f - for stdin)"))
+				return &exitError{code: exitUsage, err: errors.New("batches create needs -f FILE (or -f - for stdin)")}
 			}
 			data, err := readInput(cmd, file)
 			if err != nil {
@@ -110,10 +110,10 @@ stops it too).`,
 		Args: ctlBatchID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if interval < minWatchInterval || interval > maxWatchInterval {
-				return usageError(cmd, fmt.Errorf("--interval %s: must be between %s and %s", interval, minWatchInterval, maxWatchInterval))
+				return &exitError{code: exitUsage, err: fmt.Errorf("--interval %s: must be between %s and %s", interval, minWatchInterval, maxWatchInterval)}
 			}
 			if timeout < 0 {
-				return usageError(cmd, fmt.Errorf("--timeout %s: must not be negative", timeout))
+				return &exitError{code: exitUsage, err: fmt.Errorf("--timeout %s: must not be negative", timeout)}
 			}
 			ctx := cmd.Context()
 			if timeout > 0 {
@@ -192,9 +192,4 @@ func errSuffix(s *string) string {
 		return ""
 	}
 	return "  " + cell(*s)
-}
-
-// usageError is a usage error (exit code 2) pointing at the command's --help.
-func usageError(cmd *cobra.Command, err error) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
 }

@@ -126,7 +126,7 @@ func TestCtlBatchCreateFailures(t *testing.T) {
 		wantCode    int
 		wantErr     string
 	}{
-		{"no file", "", []string{"batches", "create"}, 2, "batches create needs -f FILE (or -f - for stdin) (see 'exchange ctl batches create --help')"},
+		{"no file", "", []string{"batches", "create"}, 2, "batches create needs -f FILE (or -f - for stdin)\nRun 'exchange ctl batches create --help' for usage.\n"},
 		{"missing file", "", []string{"batches", "create", "-f", "/nonexistent/b.json"}, 2, "-f: open /nonexistent/b.json"},
 		{"not JSON", "{nope", []string{"batches", "create", "-f", "-"}, 2, "-f -: not a batch request"},
 		{"unknown field", `{"target": "t1"}`, []string{"batches", "create", "-f", "-"}, 2, `unknown field "target"`},

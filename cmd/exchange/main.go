@@ -34,7 +34,8 @@ func main() {
 	os.Exit(code)
 }
 
-// exitError carries a specific exit code out of a subcommand.
+// exitError carries a specific exit code out of a subcommand. Those with
+// exitUsage are followed by a pointer to the command's --help.
 type exitError struct {
 	code int
 	err  error
@@ -55,16 +56,23 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	root := newRootCommand(stdout, stderr)
 	root.SetIn(stdin)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "exchange:", err)
+	code := 1
 	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case strings.HasPrefix(err.Error(), "unknown command "): // cobra's, for a mistyped subcommand
+		code = exitUsage
 	}
-	return 1
+	fmt.Fprintln(stderr, "exchange:", err)
+	if code == exitUsage && cmd != nil {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -77,6 +85,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			return bindEnv(cmd)
 		},
 	}
+	// A bad flag, anywhere, is a usage error (exit code 2, with a pointer to
+	// --help); subcommands inherit this.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	root.Version = version()
 	root.SetVersionTemplate("exchange {{.Version}}\n")
 	root.SetOut(stdout)
