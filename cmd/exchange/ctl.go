@@ -198,11 +198,14 @@ func cell(s string) string {
 func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "targets",
-		Short: "List the targets that have channels, with their primary and batches",
-		Args:  ctlArgs,
+		Short: "List the targets, with their channels, primary and batches",
+		Long: `List the targets: those with channels and those that only have batches
+(GET /exchange/targets?all=true), with their channel counts, their primary
+(its connector id and channel id), its fencing epoch and their batch count.`,
+		Args: ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
-				ts, err := c.Targets(ctx)
+				ts, err := c.AllTargets(ctx)
 				if err != nil {
 					return ctlError(err, "")
 				}
@@ -211,18 +214,18 @@ func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 				}
 				rows := make([][]string, 0, len(ts))
 				for _, t := range ts {
-					active, primary, epoch := 0, "-", "-"
+					active, primary, primaryChannel, epoch := 0, "-", "-", "-"
 					for _, ch := range t.Channels {
 						if ch.Active {
 							active++
 						}
 						if ch.Primary {
-							primary, epoch = ch.ID, fmt.Sprint(ch.Epoch)
+							primary, primaryChannel, epoch = orDash(ch.ConnectorID), ch.ID, fmt.Sprint(ch.Epoch)
 						}
 					}
-					rows = append(rows, []string{t.ID, fmt.Sprint(len(t.Channels)), fmt.Sprint(active), primary, epoch, fmt.Sprint(len(t.Batchs))})
+					rows = append(rows, []string{t.ID, fmt.Sprint(len(t.Channels)), fmt.Sprint(active), primary, primaryChannel, epoch, fmt.Sprint(len(t.Batchs))})
 				}
-				return table(stdout, "TARGET\tCHANNELS\tACTIVE\tPRIMARY\tEPOCH\tBATCHES", rows)
+				return table(stdout, "TARGET\tCHANNELS\tACTIVE\tPRIMARY\tPRIMARY-CHANNEL\tEPOCH\tBATCHES", rows)
 			})
 		},
 	}

@@ -101,7 +101,8 @@ func (ctlExchange) Cluster() controller.ClusterInfo {
 		}}
 }
 
-// ctlBatches is a fixed management.Batches with two batches of t1.
+// ctlBatches is a fixed management.Batches with two batches of t1 and one of
+// t3, which has no channel.
 type ctlBatches struct{}
 
 func (ctlBatches) all() []batch.Batch {
@@ -115,6 +116,9 @@ func (ctlBatches) all() []batch.Batch {
 				{Command: &command.Command{ID: "y", Type: "A"}, Status: batch.StatusSucceeded},
 				{Command: &command.Command{ID: "z", Type: "B"}, Status: batch.StatusError},
 			}},
+		// t3 has a batch but no channel.
+		{ID: "b3", TargetID: "t3", Status: batch.StatusError, MaxRetry: &five, Retry: 5, Error: "no channel", CreatedAt: ctlBase.Add(2 * time.Minute),
+			Commands: []batch.Command{{Command: &command.Command{ID: "w", Type: "A"}, Status: batch.StatusError}}},
 	}
 }
 
@@ -180,9 +184,10 @@ func TestCtlTables(t *testing.T) {
 		want string
 	}{
 		{"targets", []string{"targets"}, `
-TARGET  CHANNELS  ACTIVE  PRIMARY  EPOCH  BATCHES
-t1      2         1       c1       2      2
-t2      1         1       c3       1      0
+TARGET  CHANNELS  ACTIVE  PRIMARY  PRIMARY-CHANNEL  EPOCH  BATCHES
+t1      2         1       conn-1   c1               2      2
+t2      1         1       conn-3   c3               1      0
+t3      0         0       -        -                -      1
 `},
 		{"channels", []string{"channels"}, `
 CHANNEL  TARGET  CONNECTOR  NODE    ACTIVE  PRIMARY  EPOCH  IN-FLIGHT  REGISTERED

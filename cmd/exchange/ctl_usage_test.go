@@ -104,3 +104,22 @@ func TestCtlQueryTimeout(t *testing.T) {
 		t.Errorf("exit code %d, stderr %q; want 3, did not answer in time", code, errb.String())
 	}
 }
+
+// TestCtlIgnoresConnectorVariables checks that ctl's subcommand flags read
+// EXCHANGE_CTL_*, not the EXCHANGE_TARGET a connector's host has set.
+func TestCtlIgnoresConnectorVariables(t *testing.T) {
+	addr := ctlServer(t)
+	t.Setenv("EXCHANGE_TARGET", "t2")
+	code, out, errOut := runCtl(t, "--addr", addr, "channels")
+	if code != 0 || !strings.Contains(out, "c1") {
+		t.Errorf("channels with EXCHANGE_TARGET=t2: exit code %d, stdout %q, stderr %q; want every channel", code, out, errOut)
+	}
+	if code, _, errOut := runCtl(t, "--addr", addr, "send", "--type", "ECHO"); code != exitUsage {
+		t.Errorf("send with EXCHANGE_TARGET only: exit code %d, stderr %q; want 2 (no --target)", code, errOut)
+	}
+	t.Setenv("EXCHANGE_CTL_TARGET", "t2")
+	code, out, errOut = runCtl(t, "--addr", addr, "channels")
+	if code != 0 || strings.Contains(out, "c1") || !strings.Contains(out, "c3") {
+		t.Errorf("channels with EXCHANGE_CTL_TARGET=t2: exit code %d, stdout %q, stderr %q; want t2's channel only", code, out, errOut)
+	}
+}

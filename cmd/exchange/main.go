@@ -10,7 +10,10 @@
 //
 // Every flag can also be set with an environment variable: EXCHANGE_ followed
 // by the flag name in upper case with dashes as underscores (--grpc-addr is
-// EXCHANGE_GRPC_ADDR). A flag given on the command line wins.
+// EXCHANGE_GRPC_ADDR). A flag given on the command line wins. The flags of
+// the ctl subcommands read EXCHANGE_CTL_* (ctl send --target is
+// EXCHANGE_CTL_TARGET, never the connector's EXCHANGE_TARGET); ctl --token
+// reads EXCHANGE_MANAGEMENT_TOKEN.
 package main
 
 import (
@@ -108,14 +111,28 @@ var subcommands []func(stdout, stderr io.Writer) *cobra.Command
 const envAnnotation = "exchange_env"
 
 // bindEnv gives every flag of cmd not set on the command line the value of its
-// EXCHANGE_* environment variable, if set.
+// EXCHANGE_* environment variable, if set. The flags of the ctl subcommands
+// (ctl send --target, --type, --timeout, ...) read EXCHANGE_CTL_*: a shell or
+// a host set up for a connector or a controller has EXCHANGE_TARGET,
+// EXCHANGE_TIMEOUT..., and ctl must not pick them up. ctl's own flags (--addr,
+// --output and --token) keep their names.
 func bindEnv(cmd *cobra.Command) error {
+	var ctl *cobra.Command // the ctl command cmd is under, if any
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Parent() != nil && c.Parent().Parent() == nil && c.Name() == "ctl" {
+			ctl = c
+		}
+	}
 	var errs []error
 	visit := func(f *pflag.Flag) {
 		if f.Changed {
 			return
 		}
-		name := "EXCHANGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		prefix := "EXCHANGE_"
+		if ctl != nil && ctl.PersistentFlags().Lookup(f.Name) == nil {
+			prefix = "EXCHANGE_CTL_"
+		}
+		name := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if names := f.Annotations[envAnnotation]; len(names) > 0 {
 			name = names[0]
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/exchangekit/exchange/command"
@@ -56,5 +57,38 @@ func TestSendCommandPrimary(t *testing.T) {
 			t.Errorf("%s: reply from channel %q connector %q node %q, want %q %q %q", tc.body,
 				r.ChannelID, r.ConnectorID, r.NodeID, tc.wantChannel, tc.wantConnector, tc.wantNode)
 		}
+	}
+}
+
+// TestListTargetsAll checks that ?all=true also lists the targets that only
+// have batches (t-orphan), and that without it they are left out.
+func TestListTargetsAll(t *testing.T) {
+	ts := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), newFakeBatches()))
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{"t1", "t2"}},
+		{"?all=false", []string{"t1", "t2"}},
+		{"?all=TRUE", []string{"t-orphan", "t1", "t2"}},
+	} {
+		resp, body := do(t, ts, http.MethodGet, "/exchange/targets"+tc.query, "", nil)
+		var got []Target
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("GET /exchange/targets%s: %d %s", tc.query, resp.StatusCode, body)
+		}
+		var ids []string
+		for _, tg := range got {
+			ids = append(ids, tg.ID)
+			if tg.Channels == nil {
+				t.Errorf("%s: target %s has channels null, want []", tc.query, tg.ID)
+			}
+		}
+		if strings.Join(ids, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("GET /exchange/targets%s = %v, want %v", tc.query, ids, tc.want)
+		}
+	}
+	if resp, body := do(t, ts, http.MethodGet, "/exchange/targets?all=maybe", "", nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("?all=maybe: %d %s, want 400", resp.StatusCode, body)
 	}
 }
