@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -80,8 +81,15 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "exchange",
-		Short:         "Send commands to fleets of connectors and get their replies, reliably",
+		Use:   "exchange",
+		Short: "Send commands to fleets of connectors and get their replies, reliably",
+		Long: `Send commands to fleets of connectors and get their replies, reliably.
+
+Every flag can also be set with an environment variable: EXCHANGE_ followed by
+the flag name in upper case, dashes as underscores (--grpc-addr is
+EXCHANGE_GRPC_ADDR); the flags of the ctl subcommands read EXCHANGE_CTL_*
+(EXCHANGE_CTL_TARGET), and ctl --token reads EXCHANGE_MANAGEMENT_TOKEN. A flag
+given on the command line wins. Each command's --help lists its variables.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,6 +101,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	root.Version = version()
 	root.SetVersionTemplate("exchange {{.Version}}\n")
+	cobra.AddTemplateFunc("envHelp", envHelp)
+	root.SetUsageTemplate(root.UsageTemplate() + "{{envHelp .}}")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	for _, sub := range subcommands {
@@ -117,24 +127,10 @@ const envAnnotation = "exchange_env"
 // EXCHANGE_TIMEOUT..., and ctl must not pick them up. ctl's own flags (--addr,
 // --output and --token) keep their names.
 func bindEnv(cmd *cobra.Command) error {
-	var ctl *cobra.Command // the ctl command cmd is under, if any
-	for c := cmd; c != nil; c = c.Parent() {
-		if c.Parent() != nil && c.Parent().Parent() == nil && c.Name() == "ctl" {
-			ctl = c
-		}
-	}
 	var errs []error
-	visit := func(f *pflag.Flag) {
+	visitEnv(cmd, func(f *pflag.Flag, name string) {
 		if f.Changed {
 			return
-		}
-		prefix := "EXCHANGE_"
-		if ctl != nil && ctl.PersistentFlags().Lookup(f.Name) == nil {
-			prefix = "EXCHANGE_CTL_"
-		}
-		name := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if names := f.Annotations[envAnnotation]; len(names) > 0 {
-			name = names[0]
 		}
 		v, ok := os.LookupEnv(name)
 		if !ok {
@@ -149,8 +145,46 @@ func bindEnv(cmd *cobra.Command) error {
 		if err := f.Value.Set(v); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
-	}
-	cmd.Flags().VisitAll(visit)
-	cmd.InheritedFlags().VisitAll(visit)
+	})
 	return errors.Join(errs...)
+}
+
+// visitEnv calls fn for every flag of cmd (its own, then those it inherits)
+// but --help and --version, with the name of its environment variable.
+func visitEnv(cmd *cobra.Command, fn func(f *pflag.Flag, env string)) {
+	var ctl *cobra.Command // the ctl command cmd is under, if any
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Parent() != nil && c.Parent().Parent() == nil && c.Name() == "ctl" {
+			ctl = c
+		}
+	}
+	visit := func(f *pflag.Flag) {
+		if f.Name == "help" || f.Name == "version" {
+			return
+		}
+		prefix := "EXCHANGE_"
+		if ctl != nil && ctl.PersistentFlags().Lookup(f.Name) == nil {
+			prefix = "EXCHANGE_CTL_"
+		}
+		name := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if names := f.Annotations[envAnnotation]; len(names) > 0 {
+			name = names[0]
+		}
+		fn(f, name)
+	}
+	cmd.LocalFlags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+}
+
+// envHelp lists the environment variables of cmd's flags, for the end of
+// its --help.
+func envHelp(cmd *cobra.Command) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	visitEnv(cmd, func(f *pflag.Flag, name string) { fmt.Fprintf(tw, "  %s\t--%s\n", name, f.Name) })
+	_ = tw.Flush()
+	if b.Len() == 0 {
+		return ""
+	}
+	return "\nEnvironment variables (a flag given on the command line wins):\n" + b.String()
 }
