@@ -50,9 +50,10 @@ func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Query and drive a controller through its management API",
 		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
 
-Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable
-or not answering in time, 4 unauthorized, 5 not found or no channel for the target, 6 the command failed
-at the connector, timed out, or the channel was busy, 1 anything else.`,
+Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable or
+not answering in time, 4 unauthorized, 5 not found or no channel for the
+target, 6 the command failed at the connector, timed out there, or the channel
+was busy (batches watch: the batch ended in ERROR), 1 anything else.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -86,10 +87,13 @@ func ctlArgs(_ *cobra.Command, args []string) error {
 }
 
 // ctlRun validates the output flag, builds a client for one command, runs fn
-// with it and a context bounded by timeout (none if 0), and turns failures into exit codes.
+// with it and a context bounded by timeout (none if 0), and turns failures
+// into exit codes.
 func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx context.Context, c *management.Client) error) error {
-	f.output = strings.ToLower(f.output)
-	if f.output != "table" && f.output != "json" {
+	switch o := strings.ToLower(f.output); o {
+	case "table", "json":
+		f.output = o
+	default:
 		return &exitError{code: exitUsage, err: fmt.Errorf("-o %q: want table or json", f.output)}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()

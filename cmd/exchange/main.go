@@ -101,7 +101,6 @@ given on the command line wins. Each command's --help lists its variables.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	root.Version = version()
 	root.SetVersionTemplate("exchange {{.Version}}\n")
-	cobra.AddTemplateFunc("envHelp", envHelp)
 	root.SetUsageTemplate(root.UsageTemplate() + "{{envHelp .}}")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -175,6 +174,10 @@ func visitEnv(cmd *cobra.Command, fn func(f *pflag.Flag, env string)) {
 	cmd.LocalFlags().VisitAll(visit)
 	cmd.InheritedFlags().VisitAll(visit)
 }
+
+// The usage template of every command ends with envHelp (cobra's template
+// functions are global: registered once).
+func init() { cobra.AddTemplateFunc("envHelp", envHelp) }
 
 // envHelp lists the environment variables of cmd's flags, for the end of
 // its --help.
