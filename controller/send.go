@@ -30,38 +30,52 @@ import (
 //     channel.ErrClosed (the channel closed meanwhile),
 //     *channel.UnknownCommandError, *channel.RemoteError, *channel.BusyError.
 func (c *Controller) Send(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error) {
-	return c.send(ctx, targetID, cmd, false)
+	reply, _, err := c.SendVia(ctx, targetID, cmd, false)
+	return reply, err
 }
 
 // SendPrimary is Send to the target's primary channel only. Without a primary
 // it fails at once with a *NoChannelError whose Primary field is set.
 func (c *Controller) SendPrimary(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error) {
-	return c.send(ctx, targetID, cmd, true)
+	reply, _, err := c.SendVia(ctx, targetID, cmd, true)
+	return reply, err
 }
 
-func (c *Controller) send(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (*command.Reply, error) {
+// Route is where Send sent a command: the channel chosen and the node that
+// holds it.
+type Route struct {
+	ChannelID string
+	NodeID    string
+}
+
+// SendVia is Send, or SendPrimary when primaryOnly is set, that also returns
+// the route chosen: the zero Route when none was (no channel, or the
+// controller closed), else the channel the command was sent on, whether or
+// not a reply came back. The management API reports it with the reply.
+func (c *Controller) SendVia(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (*command.Reply, Route, error) {
 	if cmd == nil {
-		return nil, errors.New("controller: send needs a command")
+		return nil, Route{}, errors.New("controller: send needs a command")
 	}
 	if c.ctx.Err() != nil {
-		return nil, &SendError{Command: cmd, TargetID: targetID, Err: ErrClosed}
+		return nil, Route{}, &SendError{Command: cmd, TargetID: targetID, Err: ErrClosed}
 	}
 	choice, lc := c.route(targetID, primaryOnly)
+	rt := Route{ChannelID: choice.ChannelID, NodeID: choice.NodeID}
 	switch choice.Kind {
 	case route.Local:
 		reply, err := lc.ch.Send(ctx, cmd)
 		if err != nil {
-			return nil, &SendError{Command: cmd, TargetID: targetID, ChannelID: lc.id, Err: err}
+			return nil, rt, &SendError{Command: cmd, TargetID: targetID, ChannelID: lc.id, Err: err}
 		}
-		return reply, nil
+		return reply, rt, nil
 	case route.Remote:
 		reply, err := c.store.Forward(ctx, state.NodeID(choice.NodeID), state.ChannelID(choice.ChannelID), cmd)
 		if err != nil {
-			return nil, &SendError{Command: cmd, TargetID: targetID, NodeID: choice.NodeID, Err: err}
+			return nil, rt, &SendError{Command: cmd, TargetID: targetID, NodeID: choice.NodeID, Err: err}
 		}
-		return reply, nil
+		return reply, rt, nil
 	}
-	return nil, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
+	return nil, Route{}, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
 }
 
 // deliver is the receiving side of Cluster.Forward: it sends cmd, forwarded

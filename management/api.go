@@ -20,8 +20,10 @@ type Exchange interface {
 	Targets() []controller.TargetInfo
 	// Target returns one target by id.
 	Target(id string) (controller.TargetInfo, bool)
-	// Send sends cmd to a channel of the target and returns its reply.
-	Send(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error)
+	// SendVia sends cmd to a channel of the target (its primary only, with
+	// primaryOnly) and returns its reply and the channel chosen (see
+	// controller.Controller.SendVia).
+	SendVia(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (*command.Reply, controller.Route, error)
 	// Cluster describes the cluster as this node sees it.
 	Cluster() controller.ClusterInfo
 }

@@ -107,6 +107,13 @@ func (c *Client) Targets(ctx context.Context) ([]Target, error) {
 	return list[Target](ctx, c, "/exchange/targets", url.Values{})
 }
 
+// AllTargets calls GET /exchange/targets?all=true: also the targets that
+// only have batches. (A controller older than the parameter ignores it, and
+// lists the targets with a channel only.)
+func (c *Client) AllTargets(ctx context.Context) ([]Target, error) {
+	return list[Target](ctx, c, "/exchange/targets", url.Values{"all": {"true"}})
+}
+
 // Target calls GET /exchange/targets/:id.
 func (c *Client) Target(ctx context.Context, id string) (TargetDetail, error) {
 	var out TargetDetail

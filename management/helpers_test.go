@@ -129,7 +129,12 @@ var sendErrors = map[string]error{
 	"t-broken":  fmt.Errorf("controller: forward to node-3: %w", os.ErrPermission),
 }
 
-func (f *fakeExchange) Send(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error) {
+func (f *fakeExchange) SendVia(ctx context.Context, targetID string, cmd *command.Command, _ bool) (*command.Reply, controller.Route, error) {
+	r, err := f.send(ctx, targetID, cmd)
+	return r, controller.Route{}, err
+}
+
+func (f *fakeExchange) send(ctx context.Context, targetID string, cmd *command.Command) (*command.Reply, error) {
 	if err, ok := sendErrors[targetID]; ok {
 		return nil, err
 	}

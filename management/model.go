@@ -93,6 +93,13 @@ type Reply struct {
 	Error        *string         `json:"error"`
 	Code         *int32          `json:"code"`
 	RetryAfterMs *int64          `json:"retryAfterMs"`
+	// ChannelID, ConnectorID and NodeID say who answered a command sent
+	// with POST /exchange/targets/:id/commands: the channel the controller
+	// chose, its connector and the node holding it. Absent elsewhere (the
+	// replies of a batch's commands).
+	ChannelID   string `json:"channelId,omitempty"`
+	ConnectorID string `json:"connectorId,omitempty"`
+	NodeID      string `json:"nodeId,omitempty"`
 }
 
 // Cluster is the body of GET /exchange/cluster.
@@ -139,13 +146,16 @@ type ErrorBody struct {
 // CommandRequest is the body of POST /exchange/targets/:id/commands. Type is
 // required; Payload is any JSON value, passed to the connector as is;
 // TimeoutMs defaults to the server's Config.CommandTimeout; ID defaults to a
-// fresh UUID.
+// fresh UUID; Primary false means any active channel of the target.
 type CommandRequest struct {
 	ID        string            `json:"id,omitempty"`
 	Type      string            `json:"type"`
 	Payload   json.RawMessage   `json:"payload,omitempty"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	TimeoutMs int64             `json:"timeoutMs,omitempty"`
+	// Primary sends to the target's primary channel only: 404 if it has
+	// none.
+	Primary bool `json:"primary,omitempty"`
 }
 
 // BatchRequest is the body of POST /exchange/batchs. TargetID and at least one

@@ -82,12 +82,26 @@ func (s *Server) listTargets(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	all, err := boolParam(c, "all")
+	if err != nil {
+		return err
+	}
 	out := []Target{}
+	seen := map[string]bool{}
 	for _, t := range s.ex.Targets() {
 		if len(t.Channels) == 0 {
 			continue // like the reference: only targets with a channel
 		}
+		seen[t.ID] = true
 		out = append(out, Target{ID: t.ID, Channels: channelsOf(t.Channels)})
+	}
+	if all != nil && *all { // and those that only have batches
+		for _, b := range s.listBatchesOf(batch.Filter{}) {
+			if !seen[b.TargetID] {
+				seen[b.TargetID] = true
+				out = append(out, Target{ID: b.TargetID, Channels: []Channel{}})
+			}
+		}
 	}
 	sortTargets(out)
 	out = paginate(c, out, targetKey, p)
@@ -227,16 +241,9 @@ func (s *Server) listChannels(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var active *bool
-	if v := c.QueryParam("active"); v != "" {
-		switch {
-		case strings.EqualFold(v, "true"):
-			active = new(true)
-		case strings.EqualFold(v, "false"):
-			active = new(false)
-		default:
-			return &badRequestError{"query parameter active", fmt.Sprintf("[%s] is neither true nor false", v)}
-		}
+	active, err := boolParam(c, "active")
+	if err != nil {
+		return err
 	}
 	target := c.QueryParam("targetId")
 	var in []controller.ChannelInfo
@@ -246,6 +253,21 @@ func (s *Server) listChannels(c echo.Context) error {
 		}
 	}
 	return writeJSON(c, http.StatusOK, paginate(c, channelsOf(in), channelKey, p))
+}
+
+// boolParam reads the query parameter name: true or false in any case, nil
+// when absent.
+func boolParam(c echo.Context, name string) (*bool, error) {
+	v := c.QueryParam(name)
+	switch {
+	case v == "":
+		return nil, nil
+	case strings.EqualFold(v, "true"):
+		return new(true), nil
+	case strings.EqualFold(v, "false"):
+		return new(false), nil
+	}
+	return nil, &badRequestError{"query parameter " + name, fmt.Sprintf("[%s] is neither true nor false", v)}
 }
 
 func (s *Server) getChannel(c echo.Context) error {
@@ -288,14 +310,19 @@ func (s *Server) sendCommand(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
 	defer cancel()
-	reply, err := s.ex.Send(ctx, target, cmd)
+	reply, rt, err := s.ex.SendVia(ctx, target, cmd, req.Primary)
 	if err != nil {
 		return &sendError{target: target, cmd: cmd, err: err}
 	}
 	if reply == nil {
 		return &sendError{target: target, cmd: cmd, err: errors.New("no reply")}
 	}
-	return writeJSON(c, http.StatusOK, replyOf(reply))
+	out := replyOf(reply)
+	out.ChannelID, out.NodeID = rt.ChannelID, rt.NodeID
+	if ch, ok := s.ex.Channel(rt.ChannelID); ok && rt.ChannelID != "" {
+		out.ConnectorID = ch.ConnectorID // as registered; the channel may be gone by now
+	}
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -62,7 +64,14 @@ it becomes or stops being its target's primary.`,
 
 func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Writer) error {
 	if len(f.controllers) == 0 || f.target == "" {
-		return &exitError{code: 2, err: errors.New("connector needs --controller and --target")}
+		return &exitError{code: exitUsage, err: errors.New("connector needs --controller and --target")}
+	}
+	// Check every address before anything starts: a typo is an error at
+	// once, not a connector retrying for ever.
+	for _, addr := range f.controllers {
+		if err := checkControllerAddr(strings.TrimSpace(addr)); err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
 	}
 	log, err := f.log.logger(stderr)
 	if err != nil {
@@ -148,4 +157,29 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 		return nil
 	}
 	return err
+}
+
+// checkControllerAddr checks one --controller address: the gRPC address of
+// a controller, HOST:PORT, with no scheme and no path (not the management
+// API's http://HOST:7480). Empty entries (a trailing comma) are skipped by
+// the caller.
+func checkControllerAddr(addr string) error {
+	const example = "want HOST:PORT, the controller's gRPC address, such as 127.0.0.1:7400 or ctl-1.example.com:7400"
+	if addr == "" {
+		return nil
+	}
+	if strings.Contains(addr, "://") {
+		return fmt.Errorf("--controller %q: no scheme: %s", addr, example)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--controller %q: %s", addr, example)
+	}
+	if host == "" || strings.ContainsAny(host, "/?#@") {
+		return fmt.Errorf("--controller %q: bad host: %s", addr, example)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("--controller %q: bad port %q: %s", addr, port, example)
+	}
+	return nil
 }

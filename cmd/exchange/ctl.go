@@ -24,7 +24,7 @@ func init() { subcommands = append(subcommands, newCtlCommand) }
 // Exit codes of exchange ctl.
 const (
 	exitUsage         = 2 // bad flags or arguments, or a request the API rejected as invalid (400)
-	exitUnreachable   = 3 // the controller cannot be reached
+	exitUnreachable   = 3 // the controller cannot be reached, or did not answer in time
 	exitUnauthorized  = 4 // the token is missing or wrong
 	exitNotFound      = 5 // not found, or the target has no channel
 	exitRemoteFailure = 6 // the command failed at the connector, timed out, or the channel was busy
@@ -50,9 +50,10 @@ func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Query and drive a controller through its management API",
 		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
 
-Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable,
-4 unauthorized, 5 not found or no channel for the target, 6 the command failed
-at the connector, timed out, or the channel was busy, 1 anything else.`,
+Exit codes: 0 success, 2 usage or invalid request, 3 controller unreachable or
+not answering in time, 4 unauthorized, 5 not found or no channel for the
+target, 6 the command failed at the connector, timed out there, or the channel
+was busy (batches watch: the batch ended in ERROR), 1 anything else.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -61,12 +62,11 @@ at the connector, timed out, or the channel was busy, 1 anything else.`,
 			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send, cluster or snapshot", args[0])}
 		},
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.addr, "addr", "http://127.0.0.1:7480", "management API address of the controller")
 	pf.StringVar(&f.token, "token", "", "management bearer token (env EXCHANGE_MANAGEMENT_TOKEN, the controller's --management-token)")
 	_ = pf.SetAnnotation("token", envAnnotation, []string{"EXCHANGE_MANAGEMENT_TOKEN"})
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json (any case)")
 	cmd.AddCommand(
 		newCtlTargetsCommand(f, stdout),
 		newCtlChannelsCommand(f, stdout),
@@ -87,9 +87,13 @@ func ctlArgs(_ *cobra.Command, args []string) error {
 }
 
 // ctlRun validates the output flag, builds a client for one command, runs fn
-// with it and a bounded context, and turns failures into exit codes.
+// with it and a context bounded by timeout (none if 0), and turns failures
+// into exit codes.
 func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx context.Context, c *management.Client) error) error {
-	if f.output != "table" && f.output != "json" {
+	switch o := strings.ToLower(f.output); o {
+	case "table", "json":
+		f.output = o
+	default:
 		return &exitError{code: exitUsage, err: fmt.Errorf("-o %q: want table or json", f.output)}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -98,8 +102,11 @@ func ctlRun(ctx context.Context, f *ctlFlags, timeout time.Duration, fn func(ctx
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("--addr: %w", err)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return fn(ctx, c)
 }
 
@@ -131,7 +138,10 @@ func ctlError(err error, notFound string) error {
 		}
 		return &exitError{code: 1, err: fmt.Errorf("the controller answered %d: %s", api.StatusCode, api.Message)}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &exitError{code: exitRemoteFailure, err: fmt.Errorf("no answer from the controller in time: %w", err)}
+		// The management API itself did not answer in time (a connector
+		// that does not reply is the API's 504, above): the controller is
+		// as good as unreachable.
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("the controller did not answer in time: %w", err)}
 	}
 	return err
 }
@@ -192,11 +202,14 @@ func cell(s string) string {
 func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "targets",
-		Short: "List the targets that have channels, with their primary and batches",
-		Args:  ctlArgs,
+		Short: "List the targets, with their channels, primary and batches",
+		Long: `List the targets: those with channels and those that only have batches
+(GET /exchange/targets?all=true), with their channel counts, their primary
+(its connector id and channel id), its fencing epoch and their batch count.`,
+		Args: ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
-				ts, err := c.Targets(ctx)
+				ts, err := c.AllTargets(ctx)
 				if err != nil {
 					return ctlError(err, "")
 				}
@@ -205,18 +218,18 @@ func newCtlTargetsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 				}
 				rows := make([][]string, 0, len(ts))
 				for _, t := range ts {
-					active, primary, epoch := 0, "-", "-"
+					active, primary, primaryChannel, epoch := 0, "-", "-", "-"
 					for _, ch := range t.Channels {
 						if ch.Active {
 							active++
 						}
 						if ch.Primary {
-							primary, epoch = ch.ID, fmt.Sprint(ch.Epoch)
+							primary, primaryChannel, epoch = orDash(ch.ConnectorID), ch.ID, fmt.Sprint(ch.Epoch)
 						}
 					}
-					rows = append(rows, []string{t.ID, fmt.Sprint(len(t.Channels)), fmt.Sprint(active), primary, epoch, fmt.Sprint(len(t.Batchs))})
+					rows = append(rows, []string{t.ID, fmt.Sprint(len(t.Channels)), fmt.Sprint(active), primary, primaryChannel, epoch, fmt.Sprint(len(t.Batchs))})
 				}
-				return table(stdout, "TARGET\tCHANNELS\tACTIVE\tPRIMARY\tEPOCH\tBATCHES", rows)
+				return table(stdout, "TARGET\tCHANNELS\tACTIVE\tPRIMARY\tPRIMARY-CHANNEL\tEPOCH\tBATCHES", rows)
 			})
 		},
 	}
@@ -255,8 +268,8 @@ func newCtlChannelsCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	var target, status string
 	cmd := &cobra.Command{
-		Use:   "batches [--target T] [--status S] | batches get ID | batches cancel ID",
-		Short: "List the batches (optionally of one target and/or with one status), show or cancel one",
+		Use:   "batches [--target T] [--status S] | batches create|get|watch|cancel ...",
+		Short: "List the batches (optionally of one target and/or with one status); create, show, watch or cancel one",
 		Args:  ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ctlRun(cmd.Context(), f, ctlRequestTimeout, func(ctx context.Context, c *management.Client) error {
@@ -286,7 +299,8 @@ func newCtlBatchesCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&target, "target", "", "only this target's batches")
 	cmd.Flags().StringVar(&status, "status", "", "only batches with this status: CREATED, PENDING, IN_PROGRESS, SUCCEEDED or ERROR")
-	cmd.AddCommand(newCtlBatchGetCommand(f, stdout), newCtlBatchCancelCommand(f, stdout))
+	cmd.AddCommand(newCtlBatchCreateCommand(f, stdout), newCtlBatchGetCommand(f, stdout),
+		newCtlBatchWatchCommand(f, stdout), newCtlBatchCancelCommand(f, stdout))
 	return cmd
 }
 
@@ -377,16 +391,30 @@ func newCtlSendCommand(f *ctlFlags, stdout io.Writer) *cobra.Command {
 	var (
 		target, typ, payload string
 		timeout              time.Duration
+		primary              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "send --target T --type TYPE [--payload JSON] [--timeout 30s]",
-		Short: "Send one command to a target and print the reply",
-		Long: `Send one command to a target and print the reply. A reply with status ERROR
-is printed too, and the exit code is then 6.`,
+		Use:   "send --target T --type TYPE [--payload JSON|@FILE|-] [--primary] [--timeout 30s]",
+		Short: "Send one command to a target and print the reply and who answered",
+		Long: `Send one command to a target and print the reply, with the channel, connector
+and node that answered. Without --primary the controller picks any active
+channel of the target (the least busy); with --primary only the target's
+primary channel (exit code 5 if it has none). A reply with status ERROR is
+printed too, and the exit code is then 6.`,
 		Args: ctlArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if target == "" || typ == "" {
 				return &exitError{code: exitUsage, err: errors.New("send needs --target and --type")}
+			}
+			if payload == "-" || strings.HasPrefix(payload, "@") { // neither is JSON
+				data, err := readInput(cmd, strings.TrimPrefix(payload, "@"))
+				if err != nil {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--payload: %w", err)}
+				}
+				payload = string(bytes.TrimSpace(data))
+				if payload == "" {
+					return &exitError{code: exitUsage, err: errors.New("--payload: empty input; a JSON value is expected")}
+				}
 			}
 			if payload != "" && !json.Valid([]byte(payload)) {
 				return &exitError{code: exitUsage, err: errors.New("--payload is not valid JSON")}
@@ -394,14 +422,18 @@ is printed too, and the exit code is then 6.`,
 			if timeout <= 0 {
 				return &exitError{code: exitUsage, err: fmt.Errorf("--timeout %s: must be positive", timeout)}
 			}
-			req := management.CommandRequest{Type: typ, TimeoutMs: timeout.Milliseconds()}
+			req := management.CommandRequest{Type: typ, TimeoutMs: timeout.Milliseconds(), Primary: primary}
+			noChannel := fmt.Sprintf("target %s has no channel", target)
+			if primary {
+				noChannel = fmt.Sprintf("target %s has no primary channel", target)
+			}
 			if payload != "" {
 				req.Payload = json.RawMessage(payload)
 			}
 			return ctlRun(cmd.Context(), f, timeout+ctlSendMargin, func(ctx context.Context, c *management.Client) error {
 				r, err := c.Send(ctx, target, req)
 				if err != nil {
-					return ctlError(err, fmt.Sprintf("target %s has no channel", target))
+					return ctlError(err, noChannel)
 				}
 				if f.output == "json" {
 					err = printJSON(stdout, r)
@@ -421,13 +453,17 @@ is printed too, and the exit code is then 6.`,
 	fl := cmd.Flags()
 	fl.StringVar(&target, "target", "", "target to send to")
 	fl.StringVar(&typ, "type", "", "command type, such as ECHO")
-	fl.StringVar(&payload, "payload", "", "command payload, JSON")
+	fl.StringVar(&payload, "payload", "", "command payload: JSON, @FILE to read it from a file, - from stdin")
+	fl.BoolVar(&primary, "primary", false, "send to the target's primary channel only")
 	fl.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the reply (at most the server's limit, 60s by default)")
 	return cmd
 }
 
 func printReply(w io.Writer, r management.Reply) error {
 	rows := [][]string{{"STATUS", r.Status}, {"COMMAND", r.CommandID}}
+	if r.ChannelID != "" {
+		rows = append(rows, []string{"CHANNEL", r.ChannelID}, []string{"CONNECTOR", orDash(r.ConnectorID)}, []string{"NODE", orDash(r.NodeID)})
+	}
 	if r.Code != nil {
 		rows = append(rows, []string{"CODE", fmt.Sprint(*r.Code)})
 	}

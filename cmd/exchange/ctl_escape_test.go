@@ -51,7 +51,7 @@ func TestCtlEscapesIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ctrl.Close() })
-	srv, err := management.New(management.Config{}, ctrl, ctlBatches{}, nil)
+	srv, err := management.New(management.Config{}, ctrl, nil, nil) // no batches: one target, one row
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestCtlEscapesIDs(t *testing.T) {
 		want []string // quoted ids expected in the data row
 	}{
 		{[]string{"channels"}, []string{`"c1\tx\u202e"`, `"t\x1b[31m"`, `"gw\nc9       t9      forged"`}},
-		{[]string{"targets"}, []string{`"t\x1b[31m"`, `"c1\tx\u202e"`}},
+		{[]string{"targets"}, []string{`"t\x1b[31m"`, `"gw\nc9       t9      forged"`, `"c1\tx\u202e"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args[0], func(t *testing.T) {

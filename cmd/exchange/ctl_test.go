@@ -59,9 +59,26 @@ func (e ctlExchange) Target(id string) (controller.TargetInfo, bool) {
 	return t, len(t.Channels) > 0
 }
 
-func (ctlExchange) Send(_ context.Context, target string, cmd *command.Command) (*command.Reply, error) {
+// SendVia routes like the controller: to the primary with primaryOnly, else
+// to the first active channel of the target.
+func (e ctlExchange) SendVia(ctx context.Context, target string, cmd *command.Command, primaryOnly bool) (*command.Reply, controller.Route, error) {
+	var rt controller.Route
+	for _, ch := range e.Channels() {
+		if ch.TargetID == target && ch.Active && (ch.Primary || !primaryOnly) {
+			rt = controller.Route{ChannelID: ch.ID, NodeID: ch.NodeID}
+			break
+		}
+	}
+	if rt.ChannelID == "" && primaryOnly {
+		return nil, rt, &controller.NoChannelError{TargetID: target, Primary: true}
+	}
+	r, err := e.send(ctx, target, cmd)
+	return r, rt, err
+}
+
+func (ctlExchange) send(_ context.Context, target string, cmd *command.Command) (*command.Reply, error) {
 	switch target {
-	case "t1":
+	case "t1", "t2":
 		return &command.Reply{CommandID: cmd.ID, Type: cmd.Type, Status: command.StatusSucceeded, Payload: cmd.Payload, Code: 200}, nil
 	case "t-refuse":
 		return &command.Reply{CommandID: cmd.ID, Type: cmd.Type, Status: command.StatusError, Error: "not allowed", Code: 403}, nil
@@ -84,7 +101,8 @@ func (ctlExchange) Cluster() controller.ClusterInfo {
 		}}
 }
 
-// ctlBatches is a fixed management.Batches with two batches of t1.
+// ctlBatches is a fixed management.Batches with two batches of t1 and one of
+// t3, which has no channel.
 type ctlBatches struct{}
 
 func (ctlBatches) all() []batch.Batch {
@@ -98,6 +116,9 @@ func (ctlBatches) all() []batch.Batch {
 				{Command: &command.Command{ID: "y", Type: "A"}, Status: batch.StatusSucceeded},
 				{Command: &command.Command{ID: "z", Type: "B"}, Status: batch.StatusError},
 			}},
+		// t3 has a batch but no channel.
+		{ID: "b3", TargetID: "t3", Status: batch.StatusError, MaxRetry: &five, Retry: 5, Error: "no channel", CreatedAt: ctlBase.Add(2 * time.Minute),
+			Commands: []batch.Command{{Command: &command.Command{ID: "w", Type: "A"}, Status: batch.StatusError}}},
 	}
 }
 
@@ -163,9 +184,10 @@ func TestCtlTables(t *testing.T) {
 		want string
 	}{
 		{"targets", []string{"targets"}, `
-TARGET  CHANNELS  ACTIVE  PRIMARY  EPOCH  BATCHES
-t1      2         1       c1       2      2
-t2      1         1       c3       1      0
+TARGET  CHANNELS  ACTIVE  PRIMARY  PRIMARY-CHANNEL  EPOCH  BATCHES
+t1      2         1       conn-1   c1               2      2
+t2      1         1       conn-3   c3               1      0
+t3      0         0       -        -                -      1
 `},
 		{"channels", []string{"channels"}, `
 CHANNEL  TARGET  CONNECTOR  NODE    ACTIVE  PRIMARY  EPOCH  IN-FLIGHT  REGISTERED
@@ -220,10 +242,22 @@ y        A     SUCCEEDED  -
 z        B     ERROR      -
 `},
 		{"send", []string{"send", "--target", "t1", "--type", "ECHO", "--payload", `{"text": "hi"}`}, `
-STATUS   SUCCEEDED
-COMMAND  <id>
-CODE     200
-PAYLOAD  {"text":"hi"}
+STATUS     SUCCEEDED
+COMMAND    <id>
+CHANNEL    c1
+CONNECTOR  conn-1
+NODE       node-1
+CODE       200
+PAYLOAD    {"text":"hi"}
+`},
+		{"send to the primary", []string{"send", "--primary", "--target", "t2", "--type", "ECHO", "--payload", `"p"`}, `
+STATUS     SUCCEEDED
+COMMAND    <id>
+CHANNEL    c3
+CONNECTOR  conn-3
+NODE       node-1
+CODE       200
+PAYLOAD    "p"
 `},
 		{"cluster", []string{"cluster"}, `
 node node-1 (Leader), leader node-1
@@ -244,8 +278,8 @@ node-3  -              unknown  nonvoter  10.0.0.3:7401  -              no
 			if strings.Contains(tc.want, "<id>") { // the command id is a fresh UUID
 				lines := strings.Split(out, "\n")
 				for i, l := range lines {
-					if strings.HasPrefix(l, "COMMAND  ") && len(l) == len("COMMAND  ")+36 {
-						lines[i] = "COMMAND  <id>"
+					if strings.HasPrefix(l, "COMMAND    ") && len(l) == len("COMMAND    ")+36 {
+						lines[i] = "COMMAND    <id>"
 					}
 				}
 				out = strings.Join(lines, "\n")
@@ -301,6 +335,7 @@ func TestCtlFailures(t *testing.T) {
 		wantErr  string
 	}{
 		{"no channel", []string{"send", "--target", "t9", "--type", "ECHO"}, 5, "exchange: target t9 has no channel\n"},
+		{"no primary", []string{"send", "--primary", "--target", "t-refuse", "--type", "ECHO"}, 5, "exchange: target t-refuse has no primary channel\n"},
 		{"error reply", []string{"send", "--target", "t-refuse", "--type", "ECHO"}, 6, "exchange: the connector answered ERROR: not allowed\n"},
 		{"timeout", []string{"send", "--target", "t-timeout", "--type", "ECHO", "--timeout", "2s"}, 6, "exchange: No reply received in time"},
 		{"remote error", []string{"send", "--target", "t-remote", "--type", "ECHO"}, 6, "exchange: The connector failed to handle"},

@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
-	"time"
 )
 
 // postJSON posts body to url and decodes a JSON answer into v.
@@ -73,6 +73,13 @@ func TestEndToEndBatchSurvivesKill9(t *testing.T) {
 		t.Errorf("POST of the same batch id again: %d, want 409", code)
 	}
 
+	// ctl targets lists the target, which has a batch and no channel.
+	var out, errb strings.Builder
+	if code := run(ctx, []string{"ctl", "--addr", httpURL, "targets"}, &out, &errb); code != 0 ||
+		!regexp.MustCompile(`(?m)^offline +0 +0 +- +- +- +1$`).MatchString(out.String()) {
+		t.Errorf("ctl targets: exit %d, stderr %q; want the offline target with its batch:\n%s", code, errb.String(), out.String())
+	}
+
 	// kill -9: no shutdown, no goodbye, no flush beyond what was acknowledged.
 	if err := ctrl.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -91,18 +98,17 @@ func TestEndToEndBatchSurvivesKill9(t *testing.T) {
 	conn := start(t, "connector", "connector", "--controller", grpcAddr, "--target", "offline", "--id", "late")
 	conn.waitLine(ctx, 0, regexp.MustCompile(`serving target offline`))
 
-	poll := time.NewTicker(20 * time.Millisecond) // Eventually-style, bounded by ctx
-	defer poll.Stop()
-	for got.Status != "SUCCEEDED" {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("batch never succeeded after the connector appeared; last status %s", got.Status)
-		case <-poll.C:
-		}
-		getJSON(ctx, t, httpURL2+"/exchange/batchs/b1", &got)
-		if got.Status == "ERROR" {
-			t.Fatalf("batch ended in ERROR: %+v", got)
-		}
+	// ctl batches watch follows it to the end.
+	out.Reset()
+	errb.Reset()
+	if code := run(ctx, []string{"ctl", "--addr", httpURL2, "batches", "watch", "b1", "--interval", "20ms"}, &out, &errb); code != 0 {
+		t.Fatalf("ctl batches watch b1: exit %d, stderr %q, want 0 (SUCCEEDED):\n%s", code, errb.String(), out.String())
+	}
+	if !strings.Contains(out.String(), "b1  SUCCEEDED retry ") {
+		t.Errorf("ctl batches watch b1 did not print the end:\n%s", out.String())
+	}
+	if code := getJSON(ctx, t, httpURL2+"/exchange/batchs/b1", &got); code != http.StatusOK || got.Status != "SUCCEEDED" {
+		t.Fatalf("GET /exchange/batchs/b1 after watch: %d, %s", code, got.Status)
 	}
 	for i, c := range got.Commands {
 		var p struct{ Step int }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exchangekit/exchange/management"
 )
 
 var (
@@ -291,6 +293,16 @@ func TestEndToEndPrimaryFailover(t *testing.T) {
 	if !strings.Contains(out.String(), `"hello": "world"`) && !strings.Contains(out.String(), `"hello":"world"`) {
 		t.Errorf("ctl send output lacks the echoed payload:\n%s", out.String())
 	}
+	// ctl send --primary reaches the primary, and the reply says so.
+	out.Reset()
+	errb.Reset()
+	if code := run(ctx, []string{"ctl", "--addr", httpURL, "-o", "json", "send", "--primary", "--target", "t1", "--type", "ECHO"}, &out, &errb); code != 0 {
+		t.Fatalf("ctl send --primary: exit %d: %s", code, errb.String())
+	}
+	var reply management.Reply
+	if err := json.Unmarshal([]byte(out.String()), &reply); err != nil || reply.ConnectorID != first.name || reply.ChannelID == "" || reply.NodeID == "" {
+		t.Errorf("ctl send --primary: reply %+v (%v), want it answered by %s, with its channel and node", reply, err, first.name)
+	}
 	// ...and a target without channels is a clear error with its exit code.
 	out.Reset()
 	errb.Reset()
@@ -306,7 +318,7 @@ func TestEndToEndPrimaryFailover(t *testing.T) {
 	}
 	metricsText := getText(ctx, t, httpURL+"/metrics")
 	for _, want := range []string{
-		`exchange_commands_total{outcome="ok",type="ECHO"} 1`,
+		`exchange_commands_total{outcome="ok",type="ECHO"} 2`,
 		`exchange_channels{state="active"} 3`,
 		`exchange_targets 1`,
 		`exchange_primaries 1`,
