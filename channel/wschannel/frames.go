@@ -29,6 +29,7 @@ const (
 	prefixEx     = "e:"
 	kindCommand  = "COMMAND"
 	kindReply    = "REPLY"
+	kindUnknown  = "UNKNOWN" // written for a frame with neither kind
 )
 
 // AppendFrame appends the V1 encoding of f to dst.
@@ -50,12 +51,22 @@ const (
 // the channel's own UNKNOWN and NO_REPLY replies, which carry "payload":{} as
 // the reference's do. A reply with StatusUnspecified has no commandStatus.
 //
-// It fails with an error wrapping channel.ErrMalformedFrame when f is not a
-// valid frame (see channel.Frame.Validate) or holds a string that is not
-// UTF-8 (JSON cannot carry it).
+// Like the other transports, it does not check the frame's fields (the
+// receiving Channel does: a command without type is answered with an error,
+// see channel.Frame.Validate). A frame with neither a command nor a reply is
+// written "t:UNKNOWN;;e:{}", which the peer reads as malformed. It fails
+// with an error wrapping channel.ErrMalformedFrame when f is nil, carries
+// both kinds, or holds a string that is not UTF-8 (JSON cannot carry it).
 func AppendFrame(dst []byte, f *channel.Frame) ([]byte, error) {
-	if err := f.Validate(); err != nil {
-		return dst, fmt.Errorf("wschannel: encode: %w", err)
+	switch {
+	case f == nil:
+		return dst, fmt.Errorf("wschannel: encode: %w: nil frame", channel.ErrMalformedFrame)
+	case f.Command != nil && f.Reply != nil:
+		return dst, fmt.Errorf("wschannel: encode: %w: frame carries both a command and a reply", channel.ErrMalformedFrame)
+	case f.Command == nil && f.Reply == nil:
+		// V1 has no empty exchange; the reference closes with 1002 on a kind
+		// it does not know, and DecodeFrame fails on it.
+		return append(dst, prefixType+kindUnknown+separator+prefixEx+"{}"...), nil
 	}
 	e := encoder{b: dst}
 	if c := f.Command; c != nil {
@@ -255,8 +266,9 @@ type envelope struct {
 // StatusUnspecified.
 //
 // It fails with an error wrapping channel.ErrMalformedFrame when the frame is
-// not a V1 command or reply, the JSON does not parse, or the frame is not
-// valid (a command without id or type, a reply without command id).
+// not a V1 command or reply or its JSON does not parse. It does not check the
+// fields: a command without id or type, a reply without command id, are
+// returned for the Channel to judge (see channel.Frame.Validate).
 func DecodeFrame(b []byte) (*channel.Frame, error) {
 	kind, ex, ok := splitFrame(b)
 	switch {
@@ -305,9 +317,6 @@ func DecodeFrame(b []byte) (*channel.Frame, error) {
 			r.Status, _ = command.ParseStatus(*env.CommandStatus)
 		}
 		f.Reply = r
-	}
-	if err := f.Validate(); err != nil {
-		return nil, fmt.Errorf("wschannel: decode: %w", err)
 	}
 	return &f, nil
 }

@@ -227,9 +227,7 @@ func TestDecodeMalformed(t *testing.T) {
 		`t:OTHER;;et:X;;e:{"id":"i","type":"X"}`,
 		`et:X;;e:{"id":"i","type":"X"}`,
 		`t:COMMAND;;et:X;;e:{"id":"i","type":"X"`,
-		`t:COMMAND;;et:X;;e:{"type":"X"}`,
-		`t:COMMAND;;et:X;;e:{"id":"i"}`,
-		`t:REPLY;;et:X;;e:{"type":"X","commandStatus":"SUCCEEDED"}`,
+		`t:UNKNOWN;;e:{}`,
 		`t:COMMAND;;et:X;;e:{"id":"i","type":"X","timeoutMs":"soon"}`,
 		`t:COMMAND;;et:X;;e:[]`,
 	} {
@@ -239,13 +237,39 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+// TestDecodeInvalid checks that frames that parse but break the protocol
+// reach the caller, for the Channel to answer or refuse them.
+func TestDecodeInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		wire string
+		want *channel.Frame
+	}{
+		{`t:COMMAND;;et:X;;e:{"type":"X"}`, cmdFrame("", "X", "")},
+		{`t:COMMAND;;et:X;;e:{"id":"i","payload":{}}`, cmdFrame("i", "", "{}")},
+		{`t:REPLY;;et:X;;e:{"type":"X","commandStatus":"SUCCEEDED"}`, replyFrame("", "X", command.StatusSucceeded, "", "")},
+	} {
+		got, err := wschannel.DecodeFrame([]byte(tc.wire))
+		if err != nil {
+			t.Fatalf("DecodeFrame(%q) = %v", tc.wire, err)
+		}
+		if diff := cmp.Diff(tc.want, got, frameCmp); diff != "" {
+			t.Errorf("DecodeFrame(%q) differs (-want +got):\n%s", tc.wire, diff)
+		}
+		if got.Validate() == nil {
+			t.Errorf("DecodeFrame(%q).Validate() = nil, want an error", tc.wire)
+		}
+	}
+	// A frame with neither kind goes out as an exchange of unknown kind.
+	b, err := wschannel.EncodeFrame(&channel.Frame{})
+	if err != nil || string(b) != `t:UNKNOWN;;e:{}` {
+		t.Errorf("EncodeFrame(empty frame) = (%q, %v), want t:UNKNOWN;;e:{}", b, err)
+	}
+}
+
 func TestEncodeMalformed(t *testing.T) {
 	for _, f := range []*channel.Frame{
 		nil,
-		{},
-		cmdFrame("", "X", ""),
-		cmdFrame("i", "", ""),
-		replyFrame("", "X", command.StatusSucceeded, "", ""),
+		{Command: &command.Command{ID: "i", Type: "X"}, Reply: &command.Reply{CommandID: "i"}},
 		cmdFrame("i\xff", "X", ""),
 		replyFrame("i", "X", command.StatusError, "bad \xff", ""),
 		{Command: &command.Command{ID: "i", Type: "X", Metadata: map[string]string{"k": "\xfe"}}},
