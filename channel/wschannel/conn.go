@@ -263,7 +263,9 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) error {
 		case <-closed:
 		case <-t.C:
 			c.kill()
-			_ = c.raw.Close()
+			if c.raw != nil {
+				_ = c.raw.Close()
+			}
 			<-closed
 		}
 		t.Stop()
