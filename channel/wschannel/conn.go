@@ -86,8 +86,8 @@ type conn struct {
 
 	// ctx is passed to every read and write of ws; cancelling it makes the
 	// library drop the connection (kill).
-	ctx  context.Context
-	kill context.CancelFunc
+	ctx     context.Context
+	killErr context.CancelCauseFunc
 
 	in       chan message  // readLoop → Recv
 	readDone chan struct{} // closed when readLoop stops; readErr is then set
@@ -109,7 +109,7 @@ var (
 )
 
 func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer channel.PeerInfo) *conn {
-	ctx, kill := context.WithCancel(context.Background())
+	ctx, kill := context.WithCancelCause(context.Background())
 	c := &conn{
 		ws:       ws,
 		raw:      raw,
@@ -117,13 +117,13 @@ func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer cha
 		cfg:      cfg,
 		peer:     peer,
 		ctx:      ctx,
-		kill:     kill,
+		killErr:  kill,
 		in:       make(chan message),
 		readDone: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	// The library reads one byte past the limit to see the end of the frame;
-	// allow what a peer with the same limit may send.
+	// A message over the limit ends the connection with 1009 (Send refuses
+	// to write one, so only a peer with a larger limit sends it).
 	ws.SetReadLimit(int64(cfg.MaxFrameBytes))
 	c.wg.Go(c.readLoop)
 	if cfg.PingInterval > 0 {
@@ -164,7 +164,7 @@ func (c *conn) pingLoop() {
 		if err != nil {
 			// A pong that never came: the peer or the path is dead. Dropping
 			// the connection ends readLoop, and Recv reports it.
-			c.kill()
+			c.killErr(fmt.Errorf("%w (%v)", errNoPong, err))
 			return
 		}
 	}
@@ -214,12 +214,22 @@ func (c *conn) Recv() (*channel.Frame, error) {
 			}
 			return f, nil
 		case <-c.readDone:
+			if cause := context.Cause(c.ctx); errors.Is(cause, errNoPong) && !c.closed() {
+				return nil, fmt.Errorf("wschannel: %s recv: %w: %w", c.side, channel.ErrClosed, cause)
+			}
 			return nil, c.translate("recv", c.readErr)
 		case <-c.done:
 			return nil, fmt.Errorf("wschannel: %s recv: %w", c.side, channel.ErrClosed)
 		}
 	}
 }
+
+// errNoPong is why a connection whose pong came too late was dropped.
+var errNoPong = errors.New("no pong within the pong timeout")
+
+// kill drops the connection at once (the library closes it when the context
+// of a read or write in progress ends).
+func (c *conn) kill() { c.killErr(nil) }
 
 // Close closes the connection with 1000 (normal closure), or with 1002
 // (protocol error) if Recv failed on a frame it could not decode: the peer

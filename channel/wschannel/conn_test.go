@@ -286,8 +286,8 @@ func TestPingTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	if f, err := b.Recv(); !errors.Is(err, channel.ErrClosed) {
-		t.Errorf("Recv() on a connection whose pings go unanswered = (%+v, %v), want ErrClosed", f, err)
+	if f, err := b.Recv(); !errors.Is(err, channel.ErrClosed) || !strings.Contains(err.Error(), "pong") {
+		t.Errorf("Recv() on a connection whose pings go unanswered = (%+v, %v), want ErrClosed naming the missing pong", f, err)
 	}
 }
 
