@@ -164,9 +164,11 @@ func (c *Controller) wantPrimary(s *state.State, id string) (w primary.Want, ok 
 	return primary.Want{Primary: pid == id, Epoch: epoch}, true
 }
 
-// reportPending sets the pending notices gauge, if metrics are configured.
+// reportPending reports the pending notices, if metrics are configured.
 func (c *Controller) reportPending(n int) {
-	_ = n
+	if m := c.cfg.Metrics; m != nil {
+		m.PrimaryNoticesPending(n)
+	}
 }
 
 func (c *Controller) primaryDone(tr *primary.Tracker, r primaryResult) {

@@ -103,3 +103,33 @@ func BenchmarkScrape(b *testing.B) {
 		})
 	}
 }
+
+// TestSweepAndPendingNotices: the health round histogram and the pending
+// PRIMARY notices gauge report what the controller tells them.
+func TestSweepAndPendingNotices(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	m := metrics.NewController(reg, nil)
+	m.HealthSweep(30 * time.Millisecond)
+	m.HealthSweep(2 * time.Second)
+	m.PrimaryNoticesPending(7)
+	m.PrimaryNoticesPending(3)
+	if got := testutil.ToFloat64(gaugeOf(t, reg, "exchange_primary_notices_pending")); got != 3 {
+		t.Errorf("exchange_primary_notices_pending = %v, want 3", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather() = %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "exchange_health_sweep_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 2 || h.GetSampleSum() != 2.03 {
+			t.Errorf("exchange_health_sweep_seconds: count %d, sum %v; want 2, 2.03", h.GetSampleCount(), h.GetSampleSum())
+		}
+		return
+	}
+	t.Error("exchange_health_sweep_seconds not gathered")
+}
