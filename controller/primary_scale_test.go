@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
 	tb.Helper()
 	clu := standalone.New("node-1")
 	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.HealthConcurrency = targets*perTarget + 1 // no limit: a wake plans everything it looks at
 	c, err := New(cfg, embedded.Listen(), clu)
 	if err != nil {

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -30,7 +31,9 @@ func registryController(tb testing.TB, n int) *controller.Controller {
 	tb.Cleanup(func() { _ = clu.Close() })
 	lis := embedded.Listen()
 	tb.Cleanup(func() { _ = lis.Close() })
-	ctrl, err := controller.New(controller.DefaultConfig(), lis, clu)
+	cfg := controller.DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctrl, err := controller.New(cfg, lis, clu)
 	if err != nil {
 		tb.Fatalf("controller.New() = %v", err)
 	}
