@@ -80,7 +80,8 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		return
 	}
 	lc.registered.Store(true)
-	c.kickPrimary() // the notifier also closes what the state unregistered meanwhile
+	c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
+	c.kickPrimary()
 	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
 	select {

@@ -145,6 +145,14 @@ type Metrics interface {
 	// HealthCheckFailed counts a channel evicted by the health loop. reason is
 	// "unhealthy", "timeout" or "error".
 	HealthCheckFailed(reason string)
+	// HealthSweep observes how long one round of the health loop took:
+	// every registered local channel checked, HealthConcurrency at a time.
+	HealthSweep(d time.Duration)
+	// PrimaryNoticesPending reports how many PRIMARY notifications are
+	// pending: in flight, awaiting a retry, or for channels marked for a
+	// comparison the notifier has not made yet (held back by
+	// HealthConcurrency). It is called after every wake of the notifier.
+	PrimaryNoticesPending(n int)
 }
 
 // DefaultConfig returns the defaults spelled out (NodeID is still empty: New

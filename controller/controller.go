@@ -43,6 +43,7 @@ type Controller struct {
 	applier     *applier
 	events      *dispatcher
 	primaryKick chan struct{} // buffered(1): "the state changed, reconcile"
+	dirty       primaryDirty  // what changed since the notifier last looked
 	turn        atomic.Uint64 // rotates ties in routing
 	routes      routeCache    // targets' routes, kept between state changes
 	isolated    atomic.Bool   // cut off from the leader: connectors sent away

@@ -8,10 +8,11 @@ import (
 )
 
 // onStoreEvents is the store subscription. It runs with the store locked, so
-// it only drops stale routes, queues and signals. Every batch of events wakes
-// the primary notifier, which reads the state afresh: that also covers
-// state.StateRestored (the whole state replaced by a snapshot), which has no
-// listener event of its own.
+// it only drops stale routes, queues and signals, in O(events): it records
+// what the primary notifier must look at again (the targets whose primary or
+// channels changed, this node's channels that were unregistered, everything
+// after state.StateRestored, which replaces the whole state and has no
+// listener event of its own) and wakes it.
 func (c *Controller) onStoreEvents(evs []state.Event) {
 	c.routes.invalidate(evs)
 	for _, ev := range evs {
@@ -19,7 +20,7 @@ func (c *Controller) onStoreEvents(evs []state.Event) {
 			c.events.Push(e)
 		}
 	}
-	if len(evs) > 0 {
+	if c.dirty.record(c.nodeID, evs) {
 		c.kickPrimary()
 	}
 }

@@ -83,7 +83,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 type fakeMetrics struct {
 	sig *signal
 	mu  sync.Mutex
-	m   map[string]int // "hello:<reason>", "health:<reason>", "sent", "handled"
+	m   map[string]int // "hello:<reason>", "health:<reason>", "sent", "handled", "sweep"; "pending": the last value; "pendingMax"
 }
 
 func (f *fakeMetrics) add(k string) {
@@ -103,6 +103,16 @@ func (f *fakeMetrics) Sent(command.Type, time.Duration, error)             { f.a
 func (f *fakeMetrics) Handled(command.Type, time.Duration, command.Status) { f.add("handled") }
 func (f *fakeMetrics) HelloRejected(reason string)                         { f.add("hello:" + reason) }
 func (f *fakeMetrics) HealthCheckFailed(reason string)                     { f.add("health:" + reason) }
+func (f *fakeMetrics) HealthSweep(time.Duration)                           { f.add("sweep") }
+
+// PrimaryNoticesPending records the last value under "pending".
+func (f *fakeMetrics) PrimaryNoticesPending(n int) {
+	f.mu.Lock()
+	f.m["pending"] = n
+	f.m["pendingMax"] = max(f.m["pendingMax"], n)
+	f.mu.Unlock()
+	f.sig.fire()
+}
 
 // eventLog records listener events.
 type eventLog struct {

@@ -35,6 +35,7 @@ func (c *Controller) healthLoop(ctx context.Context) {
 // yet, and channels not yet in the state are skipped, so a tick never evicts
 // a channel that is still being set up (reference weakness 25).
 func (c *Controller) healthRound(ctx context.Context) {
+	start := time.Now()
 	locals := c.locals()
 	c.store.View(func(s *state.State) {
 		for id := range locals {
@@ -58,6 +59,9 @@ func (c *Controller) healthRound(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	if m := c.cfg.Metrics; m != nil {
+		m.HealthSweep(time.Since(start))
+	}
 }
 
 // checkHealth sends one HEALTH_CHECK and evicts the channel unless it answers

@@ -206,3 +206,19 @@ func TestBusyHealthCheckIsInconclusive(t *testing.T) {
 		t.Errorf("LastHealthyAt = %v after busy checks only, want zero (inconclusive is not healthy)", info.LastHealthyAt)
 	}
 }
+
+// TestHealthSweepAndPendingNoticesReported: every health round reports its
+// duration, and the primary notifier reports its pending notices, back to
+// zero once the channel believes its role.
+func TestHealthSweepAndPendingNoticesReported(t *testing.T) {
+	h := newHarness(t, healthConfig(5*time.Second))
+	c := h.connect(connOpts{target: "t1"})
+	h.waitFor("2 health rounds", func() bool { return h.metrics.count("sweep") >= 2 })
+	h.waitFor("PRIMARY delivered, nothing pending", func() bool {
+		b, ok := c.belief()
+		return ok && b.Primary && h.metrics.count("pending") == 0
+	})
+	if got := h.metrics.count("pendingMax"); got < 1 {
+		t.Errorf("pending notices peaked at %d, want ≥ 1 (the notice in flight)", got)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,15 +27,20 @@ type primaryResult struct {
 	err    error
 }
 
-// notifyPrimaries is the primary notifier. On every wake it first retires
-// the local channels the state no longer has (retireUnregistered). The state
-// decides primaries (Elect runs inside every Apply, on every node alike);
-// this loop makes each local channel believe what the state says. It wakes
-// on store events, on finished notifications, on a channel's retry becoming
-// due, and every ReconcileInterval as a safety net; each time it compares
-// every local channel's (primary, epoch) in the state with what the channel
-// was last told successfully, and sends PRIMARY where they differ
-// (internal/primary).
+// notifyPrimaries is the primary notifier. The state decides primaries
+// (Elect runs inside every Apply, on every node alike); this loop makes each
+// local channel believe what the state says. It wakes on store events, on
+// finished notifications, on a channel's retry becoming due, and every
+// ReconcileInterval for a full reconcile, the safety net.
+//
+// A wake costs what changed since the last one, not the number of local
+// channels: the store subscription records the targets whose primary changed
+// and this node's channels registered or unregistered (primaryDirty), and the
+// notifier first retires those of the latter the state no longer has
+// (retireUnregistered), then compares only those channels, and the local
+// channels of those targets, with what they were last told (internal/primary),
+// and sends PRIMARY where they differ. The full reconcile (also after a
+// restored snapshot) looks at every local channel.
 //
 // Notifications run on their own goroutines, at most one per channel and
 // HealthConcurrency in all, so a stalled connector never delays the others
@@ -45,9 +52,11 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 	results := make(chan primaryResult)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer c.reportPending(0)
 
 	timer := time.NewTimer(0) // reconcile at once
 	defer timer.Stop()
+	var nextFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -66,16 +75,13 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 				break drain
 			}
 		}
-		c.retireUnregistered()
 
 		now := time.Now()
-		var (
-			notices []primary.Notice
-			next    time.Time
-		)
-		if limit := c.cfg.HealthConcurrency - tr.InFlight(); limit > 0 {
-			notices, next = tr.Plan(now, c.wantPrimaries(), limit)
-		} // else: a finishing notification wakes the loop again
+		full := !now.Before(nextFull)
+		if full {
+			nextFull = now.Add(c.cfg.ReconcileInterval)
+		}
+		notices, next := c.planPrimaries(tr, now, full)
 		for _, n := range notices {
 			wg.Go(func() {
 				err := c.tellPrimary(ctx, n)
@@ -85,11 +91,83 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 				}
 			})
 		}
-		wait := c.cfg.ReconcileInterval
+		c.reportPending(tr.Pending())
+		wait := nextFull.Sub(now)
 		if !next.IsZero() {
 			wait = min(wait, max(next.Sub(now), time.Millisecond))
 		}
-		timer.Reset(wait)
+		timer.Reset(max(wait, time.Millisecond))
+	}
+}
+
+// planPrimaries is one wake of the notifier without its I/O: it takes what
+// changed since the last wake, retires the local channels the state no longer
+// has, marks the channels to compare (every local channel when full), and
+// plans the notifications to send now, within HealthConcurrency.
+func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool) ([]primary.Notice, time.Time) {
+	targets, channels, all := c.dirty.take()
+	full = full || all
+	c.retireUnregistered(channels, full)
+	if full {
+		c.mu.Lock()
+		ids := slices.Sorted(maps.Keys(c.local))
+		c.mu.Unlock()
+		tr.Sync(ids)
+	} else {
+		if len(targets) > 0 {
+			c.store.View(func(s *state.State) {
+				for _, t := range targets {
+					for _, ch := range s.TargetChannels(t) {
+						if ch.NodeID == c.nodeID {
+							tr.Mark(ch.ID)
+						}
+					}
+				}
+			})
+		}
+		for _, id := range channels {
+			tr.Mark(id)
+		}
+	}
+	limit := c.cfg.HealthConcurrency - tr.InFlight()
+	if limit <= 0 {
+		return nil, time.Time{} // a finishing notification wakes the loop again
+	}
+	var (
+		notices []primary.Notice
+		next    time.Time
+	)
+	// Lock order: c.mu, then the store (as Run's Subscribe); the store's
+	// subscription never takes c.mu.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.store.View(func(s *state.State) {
+		notices, next = tr.PlanMarked(now, func(id string) (primary.Want, bool) {
+			return c.wantPrimary(s, id)
+		}, limit)
+	})
+	return notices, next
+}
+
+// wantPrimary says what local channel id should believe; ok is false if it is
+// not a live local channel registered in s for this node. c.mu must be held.
+func (c *Controller) wantPrimary(s *state.State, id string) (w primary.Want, ok bool) {
+	ch, ok := s.Channels[id]
+	if !ok || ch.NodeID != c.nodeID {
+		return primary.Want{}, false
+	}
+	lc := c.local[id]
+	if lc == nil || lc.ch.Err() != nil { // dead: being unregistered
+		return primary.Want{}, false
+	}
+	pid, epoch := s.PrimaryOf(ch.TargetID)
+	return primary.Want{Primary: pid == id, Epoch: epoch}, true
+}
+
+// reportPending reports the pending notices, if metrics are configured.
+func (c *Controller) reportPending(n int) {
+	if m := c.cfg.Metrics; m != nil {
+		m.PrimaryNoticesPending(n)
 	}
 }
 
@@ -105,27 +183,66 @@ func (c *Controller) primaryDone(tr *primary.Tracker, r primaryResult) {
 	tr.Done(time.Now(), r.notice.ChannelID, r.notice.Want, r.err == nil)
 }
 
-// wantPrimaries computes, for every live local channel registered in the
-// state, what it should believe.
-func (c *Controller) wantPrimaries() map[string]primary.Want {
-	locals := c.locals()
-	want := make(map[string]primary.Want, len(locals))
-	c.store.View(func(s *state.State) {
-		for id := range locals {
-			ch, ok := s.Channels[id]
-			if !ok || ch.NodeID != c.nodeID {
+// primaryDirty is what the primary notifier must look at again, recorded by
+// the store subscription (under the store's lock, so in O(events)) and taken
+// by the notifier on its next wake.
+type primaryDirty struct {
+	mu       sync.Mutex
+	all      bool                // a snapshot replaced the state: look at everything
+	targets  map[string]struct{} // targets whose primary (or epoch) changed
+	channels map[string]struct{} // this node's channels registered or unregistered
+}
+
+// record notes what evs change for node's channels; it reports whether the
+// notifier has anything new to look at.
+func (d *primaryDirty) record(node string, evs []state.Event) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed := false
+	for _, ev := range evs {
+		switch ev.Kind {
+		case state.PrimaryElected, state.PrimaryEvicted:
+			d.targets = addKey(d.targets, ev.TargetID)
+		case state.ChannelRegistered, state.ChannelUnregistered:
+			// A newcomer must be told; a channel gone must be retired
+			// and forgotten. The target's other channels learn of it
+			// only if its primary changed, which has its own event.
+			if ev.NodeID != node {
 				continue
 			}
-			pid, epoch := s.PrimaryOf(ch.TargetID)
-			want[id] = primary.Want{Primary: pid == id, Epoch: epoch}
+			d.channels = addKey(d.channels, ev.ChannelID)
+		case state.StateRestored:
+			d.all = true
+		default:
+			continue
 		}
-	})
-	for id := range want {
-		if locals[id].ch.Err() != nil {
-			delete(want, id) // dead: being unregistered
-		}
+		changed = true
 	}
-	return want
+	return changed
+}
+
+// markChannel notes that local channel id must be looked at again.
+func (d *primaryDirty) markChannel(id string) {
+	d.mu.Lock()
+	d.channels = addKey(d.channels, id)
+	d.mu.Unlock()
+}
+
+// take returns, sorted, and clears what was recorded.
+func (d *primaryDirty) take() (targets, channels []string, all bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	targets, channels, all = slices.Sorted(maps.Keys(d.targets)), slices.Sorted(maps.Keys(d.channels)), d.all
+	d.targets, d.channels, d.all = nil, nil, false
+	return targets, channels, all
+}
+
+func addKey(m map[string]struct{}, k string) map[string]struct{} {
+	if m == nil {
+		m = map[string]struct{}{}
+	}
+	m[k] = struct{}{}
+	return m
 }
 
 // tellPrimary sends one PRIMARY notification, bounded by HealthTimeout.

@@ -109,3 +109,31 @@ func (c *Controller) channelInfo(s *state.State, ch *state.Channel, locals map[s
 	}
 	return info
 }
+
+// Counts is the size of the registry as this node sees it, for gauges.
+type Counts struct {
+	Channels       int // registered channels in the cluster
+	ActiveChannels int // of which active
+	Targets        int // targets with at least one channel
+	Primaries      int // targets that have a primary
+	LocalInFlight  int // commands in progress on the channels held by this node
+}
+
+// Counts returns the registry's sizes without listing it: the registry
+// counts are counters the state keeps up to date, read in O(1) under its
+// lock, so a scrape never holds up registrations. LocalInFlight sums this
+// node's live channels, outside the state's lock.
+func (c *Controller) Counts() Counts {
+	var n Counts
+	c.store.View(func(s *state.State) {
+		n = Counts{Channels: s.ChannelCount(), ActiveChannels: s.ActiveChannelCount(),
+			Targets: s.TargetCount(), Primaries: s.PrimaryCount()}
+	})
+	c.mu.Lock()
+	locals := slices.Collect(maps.Values(c.local))
+	c.mu.Unlock()
+	for _, lc := range locals {
+		n.LocalInFlight += lc.ch.InFlight()
+	}
+	return n
+}

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
@@ -16,9 +18,25 @@ import (
 // or the leader removed this node's channels, taking it for gone. A channel
 // the state does not have must not stay open: nothing would health-check it,
 // route to it or ever unregister it. The primary notifier calls it on every
-// wake (every state change, a restored snapshot included); it does not block.
-func (c *Controller) retireUnregistered() {
-	locals := c.locals()
+// wake, with the local channels registered or unregistered since the last
+// one (ids), or all of them (all: the periodic reconcile, a restored
+// snapshot); it does not block.
+func (c *Controller) retireUnregistered(ids []string, all bool) {
+	var locals []*local
+	c.mu.Lock()
+	if all {
+		locals = slices.Collect(maps.Values(c.local))
+	} else {
+		for _, id := range ids {
+			if lc := c.local[id]; lc != nil {
+				locals = append(locals, lc)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(locals) == 0 {
+		return
+	}
 	c.store.View(func(s *state.State) {
 		for _, lc := range locals {
 			if !lc.registered.Load() {

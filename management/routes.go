@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 	"time"
@@ -54,6 +55,27 @@ func (s *Server) routes() {
 	e.GET("/metrics", echo.WrapHandler(metrics), s.auth)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	s.pprofRoutes()
+}
+
+// pprofRoutes mounts net/http/pprof under /debug/pprof/, behind the same
+// authentication as /metrics (on loopback without a token, like the rest of
+// the API). CPU profiles and traces last ?seconds= (default 30), which must
+// stay under Config.WriteTimeout.
+func (s *Server) pprofRoutes() {
+	e := s.echo
+	wrap := func(h http.HandlerFunc) echo.HandlerFunc { return echo.WrapHandler(h) }
+	e.GET("/debug/pprof/", wrap(pprof.Index), s.auth)
+	e.GET("/debug/pprof/cmdline", wrap(pprof.Cmdline), s.auth)
+	e.GET("/debug/pprof/profile", wrap(pprof.Profile), s.auth)
+	e.GET("/debug/pprof/symbol", wrap(pprof.Symbol), s.auth)
+	e.POST("/debug/pprof/symbol", wrap(pprof.Symbol), s.auth)
+	e.GET("/debug/pprof/trace", wrap(pprof.Trace), s.auth)
+	// Named profiles: heap, goroutine, allocs, block, mutex, threadcreate.
+	e.GET("/debug/pprof/:name", func(c echo.Context) error {
+		pprof.Handler(c.Param("name")).ServeHTTP(c.Response(), c.Request())
+		return nil
+	}, s.auth)
 }
 
 // slogPrinter adapts the server's logger to promhttp.Logger.

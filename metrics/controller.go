@@ -22,6 +22,11 @@ var DurationBuckets = []float64{
 	10, 30, 60,
 }
 
+// SweepBuckets are the buckets, in seconds, of exchange_health_sweep_seconds:
+// a round checks every local channel, HealthConcurrency at a time, so it
+// takes from milliseconds to minutes.
+var SweepBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
 // Reasons reported by HelloRejected and HealthCheckFailed; their series exist
 // (at zero) from the start.
 var (
@@ -41,6 +46,8 @@ type Controller struct {
 	elections prometheus.Counter
 	moved     prometheus.Counter
 	isolated  prometheus.Counter
+	sweep     prometheus.Histogram
+	pending   prometheus.Gauge
 }
 
 var (
@@ -87,6 +94,15 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 			Name: "exchange_isolations_total",
 			Help: "Times this node was cut off from the cluster's leader and sent its connectors away.",
 		}),
+		sweep: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "exchange_health_sweep_seconds",
+			Help:    "Duration of a health round: every local channel of this node checked once.",
+			Buckets: SweepBuckets,
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exchange_primary_notices_pending",
+			Help: "PRIMARY notifications of this node not delivered yet: in flight, awaiting a retry, or queued.",
+		}),
 	}
 	for _, r := range helloReasons {
 		m.hello.WithLabelValues(r)
@@ -97,7 +113,7 @@ func NewController(reg prometheus.Registerer, src Source) *Controller {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.sent, m.duration, m.handled, m.hello, m.health, m.elections, m.moved, m.isolated)
+	reg.MustRegister(m.sent, m.duration, m.handled, m.hello, m.health, m.elections, m.moved, m.isolated, m.sweep, m.pending)
 	if src != nil {
 		reg.MustRegister(newStateCollector(src))
 	}
@@ -128,6 +144,12 @@ func (m *Controller) HelloRejected(reason string) {
 func (m *Controller) HealthCheckFailed(reason string) {
 	m.health.WithLabelValues(reason).Inc()
 }
+
+// HealthSweep observes the duration of one health round.
+func (m *Controller) HealthSweep(d time.Duration) { m.sweep.Observe(d.Seconds()) }
+
+// PrimaryNoticesPending sets the number of PRIMARY notifications pending.
+func (m *Controller) PrimaryNoticesPending(n int) { m.pending.Set(float64(n)) }
 
 // OnEvent feeds a controller event to the metrics: every
 // EventPrimaryElected counts one election. It can be called from the

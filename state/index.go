@@ -16,6 +16,10 @@ type index struct {
 	targets map[string]*targetIndex        // target id → its channels
 	nodes   map[string]map[string]*Channel // node id → channel id → channel
 	links   map[string]*link               // channel id → its place in its target's list
+
+	// Counts kept up to date so that gauges read them in O(1).
+	active    int // channels with Active set
+	primaries int // Primaries entries with a ChannelID: targets that have a primary
 }
 
 // targetIndex is one target's channels: a list ordered by (Seq, ID), oldest
@@ -43,7 +47,19 @@ func buildIndex(s *State) *index {
 	for _, c := range chs {
 		ix.add(c)
 	}
+	ix.primaries = countPrimaries(s.Primaries)
 	return ix
+}
+
+// countPrimaries counts the entries of primaries that name a channel.
+func countPrimaries(primaries map[string]*Primary) int {
+	n := 0
+	for _, p := range primaries {
+		if p != nil && p.ChannelID != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // compareChannels orders channels by registration: Seq, then ID.
@@ -76,6 +92,9 @@ func (ix *index) add(c *Channel) {
 		l.next.prev = l
 	}
 	t.n++
+	if c.Active {
+		ix.active++
+	}
 	ix.links[c.ID] = l
 	setAdd(t.connectors, c.ConnectorID, c)
 	setAdd(ix.nodes, c.NodeID, c)
@@ -97,6 +116,9 @@ func (ix *index) remove(c *Channel) {
 		l.next.prev = l.prev
 	}
 	t.n--
+	if c.Active {
+		ix.active--
+	}
 	setRemove(t.connectors, c.ConnectorID, c.ID)
 	setRemove(ix.nodes, c.NodeID, c.ID)
 	if t.n == 0 {
@@ -190,6 +212,18 @@ func (s *State) checkIndex() error {
 	}
 	if len(ix.links) != len(s.Channels) {
 		return fmt.Errorf("%d links for %d channels", len(ix.links), len(s.Channels))
+	}
+	active := 0
+	for _, c := range s.Channels {
+		if c.Active {
+			active++
+		}
+	}
+	if ix.active != active {
+		return fmt.Errorf("active count %d, %d active channels", ix.active, active)
+	}
+	if n := countPrimaries(s.Primaries); ix.primaries != n {
+		return fmt.Errorf("primary count %d, %d targets with a primary", ix.primaries, n)
 	}
 	for id, t := range ix.targets {
 		n := 0

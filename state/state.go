@@ -300,6 +300,9 @@ func (s *State) elect(target string) []Event {
 		evs = s.changePrimary(target, next)
 	}
 	if s.idx.targets[target] == nil {
+		if p := s.Primaries[target]; p != nil && p.ChannelID != "" {
+			s.idx.primaries-- // not reached: a target without channels has no primary
+		}
 		delete(s.Primaries, target)
 	}
 	return evs
@@ -319,6 +322,12 @@ func (s *State) changePrimary(target, next string) []Event {
 		return nil
 	}
 	s.Epoch++
+	switch {
+	case p.ChannelID == "":
+		s.idx.primaries++
+	case next == "":
+		s.idx.primaries--
+	}
 	p.ChannelID, p.Epoch = next, s.Epoch
 	if next == "" {
 		return []Event{{Kind: PrimaryEvicted, TargetID: target, Epoch: p.Epoch}}
@@ -408,7 +417,15 @@ func (s *State) ConnectorChannels(target, connector string) []*Channel {
 func (s *State) ChannelCount() int { return len(s.Channels) }
 
 // TargetCount returns the number of targets that have at least one channel.
+// It costs O(1), as do ChannelCount, ActiveChannelCount and PrimaryCount.
 func (s *State) TargetCount() int { return len(s.index().targets) }
+
+// ActiveChannelCount returns the number of registered channels that are
+// active.
+func (s *State) ActiveChannelCount() int { return s.index().active }
+
+// PrimaryCount returns the number of targets that have a primary channel.
+func (s *State) PrimaryCount() int { return s.index().primaries }
 
 // PrimaryOf returns target's primary channel id ("" if none) and epoch (0 for
 // a target without channels).
@@ -457,6 +474,7 @@ func Unmarshal(b []byte) (*State, error) {
 			delete(s.Primaries, target)
 		}
 	}
+	s.idx.primaries = countPrimaries(s.Primaries)
 	s.initBatches()
 	return s, nil
 }

@@ -168,3 +168,47 @@ func TestRetryDelays(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanMarked: an incremental plan compares the marked channels only,
+// keeps those beyond the limit marked, and compares a channel again once its
+// notification is done.
+func TestPlanMarked(t *testing.T) {
+	t.Parallel()
+	want := map[string]Want{"a": {true, 1}, "b": {false, 1}, "c": {false, 1}}
+	lookup := func(id string) (Want, bool) { w, ok := want[id]; return w, ok }
+	tr := NewTracker(time.Millisecond, time.Second)
+
+	if n, _ := tr.PlanMarked(t0, lookup, 0); len(n) != 0 {
+		t.Fatalf("nothing marked: PlanMarked() = %v, want none", n)
+	}
+	tr.Mark("b")
+	tr.Mark("a")
+	tr.Mark("b") // once
+	n, _ := tr.PlanMarked(t0, lookup, 1)
+	if !slices.Equal(n, []Notice{{"b", want["b"]}}) {
+		t.Fatalf("PlanMarked(limit 1) = %v, want b only", n)
+	}
+	if got := tr.Pending(); got != 2 { // b in flight, a still marked
+		t.Errorf("Pending() = %d, want 2", got)
+	}
+	want["b"] = Want{true, 2} // changed while in flight
+	tr.Done(t0, "b", Want{false, 1}, true)
+	n, _ = tr.PlanMarked(t0, lookup, 0)
+	if !slices.Equal(n, []Notice{{"a", want["a"]}, {"b", want["b"]}}) {
+		t.Fatalf("PlanMarked() = %v, want a, then b's new want", n)
+	}
+	tr.Done(t0, "a", want["a"], true)
+	tr.Done(t0, "b", want["b"], true)
+	if n, _ := tr.PlanMarked(t0, lookup, 0); len(n) != 0 {
+		t.Fatalf("after delivery: PlanMarked() = %v, want none (c was never marked)", n)
+	}
+	delete(want, "a")
+	tr.Mark("a")
+	tr.PlanMarked(t0, lookup, 0)
+	if _, ok := tr.Told("a"); ok {
+		t.Errorf("a, no longer wanted, is remembered")
+	}
+	if got := tr.Pending(); got != 0 {
+		t.Errorf("Pending() = %d, want 0", got)
+	}
+}
