@@ -42,6 +42,19 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 	e.waitPrimary("t-any", ch)
 
 	ctx := t.Context()
+	// The connector handles one command at a time and frees its handler slot
+	// just after the previous handler returned: a busy answer until then is
+	// retried (a bounded number of times), as a caller would.
+	notBusy := func(send func() error) error {
+		var err error
+		for i := 0; i < 50; i++ {
+			var busy *channel.BusyError
+			if err = send(); !errors.As(err, &busy) {
+				return err
+			}
+		}
+		return err
+	}
 	for _, m := range others {
 		ctl := e.ctl(m)
 		for _, primary := range []bool{false, true} {
@@ -50,7 +63,8 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 				send = ctl.ctrl.SendPrimary
 			}
 			cmd := echo("from " + m.ID)
-			r, err := send(ctx, "t-any", cmd)
+			var r *command.Reply
+			err := notBusy(func() (err error) { r, err = send(ctx, "t-any", cmd); return err })
 			if err != nil {
 				t.Fatalf("%s: send (primary %v): %v", m.ID, primary, err)
 			}
@@ -70,7 +84,10 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 
 		// The remote handler's error.
 		var re *channel.RemoteError
-		_, err := ctl.ctrl.Send(ctx, "t-any", &command.Command{ID: command.NewID(), Type: typeFail})
+		err := notBusy(func() error {
+			_, err := ctl.ctrl.Send(ctx, "t-any", &command.Command{ID: command.NewID(), Type: typeFail})
+			return err
+		})
 		if !errors.As(err, &re) {
 			t.Fatalf("%s: FAIL = %v, want a *channel.RemoteError", m.ID, err)
 		}
@@ -81,7 +98,10 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 
 		// A command the connector does not know.
 		var uc *channel.UnknownCommandError
-		if _, err := ctl.ctrl.Send(ctx, "t-any", &command.Command{ID: command.NewID(), Type: "NOPE"}); !errors.As(err, &uc) {
+		if err := notBusy(func() error {
+			_, err := ctl.ctrl.Send(ctx, "t-any", &command.Command{ID: command.NewID(), Type: "NOPE"})
+			return err
+		}); !errors.As(err, &uc) {
 			t.Fatalf("%s: unknown type = %v, want a *channel.UnknownCommandError", m.ID, err)
 		}
 
