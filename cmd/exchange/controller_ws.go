@@ -24,8 +24,9 @@ type wsTransport struct {
 
 // listenWS binds --ws-addr and prepares its server: TLS and mutual TLS are
 // those of --grpc-addr (tlsCfg, nil for none), HTTP/1.1 only (the upgrade
-// needs it); --max-handshakes bounds the connections not yet past HELLO, and
-// --connection-timeout the TLS handshake and the request's headers.
+// needs it); --max-handshakes bounds the connections not yet past HELLO,
+// --connection-timeout the TLS handshake and the request's headers, and
+// --max-connection-idle a kept-alive connection that did not upgrade.
 func listenWS(f controllerFlags, tlsCfg *tls.Config, log *slog.Logger) (*wsTransport, error) {
 	srv := wschannel.NewServer(wschannel.Config{MaxHandshakes: max(f.limits.handshakes, 0)})
 	lis, err := net.Listen("tcp", f.wsAddr)
@@ -40,6 +41,9 @@ func listenWS(f controllerFlags, tlsCfg *tls.Config, log *slog.Logger) (*wsTrans
 	}
 	if d := f.limits.connTimeout; d > 0 {
 		hs.ReadHeaderTimeout = d
+	}
+	if d := f.limits.connIdle; d > 0 {
+		hs.IdleTimeout = d // a kept-alive connection that did not upgrade
 	}
 	w := &wsTransport{srv: srv, http: hs, lis: lis}
 	if tlsCfg != nil {
