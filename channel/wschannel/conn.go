@@ -45,6 +45,13 @@ type Config struct {
 	PongTimeout time.Duration
 	// CloseTimeout bounds the close handshake; 0 means DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// MaxHandshakes (Server only) bounds the connections upgraded and not
+	// yet past HELLO at once: waiting for Accept, or accepted and in the
+	// HELLO exchange until channel.AcceptHello calls HandshakeComplete or
+	// the Conn closes. Beyond it, an upgrade request is refused with 503
+	// Service Unavailable and Retry-After before it is upgraded. 0 or
+	// negative means no limit.
+	MaxHandshakes int
 }
 
 func (c Config) withDefaults() Config {
@@ -95,6 +102,8 @@ type conn struct {
 
 	malformed atomic.Pointer[error] // the first decoding failure of Recv
 
+	release func() // frees the Server's handshake slot; idempotent, nil-safe via handshakeDone
+
 	buf []byte // Send's encoding buffer (Send has a single caller at a time)
 
 	closeOnce sync.Once
@@ -103,12 +112,27 @@ type conn struct {
 }
 
 var (
-	_ channel.Conn             = (*conn)(nil)
-	_ channel.PeerInfoer       = (*conn)(nil)
-	_ channel.CloseWithErrorer = (*conn)(nil)
+	_ channel.Conn               = (*conn)(nil)
+	_ channel.PeerInfoer         = (*conn)(nil)
+	_ channel.CloseWithErrorer   = (*conn)(nil)
+	_ channel.HandshakeCompleter = (*conn)(nil)
 )
 
-func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer channel.PeerInfo) *conn {
+// HandshakeComplete frees the connection's slot among the Server's
+// handshakes (Config.MaxHandshakes); channel.AcceptHello calls it once HELLO
+// succeeded. It is safe to call more than once, and on a client Conn, where
+// it does nothing.
+func (c *conn) HandshakeComplete() { c.handshakeDone() }
+
+func (c *conn) handshakeDone() {
+	if c.release != nil {
+		c.release()
+	}
+}
+
+// newConn starts a conn over ws; release (nil on the client side) frees the
+// Server's handshake slot.
+func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer channel.PeerInfo, release func()) *conn {
 	ctx, kill := context.WithCancelCause(context.Background())
 	c := &conn{
 		ws:       ws,
@@ -116,6 +140,7 @@ func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer cha
 		side:     side,
 		cfg:      cfg,
 		peer:     peer,
+		release:  release,
 		ctx:      ctx,
 		killErr:  kill,
 		in:       make(chan message),
@@ -262,6 +287,7 @@ func (c *conn) CloseWithError(err error) error {
 
 func (c *conn) closeWith(code websocket.StatusCode, reason string) error {
 	c.closeOnce.Do(func() {
+		c.handshakeDone()
 		close(c.done)
 		closed := make(chan struct{})
 		go func() {

@@ -308,3 +308,37 @@ func TestPingKeepsAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxHandshakes: beyond Config.MaxHandshakes connections not yet past
+// HELLO (waiting for Accept, or accepted without HandshakeComplete), upgrade
+// requests get 503; HandshakeComplete or Close frees the slot.
+func TestMaxHandshakes(t *testing.T) {
+	srv, d := startServer(t, false, wschannel.Config{MaxHandshakes: 1})
+	ctx := testContext(t)
+	refused := func(why string) {
+		t.Helper()
+		c, err := d.Dial(ctx)
+		if err == nil {
+			_ = c.Close()
+			t.Fatalf("%s: Dial() succeeded, want 503", why)
+		}
+		if !strings.Contains(err.Error(), "503") {
+			t.Fatalf("%s: Dial() = %v, want HTTP 503", why, err)
+		}
+	}
+	_, b1 := connect(t, srv, d)
+	refused("one accepted connection in its handshake")
+	b1.(channel.HandshakeCompleter).HandshakeComplete()
+	b1.(channel.HandshakeCompleter).HandshakeComplete() // idempotent
+
+	_, b2 := connect(t, srv, d)
+	refused("a second connection in its handshake")
+	_ = b2.Close()
+
+	a3, err := d.Dial(ctx) // waits for Accept: it holds the slot
+	if err != nil {
+		t.Fatalf("Dial() after Close freed the slot = %v", err)
+	}
+	t.Cleanup(func() { _ = a3.Close() })
+	refused("a connection waiting for Accept")
+}

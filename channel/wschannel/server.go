@@ -33,12 +33,15 @@ const (
 // A request on another path gets 404; one that does not ask for V1 frames
 // (ProtocolHeader missing, or "legacy") gets 400, since the legacy frames are
 // not implemented; once the Server is closed, requests get 410 Gone, as the
-// reference's stopping controller answers. An upgraded connection waits in
+// reference's stopping controller answers; with Config.MaxHandshakes
+// connections already in their handshake, requests get 503 with
+// Retry-After. An upgraded connection waits in
 // ServeHTTP until Accept takes it.
 type Server struct {
 	cfg Config
 
 	conns     chan *conn
+	handshake chan struct{} // one token per connection in its handshake; nil: no limit
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -50,7 +53,11 @@ var (
 
 // NewServer returns a Server whose Conns use cfg.
 func NewServer(cfg Config) *Server {
-	return &Server{cfg: cfg.withDefaults(), conns: make(chan *conn), done: make(chan struct{})}
+	s := &Server{cfg: cfg.withDefaults(), conns: make(chan *conn), done: make(chan struct{})}
+	if cfg.MaxHandshakes > 0 {
+		s.handshake = make(chan struct{}, cfg.MaxHandshakes)
+	}
+	return s
 }
 
 // ServeHTTP upgrades a request on ControllerPath and waits until Accept takes
@@ -68,13 +75,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("unsupported exchange protocol %q: only %s=%s is supported", r.Header.Get(ProtocolHeader), ProtocolHeader, ProtocolV1), http.StatusBadRequest)
 		return
 	}
+	release, ok := s.acquireHandshake()
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "exchange controller: too many connections in their handshake; retry later", http.StatusServiceUnavailable)
+		return
+	}
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, nil) // answers the request itself on failure
 	if err != nil {
+		release()
 		return
 	}
 	peer := channel.PeerInfo{Addr: r.RemoteAddr, TLS: tlsState(r.TLS)}
-	c := newConn(ws, hw.raw, "server", s.cfg, peer)
+	c := newConn(ws, hw.raw, "server", s.cfg, peer, release)
 	select {
 	case s.conns <- c:
 	case <-s.done:
@@ -102,6 +116,21 @@ func (s *Server) Accept(ctx context.Context) (channel.Conn, error) {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
 	return nil
+}
+
+// acquireHandshake takes a slot among the connections in their handshake
+// (Config.MaxHandshakes); ok is false when none is free. release frees it,
+// once however often it is called.
+func (s *Server) acquireHandshake() (release func(), ok bool) {
+	if s.handshake == nil {
+		return func() {}, true
+	}
+	select {
+	case s.handshake <- struct{}{}:
+		return sync.OnceFunc(func() { <-s.handshake }), true
+	default:
+		return nil, false
+	}
 }
 
 func (s *Server) isClosed() bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/channel/wschannel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 )
@@ -38,19 +40,25 @@ type connectorFlags struct {
 func newConnectorCommand(stdout, stderr io.Writer) *cobra.Command {
 	var f connectorFlags
 	cmd := &cobra.Command{
-		Use:   "connector --controller HOST:PORT[,HOST:PORT...] --target T",
+		Use:   "connector --controller HOST:PORT|URL[,...] --target T",
 		Short: "Run a connector: answers ECHO, reports PRIMARY changes",
 		Long: `Run a connector that keeps a channel open to one of the given controllers
 (failing over between them, with jittered exponential backoff), answers ECHO
 commands with their payload, answers health checks, and prints a line whenever
-it becomes or stops being its target's primary.`,
+it becomes or stops being its target's primary.
+
+Each --controller endpoint is a controller's gRPC address, HOST:PORT, or the
+URL of its WebSocket endpoint (exchange controller --ws-addr): ws://HOST:PORT
+or wss://HOST:PORT (http:// and https:// are the same), to which the path
+/exchange/controller is added unless the URL ends with it. Both kinds may be
+mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runConnector(cmd.Context(), f, stdout, stderr)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.controllers, "controller", nil, "controller gRPC address(es), HOST:PORT, tried in order with failover")
+	fl.StringSliceVar(&f.controllers, "controller", nil, "controller endpoint(s), tried in order with failover: HOST:PORT (gRPC) or ws(s)://HOST:PORT[/PATH] (WebSocket)")
 	fl.StringVar(&f.target, "target", "", "target id this connector serves")
 	fl.StringVar(&f.id, "id", "", "connector id (default: generated)")
 	fl.StringVar(&f.token, "token", "", "token presented in HELLO")
@@ -68,9 +76,16 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	}
 	// Check every address before anything starts: a typo is an error at
 	// once, not a connector retrying for ever.
+	tlsFlags := f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != ""
 	for _, addr := range f.controllers {
-		if err := checkControllerAddr(strings.TrimSpace(addr)); err != nil {
+		addr = strings.TrimSpace(addr)
+		if err := checkControllerAddr(addr); err != nil {
 			return &exitError{code: exitUsage, err: err}
+		}
+		// The scheme of a URL decides TLS: a plain one with TLS flags is a
+		// mistake that would send the token in clear.
+		if tlsFlags && (strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "http://")) {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--controller %q: --tls-ca, --tls-cert and --tls-key need wss:// or https://", addr)}
 		}
 	}
 	log, err := f.log.logger(stderr)
@@ -88,6 +103,11 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	for _, addr := range f.controllers {
 		addr = strings.TrimSpace(addr)
 		if addr == "" {
+			continue
+		}
+		if isWebSocketEndpoint(addr) {
+			dialers = append(dialers, &wschannel.Dialer{URL: addr, TLSConfig: tlsCfg})
+			endpoints = append(endpoints, addr)
 			continue
 		}
 		var opts []grpcchannel.DialOption
@@ -159,17 +179,20 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	return err
 }
 
-// checkControllerAddr checks one --controller address: the gRPC address of
+// checkControllerAddr checks one --controller endpoint: the gRPC address of
 // a controller, HOST:PORT, with no scheme and no path (not the management
-// API's http://HOST:7480). Empty entries (a trailing comma) are skipped by
-// the caller.
+// API's http://HOST:7480), or the URL of its WebSocket endpoint (--ws-addr):
+// ws://, wss://, http:// or https://, a host, an optional port and path
+// prefix, no user, query or fragment. Empty entries (a trailing comma) are
+// skipped by the caller.
 func checkControllerAddr(addr string) error {
-	const example = "want HOST:PORT, the controller's gRPC address, such as 127.0.0.1:7400 or ctl-1.example.com:7400"
+	const example = "want HOST:PORT, the controller's gRPC address, such as 127.0.0.1:7400, " +
+		"or the URL of its WebSocket endpoint, ws://, wss://, http:// or https://, such as wss://ctl-1.example.com:7410"
 	if addr == "" {
 		return nil
 	}
 	if strings.Contains(addr, "://") {
-		return fmt.Errorf("--controller %q: no scheme: %s", addr, example)
+		return checkControllerURL(addr, example)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -180,6 +203,37 @@ func checkControllerAddr(addr string) error {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("--controller %q: bad port %q: %s", addr, port, example)
+	}
+	return nil
+}
+
+// isWebSocketEndpoint reports whether a --controller endpoint is a URL (the
+// WebSocket transport) rather than HOST:PORT (gRPC).
+func isWebSocketEndpoint(addr string) bool { return strings.Contains(addr, "://") }
+
+// checkControllerURL checks a WebSocket --controller URL.
+func checkControllerURL(addr, example string) error {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return fmt.Errorf("--controller %q: not a URL: %s", addr, example)
+	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return fmt.Errorf("--controller %q: scheme %q: %s", addr, u.Scheme, example)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return fmt.Errorf("--controller %q: no user, query or fragment: %s", addr, example)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("--controller %q: bad host: %s", addr, example)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("--controller %q: bad port %q: %s", addr, p, example)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return fmt.Errorf("--controller %q: empty port: %s", addr, example)
 	}
 	return nil
 }

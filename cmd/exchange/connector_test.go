@@ -6,11 +6,21 @@ import (
 )
 
 // TestConnectorRefusesBadControllerAddr checks that a --controller that is
-// not HOST:PORT is refused at start, with exit code 2 and the right form.
+// neither HOST:PORT nor a WebSocket URL is refused at start, with exit code 2
+// and the right forms.
 func TestConnectorRefusesBadControllerAddr(t *testing.T) {
 	for _, addr := range []string{
-		"http://127.0.0.1:7400",
 		"grpc://ctl-1:7400",
+		"ftp://ctl-1:7400",
+		"ws://",
+		"wss://:7410",
+		"ws://ctl-1:0",
+		"ws://ctl-1:x",
+		"ws://ctl-1:",
+		"wss://user:pw@ctl-1:7410",
+		"wss://ctl-1:7410/?a=b",
+		"wss://ctl-1:7410/#frag",
+		"ws://ctl-1:7410,wss://ctl-2:99999", // the second of two
 		"127.0.0.1",
 		"ctl-1",
 		":7400",
@@ -20,14 +30,27 @@ func TestConnectorRefusesBadControllerAddr(t *testing.T) {
 		"ctl-1:7400,127.0.0.1", // the second of two
 	} {
 		code, _, errOut := runArgs(t, "connector", "--target", "t1", "--controller", addr)
-		if code != exitUsage || !strings.Contains(errOut, "want HOST:PORT, the controller's gRPC address, such as 127.0.0.1:7400") ||
+		if code != exitUsage || !strings.Contains(errOut, "want HOST:PORT, the controller's gRPC address, such as 127.0.0.1:7400, or the URL of its WebSocket endpoint") ||
 			!strings.Contains(errOut, "Run 'exchange connector --help' for usage.") {
 			t.Errorf("--controller %q: exit code %d, stderr %q; want 2 and the right form", addr, code, errOut)
 		}
 	}
-	for _, addr := range []string{"127.0.0.1:7400", "ctl-1.example.com:7400", "[::1]:7400", "ctl-1:7400,"} {
+	for _, addr := range []string{"127.0.0.1:7400", "ctl-1.example.com:7400", "[::1]:7400", "ctl-1:7400,",
+		"ws://127.0.0.1:7410", "wss://ctl-1.example.com", "http://ctl-1:7410/root/", "https://[::1]:7410/exchange/controller"} {
 		if err := checkControllerAddr(strings.TrimSuffix(addr, ",")); err != nil {
 			t.Errorf("checkControllerAddr(%q) = %v, want nil", addr, err)
+		}
+	}
+}
+
+// TestConnectorRefusesPlainURLWithTLS checks that TLS flags with a ws:// or
+// http:// endpoint are refused: the scheme decides, and the token would go
+// in clear.
+func TestConnectorRefusesPlainURLWithTLS(t *testing.T) {
+	for _, addr := range []string{"ws://ctl-1:7410", "127.0.0.1:7400,http://ctl-1:7410"} {
+		code, _, errOut := runArgs(t, "connector", "--target", "t1", "--tls-ca", "ca.pem", "--controller", addr)
+		if code != exitUsage || !strings.Contains(errOut, "need wss:// or https://") {
+			t.Errorf("--controller %q with --tls-ca: exit code %d, stderr %q; want 2 and wss://", addr, code, errOut)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
 	"github.com/exchangekit/exchange/cluster"
 	"github.com/exchangekit/exchange/cluster/standalone"
@@ -37,6 +38,7 @@ type controllerFlags struct {
 	nodeID          string
 	dataDir         string
 	grpcAddr        string
+	wsAddr          string
 	httpAddr        string
 	raftAddr        string
 	gossipAddr      string
@@ -153,6 +155,7 @@ the rules in force). See docs/operations.md, "Security".`,
 	fl.StringVar(&f.nodeID, "node-id", "", "node id (default: stored in --data-dir, else the host name)")
 	fl.StringVar(&f.dataDir, "data-dir", def.DataDir, "directory of the durable state (raft log, snapshots)")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", ":7400", "address connectors connect to (gRPC)")
+	fl.StringVar(&f.wsAddr, "ws-addr", "", "address connectors may also connect to over WebSocket (path /exchange/controller; TLS and mTLS as --grpc-addr); off when empty")
 	fl.StringVar(&f.httpAddr, "http-addr", ":7480", "management API and /metrics address (loopback only without --management-token)")
 	fl.StringVar(&f.raftAddr, "raft-addr", def.RaftAddr, "raft transport address")
 	fl.StringVar(&f.gossipAddr, "gossip-addr", ":7402", "gossip (membership) address, for multi-node clusters")
@@ -243,6 +246,20 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", f.grpcAddr, err)
 	}
+	// The WebSocket transport, with --ws-addr: the controller accepts from
+	// both (channel.MultiListener).
+	var (
+		connLis channel.Listener = srv
+		ws      *wsTransport
+	)
+	if f.wsAddr != "" {
+		if ws, err = listenWS(f, tlsCfg, log); err != nil {
+			_ = gl.Close()
+			return err
+		}
+		defer ws.lis.Close() // Serve closes it too; a second Close only reports
+		connLis = channel.MultiListener(srv, ws.srv)
+	}
 
 	// The replicated state: raft on disk by default, or memory.
 	var (
@@ -318,7 +335,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	if len(auths) > 0 {
 		cfg.Authenticator = connAuth
 	}
-	ctrl, err := controller.New(cfg, srv, store)
+	ctrl, err := controller.New(cfg, connLis, store)
 	if err != nil {
 		_ = gl.Close()
 		return &exitError{code: 2, err: err}
@@ -362,8 +379,12 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		defer signal.Stop(hup)
 	}
 
-	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s state=%s\n",
-		nodeID, gl.Addr(), ml.Addr(), where)
+	wsInfo := ""
+	if ws != nil {
+		wsInfo = " ws=" + ws.url()
+	}
+	fmt.Fprintf(stdout, "exchange controller node=%s grpc=%s http=http://%s%s state=%s\n",
+		nodeID, gl.Addr(), ml.Addr(), wsInfo, where)
 	if len(auths) == 0 {
 		log.Warn("no --token, --tokens-file or --tls-client-ca: every connector is accepted")
 	}
@@ -398,6 +419,9 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		}
 		return nil
 	})
+	if ws != nil {
+		g.Go(ws.serve)
+	}
 	g.Go(func() error { return ctrl.Run(gctx) })
 	g.Go(func() error {
 		// Only the leader runs batches: one runner per leadership term.
@@ -422,6 +446,9 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 			if err := node.Close(); err != nil {
 				log.Error("close state", "err", err)
 			}
+		}
+		if ws != nil {
+			ws.shutdown(log)
 		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
