@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/exchangekit/exchange/command"
@@ -112,3 +113,58 @@ func (e *HelloRejectedError) Error() string { return "channel: hello rejected: "
 
 // Unwrap returns ErrHelloRejected.
 func (e *HelloRejectedError) Unwrap() error { return ErrHelloRejected }
+
+// CloseCause says why a channel was closed on purpose. Pass one to
+// Channel.CloseWithCause; Channel.Err then wraps it (and ErrClosed), and
+// CloseReason reads it back.
+type CloseCause struct {
+	// Reason says why in plain words: "health check failed", "shutdown
+	// (controller closing)", "evicted by take-over", ….
+	Reason string
+	// Detail adds specifics, such as why the health check failed; it may be
+	// empty.
+	Detail string
+	// Abnormal marks closes worth a warning (a health check failed, for
+	// example), as opposed to those that happen in normal operation.
+	Abnormal bool
+}
+
+// Error gives the reason and, if any, the detail.
+func (e *CloseCause) Error() string {
+	if e.Detail == "" {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Detail
+}
+
+// CloseReason describes in plain words why a channel died, given its Err, and
+// reports whether that was abnormal. A CloseCause gives its own words; a
+// connection that ended gives "peer gone (stream ended)"; a plain Close gives
+// "closed locally"; anything else (a broken connection, a protocol error) is
+// abnormal and described by the error itself. It returns "" for a nil err.
+func CloseReason(err error) (reason string, abnormal bool) {
+	var cc *CloseCause
+	var rerr *readError
+	switch {
+	case err == nil:
+		return "", false
+	case errors.As(err, &cc):
+		return cc.Error(), cc.Abnormal
+	case errors.As(err, &rerr):
+		if errors.Is(rerr.err, io.EOF) || errors.Is(rerr.err, ErrClosed) {
+			return "peer gone (stream ended)", false
+		}
+		return "connection lost: " + rerr.err.Error(), true
+	case errors.Is(err, ErrMalformedFrame), errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrProtocol):
+		return "protocol error: " + err.Error(), true
+	case errors.Is(err, ErrClosed):
+		return "closed locally", false
+	}
+	return err.Error(), true
+}
+
+// readError is why the read loop ended: Conn.Recv failed.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "read: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
