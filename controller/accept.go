@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -75,7 +76,7 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
-			c.dropLocal(lc)
+			c.dropLocal(lc, &channel.CloseCause{Reason: "registration failed", Detail: err.Error(), Abnormal: true})
 		}
 		return
 	}
@@ -86,8 +87,14 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
 	select {
 	case <-lc.ch.Done():
-		c.log.Info("controller: channel closed", "channel", lc.id, "target", lc.targetID, "cause", lc.ch.Err())
-		c.dropLocal(lc)
+		reason, abnormal := lc.closeReason()
+		level := slog.LevelInfo
+		if abnormal {
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "controller: channel closed", "channel", lc.id, "target", lc.targetID,
+			"connector", lc.connectorID, "reason", reason)
+		c.dropLocal(lc, nil)
 	case <-lc.gone:
 		c.retire(ctx, lc)
 	case <-ctx.Done(): // Close says goodbye and unregisters every channel
