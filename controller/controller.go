@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/internal/logthrottle"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -50,7 +51,9 @@ type Controller struct {
 
 	failures   *failureLimiter // failed HELLOs per source
 	refusedLog logThrottle     // "HELLO refused" lines
-	limitedLog logThrottle     // "refused: too many failed HELLOs" lines
+	// primaryFailLog throttles "PRIMARY notification failed" lines.
+	primaryFailLog *logthrottle.Throttle
+	limitedLog     logThrottle // "refused: too many failed HELLOs" lines
 
 	closeOnce sync.Once
 	closeErr  error
@@ -148,6 +151,7 @@ func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
 		done:        make(chan struct{}),
 	}
 	c.failures = newFailureLimiter(cfg.FailedHelloRate, cfg.FailedHelloBurst)
+	c.primaryFailLog = logthrottle.New(retryLogInterval)
 	c.refusedLog.every = refusedLogInterval
 	c.limitedLog.every = limitedLogInterval
 	c.applier = newApplier(clu, c.log)

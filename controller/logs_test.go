@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/exchangekit/exchange/command"
 )
 
 // logRecorder is a slog.Handler that keeps every record (with the attributes
@@ -175,4 +177,35 @@ func TestCloseLogsShutdownReason(t *testing.T) {
 		"channels": "1", "reason": "shutdown (controller closing)",
 	})
 	h.waitClosed(c)
+}
+
+// An election is logged with target, channel, connector and epoch; repeated
+// failures to tell the connector are logged once per interval; a target left
+// without channels logs its primary evicted.
+func TestPrimaryLogs(t *testing.T) {
+	cfg := fastConfig()
+	var logs *logStore
+	cfg.Logger, logs = recordLogs(t)
+	h := newHarness(t, cfg)
+	c := h.connect(connOpts{target: "t1", connectorID: "gw", failPrimary: 3})
+	h.waitRegistered(c.id(), true)
+	tgt, _ := h.ctrl.Target("t1")
+	h.waitBelief(c, command.PrimaryPayload{Primary: true, Epoch: tgt.Epoch})
+	epoch := fmt.Sprint(tgt.Epoch)
+	l := logs.wait(t, "controller: primary elected; its connector was told", map[string]string{
+		"target": "t1", "channel": c.id(), "connector": "gw", "epoch": epoch,
+	})
+	if l.Level != slog.LevelInfo {
+		t.Errorf("level = %s, want INFO", l.Level)
+	}
+	failed := logs.lines("controller: PRIMARY notification failed; will retry")
+	if len(failed) != 1 {
+		t.Fatalf("logged %d failed notifications for 3 failures, want 1 (throttled): %v", len(failed), failed)
+	}
+	if want := map[string]string{"target": "t1", "connector": "gw", "epoch": epoch}; !hasAttrs(failed[0], want) {
+		t.Errorf("failed notification attrs = %v, want %v", failed[0].Attrs, want)
+	}
+
+	c.close()
+	logs.wait(t, "controller: primary evicted: the target has no channel left", map[string]string{"target": "t1"})
 }
