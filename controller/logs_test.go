@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/controller"
 )
 
 // logRecorder is a slog.Handler that keeps every record (with the attributes
@@ -208,4 +209,22 @@ func TestPrimaryLogs(t *testing.T) {
 
 	c.close()
 	logs.wait(t, "controller: primary evicted: the target has no channel left", map[string]string{"target": "t1"})
+}
+
+// A refused HELLO is logged with the target and connector it claimed.
+func TestHelloRefusedLogsIdentity(t *testing.T) {
+	cfg := fastConfig()
+	cfg.Authenticator = controller.StaticTokens("s3cret")
+	var logs *logStore
+	cfg.Logger, logs = recordLogs(t)
+	h := newHarness(t, cfg)
+	if _, err := h.dial(t.Context(), connOpts{target: "t1", connectorID: "gw", token: "wrong"}); err == nil {
+		t.Fatal("dial with a wrong token succeeded")
+	}
+	l := logs.wait(t, "controller: HELLO refused", map[string]string{
+		"target": "t1", "connector": "gw", "reason": "unauthenticated",
+	})
+	if l.Level != slog.LevelWarn {
+		t.Errorf("level = %s, want WARN", l.Level)
+	}
 }
