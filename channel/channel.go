@@ -443,7 +443,7 @@ func (c *Channel) readLoop() {
 		f, err := c.conn.Recv()
 		if err != nil {
 			c.cfg.Logger.Debug("channel: read loop ends", "err", err)
-			c.shutdown(&readError{err: err}, nil)
+			c.shutdown(&connError{op: "read", err: err}, nil)
 			return
 		}
 		if err := f.Validate(); err != nil {
@@ -706,7 +706,7 @@ func (c *Channel) writeBatch(bs BatchSender, fs []*Frame) bool {
 		}
 		return true
 	default:
-		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		c.shutdown(&connError{op: "write", err: err}, nil)
 		return false
 	}
 }
@@ -729,11 +729,11 @@ func (c *Channel) write(f *Frame) bool {
 		small := Frame{Reply: &command.Reply{CommandID: f.Reply.CommandID, Type: command.TypeNoReply,
 			Status: command.StatusError, Error: "reply not sent: " + err.Error(), Code: codeTooLarge}}
 		if err := c.conn.Send(&small); err != nil {
-			c.shutdown(fmt.Errorf("write: %w", err), nil)
+			c.shutdown(&connError{op: "write", err: err}, nil)
 			return false
 		}
 	default:
-		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		c.shutdown(&connError{op: "write", err: err}, nil)
 		return false
 	}
 	return true

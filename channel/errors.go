@@ -144,17 +144,17 @@ func (e *CloseCause) Error() string {
 // abnormal and described by the error itself. It returns "" for a nil err.
 func CloseReason(err error) (reason string, abnormal bool) {
 	var cc *CloseCause
-	var rerr *readError
+	var cerr *connError
 	switch {
 	case err == nil:
 		return "", false
 	case errors.As(err, &cc):
 		return cc.Error(), cc.Abnormal
-	case errors.As(err, &rerr):
-		if errors.Is(rerr.err, io.EOF) || errors.Is(rerr.err, ErrClosed) {
+	case errors.As(err, &cerr):
+		if errors.Is(cerr.err, io.EOF) || errors.Is(cerr.err, ErrClosed) {
 			return "peer gone (stream ended)", false
 		}
-		return "connection lost: " + rerr.err.Error(), true
+		return "connection lost: " + cerr.Error(), true
 	case errors.Is(err, ErrMalformedFrame), errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrProtocol):
 		return "protocol error: " + err.Error(), true
 	case errors.Is(err, ErrClosed):
@@ -163,8 +163,12 @@ func CloseReason(err error) (reason string, abnormal bool) {
 	return err.Error(), true
 }
 
-// readError is why the read loop ended: Conn.Recv failed.
-type readError struct{ err error }
+// connError is why the channel died under its reader or writer: Conn.Recv
+// or Conn.Send failed (op is "read" or "write").
+type connError struct {
+	op  string
+	err error
+}
 
-func (e *readError) Error() string { return "read: " + e.err.Error() }
-func (e *readError) Unwrap() error { return e.err }
+func (e *connError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
