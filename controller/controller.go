@@ -157,7 +157,7 @@ func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
 	c.applier = newApplier(clu, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {
-		c.log.Warn("controller: no Authenticator configured: every HELLO is accepted")
+		c.log.Debug("controller: no Authenticator configured: every HELLO is accepted")
 	}
 	return c, nil
 }

@@ -228,3 +228,23 @@ func TestHelloRefusedLogsIdentity(t *testing.T) {
 		t.Errorf("level = %s, want WARN", l.Level)
 	}
 }
+
+// A normal start and a connector's registration log no warning: without an
+// Authenticator, warning is the application's job (exchange controller
+// does, naming its flags), not the controller's as well.
+func TestNormalStartHasNoWarning(t *testing.T) {
+	cfg := fastConfig()
+	var logs *logStore
+	cfg.Logger, logs = recordLogs(t)
+	h := newHarness(t, cfg)
+	c := h.connect(connOpts{target: "t1", connectorID: "gw"})
+	h.waitRegistered(c.id(), true)
+	logs.wait(t, "controller: primary elected; its connector was told", map[string]string{"channel": c.id()})
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, l := range logs.recs {
+		if l.Level >= slog.LevelWarn {
+			t.Errorf("logged %v on a normal start", l)
+		}
+	}
+}
