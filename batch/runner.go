@@ -453,11 +453,11 @@ func (r *Runner) attempt(ctx context.Context, id string) bool {
 	}
 	switch b.Status {
 	case StatusSucceeded:
-		r.log.Debug("batch: succeeded", "batch", id, "target", b.TargetID, "attempts", b.Attempts)
+		r.log.Info("batch: succeeded", "batch", id, "target", b.TargetID, "attempts", b.Attempts)
 	case StatusError:
 		r.log.Warn("batch: failed for good", "batch", id, "target", b.TargetID, "attempts", b.Attempts, "error", b.Error)
 	case StatusPending:
-		r.log.Info("batch: attempt failed; will retry", "batch", id, "target", b.TargetID,
+		r.log.Info("batch: attempt failed; will retry", "batch", id, "target", b.TargetID, "attempt", b.Attempts,
 			"retry", b.Retry, "maxRetry", b.maxRetry(), "next", b.NextAttemptAt, "error", b.Error)
 	}
 	return true

@@ -82,7 +82,9 @@ func newEnv(t *testing.T, cfg batch.Config, send batch.Sender, mem *state.Memory
 	if mem == nil {
 		mem = state.NewMemory()
 	}
-	cfg.Logger = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	r, err := batch.NewRunner(cfg, send, state.NewBatchStore(mem))
 	if err != nil {
 		t.Fatalf("NewRunner() = %v", err)

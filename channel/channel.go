@@ -393,7 +393,18 @@ func (c *Channel) removeLocked(id string, p call) {
 // Close must not be called from a Handler running on this channel: it would
 // wait for that handler to return.
 func (c *Channel) Close() error {
-	c.shutdown(ErrClosed, nil)
+	return c.CloseWithCause(ErrClosed)
+}
+
+// CloseWithCause is Close, saying why: if the channel was still alive, Err
+// then wraps cause (a *CloseCause, typically) as well as ErrClosed, and
+// CloseReason reads it. If the channel had already died, the first cause
+// stays. A nil cause is ErrClosed.
+func (c *Channel) CloseWithCause(cause error) error {
+	if cause == nil {
+		cause = ErrClosed
+	}
+	c.shutdown(cause, nil)
 	c.closeOnce.Do(func() {
 		c.wg.Wait()
 		close(c.closed)
@@ -432,7 +443,7 @@ func (c *Channel) readLoop() {
 		f, err := c.conn.Recv()
 		if err != nil {
 			c.cfg.Logger.Debug("channel: read loop ends", "err", err)
-			c.shutdown(fmt.Errorf("read: %w", err), nil)
+			c.shutdown(&connError{op: "read", err: err}, nil)
 			return
 		}
 		if err := f.Validate(); err != nil {
@@ -695,7 +706,7 @@ func (c *Channel) writeBatch(bs BatchSender, fs []*Frame) bool {
 		}
 		return true
 	default:
-		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		c.shutdown(&connError{op: "write", err: err}, nil)
 		return false
 	}
 }
@@ -718,11 +729,11 @@ func (c *Channel) write(f *Frame) bool {
 		small := Frame{Reply: &command.Reply{CommandID: f.Reply.CommandID, Type: command.TypeNoReply,
 			Status: command.StatusError, Error: "reply not sent: " + err.Error(), Code: codeTooLarge}}
 		if err := c.conn.Send(&small); err != nil {
-			c.shutdown(fmt.Errorf("write: %w", err), nil)
+			c.shutdown(&connError{op: "write", err: err}, nil)
 			return false
 		}
 	default:
-		c.shutdown(fmt.Errorf("write: %w", err), nil)
+		c.shutdown(&connError{op: "write", err: err}, nil)
 		return false
 	}
 	return true

@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/exchangekit/exchange/command"
@@ -112,3 +113,62 @@ func (e *HelloRejectedError) Error() string { return "channel: hello rejected: "
 
 // Unwrap returns ErrHelloRejected.
 func (e *HelloRejectedError) Unwrap() error { return ErrHelloRejected }
+
+// CloseCause says why a channel was closed on purpose. Pass one to
+// Channel.CloseWithCause; Channel.Err then wraps it (and ErrClosed), and
+// CloseReason reads it back.
+type CloseCause struct {
+	// Reason says why in plain words: "health check failed", "shutdown
+	// (controller closing)", "evicted by take-over", ….
+	Reason string
+	// Detail adds specifics, such as why the health check failed; it may be
+	// empty.
+	Detail string
+	// Abnormal marks closes worth a warning (a health check failed, for
+	// example), as opposed to those that happen in normal operation.
+	Abnormal bool
+}
+
+// Error gives the reason and, if any, the detail.
+func (e *CloseCause) Error() string {
+	if e.Detail == "" {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Detail
+}
+
+// CloseReason describes in plain words why a channel died, given its Err, and
+// reports whether that was abnormal. A CloseCause gives its own words; a
+// connection that ended gives "peer gone (stream ended)"; a plain Close gives
+// "closed locally"; anything else (a broken connection, a protocol error) is
+// abnormal and described by the error itself. It returns "" for a nil err.
+func CloseReason(err error) (reason string, abnormal bool) {
+	var cc *CloseCause
+	var cerr *connError
+	switch {
+	case err == nil:
+		return "", false
+	case errors.As(err, &cc):
+		return cc.Error(), cc.Abnormal
+	case errors.As(err, &cerr):
+		if errors.Is(cerr.err, io.EOF) || errors.Is(cerr.err, ErrClosed) {
+			return "peer gone (stream ended)", false
+		}
+		return "connection lost: " + cerr.Error(), true
+	case errors.Is(err, ErrMalformedFrame), errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrProtocol):
+		return "protocol error: " + err.Error(), true
+	case errors.Is(err, ErrClosed):
+		return "closed locally", false
+	}
+	return err.Error(), true
+}
+
+// connError is why the channel died under its reader or writer: Conn.Recv
+// or Conn.Send failed (op is "read" or "write").
+type connError struct {
+	op  string
+	err error
+}
+
+func (e *connError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }

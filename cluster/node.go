@@ -223,10 +223,18 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	} else {
 		n.marker = dataMarker{NodeID: n.id, CreatedAt: time.Now().UTC()} // written once raft holds state
 	}
+	// A lone voter elects itself whenever it starts: raft's warning that
+	// it is starting an election is no cause for alarm then.
+	var started atomic.Pointer[raft.Raft]
+	logadapt.Demote(hl, func(msg string) bool {
+		r := started.Load()
+		return msg == raftElectionWarning && r != nil && soleVoter(r, raft.ServerID(n.id))
+	})
 	r, err := raft.NewRaft(rc, n.fsm, n.logs, bolt, snaps, rtrans)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: start raft: %w", err))
 	}
+	started.Store(r)
 	n.raft = r
 	n.lead = newLeadership(r)
 	n.stop = make(chan struct{})
@@ -922,4 +930,27 @@ func (s *countingLogStore) StoreLogs(ls []*raft.Log) error {
 	s.writes.Add(1)
 	s.entries.Add(uint64(len(ls)))
 	return s.LogStore.StoreLogs(ls)
+}
+
+// raftElectionWarning is what raft logs, at Warn, when a follower hears from
+// no leader in time and starts an election.
+const raftElectionWarning = "heartbeat timeout reached, starting election"
+
+// soleVoter reports whether id is the only voter of r's latest
+// configuration. It does not block (raft keeps that configuration at hand).
+func soleVoter(r *raft.Raft, id raft.ServerID) bool {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			if s.ID != id {
+				return false
+			}
+			voters++
+		}
+	}
+	return voters == 1
 }

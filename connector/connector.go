@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -179,13 +180,14 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 				c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: ErrClosed})
 				return ep, nil
 			case errors.As(err, &rejected):
-				c.log.Error("connector: hello rejected; not retrying", "endpoint", ep, "reason", rejected.Reason)
+				c.log.Error("connector: hello rejected; not retrying", "endpoint", c.endpointName(ep), "reason", rejected.Reason)
 				c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err})
 				return ep, err
 			}
 			delay := c.policy.Delay(failures, c.int64n)
 			failures++
-			c.log.Warn("connector: connection attempt failed", "endpoint", ep, "err", err, "retryIn", delay)
+			c.log.Warn("connector: connection attempt failed", "endpoint", c.endpointName(ep), "attempt", failures,
+				"err", err, "retryIn", delay)
 			c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err, Delay: delay})
 			ep = (ep + 1) % len(c.dialers)
 			if !sleep(ctx, delay) {
@@ -218,7 +220,13 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 			delay = c.policy.Delay(failures, c.int64n)
 			failures++
 		}
-		c.log.Info("connector: channel lost", "channelId", sess.channelID, "cause", cause, "retryIn", delay, "stopping", stop)
+		reason, abnormal := lostReason(cause, sess.ch.Err())
+		level := slog.LevelInfo
+		if abnormal {
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "connector: channel lost", "endpoint", c.endpointName(sess.endpoint),
+			"channelId", sess.channelID, "reason", reason, "retryIn", delay, "stopping", stop)
 		c.setState(StateChange{State: StateDisconnected, Endpoint: sess.endpoint,
 			ChannelID: sess.channelID, TargetID: sess.targetID, Err: cause, Delay: delay})
 		if stop {
@@ -230,13 +238,43 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 	}
 }
 
+// endpointName names endpoint ep in logs and errors: its dialer's String (the
+// gRPC and WebSocket twins give their address), else "#ep".
+func (c *Connector) endpointName(ep int) string {
+	if s, ok := c.dialers[ep].(fmt.Stringer); ok {
+		return s.String()
+	}
+	return "#" + strconv.Itoa(ep)
+}
+
+// lostReason says in plain words why a channel was lost, given what ended it
+// (await's cause) and the channel's Err, and whether that was abnormal.
+func lostReason(cause, chErr error) (string, bool) {
+	var gb *GoodByeError
+	switch {
+	case errors.As(cause, &gb):
+		if gb.Reconnect {
+			return "GOOD_BYE from the controller (asked to reconnect)", false
+		}
+		return "GOOD_BYE from the controller (asked to stop)", false
+	case errors.Is(cause, ErrHeartbeatMissed):
+		return "keepalive timeout: " + cause.Error(), true
+	case errors.Is(cause, ErrClosed):
+		return "connector closing", false
+	}
+	if r, abnormal := channel.CloseReason(chErr); r != "" {
+		return r, abnormal
+	}
+	return cause.Error(), true
+}
+
 // connect dials endpoint ep, runs the handshake and publishes the new channel.
 func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
 	defer cancel()
 	conn, err := c.dialers[ep].Dial(actx)
 	if err != nil {
-		return nil, fmt.Errorf("connector: dial endpoint %d: %w", ep, err)
+		return nil, fmt.Errorf("connector: dial endpoint %s: %w", c.endpointName(ep), err)
 	}
 	reply, err := channel.Hello(actx, conn, command.HelloPayload{
 		TargetID:        c.cfg.TargetID,
@@ -248,7 +286,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	})
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("connector: hello on endpoint %d: %w", ep, err)
+		return nil, fmt.Errorf("connector: hello on endpoint %s: %w", c.endpointName(ep), err)
 	}
 	sess := &session{
 		endpoint:  ep,
@@ -276,7 +314,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	c.enqueueState(StateChange{State: StateConnected, Endpoint: ep, ChannelID: sess.channelID, TargetID: sess.targetID})
 	c.mu.Unlock()
 	close(sess.ready)
-	c.log.Info("connector: connected", "endpoint", ep, "channelId", sess.channelID, "targetId", sess.targetID)
+	c.log.Info("connector: connected", "endpoint", c.endpointName(ep), "channelId", sess.channelID, "targetId", sess.targetID)
 	return sess, nil
 }
 

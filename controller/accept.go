@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -75,7 +76,7 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
-			c.dropLocal(lc)
+			c.dropLocal(lc, &channel.CloseCause{Reason: "registration failed", Detail: err.Error(), Abnormal: true})
 		}
 		return
 	}
@@ -86,8 +87,14 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
 	select {
 	case <-lc.ch.Done():
-		c.log.Info("controller: channel closed", "channel", lc.id, "target", lc.targetID, "cause", lc.ch.Err())
-		c.dropLocal(lc)
+		reason, abnormal := lc.closeReason()
+		level := slog.LevelInfo
+		if abnormal {
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "controller: channel closed", "channel", lc.id, "target", lc.targetID,
+			"connector", lc.connectorID, "reason", reason)
+		c.dropLocal(lc, nil)
 	case <-lc.gone:
 		c.retire(ctx, lc)
 	case <-ctx.Done(): // Close says goodbye and unregisters every channel
@@ -140,11 +147,13 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	defer cancel()
 
 	var (
-		refusal  string // metrics reason when the decider refused
+		said     command.HelloPayload // what the HELLO said (identity only), for the refusal's log line
+		refusal  string               // metrics reason when the decider refused
 		lc       *local
 		coalesce bool // the connector accepts batch frames
 	)
 	decide := func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error) {
+		said = command.HelloPayload{TargetID: hello.TargetID, ConnectorID: hello.ConnectorID}
 		if hello.ProtocolVersion < 0 {
 			refusal = "protocol"
 			r := command.Failed(cmd, fmt.Sprintf("unsupported protocol version %d", hello.ProtocolVersion))
@@ -227,7 +236,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 
 	_, _, err := channel.AcceptHello(hctx, conn, decide)
 	if err != nil {
-		c.refused(ctx, hctx, conn, peer, refusal, err)
+		c.refused(ctx, hctx, conn, peer, said, refusal, err)
 		return nil
 	}
 	chCfg := c.cfg.Channel
@@ -243,7 +252,8 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 
 // refused handles a failed handshake: count it, let the connector read the
 // refusal, close the connection.
-func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer channel.PeerInfo, refusal string, err error) {
+func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer channel.PeerInfo, said command.HelloPayload,
+	refusal string, err error) {
 	reason := refusal
 	switch {
 	case ctx.Err() != nil: // closing: not the connector's fault
@@ -260,8 +270,8 @@ func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer 
 			c.failures.fail(peer.Source(), now)
 		}
 		if ok, suppressed := c.refusedLog.allow(now); ok {
-			c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "reason", reason, "err", err,
-				"not_logged_since_last", suppressed)
+			c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "target", said.TargetID,
+				"connector", said.ConnectorID, "reason", reason, "err", err, "not_logged_since_last", suppressed)
 		}
 		if m := c.cfg.Metrics; m != nil {
 			m.HelloRejected(reason)

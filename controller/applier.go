@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/internal/backoff"
+	"github.com/exchangekit/exchange/internal/logthrottle"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -29,8 +30,9 @@ const maxOpsPerApply = 512
 // queue is FIFO, and ops that could not be applied go back to its head in
 // order, so an op is never applied before one queued ahead of it.
 type applier struct {
-	store Cluster
-	log   *slog.Logger
+	store   Cluster
+	log     *slog.Logger
+	failLog *logthrottle.Throttle // "apply failed; will retry" lines
 
 	mu    sync.Mutex    // protects queue
 	queue []applyReq    // waiting ops, in submission order
@@ -46,8 +48,13 @@ type applyReq struct {
 	gone *atomic.Bool
 }
 
+// retryLogInterval bounds the warnings of operations retried in a loop
+// ("apply failed", "PRIMARY notification failed") to one per interval; each
+// says how many were not logged since the previous one.
+const retryLogInterval = 10 * time.Second
+
 func newApplier(store Cluster, log *slog.Logger) *applier {
-	return &applier{store: store, log: log, kick: make(chan struct{}, 1)}
+	return &applier{store: store, log: log, failLog: logthrottle.New(retryLogInterval), kick: make(chan struct{}, 1)}
 }
 
 func (a *applier) push(reqs ...applyReq) {
@@ -153,7 +160,10 @@ func (a *applier) apply(ctx context.Context, batch []applyReq) bool {
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			a.log.Warn("controller: apply failed; will retry", "ops", len(ops), "err", err)
+			if ok, skipped := a.failLog.Allow(time.Now()); ok {
+				a.log.Warn("controller: apply failed; will retry", "ops", len(ops), "err", err,
+					"not_logged_since_last", skipped)
+			}
 		}
 		a.mu.Lock()
 		a.queue = append(batch, a.queue...)

@@ -113,8 +113,10 @@ type Config struct {
 	// per channel, on when the connector's HELLO lists the "batch"
 	// capability.
 	Channel channel.Config
-	// Authenticator decides on every HELLO. Nil accepts every HELLO (New logs
-	// a warning).
+	// Authenticator decides on every HELLO. Nil accepts every HELLO: the
+	// application should warn about that, in its own terms (exchange
+	// controller names the flags that would set one); New logs it at Debug
+	// only, so that an operator does not see the warning twice.
 	Authenticator Authenticator
 	// Handler answers the commands connectors send to the controller. Nil
 	// answers every such command UNKNOWN.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/internal/logthrottle"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -50,7 +51,9 @@ type Controller struct {
 
 	failures   *failureLimiter // failed HELLOs per source
 	refusedLog logThrottle     // "HELLO refused" lines
-	limitedLog logThrottle     // "refused: too many failed HELLOs" lines
+	// primaryFailLog throttles "PRIMARY notification failed" lines.
+	primaryFailLog *logthrottle.Throttle
+	limitedLog     logThrottle // "refused: too many failed HELLOs" lines
 
 	closeOnce sync.Once
 	closeErr  error
@@ -75,6 +78,46 @@ type local struct {
 	gone       chan struct{} // closed (goneOnce) when the state no longer has the channel
 	goneOnce   sync.Once
 	replaced   atomic.Bool // set before gone closes: taken over by a newer channel of its connector
+	// cause is why this side closes the channel, set before the GOOD_BYE
+	// (the connector may end the stream before CloseWithCause runs).
+	cause atomic.Pointer[channel.CloseCause]
+}
+
+// Why the controller closes a channel (channel.CloseCause); a failed health
+// check carries its own detail.
+var (
+	causeShutdown  = &channel.CloseCause{Reason: "shutdown (controller closing)"}
+	causeRebalance = &channel.CloseCause{Reason: "rebalancing (connector asked to move to another node)"}
+	causeIsolation = &channel.CloseCause{Reason: "isolation (node cut off from the cluster's leader)", Abnormal: true}
+	causeTakeOver  = &channel.CloseCause{Reason: "evicted by take-over (a newer channel of its connector)"}
+	causeRemoved   = &channel.CloseCause{Reason: "removed from the state by another node", Abnormal: true}
+)
+
+// intend records why the controller is about to close lc; the first reason
+// wins. Call it before the GOOD_BYE.
+func (lc *local) intend(cause *channel.CloseCause) { lc.cause.CompareAndSwap(nil, cause) }
+
+// closeWith closes lc's channel, saying why: cause, or the reason recorded
+// by intend (cause may be nil).
+func (lc *local) closeWith(cause *channel.CloseCause) {
+	if cause != nil {
+		lc.intend(cause)
+	}
+	if cc := lc.cause.Load(); cc != nil {
+		_ = lc.ch.CloseWithCause(cc)
+		return
+	}
+	_ = lc.ch.Close()
+}
+
+// closeReason says in plain words why lc's channel closed, and whether that
+// was abnormal: the controller's own reason if it closed it, else the
+// channel's.
+func (lc *local) closeReason() (string, bool) {
+	if cc := lc.cause.Load(); cc != nil {
+		return channel.CloseReason(cc)
+	}
+	return channel.CloseReason(lc.ch.Err())
 }
 
 // New returns a Controller that will accept channels on lis and keep its
@@ -108,12 +151,13 @@ func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
 		done:        make(chan struct{}),
 	}
 	c.failures = newFailureLimiter(cfg.FailedHelloRate, cfg.FailedHelloBurst)
+	c.primaryFailLog = logthrottle.New(retryLogInterval)
 	c.refusedLog.every = refusedLogInterval
 	c.limitedLog.every = limitedLogInterval
 	c.applier = newApplier(clu, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {
-		c.log.Warn("controller: no Authenticator configured: every HELLO is accepted")
+		c.log.Debug("controller: no Authenticator configured: every HELLO is accepted")
 	}
 	return c, nil
 }
@@ -217,7 +261,11 @@ func (c *Controller) Close() error {
 		_ = c.lis.Close()
 		c.workers.Wait()
 
-		c.goodbyeAll(gctx, locals)
+		if len(locals) > 0 {
+			c.log.Info("controller: closing: GOOD_BYE to every channel", "channels", len(locals),
+				"reason", causeShutdown.Reason)
+		}
+		c.goodbyeAll(gctx, locals, causeShutdown)
 		c.applierWG.Wait() // it stopped on c.ctx; what it left queued is taken below
 		c.closeErr = c.unregisterAll(sctx, locals)
 		if unsub != nil {
@@ -232,9 +280,9 @@ func (c *Controller) Close() error {
 
 // goodbyeAll says GOOD_BYE{reconnect:true} to every channel,
 // HealthConcurrency at a time, each bounded by GoodByeTimeout and all by ctx,
-// and closes them. Once ctx is done, the channels not yet told are closed
-// without a GOOD_BYE, and the GOOD_BYEs in flight are abandoned.
-func (c *Controller) goodbyeAll(ctx context.Context, locals []*local) {
+// and closes them with cause. Once ctx is done, the channels not yet told are
+// closed without a GOOD_BYE, and the GOOD_BYEs in flight are abandoned.
+func (c *Controller) goodbyeAll(ctx context.Context, locals []*local, cause *channel.CloseCause) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, c.cfg.HealthConcurrency)
 	told := 0
@@ -253,17 +301,18 @@ send:
 			defer func() { <-sem }()
 			gctx, cancel := context.WithTimeout(ctx, c.cfg.GoodByeTimeout)
 			defer cancel()
+			lc.intend(cause)
 			if err := c.goodbye(gctx, lc); err != nil {
-				c.log.Debug("controller: GOOD_BYE on close failed", "channel", lc.id, "err", err)
+				c.log.Debug("controller: GOOD_BYE failed", "channel", lc.id, "reason", cause.Reason, "err", err)
 			}
-			_ = lc.ch.Close()
+			lc.closeWith(cause)
 		})
 	}
 	if rest := locals[told:]; len(rest) > 0 {
 		c.log.Warn("controller: shutdown deadline reached: closing channels without GOOD_BYE",
 			"channels", len(rest), "shutdown_timeout", c.cfg.ShutdownTimeout)
 		for _, lc := range rest {
-			_ = lc.ch.Close()
+			lc.closeWith(cause)
 		}
 	}
 	wg.Wait()
@@ -302,16 +351,17 @@ func (c *Controller) addLocal(lc *local) bool {
 	return true
 }
 
-// dropLocal forgets a dead channel and queues its unregistration, unless
-// Close has begun (Close unregisters every channel itself, in one Apply).
-func (c *Controller) dropLocal(lc *local) {
+// dropLocal forgets a dead channel (closing it with cause, if it is still
+// alive) and queues its unregistration, unless Close has begun (Close
+// unregisters every channel itself, in one Apply).
+func (c *Controller) dropLocal(lc *local, cause *channel.CloseCause) {
 	c.mu.Lock()
 	closing := c.closing
 	if !closing {
 		delete(c.local, lc.id)
 	}
 	c.mu.Unlock()
-	_ = lc.ch.Close()
+	lc.closeWith(cause)
 	if !closing {
 		c.applier.unregister(lc.id)
 	}

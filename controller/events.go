@@ -16,6 +16,13 @@ import (
 func (c *Controller) onStoreEvents(evs []state.Event) {
 	c.routes.invalidate(evs)
 	for _, ev := range evs {
+		if ev.Kind == state.PrimaryEvicted {
+			// No channel of the target is left to take over. (An election
+			// is logged by the node holding the channel once its connector
+			// is told: tellPrimary.)
+			c.log.Info("controller: primary evicted: the target has no channel left", "target", ev.TargetID,
+				"epoch", ev.Epoch)
+		}
 		if e, ok := translate(ev); ok {
 			c.events.Push(e)
 		}

@@ -107,18 +107,19 @@ func (c *Controller) checkHealth(ctx context.Context, lc *local) {
 	if m := c.cfg.Metrics; m != nil {
 		m.HealthCheckFailed(reason)
 	}
-	c.evict(ctx, lc)
+	c.evict(ctx, lc, &channel.CloseCause{Reason: "health check failed", Detail: reason + ": " + detail, Abnormal: true})
 }
 
-// evict says GOOD_BYE{reconnect:true} and closes the channel; its watcher
-// (serveConn) then unregisters it at once.
-func (c *Controller) evict(ctx context.Context, lc *local) {
+// evict says GOOD_BYE{reconnect:true} and closes the channel with cause; its
+// watcher (serveConn) then logs why and unregisters it at once.
+func (c *Controller) evict(ctx context.Context, lc *local, cause *channel.CloseCause) {
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.GoodByeTimeout)
 	defer cancel()
+	lc.intend(cause)
 	if err := c.goodbye(gctx, lc); err != nil {
 		c.log.Debug("controller: GOOD_BYE failed", "channel", lc.id, "err", err)
 	}
-	_ = lc.ch.Close()
+	lc.closeWith(cause)
 }
 
 // goodbye sends GOOD_BYE{reconnect:true}. A channel that closes in answer

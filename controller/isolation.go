@@ -34,7 +34,7 @@ func (c *Controller) watchIsolation(ctx context.Context) {
 			c.log.Warn("controller: cut off from the cluster's leader; sending connectors to other nodes",
 				"lastContact", last, "bound", c.cfg.IsolationTimeout, "channels", len(locals))
 			c.events.Push(Event{Kind: EventIsolated, NodeID: c.nodeID})
-			c.goodbyeAll(ctx, locals) // each channel's watcher unregisters it once the leader is back
+			c.goodbyeAll(ctx, locals, causeIsolation) // each channel's watcher unregisters it once the leader is back
 		case !cut && c.isolated.Load():
 			c.isolated.Store(false)
 			c.log.Info("controller: in contact with the cluster's leader again; accepting connectors")

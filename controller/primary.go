@@ -177,8 +177,17 @@ func (c *Controller) primaryDone(tr *primary.Tracker, r primaryResult) {
 	case errors.Is(r.err, channel.ErrClosed): // the channel died: nothing to retry
 		c.log.Debug("controller: PRIMARY notification to a closed channel", "channel", r.notice.ChannelID, "err", r.err)
 	default:
-		c.log.Warn("controller: PRIMARY notification failed; will retry", "channel", r.notice.ChannelID,
-			"primary", r.notice.Want.Primary, "epoch", r.notice.Want.Epoch, "err", r.err)
+		// A connector that keeps failing is retried with backoff: one line
+		// per primaryFailLogInterval, saying how many were not logged.
+		if ok, skipped := c.primaryFailLog.Allow(time.Now()); ok {
+			var target, connector string
+			if lc := c.localChannel(r.notice.ChannelID); lc != nil {
+				target, connector = lc.targetID, lc.connectorID
+			}
+			c.log.Warn("controller: PRIMARY notification failed; will retry", "channel", r.notice.ChannelID,
+				"target", target, "connector", connector, "primary", r.notice.Want.Primary,
+				"epoch", r.notice.Want.Epoch, "err", r.err, "not_logged_since_last", skipped)
+		}
 	}
 	tr.Done(time.Now(), r.notice.ChannelID, r.notice.Want, r.err == nil)
 }
@@ -262,7 +271,12 @@ func (c *Controller) tellPrimary(ctx context.Context, n primary.Notice) error {
 		return fmt.Errorf("tell channel %s primary=%t epoch=%d: reply %s: %s", n.ChannelID, n.Want.Primary,
 			n.Want.Epoch, reply.Status, reply.Error)
 	}
-	c.log.Debug("controller: channel told its primary role", "channel", n.ChannelID, "target", lc.targetID,
-		"primary", n.Want.Primary, "epoch", n.Want.Epoch)
+	if n.Want.Primary {
+		c.log.Info("controller: primary elected; its connector was told", "target", lc.targetID,
+			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
+	} else {
+		c.log.Debug("controller: channel told it is not the primary", "target", lc.targetID,
+			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
+	}
 	return nil
 }

@@ -88,7 +88,7 @@ func (c *Controller) rebalanceRound(ctx context.Context, live int) {
 	}
 	c.log.Info("controller: rebalancing: asking connectors to move to other nodes", "moving", len(movable),
 		"channels", mine, "fairShare", fair, "liveNodes", live)
-	c.goodbyeAll(ctx, movable)
+	c.goodbyeAll(ctx, movable, causeRebalance)
 	for _, lc := range movable {
 		c.events.Push(Event{Kind: EventChannelMoved, TargetID: lc.targetID, ChannelID: lc.id, NodeID: c.nodeID})
 	}

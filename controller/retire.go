@@ -65,13 +65,16 @@ func (c *Controller) retireUnregistered(ids []string, all bool) {
 // is told GOOD_BYE{reconnect:true}, and its connector registers anew.
 func (c *Controller) retire(ctx context.Context, lc *local) {
 	replaced := lc.replaced.Load()
+	cause := causeRemoved
 	if replaced {
+		cause = causeTakeOver
 		c.log.Warn("controller: channel taken over by a newer channel of its connector; closing it",
-			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID)
+			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID, "reason", cause.Reason)
 	} else {
 		c.log.Warn("controller: channel removed from the state by another node; closing it",
-			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID)
+			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID, "reason", cause.Reason)
 	}
+	lc.intend(cause)
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.GoodByeTimeout)
 	cmd := command.MustCommand(command.TypeGoodBye, command.GoodByePayload{TargetID: lc.targetID, Reconnect: !replaced})
 	if _, err := lc.ch.Send(gctx, cmd); err != nil && !errors.Is(err, channel.ErrClosed) {
@@ -83,5 +86,5 @@ func (c *Controller) retire(ctx context.Context, lc *local) {
 		delete(c.local, lc.id)
 	}
 	c.mu.Unlock()
-	_ = lc.ch.Close()
+	lc.closeWith(cause)
 }

@@ -38,6 +38,10 @@ type Dialer struct {
 
 var _ channel.Dialer = (*Dialer)(nil)
 
+// String returns the target the Dialer connects to, as given to NewDialer; a
+// connector names the endpoint by it in its logs.
+func (d *Dialer) String() string { return d.target }
+
 // NewDialer returns a Dialer for target, a gRPC target such as
 // "controller.example:7400" or "dns:///controller.example:7400". It does not
 // connect: the first Dial does. It fails only on invalid options: one of

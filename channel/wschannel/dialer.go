@@ -35,6 +35,15 @@ type Dialer struct {
 
 var _ channel.Dialer = (*Dialer)(nil)
 
+// String returns the URL the Dialer connects to, any password redacted; a
+// connector names the endpoint by it in its logs.
+func (d *Dialer) String() string {
+	if u, err := url.Parse(d.URL); err == nil {
+		return u.Redacted()
+	}
+	return d.URL
+}
+
 // Dial opens a connection. It fails when the URL is not a WebSocket or HTTP
 // URL, when the controller cannot be reached, or when it refuses the upgrade
 // (the HTTP status is in the error).

@@ -142,15 +142,9 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	cfg.Token = f.token
 	cfg.Logger = log
 	var c *connector.Connector
-	cfg.OnPrimary = func(primary bool, epoch uint64) {
-		if primary {
-			say("PRIMARY connector=%s target=%s epoch=%d: this connector is now the primary", c.ConnectorID(), f.target, epoch)
-		} else {
-			say("REPLICA connector=%s target=%s epoch=%d: this connector is not the primary", c.ConnectorID(), f.target, epoch)
-		}
-	}
+	cfg.OnPrimary = onPrimary(say, log, func() string { return c.ConnectorID() }, f.target)
 	cfg.OnState = func(s connector.StateChange) {
-		log.Info("connection state", "state", s.State.String(), "endpoint", s.Endpoint, "err", s.Err)
+		log.Info("connection state", "state", s.State.String(), "endpoint", endpoints[s.Endpoint], "err", s.Err)
 		// Which controller holds the channel is worth a line: it changes
 		// when a controller goes away and the connector fails over.
 		switch {

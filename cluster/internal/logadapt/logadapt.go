@@ -28,7 +28,7 @@ func HCLog(l *slog.Logger, name string, minLevel slog.Level) hclog.Logger {
 	}
 	lv := new(atomic.Int64)
 	lv.Store(int64(minLevel))
-	h := &hcl{base: l, name: name, min: lv}
+	h := &hcl{base: l, name: name, min: lv, demote: new(atomic.Pointer[func(string) bool])}
 	h.l = h.build()
 	return h
 }
@@ -36,11 +36,12 @@ func HCLog(l *slog.Logger, name string, minLevel slog.Level) hclog.Logger {
 // hcl implements hclog.Logger over slog. Loggers derived with With and Named
 // share the level of their parent, as hclog's own loggers do.
 type hcl struct {
-	base    *slog.Logger  // the logger handed to HCLog
-	name    string        // hclog name, "" for none
-	implied []any         // args added by With
-	min     *atomic.Int64 // minimum slog.Level; shared with derived loggers
-	l       *slog.Logger  // base with name and implied args applied
+	base    *slog.Logger                           // the logger handed to HCLog
+	name    string                                 // hclog name, "" for none
+	implied []any                                  // args added by With
+	min     *atomic.Int64                          // minimum slog.Level; shared with derived loggers
+	demote  *atomic.Pointer[func(msg string) bool] // see Demote; shared with derived loggers
+	l       *slog.Logger                           // base with name and implied args applied
 }
 
 var _ hclog.Logger = (*hcl)(nil)
@@ -57,7 +58,7 @@ func (h *hcl) build() *slog.Logger {
 }
 
 func (h *hcl) derive(name string, implied []any) *hcl {
-	d := &hcl{base: h.base, name: name, implied: implied, min: h.min}
+	d := &hcl{base: h.base, name: name, implied: implied, min: h.min, demote: h.demote}
 	d.l = d.build()
 	return d
 }
@@ -104,6 +105,11 @@ func (h *hcl) Log(level hclog.Level, msg string, args ...any) {
 		return
 	}
 	sl := toSlog(level)
+	if sl == slog.LevelWarn {
+		if fn := h.demote.Load(); fn != nil && (*fn)(msg) {
+			sl = slog.LevelInfo
+		}
+	}
 	if !h.enabled(sl) {
 		return
 	}
@@ -230,4 +236,21 @@ func (w writer) Write(p []byte) (int, error) {
 	}
 	w.h.Log(w.level, msg)
 	return len(p), nil
+}
+
+// Demote makes l, an hclog.Logger from HCLog, and every logger derived from
+// it log a warning at Info instead when fn reports true for its message (a
+// lone node's "starting election", say, which is no cause for alarm). fn is
+// called from the libraries' goroutines and must not block; nil removes it.
+// Loggers not from HCLog are left alone.
+func Demote(l hclog.Logger, fn func(msg string) bool) {
+	h, ok := l.(*hcl)
+	if !ok {
+		return
+	}
+	if fn == nil {
+		h.demote.Store(nil)
+		return
+	}
+	h.demote.Store(&fn)
 }

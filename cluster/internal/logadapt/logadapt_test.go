@@ -83,3 +83,22 @@ func TestNilLogger(t *testing.T) {
 		t.Errorf("IsError() = true on a discarding logger")
 	}
 }
+
+// Demote logs chosen warnings at Info, from derived loggers too.
+func TestDemote(t *testing.T) {
+	l, buf := newLogger(slog.LevelDebug)
+	named := l.Named("x")
+	logadapt.Demote(l, func(msg string) bool { return msg == "routine" })
+	named.Warn("routine")
+	named.Warn("alarming")
+	got := buf.String()
+	if !strings.Contains(got, `level=INFO msg=routine`) || !strings.Contains(got, `level=WARN msg=alarming`) {
+		t.Errorf("logged:\n%s\nwant routine at INFO, alarming at WARN", got)
+	}
+	buf.Reset()
+	logadapt.Demote(l, nil)
+	named.Warn("routine")
+	if got := buf.String(); !strings.Contains(got, `level=WARN msg=routine`) {
+		t.Errorf("logged %q after Demote(nil), want WARN", got)
+	}
+}
