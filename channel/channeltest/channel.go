@@ -1004,7 +1004,38 @@ func diffJSON(want, got any) string {
 // that, once it is released, they all arrive in order, in batches when the
 // channel coalesces and one at a time otherwise.
 func testBurst(t *testing.T, s suite) {
-	const n = 10
+	// Whether the writer coalesces depends on the scheduler (it yields once
+	// before a lone frame, it never waits): a burst that went out one frame
+	// at a time is run again, at most twice more, before it counts as a
+	// failure. The order and completeness checks apply to every run.
+	for run := 1; ; run++ {
+		batches, frames := burstOnce(t, s)
+		if t.Failed() || !s.coalesce || batches > 0 || run == 3 {
+			checkBurstBatches(t, s, batches, frames)
+			return
+		}
+		t.Logf("run %d: no batch (the scheduler ran the writer frame by frame); again", run)
+	}
+}
+
+// checkBurstBatches checks how the burst went out: in batches when the
+// channel coalesces, one frame at a time otherwise.
+func checkBurstBatches(t *testing.T, s suite, batches, frames int) {
+	const n = burstN
+	switch {
+	case !s.coalesce && batches != 0:
+		t.Errorf("without Coalesce: %d batches sent, want none", batches)
+	case s.coalesce && (batches == 0 || frames < n):
+		t.Errorf("with Coalesce: %d batches of %d frames in all, want the %d frames queued behind the stalled writer batched", batches, frames, 2*n)
+	}
+}
+
+// burstN is how many commands and how many replies a burst queues.
+const burstN = 10
+
+// burstOnce runs one burst and returns how the FaultConn saw it go out.
+func burstOnce(t *testing.T, s suite) (batches, frames int) {
+	const n = burstN
 	e := s.env(t)
 	a, b := e.pipe(s.mp)
 	fa := NewFaultConn(a)
@@ -1044,13 +1075,7 @@ func testBurst(t *testing.T, s suite) {
 			commands++
 		}
 	}
-	batches, frames := fa.Batches()
-	switch {
-	case !s.coalesce && batches != 0:
-		t.Errorf("without Coalesce: %d batches sent, want none", batches)
-	case s.coalesce && (batches == 0 || frames < n):
-		t.Errorf("with Coalesce: %d batches of %d frames in all, want the %d frames queued behind the stalled writer batched", batches, frames, 2*n)
-	}
+	batches, frames = fa.Batches()
 	// A lone frame still goes out at once.
 	e.send(b, &channel.Frame{Command: &command.Command{ID: "last", Type: "ECHO", Payload: []byte(`{"text":"x"}`)}})
 	if f := e.recv(b); f.Reply == nil || f.Reply.CommandID != "last" {
@@ -1059,4 +1084,5 @@ func testBurst(t *testing.T, s suite) {
 	if err := ca.Err(); err != nil {
 		t.Errorf("Err() = %v, want nil", err)
 	}
+	return batches, frames
 }
