@@ -119,3 +119,14 @@ func TestNoTraceContextNoSpan(t *testing.T) {
 		}
 	}
 }
+
+func TestDetachKeepsSpan(t *testing.T) {
+	spanRecorder()
+	ctx, span := otel.Tracer("test").Start(t.Context(), "handler")
+	defer span.End()
+	hctx, cancel := channel.Detach(ctx, t.Context()) // parent: no span
+	defer cancel()
+	if got := trace.SpanContextFromContext(hctx).SpanID(); got != span.SpanContext().SpanID() {
+		t.Errorf("Detach's context has span %s, want %s", got, span.SpanContext().SpanID())
+	}
+}
