@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/exchangekit/exchange/internal/tracing"
 )
 
 const (
@@ -22,8 +24,12 @@ const (
 // tracer provider. If a command of b carries a W3C trace context in its
 // metadata (traceparent, as whoever created the batch put it there), every
 // attempt joins that trace (the first such command's); otherwise each attempt
-// is the root of a trace of its own.
+// is the root of a trace of its own. With tracing off it starts none and
+// returns ctx and a nil span.
 func startAttemptSpan(ctx context.Context, b *Batch) (context.Context, trace.Span) {
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
 	for _, c := range b.Commands {
 		if c.Command != nil && c.Command.Metadata["traceparent"] != "" {
 			ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(c.Command.Metadata))
@@ -44,6 +50,9 @@ func startAttemptSpan(ctx context.Context, b *Batch) (context.Context, trace.Spa
 
 // endAttemptSpan records how the attempt left b and ends span.
 func endAttemptSpan(span trace.Span, b *Batch) {
+	if span == nil {
+		return
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("exchange.batch.status", b.Status.String()))
 		if b.Status == StatusError || b.Status == StatusPending {

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/tracing"
 )
 
 // Tracing (OpenTelemetry). The channel carries the W3C trace context of the
@@ -48,12 +49,17 @@ func injectTrace(ctx context.Context, out *command.Command) {
 
 // startHandleSpan starts the span of cmd's handler run, a child of the
 // sender's span, if cmd carries a trace context; it returns ctx and a nil
-// span otherwise.
+// span otherwise. With tracing off (no provider installed) the handler's
+// context still carries the sender's trace context, so that what the
+// handler sends on stays in the trace, but no span is started.
 func startHandleSpan(ctx context.Context, cmd *command.Command) (context.Context, trace.Span) {
 	if _, ok := cmd.Metadata[MetadataTraceparent]; !ok {
 		return ctx, nil
 	}
 	ctx = traceContext.Extract(ctx, propagation.MapCarrier(cmd.Metadata))
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
 	ctx, span := otel.Tracer(TracerName).Start(ctx, SpanHandle, trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
 		span.SetAttributes(

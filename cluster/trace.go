@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/tracing"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -23,8 +24,12 @@ const (
 
 // startForwardSpan starts an exchange.forward span of kind kind, from the
 // global tracer provider. The link's channel carries its trace context to the
-// other node in the link command's metadata.
+// other node in the link command's metadata. With tracing off it starts none
+// and returns ctx and a nil span.
 func startForwardSpan(ctx context.Context, kind trace.SpanKind, from, to string, ch state.ChannelID, cmd *command.Command) (context.Context, trace.Span) {
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
 	ctx, span := otel.Tracer(TracerName).Start(ctx, SpanForward, trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		if from != "" { // unknown on the receiving side
@@ -39,8 +44,11 @@ func startForwardSpan(ctx context.Context, kind trace.SpanKind, from, to string,
 	return ctx, span
 }
 
-// endForwardSpan records the outcome and ends span.
+// endForwardSpan records the outcome and ends span (if not nil).
 func endForwardSpan(span trace.Span, reply *command.Reply, err error) {
+	if span == nil {
+		return
+	}
 	if span.IsRecording() {
 		switch {
 		case err != nil:

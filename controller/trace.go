@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/tracing"
 )
 
 const (
@@ -18,11 +19,21 @@ const (
 	SpanSend = "exchange.send"
 )
 
-// startSendSpan starts the span of one send, from the global tracer provider
-// (a no-op unless the program installed one: then it costs a non-recording
-// span and no attributes).
+// tracer is the global tracer provider's, taken once: until the program
+// installs a provider it is the global no-op, which forwards to the provider
+// installed (the first one) from then on.
+var tracer = otel.Tracer(TracerName)
+
+var sendSpanKind = trace.WithSpanKind(trace.SpanKindClient) // made once: an option is an allocation
+
+// startSendSpan starts the span of one send, from the global tracer provider.
+// Until the program installs one it starts none and returns ctx and a nil
+// span (ctx's trace context, if any, still travels with the command).
 func startSendSpan(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (context.Context, trace.Span) {
-	ctx, span := otel.Tracer(TracerName).Start(ctx, SpanSend, trace.WithSpanKind(trace.SpanKindClient))
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
+	ctx, span := tracer.Start(ctx, SpanSend, sendSpanKind)
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String("exchange.target", targetID),
@@ -34,8 +45,12 @@ func startSendSpan(ctx context.Context, targetID string, cmd *command.Command, p
 	return ctx, span
 }
 
-// endSendSpan records the route and outcome of a send and ends span.
+// endSendSpan records the route and outcome of a send and ends span (if not
+// nil).
 func endSendSpan(span trace.Span, rt Route, local bool, reply *command.Reply, err error) {
+	if span == nil {
+		return
+	}
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 4)
 		if rt.ChannelID != "" {
