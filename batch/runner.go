@@ -413,6 +413,8 @@ func (r *Runner) attempt(ctx context.Context, id string) bool {
 		return true
 	}
 	r.log.Debug("batch: attempt started", "batch", id, "target", b.TargetID, "attempt", b.Attempts)
+	ctx, span := startAttemptSpan(ctx, &b)
+	defer endAttemptSpan(span, &b)
 	for b.Status == StatusInProgress {
 		cmd := b.Commands[b.current()].Command
 		reply, err := r.sendOne(ctx, b.TargetID, cmd)

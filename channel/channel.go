@@ -225,6 +225,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 		out.ID = command.NewID()
 	}
 	out.Timeout = max(timeout, time.Millisecond)
+	injectTrace(ctx, out)
 
 	ch := c.resultChans.Get().(chan result)
 	control := IsControl(out.Type)
@@ -352,6 +353,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	if out.ID == "" {
 		out.ID = command.NewID()
 	}
+	injectTrace(ctx, out)
 	select {
 	case c.sendq <- out:
 		return nil
@@ -535,6 +537,10 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 		hc := newHandlerCtx(c.ctx, time.Now().Add(cmd.Timeout))
 		defer hc.cancel()
 		ctx = hc
+	}
+	ctx, span := startHandleSpan(ctx, cmd)
+	if span != nil {
+		defer func() { endHandleSpan(span, r) }() // after the recover below: sees its reply
 	}
 	defer func() {
 		if p := recover(); p != nil {

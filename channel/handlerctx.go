@@ -5,12 +5,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Detach returns a context for work that a handler starts and that must
 // outlive its channel: it ends at ctx's deadline (for a handler's context, the
 // sender's deadline), or when parent ends, but not when ctx ends otherwise (the
-// channel dying). Its values are parent's. Call cancel once the work is done.
+// channel dying). Its values are parent's, except that it carries ctx's trace
+// span (OpenTelemetry), if valid, so that the work stays in the handler's
+// trace. Call cancel once the work is done.
 // The connector runs user handlers in such a context, so that work cut off by
 // a reconnection completes for the retry to find.
 //
@@ -20,6 +24,9 @@ import (
 func Detach(ctx, parent context.Context) (context.Context, context.CancelFunc) {
 	d, _ := ctx.Deadline()
 	hc := newHandlerCtx(parent, d)
+	if span := trace.SpanFromContext(ctx); span.SpanContext().IsValid() {
+		return trace.ContextWithSpan(hc, span), hc.cancel
+	}
 	return hc, hc.cancel
 }
 

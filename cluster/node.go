@@ -20,6 +20,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exchangekit/exchange/cluster/internal/logadapt"
 	"github.com/exchangekit/exchange/cluster/membership"
@@ -559,7 +560,9 @@ func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*com
 	if h == nil {
 		return errorReply(cmd, fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)), nil
 	}
+	ctx, span := startForwardSpan(ctx, trace.SpanKindServer, "", n.id, ch, orig)
 	reply, err := h(ctx, ch, orig)
+	endForwardSpan(span, reply, err)
 	if err != nil {
 		return errorReply(cmd, err), nil
 	}
@@ -744,8 +747,10 @@ func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID,
 	case n.links == nil:
 		return nil, fmt.Errorf("cluster: forward to node %s: not a member of this single-node cluster: %w", to, state.ErrNodeUnavailable)
 	}
+	ctx, span := startForwardSpan(ctx, trace.SpanKindClient, n.id, string(to), ch, cmd)
 	lc, id := forwardCommand(ch, cmd)
 	reply, err := n.links.send(ctx, string(to), lc)
+	endForwardSpan(span, reply, err)
 	if err != nil {
 		return nil, err
 	}

@@ -52,12 +52,27 @@ type Route struct {
 // the route chosen: the zero Route when none was (no channel, or the
 // controller closed), else the channel the command was sent on, whether or
 // not a reply came back. The management API reports it with the reply.
+//
+// Every send runs in an "exchange.send" span (OpenTelemetry, from the global
+// tracer provider: a no-op unless the program installed one), a child of
+// ctx's span, with the target, command type, route (channel, node, local or
+// remote) and outcome as attributes; the channel carries its trace context to
+// the handler in the command's metadata.
 func (c *Controller) SendVia(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (*command.Reply, Route, error) {
 	if cmd == nil {
 		return nil, Route{}, errors.New("controller: send needs a command")
 	}
+	ctx, span := startSendSpan(ctx, targetID, cmd, primaryOnly)
+	reply, rt, local, err := c.sendVia(ctx, targetID, cmd, primaryOnly)
+	endSendSpan(span, rt, local, reply, err)
+	return reply, rt, err
+}
+
+// sendVia is SendVia without its span; it also says whether the route was
+// local.
+func (c *Controller) sendVia(ctx context.Context, targetID string, cmd *command.Command, primaryOnly bool) (*command.Reply, Route, bool, error) {
 	if c.ctx.Err() != nil {
-		return nil, Route{}, &SendError{Command: cmd, TargetID: targetID, Err: ErrClosed}
+		return nil, Route{}, false, &SendError{Command: cmd, TargetID: targetID, Err: ErrClosed}
 	}
 	choice, lc := c.route(targetID, primaryOnly)
 	rt := Route{ChannelID: choice.ChannelID, NodeID: choice.NodeID}
@@ -65,17 +80,17 @@ func (c *Controller) SendVia(ctx context.Context, targetID string, cmd *command.
 	case route.Local:
 		reply, err := lc.ch.Send(ctx, cmd)
 		if err != nil {
-			return nil, rt, &SendError{Command: cmd, TargetID: targetID, ChannelID: lc.id, Err: err}
+			return nil, rt, true, &SendError{Command: cmd, TargetID: targetID, ChannelID: lc.id, Err: err}
 		}
-		return reply, rt, nil
+		return reply, rt, true, nil
 	case route.Remote:
 		reply, err := c.store.Forward(ctx, state.NodeID(choice.NodeID), state.ChannelID(choice.ChannelID), cmd)
 		if err != nil {
-			return nil, rt, &SendError{Command: cmd, TargetID: targetID, NodeID: choice.NodeID, Err: err}
+			return nil, rt, false, &SendError{Command: cmd, TargetID: targetID, NodeID: choice.NodeID, Err: err}
 		}
-		return reply, rt, nil
+		return reply, rt, false, nil
 	}
-	return nil, Route{}, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
+	return nil, Route{}, false, &NoChannelError{TargetID: targetID, Primary: primaryOnly}
 }
 
 // deliver is the receiving side of Cluster.Forward: it sends cmd, forwarded

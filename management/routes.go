@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
@@ -330,7 +331,10 @@ func (s *Server) sendCommand(c echo.Context) error {
 	if cmd.ID == "" {
 		cmd.ID = command.NewID()
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
+	// A W3C traceparent/tracestate header makes the send (its exchange.send
+	// span and what follows) part of the caller's trace.
+	ctx := propagation.TraceContext{}.Extract(c.Request().Context(), propagation.HeaderCarrier(c.Request().Header))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	reply, rt, err := s.ex.SendVia(ctx, target, cmd, req.Primary)
 	if err != nil {

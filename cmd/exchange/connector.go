@@ -35,6 +35,7 @@ type connectorFlags struct {
 	tlsCert     string
 	tlsKey      string
 	log         logFlags
+	tracing     tracingFlags
 }
 
 func newConnectorCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -67,6 +68,7 @@ mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "client key (PEM) for mutual TLS")
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
+	f.tracing.register(fl)
 	return cmd
 }
 
@@ -92,6 +94,11 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	stopTracing, err := f.tracing.start(ctx, "exchange-connector", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // flushes the spans still buffered
 	tlsCfg, err := clientTLS(f.tlsCA, f.tlsCert, f.tlsKey)
 	if err != nil {
 		return &exitError{code: 2, err: err}

@@ -63,7 +63,7 @@ func TestHelpListsVariables(t *testing.T) {
 		want []string
 	}{
 		{[]string{"--help"}, []string{"EXCHANGE_GRPC_ADDR", "EXCHANGE_CTL_TARGET", "EXCHANGE_MANAGEMENT_TOKEN"}},
-		{[]string{"connector", "--help"}, []string{"EXCHANGE_CONTROLLER  --controller", "EXCHANGE_TARGET      --target"}},
+		{[]string{"connector", "--help"}, []string{"EXCHANGE_CONTROLLER     --controller", "EXCHANGE_TARGET         --target"}},
 		{[]string{"ctl", "send", "--help"}, []string{"EXCHANGE_CTL_TARGET", "EXCHANGE_MANAGEMENT_TOKEN  --token", "EXCHANGE_ADDR"}},
 	} {
 		code, out, errOut := runArgs(t, tc.args...)

@@ -68,6 +68,7 @@ type controllerFlags struct {
 	batchMaxReply   int
 	limits          limitFlags
 	log             logFlags
+	tracing         tracingFlags
 }
 
 // limitFlags are the limits before HELLO (docs/operations.md, "Limits before
@@ -183,6 +184,7 @@ the rules in force). See docs/operations.md, "Security".`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", controller.DefaultShutdownTimeout, "bound on saying GOOD_BYE to every connector and unregistering the channels on exit; connectors not told by then are disconnected")
 	fl.IntVar(&f.batchMaxReply, "batch-max-reply-bytes", batch.DefaultMaxReplyPayload, "largest reply payload a batch stores per command; a larger reply fails its command")
 	f.limits.register(fl)
+	f.tracing.register(fl)
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -200,6 +202,11 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	stopTracing, err := f.tracing.start(ctx, "exchange-controller", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // flushes the spans still buffered
 	clustered := len(f.join) > 0 || f.bootstrapExpect > 1 || f.clusterToken != ""
 	switch {
 	case clustered && f.inMemory:

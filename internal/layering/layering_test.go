@@ -49,6 +49,9 @@ const (
 	memberlist = "github.com/hashicorp/memberlist"
 	bbolt      = "go.etcd.io/bbolt"
 	echo       = "github.com/labstack/echo"
+
+	otelSDK       = "go.opentelemetry.io/otel/sdk"
+	otelExporters = "go.opentelemetry.io/otel/exporters"
 )
 
 type listed struct {
@@ -83,6 +86,11 @@ func TestLayering(t *testing.T) {
 		for _, d := range p.Deps {
 			if d == module+"/cmd/exchange" || strings.HasPrefix(d, module+"/cmd/") {
 				t.Errorf("%s depends on %s: nothing imports cmd", p.ImportPath, d)
+			}
+			// The libraries use the OpenTelemetry API only; the program
+			// (cmd) chooses the SDK and the exporter (tests may use the SDK).
+			if !strings.HasPrefix(rel, "cmd/") && (strings.HasPrefix(d, otelSDK) || strings.HasPrefix(d, otelExporters)) {
+				t.Errorf("%s depends on %s: only cmd may import the OpenTelemetry SDK and exporters", p.ImportPath, d)
 			}
 		}
 		r := ruleFor(rel)
