@@ -2,6 +2,8 @@ package batch_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -35,10 +37,8 @@ func spanRecorder() *tracetest.SpanRecorder {
 // the span of its attempt.
 func TestAttemptSpans(t *testing.T) {
 	rec := spanRecorder()
-	const (
-		traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-		spanID  = "00f067aa0ba902b7"
-	)
+	// A trace of its own per run: the recorder is shared by the test binary.
+	traceID, spanID := randomHex(t, 16), randomHex(t, 8)
 	synctest.Test(t, func(t *testing.T) {
 		var (
 			mu    sync.Mutex
@@ -90,4 +90,12 @@ func TestAttemptSpans(t *testing.T) {
 			}
 		}
 	})
+}
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
