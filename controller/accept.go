@@ -269,7 +269,7 @@ func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer 
 		if reason == "unauthenticated" || reason == "protocol" {
 			c.failures.fail(peer.Source(), now)
 		}
-		if ok, suppressed := c.refusedLog.allow(now); ok {
+		if ok, suppressed := c.refusedLog.Allow(now); ok {
 			c.log.Warn("controller: HELLO refused", "peer", peer.Addr, "target", said.TargetID,
 				"connector", said.ConnectorID, "reason", reason, "err", err, "not_logged_since_last", suppressed)
 		}
@@ -292,7 +292,7 @@ func (c *Controller) limited(ctx context.Context, conn channel.Conn, src string)
 	if m := c.cfg.Metrics; m != nil {
 		m.HelloRejected("rate_limited")
 	}
-	if ok, suppressed := c.limitedLog.allow(time.Now()); ok {
+	if ok, suppressed := c.limitedLog.Allow(time.Now()); ok {
 		c.log.Warn("controller: connections refused before HELLO: too many failed HELLOs from their source",
 			"source", src, "rate", c.cfg.FailedHelloRate, "burst", c.cfg.FailedHelloBurst,
 			"also_refused_since_last_line", suppressed)

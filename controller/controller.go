@@ -49,11 +49,11 @@ type Controller struct {
 	routes      routeCache    // targets' routes, kept between state changes
 	isolated    atomic.Bool   // cut off from the leader: connectors sent away
 
-	failures   *failureLimiter // failed HELLOs per source
-	refusedLog logThrottle     // "HELLO refused" lines
+	failures   *failureLimiter       // failed HELLOs per source
+	refusedLog *logthrottle.Throttle // "HELLO refused" lines
 	// primaryFailLog throttles "PRIMARY notification failed" lines.
 	primaryFailLog *logthrottle.Throttle
-	limitedLog     logThrottle // "refused: too many failed HELLOs" lines
+	limitedLog     *logthrottle.Throttle // "refused: too many failed HELLOs" lines
 
 	closeOnce sync.Once
 	closeErr  error
@@ -152,8 +152,8 @@ func New(cfg Config, lis channel.Listener, clu Cluster) (*Controller, error) {
 	}
 	c.failures = newFailureLimiter(cfg.FailedHelloRate, cfg.FailedHelloBurst)
 	c.primaryFailLog = logthrottle.New(retryLogInterval)
-	c.refusedLog.every = refusedLogInterval
-	c.limitedLog.every = limitedLogInterval
+	c.refusedLog = logthrottle.New(refusedLogInterval)
+	c.limitedLog = logthrottle.New(limitedLogInterval)
 	c.applier = newApplier(clu, c.log)
 	c.events = newDispatcher(cfg.OnEvent, c.log)
 	if cfg.Authenticator == nil {

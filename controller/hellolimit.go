@@ -2,7 +2,6 @@ package controller
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -76,24 +75,4 @@ func (f *failureLimiter) forget(now time.Time) {
 		}
 		delete(f.src, s)
 	}
-}
-
-// logThrottle lets one log line through per interval and counts the others,
-// so that a flood of refusals costs one line per interval rather than one
-// per refusal. It is safe for concurrent use.
-type logThrottle struct {
-	every      time.Duration
-	next       atomic.Int64 // unix nanoseconds before which lines are suppressed
-	suppressed atomic.Int64
-}
-
-// allow reports whether a line may be logged at now, and how many were
-// suppressed since the last one that was.
-func (t *logThrottle) allow(now time.Time) (bool, int64) {
-	n := t.next.Load()
-	if now.UnixNano() < n || !t.next.CompareAndSwap(n, now.Add(t.every).UnixNano()) {
-		t.suppressed.Add(1)
-		return false, 0
-	}
-	return true, t.suppressed.Swap(0)
 }

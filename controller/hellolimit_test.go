@@ -59,19 +59,3 @@ func TestFailureLimiterBounded(t *testing.T) {
 		t.Error("a refilled source was kept over recent ones")
 	}
 }
-
-func TestLogThrottle(t *testing.T) {
-	lt := logThrottle{every: time.Second}
-	t0 := time.Unix(1000, 0)
-	if ok, n := lt.allow(t0); !ok || n != 0 {
-		t.Fatalf("first line: allow = %v, %d; want true, 0", ok, n)
-	}
-	for range 5 {
-		if ok, _ := lt.allow(t0.Add(500 * time.Millisecond)); ok {
-			t.Fatal("second line within the interval allowed")
-		}
-	}
-	if ok, n := lt.allow(t0.Add(time.Second)); !ok || n != 5 {
-		t.Fatalf("line after the interval: allow = %v, %d; want true, 5", ok, n)
-	}
-}
