@@ -8,29 +8,16 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/testtrace"
 )
 
-var (
-	traceOnce sync.Once
-	traceRec  *tracetest.SpanRecorder
-)
-
-// spanRecorder installs, once per test binary, a global tracer provider
-// recording every span; tests tell theirs apart by trace id.
-func spanRecorder() *tracetest.SpanRecorder {
-	traceOnce.Do(func() {
-		traceRec = tracetest.NewSpanRecorder()
-		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(traceRec)))
-	})
-	return traceRec
-}
+func spanRecorder() *tracetest.SpanRecorder { return testtrace.Recorder() }
 
 // TestAttemptSpans: each attempt is an exchange.batch.attempt span, a child
 // of the trace context the batch's commands carry, and each send runs in

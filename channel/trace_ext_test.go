@@ -2,7 +2,6 @@ package channel_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +13,10 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/embedded"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/testtrace"
 )
 
-var (
-	traceOnce sync.Once
-	traceRec  *tracetest.SpanRecorder
-)
-
-// spanRecorder installs, once per test binary, a global tracer provider
-// recording every span (the global provider can be set only once for the
-// tracers already handed out); tests tell their spans apart by trace id.
-func spanRecorder() *tracetest.SpanRecorder {
-	traceOnce.Do(func() {
-		traceRec = tracetest.NewSpanRecorder()
-		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(traceRec)))
-	})
-	return traceRec
-}
+func spanRecorder() *tracetest.SpanRecorder { return testtrace.Recorder() }
 
 func spansOf(rec *tracetest.SpanRecorder, id trace.TraceID) []sdktrace.ReadOnlySpan {
 	var out []sdktrace.ReadOnlySpan

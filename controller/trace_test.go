@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -14,22 +13,10 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/testtrace"
 )
 
-var (
-	traceOnce sync.Once
-	traceRec  *tracetest.SpanRecorder
-)
-
-// spanRecorder installs, once per test binary, a global tracer provider
-// recording every span; tests tell theirs apart by trace id.
-func spanRecorder() *tracetest.SpanRecorder {
-	traceOnce.Do(func() {
-		traceRec = tracetest.NewSpanRecorder()
-		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(traceRec)))
-	})
-	return traceRec
-}
+func spanRecorder() *tracetest.SpanRecorder { return testtrace.Recorder() }
 
 // TestSendSpanIsParentOfHandleSpan: the connector's handler runs in an
 // exchange.handle span whose parent is the controller's exchange.send span,

@@ -14,23 +14,10 @@ import (
 	"github.com/exchangekit/exchange/cluster"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/testtrace"
 )
 
-var (
-	traceOnce sync.Once
-	traceRec  *tracetest.SpanRecorder
-)
-
-// spanRecorder installs, once per test binary, a global tracer provider
-// recording every span of every node (they share the process); tests tell
-// theirs apart by trace id.
-func spanRecorder() *tracetest.SpanRecorder {
-	traceOnce.Do(func() {
-		traceRec = tracetest.NewSpanRecorder()
-		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(traceRec)))
-	})
-	return traceRec
-}
+func spanRecorder() *tracetest.SpanRecorder { return testtrace.Recorder() }
 
 // TestForwardedSendIsOneTrace: a send on node B to a connector on node A is
 // one trace across both nodes and the connector: exchange.send (B) →
