@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,14 @@ func TestDemoNarratesFailover(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	// What the README says the demo runs: three targets, four connectors.
+	connectors, targets := map[string]bool{}, map[string]bool{}
+	for _, m := range regexp.MustCompile(`(\S+)\s+connecting as target (\S+)`).FindAllStringSubmatch(out.String(), -1) {
+		connectors[m[1]], targets[m[2]] = true, true
+	}
+	if len(connectors) != 4 || len(targets) != 3 {
+		t.Errorf("the demo ran %d connectors for %d targets (%v, %v); the README says four for three", len(connectors), len(targets), connectors, targets)
 	}
 }
 
