@@ -87,7 +87,7 @@ func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	mu.Unlock()
 	cfg := d.Config.withDefaults()
 	peer := channel.PeerInfo{Addr: c.RemoteAddr().String(), TLS: tlsState(resp.TLS)}
-	return newConn(ws, c, "client", cfg, peer, nil), nil
+	return newConn(ws, c, "client", cfg, peer, connOptions{}), nil
 }
 
 // endpoint checks a Dialer's URL and appends ControllerPath to it.
