@@ -112,10 +112,10 @@ type conn struct {
 	proto protocol // the frames spoken: V1, or LEGACY (server side only)
 	token string   // server side: the bearer token of the upgrade request, given to a HELLO without one
 	ws    *websocket.Conn
-	raw  net.Conn // the TCP connection under ws, closed when the close handshake stalls
-	side string   // "client" or "server", for error messages
-	cfg  Config
-	peer channel.PeerInfo
+	raw   net.Conn // the TCP connection under ws, closed when the close handshake stalls
+	side  string   // "client" or "server", for error messages
+	cfg   Config
+	peer  channel.PeerInfo
 
 	// ctx is passed to every read and write of ws; cancelling it makes the
 	// library drop the connection (kill).
@@ -131,11 +131,11 @@ type conn struct {
 	release   func() // frees the Server's handshake slot; idempotent, nil-safe via handshakeDone
 	onClose   func() // frees the Server's connection slot, once closed; nil on the client side
 	handshook atomic.Bool
-	firstMsg  atomic.Bool  // a data message has arrived (stops the handshake timer)
-	timer     *time.Timer  // server side: HandshakeTimeout, or nil
-	firstSeen bool         // Recv has returned a frame (Recv's goroutine only)
-	notHello  atomic.Bool  // server side: the first frame was not a HELLO command
-	closeHint atomic.Value // client side: *closeError to close with, after a GOOD_BYE
+	firstMsg  atomic.Bool                // a data message has arrived (stops the handshake timer)
+	timer     atomic.Pointer[time.Timer] // server side: HandshakeTimeout, or nil
+	firstSeen bool                       // Recv has returned a frame (Recv's goroutine only)
+	notHello  atomic.Bool                // server side: the first frame was not a HELLO command
+	closeHint atomic.Value               // client side: *closeError to close with, after a GOOD_BYE
 
 	// Replies made up for a legacy peer, which never answers PRIMARY and
 	// HEALTH_CHECK (reference §3.4): Send queues them, Recv returns them.
@@ -203,12 +203,12 @@ func newConn(ws *websocket.Conn, raw net.Conn, side string, cfg Config, peer cha
 		synthReady: make(chan struct{}, 1),
 	}
 	if d := cfg.HandshakeTimeout; d > 0 && side == "server" {
-		c.timer = time.AfterFunc(d, func() {
+		c.timer.Store(time.AfterFunc(d, func() {
 			if !c.firstMsg.Load() {
 				_ = c.CloseWithError(&closeError{code: websocket.StatusProtocolError,
 					reason: fmt.Sprintf("no HELLO within the handshake timeout (%s)", d), err: channel.ErrProtocol})
 			}
-		})
+		}))
 	}
 	// A message over the limit ends the connection with 1009 (Send refuses
 	// to write one, so only a peer with a larger limit sends it).
@@ -228,8 +228,10 @@ func (c *conn) readLoop() {
 			c.readErr = err
 			return
 		}
-		if c.timer != nil && !c.firstMsg.Swap(true) {
-			c.timer.Stop()
+		if !c.firstMsg.Swap(true) {
+			if t := c.timer.Load(); t != nil {
+				t.Stop()
+			}
 		}
 		select {
 		case c.in <- message{typ, data}:
@@ -529,8 +531,8 @@ func (c *conn) CloseWithError(err error) error {
 func (c *conn) closeWith(code websocket.StatusCode, reason string) error {
 	c.closeOnce.Do(func() {
 		c.handshakeDone()
-		if c.timer != nil {
-			c.timer.Stop()
+		if t := c.timer.Load(); t != nil {
+			t.Stop()
 		}
 		c.smu.Lock()
 		c.probing = true // no probe starts after this

@@ -220,7 +220,7 @@ func DecodeLegacyFrame(b []byte) (*channel.Frame, error) {
 		f.Reply.Type = command.TypeHello
 		f.Reply.Payload = nil
 		if f.Reply.Status == command.StatusSucceeded {
-			f.Reply.Payload = mustJSON(command.HelloReplyPayload{TargetID: p.InstallationID})
+			f.Reply.Payload = mustJSON(map[string]string{"targetId": p.InstallationID})
 		}
 		if f.Reply.Error == "" {
 			f.Reply.Error = env.Message
