@@ -89,9 +89,9 @@ type limitFlags struct {
 func (l *limitFlags) register(fl *pflag.FlagSet) {
 	d := grpcchannel.DefaultServerLimits()
 	fl.IntVar(&l.streamsPerConn, "max-streams-per-connection", d.MaxConcurrentStreams, "HTTP/2 streams open at once on one connection; a connector needs 1 (negative: gRPC's default, no limit)")
-	fl.IntVar(&l.conns, "max-connections", d.MaxConnections, "connections open at once on --grpc-addr; more are closed at once (negative: no limit)")
+	fl.IntVar(&l.conns, "max-connections", d.MaxConnections, "connections open at once on --grpc-addr, and apart on --ws-addr; more are closed at once (WebSocket: 503) (negative: no limit)")
 	fl.IntVar(&l.connsPerSrc, "max-connections-per-source", d.MaxConnectionsPerSource, "connections open at once from one IP address (IPv6: one /64) (negative: no limit)")
-	fl.IntVar(&l.handshakes, "max-handshakes", d.MaxHandshakes, "channels not yet past HELLO at once; more are refused with RESOURCE_EXHAUSTED (negative: no limit)")
+	fl.IntVar(&l.handshakes, "max-handshakes", d.MaxHandshakes, "channels not yet past HELLO at once; more are refused with RESOURCE_EXHAUSTED (WebSocket: 503) (negative: no limit)")
 	fl.IntVar(&l.handshakesPerSrc, "max-handshakes-per-source", d.MaxHandshakesPerSource, "channels not yet past HELLO at once from one source (negative: no limit)")
 	fl.DurationVar(&l.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "a channel that has sent nothing (no HELLO) this long is closed (negative: never)")
 	fl.DurationVar(&l.connTimeout, "connection-timeout", d.ConnectionTimeout, "bound on a new connection's TLS handshake and HTTP/2 preface (negative: gRPC's 120s)")
