@@ -347,3 +347,40 @@ func find(fs []refclient.Frame, typ string) refclient.Frame {
 	}
 	return refclient.Frame{}
 }
+
+// TestReferenceConnectorsShareTarget: a V1 and a legacy connector serve one
+// target; exactly one is told it is primary, and when it leaves the other
+// is told, in its own protocol's words.
+func TestReferenceConnectorsShareTarget(t *testing.T) {
+	h, base := wsHarness(t, fastConfig())
+	ctx := wsContext(t)
+	start := func(path, proto string) *refclient.Connector {
+		c, err := refclient.Dial(ctx, base+path, proto, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f, err := c.Hello(ctx, "shared"); err != nil || !strings.Contains(f.Raw, `"commandStatus":"SUCCEEDED"`) {
+			t.Fatalf("hello over %s = (%s, %v)", proto, f.Raw, err)
+		}
+		k := c.Start(nil)
+		t.Cleanup(k.Close)
+		return k
+	}
+	v1 := start("/exchange/controller", refclient.V1)
+	waitTarget(h, "shared", 1)
+	legacy := start("/ws/controller", refclient.Legacy)
+	waitTarget(h, "shared", 2)
+	if err := v1.WaitFor(ctx, "PRIMARY{primary:true}", func(_ []refclient.Frame, p []bool) bool { return len(p) == 1 && p[0] }); err != nil {
+		t.Fatal(err)
+	}
+	if p, known := legacy.Primary(); known && p {
+		t.Fatalf("the legacy connector was told it is primary too")
+	}
+	v1.Close() // the primary leaves
+	if err := legacy.WaitFor(ctx, "primary: true", func(r []refclient.Frame, p []bool) bool {
+		return len(p) > 0 && p[len(p)-1] && r[len(r)-1].Raw == "primary: true"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitTarget(h, "shared", 1)
+}
