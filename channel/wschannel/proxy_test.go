@@ -38,8 +38,18 @@ type connectProxy struct {
 }
 
 func newConnectProxy(t *testing.T, target, auth string) *connectProxy {
+	return startConnectProxy(t, target, auth, false)
+}
+
+// startConnectProxy starts the proxy, spoken to over TLS if useTLS (with
+// httptest's certificate, the same as the test servers').
+func startConnectProxy(t *testing.T, target, auth string, useTLS bool) *connectProxy {
 	p := &connectProxy{t: t, target: target, auth: auth}
-	p.srv = httptest.NewServer(p)
+	if useTLS {
+		p.srv = httptest.NewTLSServer(p)
+	} else {
+		p.srv = httptest.NewServer(p)
+	}
 	t.Cleanup(func() {
 		p.srv.Close()
 		p.mu.Lock()
@@ -254,5 +264,24 @@ func TestDialerHeaderThroughProxy(t *testing.T) {
 	}
 	if f, err := b.Recv(); err != nil || string(f.Command.Payload) != `{"targetId":"t","token":"tok"}` {
 		t.Errorf("HELLO through the proxy = (%+v, %v), want the bearer token in it", f, err)
+	}
+}
+
+// TestHTTPSProxy: a proxy whose URL is https:// is spoken to over TLS,
+// verified with the Dialer's roots; the tunnel then carries the controller's
+// own TLS.
+func TestHTTPSProxy(t *testing.T) {
+	srv, d, target := proxied(t, true)
+	p := startConnectProxy(t, target, "", true)
+	if !strings.HasPrefix(p.URL(), "https://") {
+		t.Fatalf("proxy URL %s, want https://", p.URL())
+	}
+	setProxyEnv(t, "", p.URL(), "")
+	var direct atomic.Int32
+	d.NetDialer = resolver(target, &direct)
+	a, b := connect(t, srv, d)
+	roundTrip(t, a, b)
+	if n := p.connects.Load(); n != 1 || direct.Load() != 0 {
+		t.Errorf("%d CONNECTs through the https proxy, %d direct connections; want 1 and 0", n, direct.Load())
 	}
 }
