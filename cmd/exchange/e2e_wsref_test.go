@@ -238,4 +238,3 @@ func (p *tunnelProxy) targets() []string {
 	defer p.mu.Unlock()
 	return append([]string(nil), p.hosts...)
 }
-
