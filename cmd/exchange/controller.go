@@ -156,7 +156,7 @@ the rules in force). See docs/operations.md, "Security".`,
 	fl.StringVar(&f.nodeID, "node-id", "", "node id (default: stored in --data-dir, else the host name)")
 	fl.StringVar(&f.dataDir, "data-dir", def.DataDir, "directory of the durable state (raft log, snapshots)")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", ":7400", "address connectors connect to (gRPC)")
-	fl.StringVar(&f.wsAddr, "ws-addr", "", "address connectors may also connect to over WebSocket (path /exchange/controller; TLS and mTLS as --grpc-addr); off when empty")
+	fl.StringVar(&f.wsAddr, "ws-addr", "", "address connectors may also connect to over WebSocket (paths /exchange/controller and the legacy /ws/controller/*, the reference system's V1 and LEGACY frames; TLS and mTLS as --grpc-addr); off when empty")
 	fl.StringVar(&f.httpAddr, "http-addr", ":7480", "management API and /metrics address (loopback only without --management-token)")
 	fl.StringVar(&f.raftAddr, "raft-addr", def.RaftAddr, "raft transport address")
 	fl.StringVar(&f.gossipAddr, "gossip-addr", ":7402", "gossip (membership) address, for multi-node clusters")
