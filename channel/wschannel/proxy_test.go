@@ -188,22 +188,36 @@ func TestProxyFromEnvironment(t *testing.T) {
 				t.Errorf("%d direct connections to the controller, want 0", n)
 			}
 		})
-		t.Run(name+" NO_PROXY", func(t *testing.T) {
-			srv, d, target := proxied(t, useTLS)
-			p := newConnectProxy(t, target, "")
-			setProxyEnv(t, p.URL(), p.URL(), "other.test,"+controllerHost)
-			var direct atomic.Int32
-			d.NetDialer = resolver(target, &direct)
-			a, b := connect(t, srv, d)
-			roundTrip(t, a, b)
-			if n := p.connects.Load(); n != 0 {
-				t.Errorf("proxy saw %d CONNECTs, want 0 (NO_PROXY)", n)
-			}
-			if n := direct.Load(); n != 1 {
-				t.Errorf("%d direct connections to the controller, want 1", n)
-			}
-		})
+		for _, noProxy := range []string{"other.test," + controllerHost, ".test", "*"} {
+			t.Run(name+" NO_PROXY="+noProxy, func(t *testing.T) {
+				srv, d, target := proxied(t, useTLS)
+				p := newConnectProxy(t, target, "")
+				setProxyEnv(t, p.URL(), p.URL(), noProxy)
+				var direct atomic.Int32
+				d.NetDialer = resolver(target, &direct)
+				a, b := connect(t, srv, d)
+				roundTrip(t, a, b)
+				if n := p.connects.Load(); n != 0 {
+					t.Errorf("proxy saw %d CONNECTs, want 0 (NO_PROXY)", n)
+				}
+				if n := direct.Load(); n != 1 {
+					t.Errorf("%d direct connections to the controller, want 1", n)
+				}
+			})
+		}
 	}
+	t.Run("lower-case https_proxy", func(t *testing.T) {
+		srv, d, target := proxied(t, true)
+		p := newConnectProxy(t, target, "")
+		setProxyEnv(t, "", "", "")
+		t.Setenv("https_proxy", p.URL())
+		var direct atomic.Int32
+		d.NetDialer = resolver(target, &direct)
+		connect(t, srv, d)
+		if n := p.connects.Load(); n != 1 || direct.Load() != 0 {
+			t.Errorf("with https_proxy: %d CONNECTs, %d direct connections; want 1 and 0", n, direct.Load())
+		}
+	})
 	t.Run("loopback is never proxied", func(t *testing.T) {
 		srv, d := startServer(t, false, wschannel.Config{})
 		p := newConnectProxy(t, "", "")
