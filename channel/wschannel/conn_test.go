@@ -33,7 +33,7 @@ func rawDial(t *testing.T, srv *wschannel.Server, d *wschannel.Dialer, header ht
 }
 
 // TestReferencePeer talks to a Server as the reference's connector does:
-// V1 frames in binary messages, or in text messages, which are accepted too.
+// V1 frames in binary messages.
 func TestReferencePeer(t *testing.T) {
 	srv, d := startServer(t, false, wschannel.Config{})
 	ws := rawDial(t, srv, d, nil)
@@ -45,14 +45,12 @@ func TestReferencePeer(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 
 	hello := `t:COMMAND;;et:HELLO;;e:{"id":"3f0a","type":"HELLO","payload":{"targetId":"8b1c"}}`
-	for _, typ := range []websocket.MessageType{websocket.MessageBinary, websocket.MessageText} {
-		if err := ws.Write(ctx, typ, []byte(hello)); err != nil {
-			t.Fatalf("Write(%v) = %v", typ, err)
-		}
-		f, err := b.Recv()
-		if err != nil || f.Command == nil || f.Command.ID != "3f0a" || string(f.Command.Payload) != `{"targetId":"8b1c"}` {
-			t.Fatalf("Recv() of a %v HELLO = (%+v, %v), want the HELLO", typ, f, err)
-		}
+	if err := ws.Write(ctx, websocket.MessageBinary, []byte(hello)); err != nil {
+		t.Fatalf("Write() = %v", err)
+	}
+	f, err := b.Recv()
+	if err != nil || f.Command == nil || f.Command.ID != "3f0a" || string(f.Command.Payload) != `{"targetId":"8b1c"}` {
+		t.Fatalf("Recv() of the HELLO = (%+v, %v), want the HELLO", f, err)
 	}
 	// An empty message is skipped, as the reference does.
 	if err := ws.Write(ctx, websocket.MessageBinary, nil); err != nil {
@@ -79,6 +77,35 @@ func TestReferencePeer(t *testing.T) {
 	_ = b.Close()
 	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusProtocolError {
 		t.Errorf("peer read after the malformed frame = %v, want a close with 1002", err)
+	}
+}
+
+// TestTextMessage: a text message is refused as the reference refuses it,
+// with 1003 "Unsupported text frame", on either protocol.
+func TestTextMessage(t *testing.T) {
+	for _, proto := range []string{wschannel.ProtocolV1, wschannel.ProtocolLegacy} {
+		t.Run(proto, func(t *testing.T) {
+			srv, d := startServer(t, false, wschannel.Config{})
+			ws := rawDial(t, srv, d, http.Header{wschannel.ProtocolHeader: {proto}})
+			ctx := testContext(t)
+			b, err := srv.Accept(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			if err := ws.Write(ctx, websocket.MessageText, []byte(`t:COMMAND;;et:HELLO;;e:{"id":"1","type":"HELLO","payload":{}}`)); err != nil {
+				t.Fatal(err)
+			}
+			if f, err := b.Recv(); !errors.Is(err, channel.ErrMalformedFrame) {
+				t.Fatalf("Recv() of a text message = (%+v, %v), want an error wrapping ErrMalformedFrame", f, err)
+			}
+			_ = b.Close()
+			_, _, err = ws.Read(ctx)
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusUnsupportedData || ce.Reason != "Unsupported text frame" {
+				t.Errorf("peer read = %v, want close 1003 \"Unsupported text frame\"", err)
+			}
+		})
 	}
 }
 
@@ -141,9 +168,9 @@ func TestHTTP(t *testing.T) {
 		header http.Header
 		want   int
 	}{
-		{"other path", "/ws/controller/x", http.Header{wschannel.ProtocolHeader: {"v1"}}, http.StatusNotFound},
-		{"no protocol header (legacy)", wschannel.ControllerPath, nil, http.StatusBadRequest},
-		{"legacy", wschannel.ControllerPath, http.Header{wschannel.ProtocolHeader: {"legacy"}}, http.StatusBadRequest},
+		{"other path", "/exchange/controllers", http.Header{wschannel.ProtocolHeader: {"v1"}}, http.StatusNotFound},
+		{"under the controller path", wschannel.ControllerPath + "/x", http.Header{wschannel.ProtocolHeader: {"v1"}}, http.StatusNotFound},
+		{"beside the legacy path", "/ws/controllers", nil, http.StatusNotFound},
 		{"not an upgrade", wschannel.ControllerPath, http.Header{wschannel.ProtocolHeader: {"v1"}}, http.StatusUpgradeRequired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -71,46 +71,10 @@ func AppendFrame(dst []byte, f *channel.Frame) ([]byte, error) {
 	e := encoder{b: dst}
 	if c := f.Command; c != nil {
 		e.header(kindCommand, c.Type)
-		e.b = append(e.b, '{')
-		e.field("id", c.ID)
-		e.field("type", string(c.Type))
-		e.payload(c.Payload, false)
-		if c.OneWay {
-			e.b = append(e.b, `,"oneWay":true`...)
-		}
-		e.millis("timeoutMs", c.Timeout)
-		if len(c.Metadata) > 0 {
-			e.b = append(e.b, `,"metadata":{`...)
-			for i, k := range slices.Sorted(maps.Keys(c.Metadata)) {
-				if i > 0 {
-					e.b = append(e.b, ',')
-				}
-				e.str(k)
-				e.b = append(e.b, ':')
-				e.str(c.Metadata[k])
-			}
-			e.b = append(e.b, '}')
-		}
-		e.b = append(e.b, '}')
+		e.command(c)
 	} else {
-		r := f.Reply
-		e.header(kindReply, r.Type)
-		e.b = append(e.b, '{')
-		e.field("commandId", r.CommandID)
-		e.field("type", string(r.Type))
-		if r.Status != command.StatusUnspecified {
-			e.field("commandStatus", r.Status.String())
-		}
-		if r.Error != "" {
-			e.field("errorDetails", r.Error)
-		}
-		e.payload(r.Payload, r.Type == command.TypeUnknown || r.Type == command.TypeNoReply)
-		e.millis("retryAfterMs", r.RetryAfter)
-		if r.Code != 0 {
-			e.b = append(e.b, `,"code":`...)
-			e.b = strconv.AppendInt(e.b, int64(r.Code), 10)
-		}
-		e.b = append(e.b, '}')
+		e.header(kindReply, f.Reply.Type)
+		e.reply(f.Reply)
 	}
 	if e.bad != "" {
 		return dst, fmt.Errorf("wschannel: encode: %w: %s is not UTF-8", channel.ErrMalformedFrame, e.bad)
@@ -120,6 +84,55 @@ func AppendFrame(dst []byte, f *channel.Frame) ([]byte, error) {
 
 // EncodeFrame returns the V1 encoding of f (see AppendFrame).
 func EncodeFrame(f *channel.Frame) ([]byte, error) { return AppendFrame(nil, f) }
+
+// command writes c's JSON envelope: id, type, payload, then the fields V1
+// has no place for (see AppendFrame).
+func (e *encoder) command(c *command.Command) {
+	e.b = append(e.b, '{')
+	e.comma = false
+	e.field("id", c.ID)
+	e.field("type", string(c.Type))
+	e.payload(c.Payload, false)
+	if c.OneWay {
+		e.b = append(e.b, `,"oneWay":true`...)
+	}
+	e.millis("timeoutMs", c.Timeout)
+	if len(c.Metadata) > 0 {
+		e.b = append(e.b, `,"metadata":{`...)
+		for i, k := range slices.Sorted(maps.Keys(c.Metadata)) {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.str(k)
+			e.b = append(e.b, ':')
+			e.str(c.Metadata[k])
+		}
+		e.b = append(e.b, '}')
+	}
+	e.b = append(e.b, '}')
+}
+
+// reply writes r's JSON envelope: commandId, type, commandStatus,
+// errorDetails, payload, then the fields V1 has no place for.
+func (e *encoder) reply(r *command.Reply) {
+	e.b = append(e.b, '{')
+	e.comma = false
+	e.field("commandId", r.CommandID)
+	e.field("type", string(r.Type))
+	if r.Status != command.StatusUnspecified {
+		e.field("commandStatus", r.Status.String())
+	}
+	if r.Error != "" {
+		e.field("errorDetails", r.Error)
+	}
+	e.payload(r.Payload, r.Type == command.TypeUnknown || r.Type == command.TypeNoReply)
+	e.millis("retryAfterMs", r.RetryAfter)
+	if r.Code != 0 {
+		e.b = append(e.b, `,"code":`...)
+		e.b = strconv.AppendInt(e.b, int64(r.Code), 10)
+	}
+	e.b = append(e.b, '}')
+}
 
 // encoder writes one frame; bad names the first string that is not UTF-8.
 type encoder struct {
@@ -281,6 +294,12 @@ func DecodeFrame(b []byte) (*channel.Frame, error) {
 	if err := json.Unmarshal(ex, &env); err != nil {
 		return nil, fmt.Errorf("wschannel: decode: %w: %s exchange: %v", channel.ErrMalformedFrame, strings.ToLower(kind), err)
 	}
+	return env.frame(kind), nil
+}
+
+// frame builds the frame of kind (kindCommand or kindReply) the envelope
+// holds.
+func (env *envelope) frame(kind string) *channel.Frame {
 	payload := []byte(env.Payload)
 	switch {
 	case string(payload) == "null":
@@ -318,7 +337,7 @@ func DecodeFrame(b []byte) (*channel.Frame, error) {
 		}
 		f.Reply = r
 	}
-	return &f, nil
+	return &f
 }
 
 // splitFrame finds the kind ("t:") and the exchange ("e:", to the end) of a

@@ -118,3 +118,30 @@ func stringsValid(f *channel.Frame) bool {
 	r := f.Reply
 	return utf8.ValidString(r.CommandID) && utf8.ValidString(string(r.Type)) && utf8.ValidString(r.Error)
 }
+
+// FuzzDecodeLegacyFrame feeds arbitrary bytes to DecodeLegacyFrame: it must
+// not panic, must fail only with ErrMalformedFrame, and what it decodes must
+// encode again (except the GOOD_BYE that asks to reconnect, which a legacy
+// peer cannot be sent).
+func FuzzDecodeLegacyFrame(f *testing.F) {
+	for _, tc := range legacyFrames {
+		f.Add([]byte(tc.wire))
+	}
+	f.Add([]byte(`command: {"id":"g","type":"GOOD_BYE","payload":{"reconnect":true}}`))
+	f.Add([]byte(`reply: {"commandId":"h","type":"HELLO_REPLY","commandStatus":"FAILURE","payload":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := wschannel.DecodeLegacyFrame(b)
+		if err != nil {
+			if !errors.Is(err, channel.ErrMalformedFrame) {
+				t.Fatalf("DecodeLegacyFrame(%q) = %v, want an error wrapping ErrMalformedFrame", b, err)
+			}
+			return
+		}
+		if (fr.Command == nil) == (fr.Reply == nil) {
+			t.Fatalf("DecodeLegacyFrame(%q) = %+v, want exactly one kind", b, fr)
+		}
+		if _, err := wschannel.AppendLegacyFrame(nil, fr); err != nil && !errors.Is(err, channel.ErrClosed) && !errors.Is(err, channel.ErrMalformedFrame) {
+			t.Fatalf("AppendLegacyFrame(DecodeLegacyFrame(%q)) = %v", b, err)
+		}
+	})
+}

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -34,6 +37,7 @@ type connectorFlags struct {
 	tlsCA       string
 	tlsCert     string
 	tlsKey      string
+	headers     []string
 	log         logFlags
 	tracing     tracingFlags
 }
@@ -52,7 +56,15 @@ Each --controller endpoint is a controller's gRPC address, HOST:PORT, or the
 URL of its WebSocket endpoint (exchange controller --ws-addr): ws://HOST:PORT
 or wss://HOST:PORT (http:// and https:// are the same), to which the path
 /exchange/controller is added unless the URL ends with it. Both kinds may be
-mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.`,
+mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.
+
+--header 'Name: value' (repeatable; EXCHANGE_HEADER holds one per line) adds
+a header to the WebSocket upgrade requests, for a proxy or a load balancer
+that wants one, or a controller that authenticates the upgrade
+("Authorization: Bearer ..."). WebSocket endpoints go through the proxy the
+environment names (HTTPS_PROXY for wss://, HTTP_PROXY for ws://, except the
+hosts in NO_PROXY; never for localhost or a loopback address), always as a
+CONNECT tunnel.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runConnector(cmd.Context(), f, stdout, stderr)
@@ -66,6 +78,8 @@ mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.`,
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate (PEM) to verify the controller; enables TLS")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "client certificate (PEM) for mutual TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "client key (PEM) for mutual TLS")
+	fl.StringArrayVar(&f.headers, "header", nil, "extra header 'Name: value' of the WebSocket upgrade requests (repeatable)")
+	_ = fl.SetAnnotation("header", envSepAnnotation, []string{"\n"})
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	f.tracing.register(fl)
@@ -90,6 +104,13 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 			return &exitError{code: exitUsage, err: fmt.Errorf("--controller %q: --tls-ca, --tls-cert and --tls-key need wss:// or https://", addr)}
 		}
 	}
+	header, err := parseHeaders(f.headers)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if len(header) > 0 && !slices.ContainsFunc(f.controllers, func(a string) bool { return isWebSocketEndpoint(strings.TrimSpace(a)) }) {
+		return &exitError{code: exitUsage, err: errors.New("--header applies to WebSocket endpoints (ws://, wss://, http://, https://); --controller names none")}
+	}
 	log, err := f.log.logger(stderr)
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -113,7 +134,7 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 			continue
 		}
 		if isWebSocketEndpoint(addr) {
-			dialers = append(dialers, &wschannel.Dialer{URL: addr, TLSConfig: tlsCfg})
+			dialers = append(dialers, &wschannel.Dialer{URL: addr, TLSConfig: tlsCfg, Header: header})
 			endpoints = append(endpoints, addr)
 			continue
 		}
@@ -237,4 +258,32 @@ func checkControllerURL(addr, example string) error {
 		return fmt.Errorf("--controller %q: empty port: %s", addr, example)
 	}
 	return nil
+}
+
+// parseHeaders reads --header values, "Name: value" each. Empty entries (a
+// blank line in EXCHANGE_HEADER) are skipped. The headers the WebSocket
+// handshake owns (Host, Connection, Upgrade, Sec-WebSocket-*) and the
+// protocol header (always v1) cannot be set.
+func parseHeaders(vals []string) (http.Header, error) {
+	h := http.Header{}
+	for _, v := range vals {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(v, ":")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		switch {
+		case !ok || !httpguts.ValidHeaderFieldName(name):
+			return nil, fmt.Errorf("--header %q: want 'Name: value', Name a header name", v)
+		case !httpguts.ValidHeaderFieldValue(value):
+			return nil, fmt.Errorf("--header %q: the value holds a character a header cannot", v)
+		}
+		switch c := http.CanonicalHeaderKey(name); {
+		case c == "Host", c == "Connection", c == "Upgrade", strings.HasPrefix(c, "Sec-Websocket-"),
+			strings.EqualFold(c, wschannel.ProtocolHeader):
+			return nil, fmt.Errorf("--header %q: %s is set by the WebSocket handshake itself", v, c)
+		}
+		h.Add(name, value)
+	}
+	return h, nil
 }

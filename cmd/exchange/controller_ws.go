@@ -24,11 +24,16 @@ type wsTransport struct {
 
 // listenWS binds --ws-addr and prepares its server: TLS and mutual TLS are
 // those of --grpc-addr (tlsCfg, nil for none), HTTP/1.1 only (the upgrade
-// needs it); --max-handshakes bounds the connections not yet past HELLO,
-// --connection-timeout the TLS handshake and the request's headers, and
-// --max-connection-idle a kept-alive connection that did not upgrade.
+// needs it). The limits before HELLO are those of --grpc-addr, counted
+// apart: --max-connections and --max-connections-per-source bound the
+// WebSocket connections (one per channel), --max-handshakes and
+// --max-handshakes-per-source those not yet past HELLO, --handshake-timeout
+// how long one may stay silent, --connection-timeout the TLS handshake and
+// the request's headers, and --max-connection-idle a kept-alive connection
+// that did not upgrade. --failed-hello-rate and --failed-hello-burst are the
+// controller's, for every transport.
 func listenWS(f controllerFlags, tlsCfg *tls.Config, log *slog.Logger) (*wsTransport, error) {
-	srv := wschannel.NewServer(wschannel.Config{MaxHandshakes: max(f.limits.handshakes, 0)})
+	srv := wschannel.NewServer(wsConfig(f.limits))
 	lis, err := net.Listen("tcp", f.wsAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", f.wsAddr, err)
@@ -53,6 +58,17 @@ func listenWS(f controllerFlags, tlsCfg *tls.Config, log *slog.Logger) (*wsTrans
 		w.lis, w.tls = tls.NewListener(lis, c), true
 	}
 	return w, nil
+}
+
+// wsConfig maps the limit flags (negative: off) onto the WebSocket server's.
+func wsConfig(l limitFlags) wschannel.Config {
+	return wschannel.Config{
+		MaxConnections:          max(l.conns, 0),
+		MaxConnectionsPerSource: max(l.connsPerSrc, 0),
+		MaxHandshakes:           max(l.handshakes, 0),
+		MaxHandshakesPerSource:  max(l.handshakesPerSrc, 0),
+		HandshakeTimeout:        max(l.handshakeTimeout, 0),
+	}
 }
 
 // url is the endpoint connectors give as --controller.

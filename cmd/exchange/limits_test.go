@@ -53,3 +53,20 @@ func TestLimitFlags(t *testing.T) {
 		t.Errorf("failedHelloBurst = %d, want 4", l.failedHelloBurst)
 	}
 }
+
+// The WebSocket server takes the same limit flags, counted apart; negative
+// values (off) become 0 (off).
+func TestWSLimits(t *testing.T) {
+	var l limitFlags
+	cmd := &cobra.Command{Use: "x"}
+	l.register(cmd.Flags())
+	if err := cmd.Flags().Parse([]string{"--max-connections=-1", "--max-handshakes-per-source=3", "--handshake-timeout=-1s"}); err != nil {
+		t.Fatal(err)
+	}
+	d := grpcchannel.DefaultServerLimits()
+	got := wsConfig(l)
+	if got.MaxConnections != 0 || got.MaxConnectionsPerSource != d.MaxConnectionsPerSource || got.MaxHandshakes != d.MaxHandshakes ||
+		got.MaxHandshakesPerSource != 3 || got.HandshakeTimeout != 0 {
+		t.Errorf("wsConfig() = %+v", got)
+	}
+}

@@ -119,6 +119,11 @@ var subcommands []func(stdout, stderr io.Writer) *cobra.Command
 // EXCHANGE_MANAGEMENT_TOKEN, not the connectors' EXCHANGE_TOKEN.
 const envAnnotation = "exchange_env"
 
+// envSepAnnotation gives a list flag's separator in its environment
+// variable when it is not a comma (--header: a newline, since header values
+// hold commas).
+const envSepAnnotation = "exchange_env_sep"
+
 // bindEnv gives every flag of cmd not set on the command line the value of its
 // EXCHANGE_* environment variable, if set. The flags of the ctl subcommands
 // (ctl send --target, --type, --timeout, ...) read EXCHANGE_CTL_*: a shell or
@@ -136,7 +141,11 @@ func bindEnv(cmd *cobra.Command) error {
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			if err := sv.Replace(strings.Split(v, ",")); err != nil {
+			sep := ","
+			if seps := f.Annotations[envSepAnnotation]; len(seps) > 0 {
+				sep = seps[0]
+			}
+			if err := sv.Replace(strings.Split(v, sep)); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			}
 			return
