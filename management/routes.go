@@ -48,6 +48,7 @@ func (s *Server) routes() {
 	api.GET("/cluster", s.getCluster, s.auth)
 	api.GET("/cluster/snapshot", s.getSnapshot, s.auth)
 	api.POST("/cluster/snapshot", s.postSnapshot, s.auth)
+	api.GET("/events", s.streamEvents, s.auth)
 
 	metrics := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{s},

@@ -362,6 +362,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	mcfg := management.DefaultConfig()
 	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
 	mcfg.Ready = store.Ready // has a leader and has caught up
+	mcfg.Events = store      // GET /exchange/events follows the replica
 	if node != nil {
 		mcfg.Snapshots = nodeSnapshots{node}
 	}
