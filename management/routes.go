@@ -36,6 +36,7 @@ func (s *Server) routes() {
 	api.GET("/targets/:id", s.getTarget, s.auth)
 	api.GET("/targets/:id/channels", s.listTargetChannels, s.auth)
 	api.POST("/targets/:id/commands", s.sendCommand, s.auth)
+	api.GET("/targets/:id/latency", s.getLatency, s.auth)
 	for _, b := range batchSpellings {
 		api.GET("/targets/:id/"+b, s.listTargetBatches, s.auth)
 		api.GET("/"+b, s.listBatches, s.auth)
