@@ -59,6 +59,7 @@ func (s *Server) routes() {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	s.pprofRoutes()
+	s.uiRoutes()
 }
 
 // pprofRoutes mounts net/http/pprof under /debug/pprof/, behind the same
