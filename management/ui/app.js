@@ -111,7 +111,7 @@ async function loadCluster() {
   const {data: c} = await api('/exchange/cluster');
   $('node').textContent = 'node ' + c.nodeId;
   const leader = c.leaderId ? 'leader ' + c.leaderId : 'no leader';
-  $('cluster-summary').textContent = `${c.state} · ${leader} · term ${c.term} · commit ${c.commitIndex} · applied ${c.appliedIndex}`;
+  $('cluster-summary').textContent = `this node: ${c.state} · ${leader} · term ${c.term} · commit ${c.commitIndex} · applied ${c.appliedIndex}`;
   const rows = (c.members || []).map((m) => el('tr', {dataset: {node: m.nodeId}},
     el('td', null, m.nodeId),
     el('td', null, el('span', {className: 'badge ' + (m.state === 'alive' ? 'ok' : 'bad')}, m.state)),
