@@ -8,17 +8,25 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/cluster/standalone"
+	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/management"
+	"github.com/exchangekit/exchange/state"
 )
 
 var screenshot = flag.String("screenshot", "", "TestDashboard also writes a PNG of the dashboard to this file (make screenshot)")
@@ -39,8 +47,9 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// newBrowser starts headless Chromium and returns a tab's context.
-func newBrowser(ctx context.Context, t *testing.T) context.Context {
+// newBrowser starts headless Chromium and returns a tab's context, and a
+// function that closes the browser (also called at the end of the test).
+func newBrowser(ctx context.Context, t *testing.T) (context.Context, func()) {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
@@ -52,14 +61,18 @@ func newBrowser(ctx context.Context, t *testing.T) context.Context {
 	)
 	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
 	tctx, tcancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(func() {
-		tcancel()
-		acancel() // waits for the browser to exit
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			tcancel()
+			acancel() // waits for the browser to exit
+		})
+	}
+	t.Cleanup(stop)
 	if err := chromedp.Do(tctx); err != nil { // starts the browser, with no timeout
 		t.Fatalf("start chromium: %v", err)
 	}
-	return tctx
+	return tctx, stop
 }
 
 // in runs actions in the tab, each call bounded by browserStep.
@@ -98,7 +111,7 @@ func TestDashboard(t *testing.T) {
 	defer http.DefaultClient.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
 	defer cancel()
-	tab := newBrowser(ctx, t)
+	tab, _ := newBrowser(ctx, t)
 
 	_, grpcAddr, httpURL := startController(ctx, t, "--in-memory", "--management-token", "mt", "--node-id", "node-1")
 	c1 := start(t, "c1", "connector", "--controller", grpcAddr, "--target", "t1", "--id", "c1")
@@ -183,4 +196,95 @@ func TestDashboard(t *testing.T) {
 	if !strings.HasPrefix(httpURL, "http://127.0.0.1:") {
 		t.Errorf("the controller's API is at %s, want loopback", httpURL)
 	}
+}
+
+// TestDashboardTenThousandChannels: with 10,000 channels the page shows
+// pages of them (50 targets, 100 channels at a time), never the whole
+// registry, and still follows the changes live. The controller is real, its
+// state filled with channels of other nodes.
+func TestDashboardTenThousandChannels(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	defer cancel()
+	tab, closeBrowser := newBrowser(ctx, t)
+
+	clu := standalone.New("node-0")
+	defer clu.Close()
+	lis := embedded.Listen()
+	defer lis.Close()
+	cfg := controller.DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctrl, err := controller.New(cfg, lis, clu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register := func(id, target string, i int) state.Op {
+		return state.Op{Register: &state.RegisterChannel{Channel: state.Channel{ID: id, TargetID: target,
+			ConnectorID: "conn-" + id, NodeID: fmt.Sprint("node-", 1+i%2), Active: true, RegisteredAt: time.Unix(int64(i), 0)}}}
+	}
+	var ops []state.Op
+	for i := range 5000 { // one target with half of them
+		ops = append(ops, register(fmt.Sprintf("big-%05d", i), "big", i))
+	}
+	for i := range 5000 { // and 500 targets of 10
+		ops = append(ops, register(fmt.Sprintf("ch-%05d", i), fmt.Sprintf("t-%04d", i/10), i))
+	}
+	for chunk := range slices.Chunk(ops, 2048) {
+		if err := state.Err(clu.Apply(ctx, chunk...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mgmt, err := management.New(management.Config{Events: clu}, ctrl, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(mgmt.Handler())
+	defer ts.Close()
+	defer closeBrowser() // before the server: the page's event stream must end first
+
+	start := time.Now()
+	in(t, tab, "the first pages",
+		chromedp.Navigate(ts.URL+"/ui/"),
+		shows(`//*[@id="live" and text()="live"]`),
+		shows(`//*[@id="targets"]/li[@data-target="big" and contains(., "5000/5000 channels") and contains(., "★ conn-big-00000")]`),
+		shows(`//*[@id="channels"]//tr[@data-channel="big-00099"]`),
+		shows(`//*[@id="primary-connector" and text()="conn-big-00000"]`),
+	)
+	t.Logf("10,000 channels: first pages shown %s after the navigation", time.Since(start).Round(time.Millisecond))
+	if n := count(t, tab, `#targets > li`); n != 50 {
+		t.Errorf("%d targets in the list, want a page of 50", n)
+	}
+	if n := count(t, tab, `#channels tbody tr`); n != 100 {
+		t.Errorf("%d channel rows, want a page of 100", n)
+	}
+	in(t, tab, "the next pages",
+		chromedp.Click(chromedp.ID("channels-next")),
+		shows(`//*[@id="channels"]//tr[@data-channel="big-00199"]`),
+		chromedp.Click(chromedp.ID("targets-next")),
+		shows(`//*[@id="targets"]/li[@data-target="t-0049"]`),
+	)
+	if n := count(t, tab, `#channels tbody tr`); n != 100 {
+		t.Errorf("page 2: %d channel rows, want 100", n)
+	}
+
+	// A change is followed live: one more channel for big.
+	if err := state.Err(clu.Apply(ctx, register("big-new", "big", 20000))); err != nil {
+		t.Fatal(err)
+	}
+	in(t, tab, "the new channel, without a reload",
+		shows(`//*[@id="events"]/li[@data-kind="channel_registered" and contains(., "conn-big-new")]`),
+		chromedp.Click(chromedp.ID("targets-prev")),
+		shows(`//*[@id="targets"]/li[@data-target="big" and contains(., "5001/5001 channels")]`),
+	)
+}
+
+// count returns the number of elements matching a CSS selector.
+func count(t *testing.T, tab context.Context, css string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, browserStep)
+	defer cancel()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", css)))
+	if err != nil {
+		t.Fatalf("count %s: %v", css, err)
+	}
+	return n
 }

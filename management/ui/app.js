@@ -90,6 +90,13 @@ function touch(...parts) {
   if (!timer) timer = setTimeout(flush, DEBOUNCE_MS);
 }
 
+// now refreshes parts at once (the user asked), with whatever was pending.
+function now(...parts) {
+  for (const p of parts) dirty.add(p);
+  if (timer) { clearTimeout(timer); timer = null; }
+  flush();
+}
+
 async function flush() {
   timer = null;
   const parts = [...dirty];
@@ -103,7 +110,7 @@ async function flush() {
   await Promise.allSettled(jobs);
 }
 
-const refreshAll = () => touch('cluster', 'targets', 'channels', 'latency', 'batches');
+const ALL = ['cluster', 'targets', 'channels', 'latency', 'batches'];
 
 // ---- cluster -----------------------------------------------------------
 
@@ -173,7 +180,7 @@ function select(id) {
   $('target-id').textContent = id;
   for (const li of $('targets').children) li.classList.toggle('selected', li.dataset.target === id);
   renderPrimary();
-  touch('channels', 'latency');
+  now('channels', 'latency');
 }
 
 function renderPrimary() {
@@ -293,7 +300,7 @@ function renderStatusTabs() {
       state.batches.cursors = [''];
       state.batches.page = 0;
       renderStatusTabs();
-      touch('batches');
+      now('batches');
     });
     return btn;
   }));
@@ -302,13 +309,13 @@ function renderStatusTabs() {
 // pager wires prev/next buttons to a paged listing.
 function pager(name, st, part) {
   $(name + '-prev').addEventListener('click', () => {
-    if (st.page > 0) { st.page--; touch(part); }
+    if (st.page > 0) { st.page--; now(part); }
   });
   $(name + '-next').addEventListener('click', () => {
     if (!st.next) return;
     st.cursors[st.page + 1] = st.next;
     st.page++;
-    touch(part);
+    now(part);
   });
 }
 
@@ -342,7 +349,7 @@ async function send(ev) {
     $('reply-meta').textContent = `failed: ${e.status || ''} ${e.message}`;
   } finally {
     $('send').disabled = false;
-    if (target === state.selected) touch('latency', 'channels');
+    if (target === state.selected) now('latency', 'channels');
   }
 }
 
@@ -390,7 +397,7 @@ function onEvent(e) {
   } else if (e.kind.startsWith('node_') || e.kind === 'leader_changed') {
     touch('cluster');
   } else if (e.kind === 'dropped' || e.kind === 'state_restored') {
-    refreshAll();
+    touch(...ALL);
   }
 }
 
@@ -414,7 +421,7 @@ async function follow(gen) {
       if (!res.ok) throw new ApiError(res.status, res.statusText);
       setLive(true);
       delay = 500;
-      refreshAll();
+      touch(...ALL); // events may have been missed while disconnected
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       while (gen === state.gen) {
@@ -468,7 +475,7 @@ async function login(ev) {
 
 function start() {
   const gen = ++state.gen;
-  refreshAll();
+  now(...ALL);
   follow(gen);
 }
 
