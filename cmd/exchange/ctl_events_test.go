@@ -58,29 +58,37 @@ func (b *lineBuffer) waitLine(ctx context.Context, t *testing.T, re *regexp.Rege
 	}
 }
 
-// ctlEvents runs "exchange ctl events" in-process until stop, which returns
-// its exit code.
-func ctlEvents(ctx context.Context, t *testing.T, args ...string) (out, errb *lineBuffer, stop func() int) {
+// ctlEvents runs "exchange ctl events" in-process. wait waits (bounded by
+// ctx) for it to exit by itself and returns its exit code; stop does what
+// Ctrl-C does first.
+func ctlEvents(ctx context.Context, t *testing.T, args ...string) (out, errb *lineBuffer, wait, stop func() int) {
 	t.Helper()
 	out, errb = newLineBuffer(), newLineBuffer()
-	cctx, cancel := context.WithCancel(ctx)
-	codec := make(chan int, 1)
-	go func() { codec <- run(cctx, append([]string{"ctl"}, args...), out, errb) }()
-	var once sync.Once
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
 	code := -1
+	go func() {
+		defer close(done)
+		code = run(cctx, append([]string{"ctl"}, args...), out, errb)
+	}()
+	wait = func() int {
+		select {
+		case <-done:
+			return code
+		case <-ctx.Done():
+			cancel()
+			<-done
+			t.Fatalf("ctl events did not exit: %v", ctx.Err())
+			return -1
+		}
+	}
 	stop = func() int {
-		once.Do(func() {
-			cancel() // what Ctrl-C does to run's context
-			select {
-			case code = <-codec:
-			case <-ctx.Done():
-				t.Fatal("ctl events did not stop after its context ended")
-			}
-		})
+		cancel() // what Ctrl-C does to run's context
+		<-done
 		return code
 	}
 	t.Cleanup(func() { stop() })
-	return out, errb, stop
+	return out, errb, wait, stop
 }
 
 // TestCtlEventsFollowsARealController: a controller binary, connectors
@@ -90,9 +98,9 @@ func TestCtlEventsFollowsARealController(t *testing.T) {
 	defer cancel()
 	ctrl, grpcAddr, httpURL := startController(ctx, t, "--in-memory", "--management-token", "mt")
 
-	table, _, stopTable := ctlEvents(ctx, t, "--addr", httpURL, "--token", "mt", "events")
+	table, _, waitTable, _ := ctlEvents(ctx, t, "--addr", httpURL, "--token", "mt", "events")
 	table.waitLine(ctx, t, regexp.MustCompile(`^TIME +KIND +TARGET +DETAILS$`)) // the stream is open
-	jsonl, jsonErr, stopJSON := ctlEvents(ctx, t, "--addr", httpURL, "--token", "mt", "-o", "JSON", "events")
+	jsonl, jsonErr, _, stopJSON := ctlEvents(ctx, t, "--addr", httpURL, "--token", "mt", "-o", "JSON", "events")
 	jsonErr.waitLine(ctx, t, regexp.MustCompile(`^following the events of `)) // on stderr: stdout is JSON only
 
 	c1 := start(t, "c1", "connector", "--controller", grpcAddr, "--target", "t1", "--id", "c1")
@@ -126,9 +134,9 @@ func TestCtlEventsFollowsARealController(t *testing.T) {
 		t.Errorf("JSON events of t1: %v, want %v", kinds, want)
 	}
 
-	// The controller's shutdown ends the stream: exit 0.
+	// The controller's shutdown ends the stream: ctl exits by itself, 0.
 	ctrl.stop(ctx)
-	if code := stopTable(); code != 0 {
+	if code := waitTable(); code != 0 {
 		t.Errorf("ctl events: exit %d when the controller stopped, want 0", code)
 	}
 }

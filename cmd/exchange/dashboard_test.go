@@ -130,7 +130,8 @@ func TestDashboard(t *testing.T) {
 	)
 	in(t, tab, "the cluster, the targets, t1's channels and its primary",
 		shows(`//*[@id="live" and text()="live"]`),
-		shows(`//*[@id="cluster-summary" and contains(text(), "leader node-1")]`),
+		shows(`//*[@id="cluster-summary" and contains(text(), "ready · leader node-1")]`),
+		shows(`//*[@id="per-node" and contains(text(), "node-1 2/2")]`),
 		shows(`//*[@id="cluster"]//tr[@data-node="node-1"]`),
 		shows(`//*[@id="targets"]/li[@data-target="t1" and contains(., "2/2 channels")]`),
 		shows(`//*[@id="targets"]/li[@data-target="t2"]`),

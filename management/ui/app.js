@@ -114,11 +114,23 @@ const ALL = ['cluster', 'targets', 'channels', 'latency', 'batches'];
 
 // ---- cluster -----------------------------------------------------------
 
+// readiness reads GET /readyz (open, like every probe): "ready" or why not.
+async function readiness() {
+  try {
+    const res = await fetch('/readyz', {cache: 'no-store'});
+    if (res.ok) return 'ready';
+    const body = await res.json().catch(() => ({}));
+    return body.message || 'not ready';
+  } catch (e) {
+    return 'unreachable';
+  }
+}
+
 async function loadCluster() {
-  const {data: c} = await api('/exchange/cluster');
+  const [{data: c}, ready] = await Promise.all([api('/exchange/cluster'), readiness()]);
   $('node').textContent = 'node ' + c.nodeId;
   const leader = c.leaderId ? 'leader ' + c.leaderId : 'no leader';
-  $('cluster-summary').textContent = `this node: ${c.state} · ${leader} · term ${c.term} · commit ${c.commitIndex} · applied ${c.appliedIndex}`;
+  $('cluster-summary').textContent = `this node: ${c.state}, ${ready} · ${leader} · term ${c.term} · commit ${c.commitIndex} · applied ${c.appliedIndex}`;
   const rows = (c.members || []).map((m) => el('tr', {dataset: {node: m.nodeId}},
     el('td', null, m.nodeId),
     el('td', null, el('span', {className: 'badge ' + (m.state === 'alive' ? 'ok' : 'bad')}, m.state)),
@@ -183,7 +195,23 @@ function select(id) {
   now('channels', 'latency');
 }
 
+// renderPerNode writes how many channels (active ones) the selected target
+// has on each node, from the targets page (which lists them all).
+function renderPerNode() {
+  const tg = state.targets.items.find((x) => x.id === state.selected);
+  if (!tg) { $('per-node').textContent = ''; return; }
+  const by = new Map();
+  for (const ch of tg.channels || []) {
+    const n = by.get(ch.node) || {all: 0, active: 0};
+    n.all++;
+    if (ch.active) n.active++;
+    by.set(ch.node, n);
+  }
+  $('per-node').textContent = 'channels per node: ' + ([...by].sort().map(([node, n]) => `${node} ${n.active}/${n.all}`).join(' · ') || 'none');
+}
+
 function renderPrimary() {
+  renderPerNode();
   const p = state.primaries.get(state.selected);
   const line = $('primary');
   if (!state.selected) { line.replaceChildren('select a target'); return; }
