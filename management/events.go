@@ -88,6 +88,7 @@ type hub struct {
 	buf      int
 	intake   int
 	poll     time.Duration
+	writeMax time.Duration // bound of one write to a stream
 	mu       sync.Mutex // protects the fields below
 	streams  map[*stream]struct{}
 	closed   bool
@@ -98,7 +99,7 @@ type hub struct {
 
 func newHub(ex Exchange, src EventSource, cfg Config) *hub {
 	return &hub{ex: ex, src: src, max: cfg.MaxEventStreams, buf: cfg.EventBuffer, intake: eventIntake,
-		poll: clusterPoll, streams: map[*stream]struct{}{}, shutdown: make(chan struct{})}
+		poll: clusterPoll, writeMax: eventWriteTimeout, streams: map[*stream]struct{}{}, shutdown: make(chan struct{})}
 }
 
 // stream is one client's bounded queue.
@@ -373,7 +374,7 @@ func (s *Server) streamEvents(c echo.Context) error {
 	var buf bytes.Buffer
 	buf.WriteString("retry: 2000\n: exchange events\n\n")
 	flush := func() error {
-		_ = rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(s.hub.writeMax))
 		_, err := w.Write(buf.Bytes())
 		buf.Reset()
 		if err != nil {

@@ -429,3 +429,70 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A client that reads nothing is disconnected once a write has waited the
+// write bound: its stream, and so the subscription, end.
+func TestEventsClientThatDoesNotReadIsDisconnected(t *testing.T) {
+	src := newFakeSource()
+	s := newServer(t, Config{Events: src, EventBuffer: 1 << 20}, newFakeExchange(), nil)
+	s.hub.writeMax = 100 * time.Millisecond
+	s.hub.intake = 1 << 20
+	addr, _ := serve(t, s)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /exchange/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to open", func() bool { return src.subscribers() == 1 })
+	// 16 MB: far more than the socket buffers hold, and never read.
+	evs := make([]state.Event, 1000)
+	for i := range evs {
+		evs[i] = state.Event{Kind: state.PrimaryEvicted, TargetID: strings.Repeat("t", 16<<10)}
+	}
+	src.emit(evs...)
+	waitFor(t, "the stalled stream to be dropped", func() bool { return src.subscribers() == 0 })
+}
+
+// syncExchange is fakeExchange with a cluster view the test changes.
+type syncExchange struct {
+	*fakeExchange
+	mu sync.Mutex
+	cl controller.ClusterInfo
+}
+
+func (e *syncExchange) Cluster() controller.ClusterInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cl
+}
+
+func (e *syncExchange) set(cl controller.ClusterInfo) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cl = cl
+}
+
+// Members and leader have no subscription: the stream compares the cluster
+// view while it is open and says what changed.
+func TestEventsReportClusterChanges(t *testing.T) {
+	ex := &syncExchange{fakeExchange: newFakeExchange(), cl: controller.ClusterInfo{NodeID: "n1", LeaderID: "n1",
+		Members: []controller.MemberInfo{{NodeID: "n1", State: "alive"}, {NodeID: "n2", State: "alive"}}}}
+	s := newServer(t, Config{Events: newFakeSource()}, ex, nil)
+	s.hub.poll = 5 * time.Millisecond
+	ts := serveHTTP(t, s)
+	evc, _, _ := follow(t, ts.URL, "")
+	ex.set(controller.ClusterInfo{NodeID: "n1", LeaderID: "n3",
+		Members: []controller.MemberInfo{{NodeID: "n1", State: "alive"}, {NodeID: "n2", State: "dead"}, {NodeID: "n3", State: "alive"}}})
+	got := next(t, evc, 3)
+	want := []Event{
+		{Kind: EventNodeLeft, NodeID: "n2", Status: "dead"},
+		{Kind: EventNodeJoined, NodeID: "n3", Status: "alive"},
+		{Kind: EventLeaderChanged, NodeID: "n3"},
+	}
+	if diff := cmp.Diff(want, got, ignoreSeqTime()); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
