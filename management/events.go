@@ -89,7 +89,7 @@ type hub struct {
 	intake   int
 	poll     time.Duration
 	writeMax time.Duration // bound of one write to a stream
-	mu       sync.Mutex // protects the fields below
+	mu       sync.Mutex    // protects the fields below
 	streams  map[*stream]struct{}
 	closed   bool
 	pump     *pump
