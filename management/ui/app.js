@@ -402,12 +402,31 @@ function kindClass(k) {
   return 'warn';
 }
 
-function onEvent(e) {
+// Events are drawn in batches, at most every 100 ms, and only the last
+// MAX_EVENTS of a burst (a mass reconnect brings thousands at once).
+let shown = [];
+let drawTimer = null;
+
+function drawEvents() {
+  drawTimer = null;
+  const evs = shown;
+  shown = [];
   const list = $('events');
-  list.prepend(el('li', {dataset: {kind: e.kind}},
-    el('time', null, fmtTime(e.time)), el('span', {className: 'badge ' + kindClass(e.kind)}, e.kind), ' ',
-    e.targetId ? el('strong', null, e.targetId + ' ') : '', describe(e)));
+  const frag = document.createDocumentFragment();
+  for (let i = evs.length - 1; i >= 0; i--) {
+    const e = evs[i];
+    frag.append(el('li', {dataset: {kind: e.kind}},
+      el('time', null, fmtTime(e.time)), el('span', {className: 'badge ' + kindClass(e.kind)}, e.kind), ' ',
+      e.targetId ? el('strong', null, e.targetId + ' ') : '', describe(e)));
+  }
+  list.prepend(frag);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+
+function onEvent(e) {
+  shown.push(e);
+  if (shown.length > MAX_EVENTS) shown.shift();
+  if (!drawTimer) drawTimer = setTimeout(drawEvents, 100);
 
   if (e.kind === 'primary_elected') {
     state.primaries.set(e.targetId, {connectorId: e.connectorId, channelId: e.channelId, epoch: e.epoch});
