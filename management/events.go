@@ -164,11 +164,14 @@ func (p *pump) receive(evs []state.Event) {
 	}
 }
 
-func (p *pump) take() ([]state.Event, uint64) {
+// take returns the queued events and how many were lost, and makes empty
+// (emptied by take's caller, reused) the next intake, so that the steady
+// state allocates nothing under the replica's lock.
+func (p *pump) take(empty []state.Event) ([]state.Event, uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	in, lost := p.in, p.lost
-	p.in, p.lost = nil, 0
+	p.in, p.lost = empty[:0], 0
 	return in, lost
 }
 
@@ -251,12 +254,13 @@ func (h *hub) run(p *pump) {
 	cluster := h.ex.Cluster()
 	tick := time.NewTicker(h.poll)
 	defer tick.Stop()
+	var spare []state.Event
 	for {
 		select {
 		case <-p.stop:
 			return
 		case <-p.wake:
-			in, lost := p.take()
+			in, lost := p.take(spare)
 			out := make([]Event, 0, len(in)+1)
 			now := time.Now().UTC()
 			if lost > 0 {
@@ -268,6 +272,8 @@ func (h *hub) run(p *pump) {
 				}
 				out = append(out, enrich(e, now, h.ex, connectors))
 			}
+			clear(in) // keeps no batch event alive
+			spare = in
 			h.publish(p, out)
 		case <-tick.C:
 			next := h.ex.Cluster()
