@@ -156,6 +156,10 @@ func TestCtlEventsUsage(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "events are not available") {
 		t.Errorf("ctl events on a server without events: exit %d, %q", code, stderr)
 	}
+	code, _, stderr = runCtl(t, "--addr", ctlServer(t, "tok"), "events")
+	if code != exitUnauthorized {
+		t.Errorf("ctl events without the token: exit %d, %q; want %d", code, stderr, exitUnauthorized)
+	}
 	code, _, _ = runCtl(t, "--addr", "http://127.0.0.1:1", "events")
 	if code != exitUnreachable {
 		t.Errorf("ctl events, nothing listening: exit %d, want %d", code, exitUnreachable)
