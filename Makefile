@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 TESTFLAGS ?= -race -count=1 -timeout 9m
 
-.PHONY: all build test vet run demo proto verify-proto bench bench-compare fuzz cover tidy clean
+.PHONY: all build test vet deps screenshot run demo proto verify-proto bench bench-compare fuzz cover tidy clean
 
 all: build
 
@@ -19,8 +19,17 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## test: vet, then every test with the race detector (the CI gate).
-test: vet
+test: vet deps
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+## deps: what the tests need besides Go modules: Chromium, for the
+## dashboard's browser test (Debian's package; nothing when already there).
+deps:
+	./scripts/install-chromium.sh
+
+## screenshot: docs/dashboard.png, taken by the dashboard's browser test.
+screenshot: deps
+	$(GO) test -count=1 -timeout 5m -run '^TestDashboard$$' ./cmd/exchange -args -screenshot $(CURDIR)/docs/dashboard.png
 
 ## run: a single-node controller on the defaults (data in ./exchange-data).
 run: build

@@ -60,6 +60,20 @@ type Config struct {
 	// MaxSnapshotBytes bounds the body of POST /exchange/cluster/snapshot
 	// (instead of BodyLimit); larger ones get 413. Default 256 MiB.
 	MaxSnapshotBytes int64
+	// Events feeds GET /exchange/events (server-sent events); the
+	// controller's replicated state (state.Store) is one. Nil: that route
+	// answers 501.
+	Events EventSource
+	// MaxEventStreams bounds the event streams open at once; more get 429.
+	// Default 64.
+	MaxEventStreams int
+	// EventBuffer bounds the events queued for one stream; the events that
+	// come while it is full are dropped, and the client is told how many
+	// with a "dropped" event. Default 1024.
+	EventBuffer int
+	// EventKeepalive is how often an idle stream gets a comment line, so
+	// that proxies and clients see it alive. Default 15 s.
+	EventKeepalive time.Duration
 }
 
 // DefaultConfig returns the defaults spelled out.
@@ -75,6 +89,9 @@ func DefaultConfig() Config {
 		CommandTimeout:    DefaultCommandTimeout,
 		MaxCommandTimeout: DefaultMaxCommandTimeout,
 		MaxSnapshotBytes:  DefaultMaxSnapshotBytes,
+		MaxEventStreams:   DefaultMaxEventStreams,
+		EventBuffer:       DefaultEventBuffer,
+		EventKeepalive:    DefaultEventKeepalive,
 	}
 }
 
@@ -82,7 +99,8 @@ func DefaultConfig() Config {
 // WriteTimeout that cannot fit the command timeouts (after defaults).
 func (c Config) Validate() error {
 	if c.BodyLimit < 0 || c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 ||
-		c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.CommandTimeout < 0 || c.MaxCommandTimeout < 0 || c.MaxSnapshotBytes < 0 {
+		c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.CommandTimeout < 0 || c.MaxCommandTimeout < 0 || c.MaxSnapshotBytes < 0 ||
+		c.MaxEventStreams < 0 || c.EventBuffer < 0 || c.EventKeepalive < 0 {
 		return errors.New("management: config values must not be negative")
 	}
 	for i, t := range c.Tokens {
@@ -131,6 +149,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSnapshotBytes == 0 {
 		c.MaxSnapshotBytes = d.MaxSnapshotBytes
+	}
+	if c.MaxEventStreams == 0 {
+		c.MaxEventStreams = d.MaxEventStreams
+	}
+	if c.EventBuffer == 0 {
+		c.EventBuffer = d.EventBuffer
+	}
+	if c.EventKeepalive == 0 {
+		c.EventKeepalive = d.EventKeepalive
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

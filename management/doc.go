@@ -20,6 +20,9 @@
 //	GET  /exchange/cluster                    Cluster
 //	GET  /exchange/cluster/snapshot           backup: application/octet-stream (Config.Snapshots)
 //	POST /exchange/cluster/snapshot           restore on the leader → SnapshotInfo
+//	GET  /exchange/events                     live events, text/event-stream (Config.Events)
+//	GET  /exchange/targets/:id/latency        Latency: the target's send durations, from the metrics
+//	GET  /ui/                                 the dashboard (embedded files, see below)
 //	GET  /metrics                             Prometheus text format
 //	GET  /healthz                             the process is alive
 //	GET  /readyz                              Config.Ready()
@@ -44,6 +47,15 @@
 // without a token a Host that is not a loopback name or address, nor the
 // listen address, is refused (421: DNS rebinding).
 //
+// # Events and the dashboard
+//
+// GET /exchange/events follows Config.Events (the controller's replicated
+// state) as server-sent events; each stream is bounded and never blocks the
+// state (docs/decisions/0030-live-events-stream.md). Client.Events reads it.
+// /ui/ serves the dashboard, static files embedded from management/ui,
+// without the token: they hold no data and read everything from /exchange/*
+// with it (docs/decisions/0029-dashboard-auth.md).
+//
 // # Usage
 //
 //  1. Build the server over the controller (which satisfies Exchange), the
@@ -62,5 +74,7 @@
 // Client is the Go client of this API (used by "exchange ctl").
 //
 // Serve owns one goroutine (the http.Server's accept loop, which starts one
-// per connection) and waits for it before returning.
+// per connection) and waits for it before returning. While event streams
+// are open, one more goroutine fans the events out; the last stream to
+// close stops it, and Serve's shutdown ends every stream.
 package management

@@ -36,6 +36,7 @@ func (s *Server) routes() {
 	api.GET("/targets/:id", s.getTarget, s.auth)
 	api.GET("/targets/:id/channels", s.listTargetChannels, s.auth)
 	api.POST("/targets/:id/commands", s.sendCommand, s.auth)
+	api.GET("/targets/:id/latency", s.getLatency, s.auth)
 	for _, b := range batchSpellings {
 		api.GET("/targets/:id/"+b, s.listTargetBatches, s.auth)
 		api.GET("/"+b, s.listBatches, s.auth)
@@ -48,6 +49,7 @@ func (s *Server) routes() {
 	api.GET("/cluster", s.getCluster, s.auth)
 	api.GET("/cluster/snapshot", s.getSnapshot, s.auth)
 	api.POST("/cluster/snapshot", s.postSnapshot, s.auth)
+	api.GET("/events", s.streamEvents, s.auth)
 
 	metrics := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{s},
@@ -57,6 +59,7 @@ func (s *Server) routes() {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	s.pprofRoutes()
+	s.uiRoutes()
 }
 
 // pprofRoutes mounts net/http/pprof under /debug/pprof/, behind the same

@@ -30,6 +30,7 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	tokens   [][sha256.Size]byte
 	echo     *echo.Echo
+	hub      *hub // nil without Config.Events
 }
 
 // New builds the server over ex (required), batches (nil: batch routes answer
@@ -48,6 +49,9 @@ func New(cfg Config, ex Exchange, batches Batches, g prometheus.Gatherer) (*Serv
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, ex: ex, batches: batches, gatherer: g}
+	if cfg.Events != nil {
+		s.hub = newHub(ex, cfg.Events, cfg)
+	}
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -120,6 +124,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		BaseContext: func(l net.Listener) context.Context {
 			return context.WithValue(context.WithoutCancel(ctx), listenerKey{}, l.Addr())
 		},
+	}
+	if s.hub != nil {
+		// Event streams never end by themselves: the shutdown ends them,
+		// so that it waits for no one.
+		srv.RegisterOnShutdown(s.hub.close)
 	}
 	s.log.Info("management: serving", "addr", lis.Addr().String(), "auth", len(s.tokens) > 0)
 	errc := make(chan error, 1)

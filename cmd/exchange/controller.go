@@ -352,7 +352,10 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	bcfg.Logger = log
 	bcfg.MaxReplyPayload = f.batchMaxReply
 	bcfg.MaxUnfinishedPerTarget = f.maxBatches
-	runner, err := batch.NewRunner(bcfg, ctrl, state.NewBatchStore(store))
+	// Sends of the batch runner and of the management API are timed per
+	// target (the dashboard's latency histograms).
+	timed := metrics.TimedController{Controller: ctrl, Latency: metrics.NewTargetLatency(reg, 0)}
+	runner, err := batch.NewRunner(bcfg, timed, state.NewBatchStore(store))
 	if err != nil {
 		_ = gl.Close()
 		return &exitError{code: 2, err: err}
@@ -362,10 +365,11 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	mcfg := management.DefaultConfig()
 	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
 	mcfg.Ready = store.Ready // has a leader and has caught up
+	mcfg.Events = store      // GET /exchange/events follows the replica
 	if node != nil {
 		mcfg.Snapshots = nodeSnapshots{node}
 	}
-	mgmt, err := management.New(mcfg, ctrl, runner, reg)
+	mgmt, err := management.New(mcfg, timed, runner, reg)
 	if err != nil {
 		_ = gl.Close()
 		return &exitError{code: 2, err: err}

@@ -46,7 +46,7 @@ type ctlFlags struct {
 func newCtlCommand(stdout, stderr io.Writer) *cobra.Command {
 	f := &ctlFlags{}
 	cmd := &cobra.Command{
-		Use:   "ctl [--addr URL] [--token T] [-o table|json] targets|channels|batches|send|cluster|snapshot",
+		Use:   "ctl [--addr URL] [--token T] [-o table|json] targets|channels|batches|send|cluster|snapshot|events",
 		Short: "Query and drive a controller through its management API",
 		Long: `Query and drive a controller through its management API (HTTP, port 7480 by default).
 
@@ -57,9 +57,9 @@ was busy (batches watch: the batch ended in ERROR), 1 anything else.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return &exitError{code: exitUsage, err: errors.New("ctl needs a command: targets, channels, batches, send, cluster or snapshot")}
+				return &exitError{code: exitUsage, err: errors.New("ctl needs a command: targets, channels, batches, send, cluster, snapshot or events")}
 			}
-			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send, cluster or snapshot", args[0])}
+			return &exitError{code: exitUsage, err: fmt.Errorf("unknown ctl command %q: want targets, channels, batches, send, cluster, snapshot or events", args[0])}
 		},
 	}
 	pf := cmd.PersistentFlags()
@@ -74,6 +74,7 @@ was busy (batches watch: the batch ended in ERROR), 1 anything else.`,
 		newCtlSendCommand(f, stdout),
 		newCtlClusterCommand(f, stdout),
 		newCtlSnapshotCommand(f, stdout),
+		newCtlEventsCommand(f, stdout),
 	)
 	return cmd
 }
