@@ -89,8 +89,8 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 		r := results.New(p.name, "KiB/connector", results.Median(ours), "raw gRPC server", results.Median(raw), false)
 		r.Ratio = medianRatio(ours, raw, false)
 		r.Rounds = cfg.rounds
-		r.Note = note(fmt.Sprintf("%s %s; goroutines per connector %.1f (raw %.1f)", n, p.note,
-			results.Median(oursG), results.Median(rawG)), 1.0)
+		r.Note = note(fmt.Sprintf("%s %s; goroutines per connector %.1f (raw %.1f)%s", n, p.note,
+			results.Median(oursG), results.Median(rawG), ratioRange(ours, raw, false)), 1.0)
 		out = append(out, r)
 	}
 	return out

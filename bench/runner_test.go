@@ -171,6 +171,7 @@ var speedPairs = []pair{
 // results file and printed as markdown.
 func TestCompare(t *testing.T) {
 	cfg := loadCompareConfig(t)
+	loadBefore := loadAverage()
 	var rs []results.Result
 	t.Run("speed", func(t *testing.T) { rs = append(rs, compareSpeed(t, cfg)...) })
 	t.Run("memory", func(t *testing.T) { rs = append(rs, compareMemory(t, cfg)...) })
@@ -185,8 +186,9 @@ func TestCompare(t *testing.T) {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%d rounds of %v per contender, GOMAXPROCS %d, %s; merged into %s\n\n",
-		cfg.rounds, cfg.dur, runtime.GOMAXPROCS(0), runtime.Version(), cfg.out)
+	fmt.Fprintf(&b, "\n%s: %d rounds of %v per contender, GOMAXPROCS %d, %s, load average %s before and %s after; merged into %s\n\n",
+		time.Now().UTC().Format(time.DateOnly), cfg.rounds, cfg.dur, runtime.GOMAXPROCS(0), runtime.Version(),
+		loadBefore, loadAverage(), cfg.out)
 	if err := results.WriteMarkdown(&b, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func compareSpeed(t *testing.T, cfg compareConfig) []results.Result {
 		// contenders saw the same neighbours); the values are the medians.
 		r := results.New(p.name, p.unit, results.Median(samples[p.ours]), p.baseline, results.Median(samples[p.base]), true)
 		r.Ratio = medianRatio(samples[p.ours], samples[p.base], true)
-		r.Rounds, r.Note = cfg.rounds, note(p.note, p.target)
+		r.Rounds, r.Note = cfg.rounds, note(p.note+ratioRange(samples[p.ours], samples[p.base], true), p.target)
 		out = append(out, r)
 	}
 	return out
@@ -256,6 +258,35 @@ func medianRatio(ours, base []float64, higherIsBetter bool) float64 {
 		rs = append(rs, results.New("", "", ours[i], "", base[i], higherIsBetter).Ratio)
 	}
 	return results.Median(rs)
+}
+
+// ratioRange says how far the rounds' ratios spread: "; rounds 0.91–1.10".
+func ratioRange(ours, base []float64, higherIsBetter bool) string {
+	var lo, hi float64
+	for i := range min(len(ours), len(base)) {
+		r := results.New("", "", ours[i], "", base[i], higherIsBetter).Ratio
+		if i == 0 || r < lo {
+			lo = r
+		}
+		if i == 0 || r > hi {
+			hi = r
+		}
+	}
+	return fmt.Sprintf("; rounds %.2f–%.2f", lo, hi)
+}
+
+// loadAverage is the 1-minute load average ("?" where unknown): the
+// machine is shared, and the figures depend on it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func note(s string, target float64) string {
@@ -278,9 +309,10 @@ func targetOf(r results.Result) float64 {
 	return v
 }
 
-// writeTargets writes the figures that have a target, met or not.
+// writeTargets writes the figures that have a target, met or not, with the
+// spread of the rounds' ratios.
 func writeTargets(b *strings.Builder, rs []results.Result) {
-	b.WriteString("| name | ratio | target | met |\n|---|---:|---:|---|\n")
+	b.WriteString("| name | ratio | rounds' ratios | target | met |\n|---|---:|---:|---:|---|\n")
 	for _, r := range rs {
 		t := targetOf(r)
 		if t == 0 {
@@ -290,7 +322,11 @@ func writeTargets(b *strings.Builder, rs []results.Result) {
 		if r.Ratio >= t {
 			met = "yes"
 		}
-		fmt.Fprintf(b, "| %s | %.2f | ≥ %.2f | %s |\n", r.Name, r.Ratio, t, met)
+		spread := "?"
+		if _, s, ok := strings.Cut(r.Note, "; rounds "); ok {
+			spread, _, _ = strings.Cut(s, ";")
+		}
+		fmt.Fprintf(b, "| %s | %.2f | %s | ≥ %.2f | %s |\n", r.Name, r.Ratio, spread, t, met)
 	}
 }
 
