@@ -88,15 +88,44 @@ type probe struct {
 	run  work
 }
 
-// measure runs w from conc goroutines for d (after an unmeasured warm-up of
-// d/10) and returns completed requests per second of wall clock.
-func measure(ctx context.Context, w work, conc int, d time.Duration) (float64, error) {
-	if _, err := loop(ctx, w, conc, d/10); err != nil {
-		return 0, fmt.Errorf("warm-up: %w", err)
+// sliceLen is the length of the slices a measurement is cut into: the
+// contenders of a group alternate slice by slice, so that a neighbour's
+// burst on the shared machine lands on all of them alike.
+const sliceLen = 100 * time.Millisecond
+
+// measureGroup measures the probes of one group for d each: after an
+// unmeasured warm-up of d/10 each, they take turns in slices of sliceLen (in
+// reverse order every other turn). It returns each one's completed requests
+// per second of its own wall-clock time.
+func measureGroup(ctx context.Context, group []probe, d time.Duration) ([]float64, error) {
+	for _, p := range group {
+		if _, err := loop(ctx, p.run, p.conc, d/10); err != nil {
+			return nil, fmt.Errorf("%s, warm-up: %w", p.key, err)
+		}
 	}
-	start := time.Now()
-	n, err := loop(ctx, w, conc, d)
-	return float64(n) / time.Since(start).Seconds(), err
+	turns := max(1, int(d/sliceLen))
+	n := make([]int64, len(group))
+	took := make([]time.Duration, len(group))
+	for s := range turns {
+		for j := range group {
+			i := j
+			if s%2 == 1 {
+				i = len(group) - 1 - j
+			}
+			start := time.Now()
+			k, err := loop(ctx, group[i].run, group[i].conc, d/time.Duration(turns))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", group[i].key, err)
+			}
+			n[i] += k
+			took[i] += time.Since(start)
+		}
+	}
+	out := make([]float64, len(group))
+	for i := range group {
+		out[i] = float64(n[i]) / took[i].Seconds()
+	}
+	return out, nil
 }
 
 func loop(ctx context.Context, w work, conc int, d time.Duration) (int64, error) {
@@ -166,8 +195,8 @@ var speedPairs = []pair{
 }
 
 // TestCompare measures every pair side by side: each round runs every
-// contender one after the other (in reverse order every other round), the
-// figure is the median over the rounds, and the results are merged into the
+// contender (the contenders of a group taking turns in short slices, see
+// measureGroup), the figure is the median over the rounds, and the results are merged into the
 // results file and printed as markdown.
 func TestCompare(t *testing.T) {
 	cfg := loadCompareConfig(t)
@@ -205,33 +234,36 @@ func compareSpeed(t *testing.T, cfg compareConfig) []results.Result {
 	localRT, fwdRT := clusterSend(t)
 	stack := grpcRunnerStack(t)
 
-	var probes []probe
+	// Groups of contenders measured against each other, slice by slice.
+	var groups [][]probe
 	for _, c := range []int{1, 64, 256} {
-		probes = append(probes, probe{key(kGRPC, c), c, single(grpcRT)}, probe{key(kRaw, c), c, single(rawRT)},
-			probe{key(kNATS, c), c, single(natsRT)})
+		groups = append(groups, []probe{{key(kGRPC, c), c, single(grpcRT)}, {key(kRaw, c), c, single(rawRT)},
+			{key(kNATS, c), c, single(natsRT)}})
 	}
 	for _, c := range []int{1, 64} {
-		probes = append(probes, probe{key(kEmbedded, c), c, single(embRT)}, probe{key(kGoChan, c), c, single(chanRT)})
+		groups = append(groups, []probe{{key(kEmbedded, c), c, single(embRT)}, {key(kGoChan, c), c, single(chanRT)}})
 	}
 	for _, c := range []int{1, 64} {
-		probes = append(probes, probe{key(kLocal, c), c, single(localRT)}, probe{key(kForwarded, c), c, single(fwdRT)})
+		groups = append(groups, []probe{{key(kForwarded, c), c, single(fwdRT)}, {key(kLocal, c), c, single(localRT)}})
 	}
-	probes = append(probes, probe{key(kBatch, batchTargets), batchTargets, stack.batchWork},
-		probe{key(kSend, batchTargets), batchTargets, stack.sendWork})
+	groups = append(groups, []probe{{key(kBatch, batchTargets), batchTargets, stack.batchWork},
+		{key(kSend, batchTargets), batchTargets, stack.sendWork}})
 
 	samples := make(map[string][]float64)
 	ctx := t.Context()
 	for round := range cfg.rounds {
-		order := slices.Clone(probes)
+		order := slices.Clone(groups)
 		if round%2 == 1 {
 			slices.Reverse(order)
 		}
-		for _, p := range order {
-			v, err := measure(ctx, p.run, p.conc, cfg.dur)
+		for _, g := range order {
+			vs, err := measureGroup(ctx, g, cfg.dur)
 			if err != nil {
-				t.Fatalf("round %d, %s: %v", round+1, p.key, err)
+				t.Fatalf("round %d: %v", round+1, err)
 			}
-			samples[p.key] = append(samples[p.key], v)
+			for i, p := range g {
+				samples[p.key] = append(samples[p.key], vs[i])
+			}
 		}
 		if !cfg.smoke {
 			fmt.Fprintf(os.Stderr, "speed round %d of %d done\n", round+1, cfg.rounds)
