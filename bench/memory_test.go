@@ -144,13 +144,11 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
-		_ = stdin.Close() // the child's signal to disconnect and exit
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		// The clients need no goodbye: killed, their connections reset at
+		// once. (A child whose parent dies sees its stdin close and exits.)
+		_ = cmd.Process.Kill()
+		<-exited
+		_ = stdin.Close()
 	}()
 	select {
 	case <-ready.done:

@@ -137,7 +137,9 @@ func loop(ctx context.Context, w work, conc int, d time.Duration) (int64, error)
 	var wg sync.WaitGroup
 	for i := range conc {
 		wg.Go(func() {
-			for time.Now().Before(deadline) && first.Load() == nil {
+			// At least once each, even when the goroutine first runs after
+			// the deadline (a loaded machine, a short slice).
+			for once := true; (once || time.Now().Before(deadline)) && first.Load() == nil; once = false {
 				k, err := w(ctx, i)
 				if err != nil {
 					first.CompareAndSwap(nil, &err)
