@@ -45,11 +45,11 @@ const (
 
 // memoryPairs are the memory figures: KiB per idle connector (stream).
 var memoryPairs = []struct {
-	name, note string
-	shared     bool
+	name   string
+	shared bool
 }{
-	{"memory/idle-connection", "idle connectors with a TCP connection each; heap and stacks in use after GC, server side", false},
-	{"memory/idle-shared-stream", "idle connectors sharing a few TCP connections; heap and stacks in use after GC, server side", true},
+	{"memory/idle-connection", false},
+	{"memory/idle-shared-stream", true},
 }
 
 // compareMemory measures every memory pair, round after round, ours and
@@ -82,14 +82,14 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 				fmt.Fprintf(os.Stderr, "%s round %d of %d done\n", p.name, round+1, cfg.rounds)
 			}
 		}
-		n := fmt.Sprintf("%d", cfg.idle)
+		what := fmt.Sprintf("%d idle connectors, a TCP connection each", cfg.idle)
 		if p.shared {
-			n = fmt.Sprintf("%d over %d connections", cfg.idle, conns)
+			what = fmt.Sprintf("%d idle connectors over %d TCP connections", cfg.idle, conns)
 		}
 		r := results.New(p.name, "KiB/connector", results.Median(ours), "raw gRPC server", results.Median(raw), false)
 		r.Ratio = medianRatio(ours, raw, false)
 		r.Rounds = cfg.rounds
-		r.Note = note(fmt.Sprintf("%s %s; goroutines per connector %.1f (raw %.1f)%s", n, p.note,
+		r.Note = note(fmt.Sprintf("%s; the server's heap and stacks in use after GC; goroutines per connector %.1f (raw %.1f)%s", what,
 			results.Median(oursG), results.Median(rawG), ratioRange(ours, raw, false)), 1.0)
 		out = append(out, r)
 	}
