@@ -48,7 +48,7 @@ bench:
 		$(GO) test -run '^TestCompare$$' -count=1 -v -timeout 40m .
 
 bench-quick:
-	cd bench && EXCHANGE_BENCH_OUT=$(BENCH_OUT) EXCHANGE_BENCH_ROUNDS=3 EXCHANGE_BENCH_TIME=1s EXCHANGE_BENCH_IDLE=2000 \
+	cd bench && EXCHANGE_BENCH_OUT=$(BENCH_OUT) EXCHANGE_BENCH_ROUNDS=3 EXCHANGE_BENCH_TIME=700ms EXCHANGE_BENCH_IDLE=2000 \
 		$(GO) test -run '^TestCompare$$' -count=1 -v -timeout 10m .
 
 ## bench-lib: the library benchmarks (testing.B), allocations reported, and the

@@ -13,7 +13,7 @@
 // runs one tiny round into a temporary file, as a test of itself.
 //
 //	make bench         # from the repository root: 5 rounds of 3 s
-//	make bench-quick   # 3 rounds of 1 s
+//	make bench-quick   # 3 rounds of 0.7 s
 //
 // The benchmarks (testing.B) measure the same contenders one at a time, with
 // allocations: go test -run '^$' -bench . -benchmem

@@ -161,7 +161,7 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	// Let the registrations' follow-up work (primary notices, events) end
 	// before the snapshot: the figure is for idle clients.
 	select {
-	case <-time.After(time.Second):
+	case <-time.After(500 * time.Millisecond):
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
 	}
