@@ -40,7 +40,7 @@ verify-proto: proto
 ## bench: every side-by-side comparison of bench/ (Exchange against raw gRPC,
 ## NATS, raw Go channels, local Send, raw Send, a raw gRPC server's memory),
 ## the median of interleaved rounds, merged into bench/results/latest.json and
-## printed as markdown (docs/benchmarks.md). 8 to 10 minutes on 2 cores.
+## printed as markdown (docs/benchmarks.md). 6 to 10 minutes on 2 cores.
 ## bench-quick: the same figures, same names, in under 3 minutes.
 BENCH_OUT ?= results/latest.json
 bench:
