@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 TESTFLAGS ?= -race -count=1 -timeout 9m
 
-.PHONY: all build test vet deps screenshot run demo proto verify-proto bench bench-compare fuzz cover tidy clean
+.PHONY: all build test vet deps screenshot run demo proto verify-proto bench bench-quick bench-lib bench-compare fuzz cover tidy clean
 
 all: build
 
@@ -46,12 +46,27 @@ proto:
 verify-proto: proto
 	git diff --exit-code -- internal/exchangepb
 
-## bench: the library benchmarks (testing.B), allocations reported, and the
-## cluster ones (internal/clusterbench: about a minute, mostly failovers).
+## bench: every side-by-side comparison of bench/ (Exchange against raw gRPC,
+## NATS, raw Go channels, local Send, raw Send, a raw gRPC server's memory),
+## the median of interleaved rounds, merged into bench/results/latest.json and
+## printed as markdown (docs/benchmarks.md). 6 to 10 minutes on 2 cores.
+## bench-quick: the same figures, same names, in under 3 minutes.
+BENCH_OUT ?= results/latest.json
 bench:
+	cd bench && EXCHANGE_BENCH_OUT=$(BENCH_OUT) EXCHANGE_BENCH_ROUNDS=5 EXCHANGE_BENCH_TIME=3s EXCHANGE_BENCH_IDLE=2000 \
+		$(GO) test -run '^TestCompare$$' -count=1 -v -timeout 40m .
+
+bench-quick:
+	cd bench && EXCHANGE_BENCH_OUT=$(BENCH_OUT) EXCHANGE_BENCH_ROUNDS=3 EXCHANGE_BENCH_TIME=700ms EXCHANGE_BENCH_IDLE=2000 \
+		$(GO) test -run '^TestCompare$$' -count=1 -v -timeout 10m .
+
+## bench-lib: the library benchmarks (testing.B), allocations reported, and the
+## cluster ones (internal/clusterbench: about a minute, mostly failovers).
+bench-lib:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s $(PKGS)
 
-## bench-compare: Exchange against raw gRPC and NATS (separate module in bench/).
+## bench-compare: the testing.B form of the comparisons in bench/ (B/op,
+## allocs/op; each contender on its own, not interleaved).
 bench-compare:
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 

@@ -29,9 +29,10 @@ const (
 // over one transport, with an in-memory store.
 type runnerStack struct {
 	runner *batch.Runner
+	ctrl   *controller.Controller
 }
 
-func newRunnerStack(b *testing.B, lis channel.Listener, dial func() channel.Dialer) *runnerStack {
+func newRunnerStack(b testing.TB, lis channel.Listener, dial func() channel.Dialer) *runnerStack {
 	b.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	store := standalone.New("bench")
@@ -97,7 +98,7 @@ func newRunnerStack(b *testing.B, lis channel.Listener, dial func() channel.Dial
 		cancel()
 		<-ctrlDone
 	})
-	return &runnerStack{runner: runner}
+	return &runnerStack{runner: runner, ctrl: ctrl}
 }
 
 // run pushes b.N commands through the runner as batches of batchSize spread
@@ -148,29 +149,34 @@ func BenchmarkBatchRunner(b *testing.B) {
 		newRunnerStack(b, lis, func() channel.Dialer { return lis }).run(b)
 	})
 	b.Run("GRPC", func(b *testing.B) {
-		srv := grpcchannel.NewServer()
-		nl, err := net.Listen("tcp", "127.0.0.1:0")
+		grpcRunnerStack(b).run(b)
+	})
+}
+
+// grpcRunnerStack is a runnerStack whose connectors reach the controller over
+// gRPC on loopback, each through a Dialer (a connection) of its own.
+func grpcRunnerStack(b testing.TB) *runnerStack {
+	srv := grpcchannel.NewServer()
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(nl) }()
+	var dialers []*grpcchannel.Dialer
+	b.Cleanup(func() { // registered first, so it runs after the stack's cleanup
+		for _, d := range dialers {
+			_ = d.Close()
+		}
+		srv.Stop()
+		<-served
+	})
+	return newRunnerStack(b, srv, func() channel.Dialer {
+		d, err := grpcchannel.NewDialer(nl.Addr().String(), grpcchannel.WithInsecure())
 		if err != nil {
 			b.Fatal(err)
 		}
-		served := make(chan struct{})
-		go func() { defer close(served); _ = srv.Serve(nl) }()
-		var dialers []*grpcchannel.Dialer
-		b.Cleanup(func() { // registered first, so it runs after the stack's cleanup
-			for _, d := range dialers {
-				_ = d.Close()
-			}
-			srv.Stop()
-			<-served
-		})
-		stack := newRunnerStack(b, srv, func() channel.Dialer {
-			d, err := grpcchannel.NewDialer(nl.Addr().String(), grpcchannel.WithInsecure())
-			if err != nil {
-				b.Fatal(err)
-			}
-			dialers = append(dialers, d)
-			return d
-		})
-		stack.run(b)
+		dialers = append(dialers, d)
+		return d
 	})
 }

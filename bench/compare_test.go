@@ -78,7 +78,7 @@ func runContender(b *testing.B, rt roundTrip) {
 
 // exchangeSetup starts a controller on lis and one connector through dialer,
 // answering ECHO, and returns the controller.
-func exchangeSetup(b *testing.B, lis channel.Listener, dialer channel.Dialer) *controller.Controller {
+func exchangeSetup(b testing.TB, lis channel.Listener, dialer channel.Dialer) *controller.Controller {
 	b.Helper()
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "bench"
@@ -107,7 +107,6 @@ func exchangeSetup(b *testing.B, lis channel.Listener, dialer channel.Dialer) *c
 	ccfg := connector.DefaultConfig()
 	ccfg.TargetID = "t"
 	ccfg.Logger = slog.New(slog.DiscardHandler)
-	ccfg.Channel.MaxHandlers = 4 * inFlight
 	conn, err := connector.New(ccfg, mux, dialer)
 	if err != nil {
 		b.Fatal(err)
@@ -151,12 +150,22 @@ func exchangeRoundTrip(ctrl *controller.Controller) roundTrip {
 
 // BenchmarkExchangeEmbedded: controller.Send through the in-process twin.
 func BenchmarkExchangeEmbedded(b *testing.B) {
+	runContender(b, exchangeEmbedded(b))
+}
+
+// exchangeEmbedded is controller.Send to a connector over the in-process twin.
+func exchangeEmbedded(b testing.TB) roundTrip {
 	lis := embedded.Listen()
-	runContender(b, exchangeRoundTrip(exchangeSetup(b, lis, lis)))
+	return exchangeRoundTrip(exchangeSetup(b, lis, lis))
 }
 
 // BenchmarkExchangeGRPC: controller.Send to a connector over gRPC on loopback.
 func BenchmarkExchangeGRPC(b *testing.B) {
+	runContender(b, exchangeGRPC(b))
+}
+
+// exchangeGRPC is controller.Send to a connector over gRPC on loopback.
+func exchangeGRPC(b testing.TB) roundTrip {
 	srv := grpcchannel.NewServer()
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -168,9 +177,8 @@ func BenchmarkExchangeGRPC(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctrl := exchangeSetup(b, srv, d)
 	b.Cleanup(func() { _ = d.Close(); srv.Stop(); <-served })
-	runContender(b, exchangeRoundTrip(ctrl))
+	return exchangeRoundTrip(exchangeSetup(b, srv, d))
 }
 
 // echoServer is the raw-gRPC baseline's server: it answers every command
@@ -262,6 +270,12 @@ func (c *rawClient) roundTrip(ctx context.Context) error {
 // the same .proto, no exchange semantics (no deadlines carried, no bounds, no
 // health, no registry).
 func BenchmarkRawGRPC(b *testing.B) {
+	runContender(b, rawGRPC(b))
+}
+
+// rawGRPC is the raw-gRPC baseline: a rawClient over one stream to an
+// echoServer on loopback.
+func rawGRPC(b testing.TB) roundTrip {
 	gs := grpc.NewServer()
 	exchangepb.RegisterExchangeServer(gs, echoServer{})
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -289,11 +303,17 @@ func BenchmarkRawGRPC(b *testing.B) {
 		gs.Stop()
 		<-served
 	})
-	runContender(b, c.roundTrip)
+	return c.roundTrip
 }
 
 // BenchmarkNATS: request-reply through an in-process nats-server on loopback.
 func BenchmarkNATS(b *testing.B) {
+	runContender(b, natsRequest(b))
+}
+
+// natsRequest is NATS request-reply through an in-process nats-server on
+// loopback: one requester connection, one responder connection.
+func natsRequest(b testing.TB) roundTrip {
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
 		b.Fatal(err)
@@ -322,7 +342,7 @@ func BenchmarkNATS(b *testing.B) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	})
-	runContender(b, func(ctx context.Context) error {
+	return func(ctx context.Context) error {
 		m, err := requester.RequestWithContext(ctx, "echo", payload)
 		if err != nil {
 			return err
@@ -331,5 +351,5 @@ func BenchmarkNATS(b *testing.B) {
 			return fmt.Errorf("echo: got %d bytes", len(m.Data))
 		}
 		return nil
-	})
+	}
 }

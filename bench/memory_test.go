@@ -1,0 +1,384 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/exchangekit/exchange/bench/results"
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/channel/grpcchannel"
+	"github.com/exchangekit/exchange/cluster/standalone"
+	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/connector"
+	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/exchangepb"
+)
+
+// The memory pair: the controller's heap and stacks per idle connector
+// against a raw gRPC server's per idle stream. The server runs in this
+// process; the clients run in a child process (this test binary again, see
+// TestMain), so that the figure is the server side's alone.
+const (
+	envIdleClient = "EXCHANGE_BENCH_IDLE_CLIENT" // "exchange" or "raw": run as the child
+	envIdleAddr   = "EXCHANGE_BENCH_IDLE_ADDR"
+	envIdleN      = "EXCHANGE_BENCH_IDLE_N"
+	envIdleConns  = "EXCHANGE_BENCH_IDLE_CONNS" // 0: a connection per stream
+)
+
+// memoryPairs are the memory figures: KiB per idle connector (stream).
+var memoryPairs = []struct {
+	name   string
+	shared bool
+}{
+	{"memory/idle-connection", false},
+	{"memory/idle-shared-stream", true},
+}
+
+// compareMemory measures every memory pair, round after round, ours and
+// the raw server one after the other (in reverse order every other round).
+func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
+	var out []results.Result
+	for _, p := range memoryPairs {
+		conns := 0
+		if p.shared {
+			conns = cfg.conns
+		}
+		var ours, raw, oursG, rawG []float64
+		for round := range cfg.rounds {
+			kinds := []string{"exchange", "raw"}
+			if round%2 == 1 {
+				slices.Reverse(kinds)
+			}
+			for _, kind := range kinds {
+				kib, gor, err := idleFootprint(t.Context(), kind, cfg.idle, conns)
+				if err != nil {
+					t.Fatalf("%s, round %d, %s: %v", p.name, round+1, kind, err)
+				}
+				if kind == "exchange" {
+					ours, oursG = append(ours, kib), append(oursG, gor)
+				} else {
+					raw, rawG = append(raw, kib), append(rawG, gor)
+				}
+			}
+			if !cfg.smoke {
+				fmt.Fprintf(os.Stderr, "%s round %d of %d done\n", p.name, round+1, cfg.rounds)
+			}
+		}
+		what := fmt.Sprintf("%d idle connectors, a TCP connection each", cfg.idle)
+		if p.shared {
+			what = fmt.Sprintf("%d idle connectors over %d TCP connections", cfg.idle, conns)
+		}
+		r := results.New(p.name, "KiB/connector", results.Median(ours), "raw gRPC server", results.Median(raw), false)
+		r.Ratio = medianRatio(ours, raw, false)
+		r.Rounds = cfg.rounds
+		r.Note = note(fmt.Sprintf("%s; the server's heap and stacks in use after GC; goroutines per connector %.1f (raw %.1f)%s", what,
+			results.Median(oursG), results.Median(rawG), ratioRange(ours, raw, false)), 1.0)
+		out = append(out, r)
+	}
+	return out
+}
+
+// inUse is the memory a measurement counts: heap spans and goroutine
+// stacks in use, after two collections.
+func inUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
+
+// idleFootprint starts a server of kind, connects n idle clients to it from a
+// child process (over conns connections, or one each when conns is 0), and
+// returns the server's KiB and goroutines per client.
+func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, goroutines float64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	ready := newCountdown(n)
+	var addr string
+	var stop func()
+	switch kind {
+	case "exchange":
+		addr, stop, err = startIdleController(ready)
+	case "raw":
+		addr, stop, err = startIdleRaw(ready)
+	default:
+		err = fmt.Errorf("unknown server %q", kind)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	before, beforeG := inUse(), runtime.NumGoroutine()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envIdleClient+"="+kind, envIdleAddr+"="+addr,
+		envIdleN+"="+strconv.Itoa(n), envIdleConns+"="+strconv.Itoa(conns))
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		// The clients need no goodbye: killed, their connections reset at
+		// once. (A child whose parent dies sees its stdin close and exits.)
+		_ = cmd.Process.Kill()
+		<-exited
+		_ = stdin.Close()
+	}()
+	select {
+	case <-ready.done:
+	case werr := <-exited:
+		exited <- werr
+		return 0, 0, fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
+	case <-ctx.Done():
+		return 0, 0, fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
+	}
+	// Let the registrations' follow-up work (primary notices, events) end
+	// before the snapshot: the figure is for idle clients.
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	after, afterG := inUse(), runtime.NumGoroutine()
+	return (float64(after) - float64(before)) / 1024 / float64(n), float64(afterG-beforeG) / float64(n), nil
+}
+
+// countdown closes done when n events have been counted.
+type countdown struct {
+	n    atomic.Int64
+	done chan struct{}
+}
+
+func newCountdown(n int) *countdown {
+	c := &countdown{done: make(chan struct{})}
+	c.n.Store(int64(n))
+	return c
+}
+
+func (c *countdown) count() {
+	if c.n.Add(-1) == 0 {
+		close(c.done)
+	}
+}
+
+func (c *countdown) left() int { return int(max(c.n.Load(), 0)) }
+
+// startIdleController runs a controller with its gRPC server on loopback,
+// counting registered channels on ready. Its limits are raised only where
+// they would refuse the benchmark's clients (all from one address).
+func startIdleController(ready *countdown) (addr string, stop func(), err error) {
+	cfg := controller.DefaultConfig()
+	cfg.NodeID = "bench"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.OnEvent = func(ev controller.Event) {
+		if ev.Kind == controller.EventChannelRegistered {
+			ready.count()
+		}
+	}
+	srv := grpcchannel.NewServer(grpcchannel.WithLimits(grpcchannel.ServerLimits{
+		MaxConcurrentStreams:    1 << 20,
+		MaxConnections:          -1,
+		MaxConnectionsPerSource: -1,
+		MaxHandshakes:           -1,
+		MaxHandshakesPerSource:  -1,
+	}))
+	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
+	if err != nil {
+		return "", nil, err
+	}
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran, served := make(chan struct{}), make(chan struct{})
+	go func() { defer close(ran); _ = ctrl.Run(ctx) }()
+	go func() { defer close(served); _ = srv.Serve(nl) }()
+	return nl.Addr().String(), func() {
+		_ = ctrl.Close()
+		cancel()
+		<-ran
+		srv.Stop()
+		<-served
+	}, nil
+}
+
+// idleRawServer is the smallest raw gRPC server a user would write for
+// request/reply: its handler answers each command inline, from the stream's
+// own goroutine (no writer goroutine, no queue).
+type idleRawServer struct {
+	exchangepb.UnimplementedExchangeServer
+	ready *countdown
+}
+
+func (s idleRawServer) Connect(stream exchangepb.Exchange_ConnectServer) error {
+	first := true
+	for {
+		f, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		c := f.GetCommand()
+		if err := stream.Send(&exchangepb.Frame{Kind: &exchangepb.Frame_Reply{Reply: &exchangepb.Reply{
+			CommandId: c.GetId(), Type: c.GetType(), Status: exchangepb.Status_STATUS_SUCCEEDED, Payload: c.GetPayload()}}}); err != nil {
+			return nil
+		}
+		if first {
+			first = false
+			s.ready.count()
+		}
+	}
+}
+
+// startIdleRaw runs an idleRawServer on a default grpc.Server on loopback.
+func startIdleRaw(ready *countdown) (addr string, stop func(), err error) {
+	gs := grpc.NewServer()
+	exchangepb.RegisterExchangeServer(gs, idleRawServer{ready: ready})
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(nl) }()
+	return nl.Addr().String(), func() { gs.Stop(); <-served }, nil
+}
+
+// idleClientMain is the child process: it connects the clients its
+// environment asks for, keeps them idle until its stdin closes, then closes
+// them. It returns the exit code.
+func idleClientMain(kind string) int {
+	n, err1 := strconv.Atoi(os.Getenv(envIdleN))
+	conns, err2 := strconv.Atoi(os.Getenv(envIdleConns))
+	addr := os.Getenv(envIdleAddr)
+	if err := errors.Join(err1, err2); err != nil || addr == "" {
+		fmt.Fprintf(os.Stderr, "idle clients: bad environment: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // the parent closes stdin when it is done measuring
+		_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+		cancel()
+	}()
+	var err error
+	switch kind {
+	case "exchange":
+		err = idleConnectors(ctx, addr, n, conns)
+	case "raw":
+		err = idleRawStreams(ctx, addr, n, conns)
+	default:
+		err = fmt.Errorf("unknown client %q", kind)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idle clients: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// idleConnectors runs n connectors (targets i0…) through conns Dialers (one
+// each when conns is 0) until ctx ends.
+func idleConnectors(ctx context.Context, addr string, n, conns int) error {
+	if conns <= 0 || conns > n {
+		conns = n
+	}
+	dialers := make([]*grpcchannel.Dialer, conns)
+	for i := range dialers {
+		d, err := grpcchannel.NewDialer(addr, grpcchannel.WithInsecure())
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		dialers[i] = d
+	}
+	mux := command.NewMux()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := range n {
+		cfg := connector.DefaultConfig()
+		cfg.TargetID = fmt.Sprintf("i%d", i)
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		c, err := connector.New(cfg, mux, channel.Dialer(dialers[i%conns]))
+		if err != nil {
+			return err
+		}
+		wg.Go(func() { _ = c.Run(ctx) })
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// idleRawStreams opens n raw Connect streams over conns client connections
+// (one each when conns is 0), makes one request on each, and keeps them open
+// until ctx ends.
+func idleRawStreams(ctx context.Context, addr string, n, conns int) error {
+	if conns <= 0 || conns > n {
+		conns = n
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ccs := make([]*grpc.ClientConn, conns)
+	for i := range ccs {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		ccs[i] = cc
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 64) // open streams 64 at a time
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			err := func() error {
+				defer func() { <-sem }()
+				st, err := exchangepb.NewExchangeClient(ccs[i%conns]).Connect(ctx)
+				if err != nil {
+					return err
+				}
+				if err := st.Send(&exchangepb.Frame{Kind: &exchangepb.Frame_Command{Command: &exchangepb.Command{
+					Id: "1", Type: "ECHO", Payload: payload}}}); err != nil {
+					return err
+				}
+				_, err = st.Recv()
+				return err
+			}()
+			if err != nil {
+				errs <- err
+				cancel() // every stream ends, and the parent sees the child exit
+				return
+			}
+			<-ctx.Done()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
