@@ -74,11 +74,18 @@ func newTimer() any {
 // call the moment the connection ends. Both twins (embedded and gRPC) share
 // this one implementation, so they cannot drift.
 //
-// A Channel is safe for concurrent use. It owns three kinds of goroutine: one
-// reader (the only caller of Conn.Recv), one writer (the only caller of
-// Conn.Send and BatchSender.SendBatch) and up to Config.MaxHandlers handler
-// goroutines, plus up to Config.MaxControl for control commands. Close stops
-// them all and waits for them.
+// A Channel is safe for concurrent use. An idle Channel owns at most one
+// goroutine: the reader (the only caller of Conn.Recv), and none at all when
+// the Conn hosts the read loop on a goroutine of its transport (ReaderHost:
+// the gRPC server's Connect handler). Writes need no goroutine of their own
+// while the Conn is free: a handler's reply is written by the handler's
+// goroutine itself; frames that find the Conn busy, and commands (whose
+// callers must stay free to give up at their deadline), are queued for a
+// writer goroutine that exists only while the queue is not empty. At most one
+// goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
+// run on handler goroutines, up to Config.MaxHandlers, plus up to
+// Config.MaxControl for control commands. Close stops them all and waits for
+// them (decision 0021).
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -86,11 +93,19 @@ type Channel struct {
 
 	ctx    context.Context // cancelled (with the cause) when the channel dies
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup        // reader, writer and handler goroutines
-	sendq  chan *command.Command // outgoing commands, to the writer
-	replyq chan *command.Reply   // outgoing replies, to the writer
-	sem    chan struct{}         // one token per running handler of an application command
-	ctlSem chan struct{}         // one token per running handler of a control command
+	wg     sync.WaitGroup // reader, writer and handler goroutines
+	sem    chan struct{}  // one token per running handler of an application command
+	ctlSem chan struct{}  // one token per running handler of a control command
+
+	// The write side (see enqueue and writeLoop). wq holds the frames waiting
+	// for the writer, in order; it grows on demand and is dropped when it
+	// drains. writing says that a goroutine (the writer, or a handler writing
+	// its reply inline) owns Conn.Send; while it is false wq is empty.
+	wmu     sync.Mutex
+	wq      []Frame
+	writing bool
+	wdead   bool          // set by shutdown: no writer starts any more
+	wroom   chan struct{} // made by a caller waiting for room in a full wq; closed when the writer takes frames
 
 	mu      sync.Mutex      // protects pending and pendCtl
 	pending map[string]call // command id → call with a buffered(1) result channel; nil once dead
@@ -120,8 +135,6 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		cfg:     cfg,
 		ctx:     ctx,
 		cancel:  cancel,
-		sendq:   make(chan *command.Command, cfg.SendQueue),
-		replyq:  make(chan *command.Reply, cfg.SendQueue),
 		sem:     make(chan struct{}, cfg.MaxHandlers),
 		ctlSem:  make(chan struct{}, cfg.MaxControl),
 		pending: make(map[string]call),
@@ -130,9 +143,23 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 	}
 	c.resultChans.New = newResultChan
 	c.timers.New = newTimer
-	c.wg.Go(c.readLoop)
-	c.wg.Go(c.writeLoop)
+	c.wg.Add(1)
+	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
+		go c.ownReadLoop()
+	}
 	return c
+}
+
+// hostedReadLoop is the read loop run by a ReaderHost on its own goroutine.
+func (c *Channel) hostedReadLoop() {
+	defer c.wg.Done()
+	c.readLoop(true)
+}
+
+// ownReadLoop is the read loop on a goroutine of the Channel's own.
+func (c *Channel) ownReadLoop() {
+	defer c.wg.Done()
+	c.readLoop(false)
 }
 
 // Done returns a channel that is closed when the Channel dies: closed locally,
@@ -253,15 +280,14 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 	}
 	c.mu.Unlock()
 
-	select {
-	case c.sendq <- out:
-	case r := <-ch: // the channel died (shutdown fails every pending call)
+	switch err := c.enqueue(ctx, expired, Frame{Command: out}); {
+	case err == nil:
+	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
+		r := <-ch
 		c.resultChans.Put(ch)
 		return c.finish(out, r)
-	case <-ctx.Done():
-		return c.giveUp(out, ch, ctx.Err())
-	case <-expired:
-		return c.giveUp(out, ch, context.DeadlineExceeded)
+	default:
+		return c.giveUp(out, ch, err)
 	}
 
 	select {
@@ -354,14 +380,10 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 		out.ID = command.NewID()
 	}
 	injectTrace(ctx, out)
-	select {
-	case c.sendq <- out:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("channel: notify %s: %w", out, ctx.Err())
-	case <-c.ctx.Done():
-		return fmt.Errorf("channel: notify %s: %w", out, context.Cause(c.ctx))
+	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
+		return fmt.Errorf("channel: notify %s: %w", out, err)
 	}
+	return nil
 }
 
 // deliver hands r to the caller waiting for id, if it still waits.
@@ -424,6 +446,11 @@ func (c *Channel) shutdown(cause, tell error) {
 			cause = fmt.Errorf("%w: %w", ErrClosed, cause)
 		}
 		c.cancel(cause)
+		c.wmu.Lock()
+		c.wdead = true
+		clear(c.wq)
+		c.wq = c.wq[:0]
+		c.wmu.Unlock()
 		if cw, ok := c.conn.(CloseWithErrorer); ok && tell != nil {
 			_ = cw.CloseWithError(tell)
 		} else {
@@ -440,7 +467,13 @@ func (c *Channel) shutdown(cause, tell error) {
 	})
 }
 
-func (c *Channel) readLoop() {
+// readLoop is the reader. On a goroutine of the Channel's own (hosted
+// false) it hands the reading on when a command arrives: it starts a new
+// reader and runs the command's handler itself, so that the command reaches
+// its handler with no goroutine switch. A hosted reader (on a goroutine of
+// the transport, which must stay in the transport's hands) starts a handler
+// goroutine instead.
+func (c *Channel) readLoop(hosted bool) {
 	for {
 		f, err := c.conn.Recv()
 		if err != nil {
@@ -454,7 +487,7 @@ func (c *Channel) readLoop() {
 				c.cfg.Logger.Warn("channel: malformed command answered", "err", err)
 				r := command.Failed(f.Command, err.Error())
 				r.Code = codeBadRequest
-				c.queueReply(r)
+				c.queueReply(r, false)
 				continue
 			}
 			c.cfg.Logger.Warn("channel: closing on malformed frame", "err", err)
@@ -467,14 +500,27 @@ func (c *Channel) readLoop() {
 			}
 			continue
 		}
-		c.dispatch(f.Command)
+		if sem := c.admit(f.Command); sem != nil {
+			if hosted {
+				// Not wg.Go: on this hot path a plain go statement saves the
+				// allocation of wg.Go's wrapper closure.
+				c.wg.Add(1)
+				go c.handleGo(f.Command, sem)
+				continue
+			}
+			c.wg.Add(1)
+			go c.ownReadLoop()
+			c.handle(f.Command, sem)
+			return // a reader no more: ownReadLoop gives back its count
+		}
 	}
 }
 
-// dispatch runs cmd's handler on its own goroutine, or answers busy at once.
-// Control commands (IsControl) take their tokens from a semaphore of their
-// own, so that application commands never crowd them out.
-func (c *Channel) dispatch(cmd *command.Command) {
+// admit takes a handler token for cmd and returns its semaphore, or answers
+// busy at once (or drops a one-way cmd) and returns nil. Control commands
+// (IsControl) take their tokens from a semaphore of their own, so that
+// application commands never crowd them out.
+func (c *Channel) admit(cmd *command.Command) chan struct{} {
 	sem, limit, what := c.sem, c.cfg.MaxHandlers, "commands"
 	if IsControl(cmd.Type) {
 		sem, limit, what = c.ctlSem, c.cfg.MaxControl, "control commands"
@@ -489,28 +535,33 @@ func (c *Channel) dispatch(cmd *command.Command) {
 				c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled",
 					"command", cmd.String(), "also_dropped_since_last_line", skipped)
 			}
-			return
+			return nil
 		}
 		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))
 		r.Code = codeBusy
 		r.RetryAfter = c.cfg.RetryAfter
-		c.queueReply(r)
-		return
+		c.queueReply(r, false)
+		return nil
 	}
 	c.handling.Add(1)
-	// Not wg.Go: on this hot path a plain go statement saves the allocation
-	// of wg.Go's wrapper closure.
-	c.wg.Add(1)
-	go c.handle(cmd, sem)
+	return sem
 }
 
-// handle runs on its own goroutine, one per command being handled; it gives
-// back its token of sem when done.
+// handleGo is handle on a goroutine of its own, counted in wg.
+func (c *Channel) handleGo(cmd *command.Command, sem chan struct{}) {
+	defer c.wg.Done()
+	c.handle(cmd, sem)
+}
+
+// handle runs cmd's handler, on a goroutine counted in wg, one per command
+// being handled; it gives back its token of sem when done.
 func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
+	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
-		c.handling.Add(-1)
+		if counted {
+			c.handling.Add(-1)
+		}
 		<-sem
-		c.wg.Done()
 	}()
 	var start time.Time
 	if c.cfg.Observer != nil {
@@ -525,7 +576,11 @@ func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
 		o.Handled(cmd.Type, time.Since(start), status)
 	}
 	if r != nil && !cmd.OneWay {
-		c.queueReply(r)
+		// The reply counts as queued from here, even while this goroutine
+		// writes it (or waits for room): InFlight no longer counts it.
+		counted = false
+		c.handling.Add(-1)
+		c.queueReply(r, true)
 	}
 }
 
@@ -591,12 +646,16 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	return r
 }
 
-// queueReply hands r to the writer, unless the channel dies first.
-func (c *Channel) queueReply(r *command.Reply) {
-	select {
-	case c.replyq <- r:
-	case <-c.ctx.Done():
+// queueReply hands r to the writer, unless the channel dies first. With
+// inline set (a handler's goroutine, which has nothing else to do) it writes
+// r itself when the Conn is free. The reader never writes inline: a write
+// held back by a peer that does not read must not stop this side reading.
+func (c *Channel) queueReply(r *command.Reply, inline bool) {
+	if inline {
+		_ = c.writeOrEnqueue(Frame{Reply: r})
+		return
 	}
+	_ = c.enqueue(context.Background(), nil, Frame{Reply: r})
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -610,86 +669,170 @@ const (
 	maxBatchBytes  = 64 << 10
 )
 
-// writeLoop is the writer: the only caller of Conn.Send and SendBatch. With
-// coalescing, after taking one frame it takes whatever else is already queued
-// (never waiting for more) and sends it all at once.
+// keptQueueCap is the largest write queue kept (for reuse) once it drains;
+// a larger one, grown by a burst, is dropped, so that an idle channel holds
+// no queue memory beyond a few slots.
+const keptQueueCap = 4
+
+// waitRoom waits, with c.wmu held, until wq has room for one more frame;
+// it returns with c.wmu held and nil, or with c.wmu released and the reason:
+// ctx's error, context.DeadlineExceeded when expired fires, or an error
+// wrapping ErrClosed when the channel died.
+func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error {
+	for {
+		if c.wdead {
+			c.wmu.Unlock()
+			return context.Cause(c.ctx)
+		}
+		if len(c.wq) < c.cfg.SendQueue {
+			return nil
+		}
+		if c.wroom == nil {
+			c.wroom = make(chan struct{})
+		}
+		room := c.wroom
+		c.wmu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-expired:
+			return context.DeadlineExceeded
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		}
+		c.wmu.Lock()
+	}
+}
+
+// enqueue queues f for the writer, starting the writer goroutine if none is
+// running. It blocks while Config.SendQueue frames are queued already (the
+// peer does not keep up), until ctx is done, expired fires or the channel
+// dies; see waitRoom for the errors.
+func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
+	c.wmu.Lock()
+	if err := c.waitRoom(ctx, expired); err != nil {
+		return err
+	}
+	c.wq = append(c.wq, f)
+	if !c.writing {
+		c.writing = true
+		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
+		c.wmu.Unlock()
+		go c.writeLoop()
+		return nil
+	}
+	c.wmu.Unlock()
+	return nil
+}
+
+// writeOrEnqueue writes f on the calling goroutine when no one else is
+// writing, else queues it for the writer as enqueue does (without a
+// deadline: only the channel's death ends the wait for room).
+func (c *Channel) writeOrEnqueue(f Frame) error {
+	c.wmu.Lock()
+	if err := c.waitRoom(context.Background(), nil); err != nil {
+		return err
+	}
+	if c.writing {
+		c.wq = append(c.wq, f)
+		c.wmu.Unlock()
+		return nil
+	}
+	c.writing = true
+	c.wmu.Unlock()
+	c.write(&f)
+	// What was queued meanwhile goes to a writer goroutine: this goroutine
+	// wrote its own frame and is done.
+	c.wmu.Lock()
+	if len(c.wq) == 0 || c.wdead {
+		c.writing = false
+		c.wmu.Unlock()
+		return nil
+	}
+	c.wg.Add(1)
+	c.wmu.Unlock()
+	go c.writeLoop()
+	return nil
+}
+
+// writeLoop is the writer goroutine. It exists only while frames are queued:
+// it sends them in order and ends when the queue is empty. With coalescing,
+// it sends everything already queued (up to the batch bounds) in one
+// transport message.
 func (c *Channel) writeLoop() {
+	defer c.wg.Done()
 	bs, _ := c.conn.(BatchSender)
 	if !c.cfg.Coalesce {
 		bs = nil
 	}
-	// Reused: Conn.Send and SendBatch do not keep the frames.
+	// Conn.Send and SendBatch do not keep the frames.
 	var (
 		frames [maxBatchFrames]Frame
 		batch  [maxBatchFrames]*Frame
-		carry  Frame // taken, but over the byte bound of the last batch
 	)
-	for i := range frames {
-		batch[i] = &frames[i]
-	}
+	yielded := false
 	for {
-		if carry != (Frame{}) {
-			frames[0], carry = carry, Frame{}
-		} else {
-			select {
-			case <-c.ctx.Done():
-				return
-			case r := <-c.replyq:
-				frames[0] = Frame{Reply: r}
-			case cmd := <-c.sendq:
-				frames[0] = Frame{Command: cmd}
+		c.wmu.Lock()
+		if len(c.wq) == 0 || c.wdead {
+			c.writing = false
+			if cap(c.wq) > keptQueueCap {
+				c.wq = nil
 			}
+			c.wmu.Unlock()
+			return
 		}
+		if bs != nil && len(c.wq) == 1 && !yielded {
+			// Alone in the queue: give the goroutines that are already
+			// runnable (callers and handlers about to queue frames) one turn,
+			// then take what they queued. On an idle channel nothing is
+			// runnable and this costs nothing; under load it turns many
+			// one-frame writes into one batch. This is what grpc-go's own
+			// writer does before a small flush; it is no timer and never
+			// waits for frames that are not coming.
+			yielded = true
+			c.wmu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
 		n := 1
 		if bs != nil {
-			yielded := false
-			for size := frameSize(&frames[0]); n < maxBatchFrames && size < maxBatchBytes; n++ {
-				f, ok := c.poll()
-				if !ok && !yielded {
-					// Alone in the queue: give the goroutines that are already
-					// runnable (callers and handlers about to queue frames) one
-					// turn, then take what they queued. On an idle channel
-					// nothing is runnable and this costs nothing; under load it
-					// turns many one-frame writes into one batch. This is what
-					// grpc-go's own writer does before a small flush; it is no
-					// timer and never waits for frames that are not coming.
-					yielded = true
-					runtime.Gosched()
-					f, ok = c.poll()
-				}
-				if !ok {
+			for size := frameSize(&c.wq[0]); n < len(c.wq) && n < maxBatchFrames; n++ {
+				s := frameSize(&c.wq[n])
+				if size >= maxBatchBytes || size+s > maxBatchBytes {
 					break
 				}
-				s := frameSize(&f)
-				if size+s > maxBatchBytes {
-					carry = f
-					break
-				}
-				frames[n], size = f, size+s
+				size += s
 			}
 		}
+		copy(frames[:n], c.wq[:n])
+		rest := copy(c.wq, c.wq[n:])
+		clear(c.wq[rest:])
+		c.wq = c.wq[:rest]
+		if c.wroom != nil {
+			close(c.wroom)
+			c.wroom = nil
+		}
+		c.wmu.Unlock()
+
 		var ok bool
 		if n == 1 {
 			ok = c.write(&frames[0])
 		} else {
+			for i := range n {
+				batch[i] = &frames[i]
+			}
 			ok = c.writeBatch(bs, batch[:n])
+			clear(batch[:n])
 		}
 		clear(frames[:n]) // let the GC have what was sent
 		if !ok {
+			c.wmu.Lock()
+			c.writing = false // the channel is dead (wdead): no writer starts again
+			c.wmu.Unlock()
 			return
 		}
-	}
-}
-
-// poll takes a frame already queued for the writer, without waiting.
-func (c *Channel) poll() (Frame, bool) {
-	select {
-	case r := <-c.replyq:
-		return Frame{Reply: r}, true
-	case cmd := <-c.sendq:
-		return Frame{Command: cmd}, true
-	default:
-		return Frame{}, false
 	}
 }
 
