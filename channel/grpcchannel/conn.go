@@ -36,7 +36,7 @@ type conn struct {
 	side  string // "client" or "server", for error messages
 	max   int    // largest frame sent, in encoded bytes
 	peer  channel.PeerInfo
-	abort context.CancelFunc // client side: cancels the stream; nil on the server side
+	abort context.CancelFunc // cancels the stream (on the server side, its context: see tapAbort); may be nil on the server side
 
 	// queue holds the rest of a received batch; used only by Recv (the single
 	// reader), so it needs no lock.
@@ -55,6 +55,10 @@ type conn struct {
 	heard         atomic.Bool
 	handshakeOnce sync.Once
 	handshakeDone func()
+	// host, on the server side, is where the Connect handler takes the
+	// read loop it runs (HostReader); nil on the client side, and on a
+	// server whose streams cannot be aborted while the handler runs.
+	host chan func()
 }
 
 var (
@@ -65,6 +69,7 @@ var (
 
 	_ channel.HandshakeCompleter = (*conn)(nil)
 	_ channel.BatchReporter      = (*conn)(nil)
+	_ channel.ReaderHost         = (*conn)(nil)
 )
 
 func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
@@ -212,6 +217,31 @@ func (c *conn) HandshakeComplete() {
 	if c.handshakeDone != nil {
 		c.handshakeOnce.Do(c.handshakeDone)
 	}
+}
+
+// HostReader runs loop, the read loop of the Channel over this conn, on the
+// goroutine of the Connect handler, which otherwise would only wait for the
+// conn to close (channel.ReaderHost). It reports false on the client side,
+// and when the stream has ended already.
+func (c *conn) HostReader(loop func()) bool {
+	if c.host == nil || c.abort == nil {
+		return false
+	}
+	select {
+	case c.host <- loop:
+		return true
+	case <-c.done:
+		return false
+	case <-c.st.Context().Done():
+		return false
+	}
+}
+
+// endStatus is the status a Connect handler ends its stream with once the
+// conn is closed.
+func (c *conn) endStatus() error {
+	<-c.done
+	return c.status
 }
 
 // PeerInfo returns the remote address and, over TLS, the connection state; on

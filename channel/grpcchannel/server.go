@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/exchangekit/exchange/channel"
 	pb "github.com/exchangekit/exchange/internal/exchangepb"
@@ -85,6 +86,7 @@ func NewServer(opts ...ServerOption) *Server {
 		kp.MaxConnectionIdle = l.MaxConnectionIdle
 	}
 	gopts := []grpc.ServerOption{
+		grpc.InTapHandle(tapAbort),
 		grpc.KeepaliveParams(kp),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             o.keepalive.MinTime,
@@ -206,7 +208,7 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 	if s.isClosed() {
 		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	c := newConn(st, "server", s.maxFrameBytes, nil)
+	c := newConn(st, "server", s.maxFrameBytes, streamAbort(ctx))
 	src := c.peer.Source()
 	if err := s.handshakes.acquire(src); err != nil {
 		s.refusedHandshakes.Add(1)
@@ -217,12 +219,18 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return err
 	}
-	var silent <-chan time.Time // fires if the stream is still silent
 	if d := s.limits.HandshakeTimeout; d > 0 {
-		t := time.NewTimer(d)
+		// A timer, not a goroutine: it closes the stream if it is still
+		// silent, which ends this handler (or the read loop it hosts).
+		t := time.AfterFunc(d, func() {
+			if !c.heard.Load() && !c.closed() {
+				s.silentStreams.Add(1)
+				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, d))
+			}
+		})
 		defer t.Stop()
-		silent = t.C
 	}
+	c.host = make(chan func())
 	closing := s.done
 	for accepted := false; ; {
 		var handoff chan<- *conn
@@ -232,13 +240,11 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 		select {
 		case handoff <- c:
 			accepted = true
-		case <-silent:
-			silent = nil
-			if !c.heard.Load() {
-				s.silentStreams.Add(1)
-				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
-				return c.status
-			}
+		case loop := <-c.host:
+			// The Channel's read loop (channel.ReaderHost): it returns once
+			// Recv failed, and the conn is closed by then.
+			loop()
+			return c.endStatus()
 		case <-c.done:
 			return c.status
 		case <-closing:
@@ -247,11 +253,36 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 			}
 			closing = nil // Close does not end accepted streams
 		case <-ctx.Done():
+			if c.closed() { // Close cancels the stream's context too
+				return c.status
+			}
 			// The client went away, keepalive failed, or the server stopped: the
 			// stream is over. The owner learns it from Recv or Send.
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// abortKey is the context key of a Connect stream's cancel function.
+type abortKey struct{}
+
+// tapAbort is the server's tap handle: it gives every Connect stream a
+// context that its conn can cancel. Cancelling it makes the stream's Recv
+// and Send return at once while the handler goroutine still runs, which the
+// read loop that goroutine hosts (channel.ReaderHost) needs for Close.
+func tapAbort(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName != pb.Exchange_Connect_FullMethodName {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, abortKey{}, cancel), nil
+}
+
+// streamAbort returns the cancel function tapAbort put in a stream's
+// context, or nil (a server built with a tap handle of its own).
+func streamAbort(ctx context.Context) context.CancelFunc {
+	cancel, _ := ctx.Value(abortKey{}).(context.CancelFunc)
+	return cancel
 }
 
 func (s *Server) isClosed() bool {
