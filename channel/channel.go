@@ -94,8 +94,8 @@ type Channel struct {
 	ctx    context.Context // cancelled (with the cause) when the channel dies
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // reader, writer and handler goroutines
-	sem    chan struct{}  // one token per running handler of an application command
-	ctlSem chan struct{}  // one token per running handler of a control command
+	sem    atomic.Int32   // running handlers of application commands (≤ MaxHandlers)
+	ctlSem atomic.Int32   // running handlers of control commands (≤ MaxControl)
 
 	// The write side (see enqueue and writeLoop). wq holds the frames waiting
 	// for the writer, in order; it grows on demand and is dropped when it
@@ -107,16 +107,16 @@ type Channel struct {
 	wdead   bool          // set by shutdown: no writer starts any more
 	wroom   chan struct{} // made by a caller waiting for room in a full wq; closed when the writer takes frames
 
-	mu      sync.Mutex      // protects pending and pendCtl
-	pending map[string]call // command id → call with a buffered(1) result channel; nil once dead
-	pendCtl int             // how many of pending are control commands
+	mu       sync.Mutex      // protects pending, pendCtl and pendHigh
+	pending  map[string]call // command id → call with a buffered(1) result channel; made by the first Send, nil once dead
+	pendCtl  int             // how many of pending are control commands
+	pendHigh int             // the most calls pending at once since pending was made
 
 	handling  atomic.Int64 // peer commands being handled
 	dieOnce   sync.Once    // guards the effects of shutdown
-	closeOnce sync.Once
-	closed    chan struct{} // closed once Close has finished waiting
+	closeOnce sync.Once // Close waits for the goroutines inside it: concurrent Closes wait too
 
-	dropLog *logthrottle.Throttle // "one-way command dropped" lines
+	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
 	resultChans sync.Pool // of chan result; see newResultChan
 	timers      sync.Pool // of *time.Timer; see newTimer
@@ -135,11 +135,6 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		cfg:     cfg,
 		ctx:     ctx,
 		cancel:  cancel,
-		sem:     make(chan struct{}, cfg.MaxHandlers),
-		ctlSem:  make(chan struct{}, cfg.MaxControl),
-		pending: make(map[string]call),
-		closed:  make(chan struct{}),
-		dropLog: logthrottle.New(dropLogInterval),
 	}
 	c.resultChans.New = newResultChan
 	c.timers.New = newTimer
@@ -274,7 +269,11 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
+	if c.pending == nil {
+		c.pending = make(map[string]call)
+	}
 	c.pending[out.ID] = call{ch: ch, control: control}
+	c.pendHigh = max(c.pendHigh, len(c.pending))
 	if control {
 		c.pendCtl++
 	}
@@ -407,6 +406,11 @@ func (c *Channel) removeLocked(id string, p call) {
 	if p.control {
 		c.pendCtl--
 	}
+	if len(c.pending) == 0 && c.pendHigh > keptPendingHigh {
+		// Maps do not shrink: a burst's map goes, and the next Send makes
+		// a small one.
+		c.pending, c.pendHigh = nil, 0
+	}
 }
 
 // Close closes the channel: pending calls fail at once with an error wrapping
@@ -429,11 +433,7 @@ func (c *Channel) CloseWithCause(cause error) error {
 		cause = ErrClosed
 	}
 	c.shutdown(cause, nil)
-	c.closeOnce.Do(func() {
-		c.wg.Wait()
-		close(c.closed)
-	})
-	<-c.closed
+	c.closeOnce.Do(c.wg.Wait)
 	return nil
 }
 
@@ -520,17 +520,19 @@ func (c *Channel) readLoop(hosted bool) {
 // busy at once (or drops a one-way cmd) and returns nil. Control commands
 // (IsControl) take their tokens from a semaphore of their own, so that
 // application commands never crowd them out.
-func (c *Channel) admit(cmd *command.Command) chan struct{} {
-	sem, limit, what := c.sem, c.cfg.MaxHandlers, "commands"
+func (c *Channel) admit(cmd *command.Command) *atomic.Int32 {
+	sem, limit, what := &c.sem, c.cfg.MaxHandlers, "commands"
 	if IsControl(cmd.Type) {
-		sem, limit, what = c.ctlSem, c.cfg.MaxControl, "control commands"
+		sem, limit, what = &c.ctlSem, c.cfg.MaxControl, "control commands"
 	}
-	select {
-	case sem <- struct{}{}:
-	default:
+	if sem.Add(1) > int32(limit) {
+		sem.Add(-1)
 		if cmd.OneWay {
 			// A busy channel may drop events by the thousand: one line per
 			// dropLogInterval, saying how many were dropped unlogged.
+			if c.dropLog == nil {
+				c.dropLog = logthrottle.New(dropLogInterval)
+			}
 			if ok, skipped := c.dropLog.Allow(time.Now()); ok {
 				c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled",
 					"command", cmd.String(), "also_dropped_since_last_line", skipped)
@@ -548,20 +550,20 @@ func (c *Channel) admit(cmd *command.Command) chan struct{} {
 }
 
 // handleGo is handle on a goroutine of its own, counted in wg.
-func (c *Channel) handleGo(cmd *command.Command, sem chan struct{}) {
+func (c *Channel) handleGo(cmd *command.Command, sem *atomic.Int32) {
 	defer c.wg.Done()
 	c.handle(cmd, sem)
 }
 
 // handle runs cmd's handler, on a goroutine counted in wg, one per command
 // being handled; it gives back its token of sem when done.
-func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
+func (c *Channel) handle(cmd *command.Command, sem *atomic.Int32) {
 	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
 		if counted {
 			c.handling.Add(-1)
 		}
-		<-sem
+		sem.Add(-1)
 	}()
 	var start time.Time
 	if c.cfg.Observer != nil {
@@ -673,6 +675,10 @@ const (
 // a larger one, grown by a burst, is dropped, so that an idle channel holds
 // no queue memory beyond a few slots.
 const keptQueueCap = 4
+
+// keptPendingHigh is the most calls pending at once for which the map of
+// pending calls is kept once it empties; a map grown larger is dropped.
+const keptPendingHigh = 64
 
 // waitRoom waits, with c.wmu held, until wq has room for one more frame;
 // it returns with c.wmu held and nil, or with c.wmu released and the reason:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,6 +189,7 @@ func (c *counter) add() {
 // serverMem is what the benchmark reads of the server process.
 type serverMem struct {
 	bytes      uint64 // HeapInuse + StackInuse
+	stack      uint64 // StackInuse
 	goroutines int
 }
 
@@ -196,7 +198,7 @@ func readServerMem() serverMem {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return serverMem{bytes: ms.HeapInuse + ms.StackInuse, goroutines: runtime.NumGoroutine()}
+	return serverMem{bytes: ms.HeapInuse + ms.StackInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
 }
 
 // idleN is the number of channels of BenchmarkIdleChannels.
@@ -246,6 +248,9 @@ func measureIdle(b *testing.B, kind string, n, perConn int) float64 {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
+	}
+	if os.Getenv("EXCHANGE_IDLE_PROFILE") != "" {
+		runtime.MemProfileRate = 64
 	}
 	before := readServerMem()
 
@@ -335,6 +340,16 @@ func measureIdle(b *testing.B, kind string, n, perConn int) float64 {
 	}
 	b.StopTimer()
 	after := readServerMem()
+	if dir := os.Getenv("EXCHANGE_IDLE_PROFILE"); dir != "" { // heap and goroutine profiles of the held streams
+		for _, p := range []string{"heap", "goroutine"} {
+			f, err := os.Create(fmt.Sprintf("%s/%s-%s-%d.pprof", dir, p, kind, perConn))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.Lookup(p).WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
 	b.StartTimer()
 
 	_ = stdin.Close()
@@ -346,5 +361,6 @@ func measureIdle(b *testing.B, kind string, n, perConn int) float64 {
 
 	perStream := float64(int64(after.bytes)-int64(before.bytes)) / float64(n)
 	b.ReportMetric(float64(after.goroutines-before.goroutines)/float64(n), kind+"-goroutines/channel")
+	b.ReportMetric(float64(int64(after.stack)-int64(before.stack))/float64(n), kind+"-stack-B/channel")
 	return perStream
 }

@@ -204,31 +204,51 @@ var acceptedHeader = metadata.Pairs("exchange-stream", "v1")
 // reached, or DEADLINE_EXCEEDED when the stream sends nothing within the
 // HandshakeTimeout.
 func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
+	c, loop, err := s.connect(st)
+	if loop == nil {
+		return err
+	}
+	// The Channel's read loop (channel.ReaderHost), run from this small
+	// frame rather than connect's large one, so that the goroutine's stack
+	// stays as small as a raw handler's: loop returns once Recv failed, and
+	// the conn is closed by then.
+	loop()
+	return c.endStatus()
+}
+
+// connect is Connect until the stream ends or the Channel over it hands
+// this goroutine its read loop: then it returns the loop to run.
+func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	ctx := st.Context()
 	if s.isClosed() {
-		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
 	c := newConn(st, "server", s.maxFrameBytes, streamAbort(ctx))
 	src := c.peer.Source()
 	if err := s.handshakes.acquire(src); err != nil {
 		s.refusedHandshakes.Add(1)
-		return status.Error(codes.ResourceExhausted, err.Error())
+		return nil, nil, status.Error(codes.ResourceExhausted, err.Error())
 	}
-	c.handshakeDone = func() { s.handshakes.release(src) }
-	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either
-	if err := st.SendHeader(acceptedHeader); err != nil {
-		return err
+	var silent *time.Timer
+	c.handshakeDone = func() {
+		s.handshakes.release(src)
+		if silent != nil {
+			silent.Stop() // past HELLO: the timer's memory goes now, not at its expiry
+		}
 	}
 	if d := s.limits.HandshakeTimeout; d > 0 {
 		// A timer, not a goroutine: it closes the stream if it is still
 		// silent, which ends this handler (or the read loop it hosts).
-		t := time.AfterFunc(d, func() {
+		silent = time.AfterFunc(d, func() {
 			if !c.heard.Load() && !c.closed() {
 				s.silentStreams.Add(1)
 				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, d))
 			}
 		})
-		defer t.Stop()
+	}
+	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either, and its timer stops
+	if err := st.SendHeader(acceptedHeader); err != nil {
+		return nil, nil, err
 	}
 	c.host = make(chan func())
 	closing := s.done
@@ -241,24 +261,21 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 		case handoff <- c:
 			accepted = true
 		case loop := <-c.host:
-			// The Channel's read loop (channel.ReaderHost): it returns once
-			// Recv failed, and the conn is closed by then.
-			loop()
-			return c.endStatus()
+			return c, loop, nil
 		case <-c.done:
-			return c.status
+			return nil, nil, c.status
 		case <-closing:
 			if !accepted {
-				return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+				return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 			}
 			closing = nil // Close does not end accepted streams
 		case <-ctx.Done():
 			if c.closed() { // Close cancels the stream's context too
-				return c.status
+				return nil, nil, c.status
 			}
 			// The client went away, keepalive failed, or the server stopped: the
 			// stream is over. The owner learns it from Recv or Send.
-			return status.FromContextError(ctx.Err()).Err()
+			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }
