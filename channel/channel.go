@@ -114,7 +114,7 @@ type Channel struct {
 
 	handling  atomic.Int64 // peer commands being handled
 	dieOnce   sync.Once    // guards the effects of shutdown
-	closeOnce sync.Once // Close waits for the goroutines inside it: concurrent Closes wait too
+	closeOnce sync.Once    // Close waits for the goroutines inside it: concurrent Closes wait too
 
 	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
@@ -130,11 +130,11 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	c := &Channel{
-		conn:    conn,
-		h:       h,
-		cfg:     cfg,
-		ctx:     ctx,
-		cancel:  cancel,
+		conn:   conn,
+		h:      h,
+		cfg:    cfg,
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	c.resultChans.New = newResultChan
 	c.timers.New = newTimer
