@@ -157,6 +157,12 @@ func (c *Channel) ownReadLoop() {
 	c.readLoop(false)
 }
 
+// AfterDone arranges for f to run, on a goroutine of its own, once the
+// Channel dies, as context.AfterFunc does: stop deregisters f, and reports
+// whether it did so before f started. It lets an owner of many channels
+// watch them without a goroutine per channel.
+func (c *Channel) AfterDone(f func()) (stop func() bool) { return context.AfterFunc(c.ctx, f) }
+
 // Done returns a channel that is closed when the Channel dies: closed locally,
 // closed by the peer, or broken.
 func (c *Channel) Done() <-chan struct{} { return c.ctx.Done() }
