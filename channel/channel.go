@@ -148,13 +148,13 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 // hostedReadLoop is the read loop run by a ReaderHost on its own goroutine.
 func (c *Channel) hostedReadLoop() {
 	defer c.wg.Done()
-	c.readLoop(true)
+	c.readLoop()
 }
 
 // ownReadLoop is the read loop on a goroutine of the Channel's own.
 func (c *Channel) ownReadLoop() {
 	defer c.wg.Done()
-	c.readLoop(false)
+	c.readLoop()
 }
 
 // AfterDone arranges for f to run, on a goroutine of its own, once the
@@ -280,12 +280,18 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 	}
 	c.pending[out.ID] = call{ch: ch, control: control}
 	c.pendHigh = max(c.pendHigh, len(c.pending))
+	alone := len(c.pending) == 1
 	if control {
 		c.pendCtl++
 	}
 	c.mu.Unlock()
 
-	switch err := c.enqueue(ctx, expired, Frame{Command: out}); {
+	// An application command alone in flight is written by its caller when
+	// the Conn is free: no goroutine switch before the wire (decision 0021).
+	// With others in flight it goes through the queue, whose writer batches
+	// (Config.Coalesce). A control command (a health check) always does, so
+	// that its deadline holds even when the peer reads nothing.
+	switch err := c.submit(ctx, expired, Frame{Command: out}, !control && alone, false); {
 	case err == nil:
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
 		r := <-ch
@@ -473,13 +479,12 @@ func (c *Channel) shutdown(cause, tell error) {
 	})
 }
 
-// readLoop is the reader. On a goroutine of the Channel's own (hosted
-// false) it hands the reading on when a command arrives: it starts a new
-// reader and runs the command's handler itself, so that the command reaches
-// its handler with no goroutine switch. A hosted reader (on a goroutine of
-// the transport, which must stay in the transport's hands) starts a handler
-// goroutine instead.
-func (c *Channel) readLoop(hosted bool) {
+// readLoop is the reader: it delivers replies to the pending calls and
+// starts a handler goroutine per command. It stays one long-lived goroutine
+// (or the transport's, see ReaderHost), whose stack has grown to the depth
+// of the transport's decoding once: a reader handed on to a fresh goroutine
+// per command (tried) spends more copying stacks than the switch it saves.
+func (c *Channel) readLoop() {
 	for {
 		f, err := c.conn.Recv()
 		if err != nil {
@@ -493,7 +498,7 @@ func (c *Channel) readLoop(hosted bool) {
 				c.cfg.Logger.Warn("channel: malformed command answered", "err", err)
 				r := command.Failed(f.Command, err.Error())
 				r.Code = codeBadRequest
-				c.queueReply(r, false)
+				c.queueReply(r, false, false)
 				continue
 			}
 			c.cfg.Logger.Warn("channel: closing on malformed frame", "err", err)
@@ -507,17 +512,10 @@ func (c *Channel) readLoop(hosted bool) {
 			continue
 		}
 		if sem := c.admit(f.Command); sem != nil {
-			if hosted {
-				// Not wg.Go: on this hot path a plain go statement saves the
-				// allocation of wg.Go's wrapper closure.
-				c.wg.Add(1)
-				go c.handleGo(f.Command, sem)
-				continue
-			}
+			// Not wg.Go: on this hot path a plain go statement saves the
+			// allocation of wg.Go's wrapper closure.
 			c.wg.Add(1)
-			go c.ownReadLoop()
-			c.handle(f.Command, sem)
-			return // a reader no more: ownReadLoop gives back its count
+			go c.handleGo(f.Command, sem)
 		}
 	}
 }
@@ -548,7 +546,7 @@ func (c *Channel) admit(cmd *command.Command) *atomic.Int32 {
 		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))
 		r.Code = codeBusy
 		r.RetryAfter = c.cfg.RetryAfter
-		c.queueReply(r, false)
+		c.queueReply(r, false, false)
 		return nil
 	}
 	c.handling.Add(1)
@@ -584,11 +582,10 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int32) {
 		o.Handled(cmd.Type, time.Since(start), status)
 	}
 	if r != nil && !cmd.OneWay {
-		// The reply counts as queued from here, even while this goroutine
-		// writes it (or waits for room): InFlight no longer counts it.
+		// The command stops counting in InFlight once its reply is queued,
+		// or this goroutine starts writing it (submit).
 		counted = false
-		c.handling.Add(-1)
-		c.queueReply(r, true)
+		c.queueReply(r, c.handling.Load() == 1, true)
 	}
 }
 
@@ -655,15 +652,16 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 }
 
 // queueReply hands r to the writer, unless the channel dies first. With
-// inline set (a handler's goroutine, which has nothing else to do) it writes
-// r itself when the Conn is free. The reader never writes inline: a write
-// held back by a peer that does not read must not stop this side reading.
-func (c *Channel) queueReply(r *command.Reply, inline bool) {
-	if inline {
-		_ = c.writeOrEnqueue(Frame{Reply: r})
-		return
-	}
-	_ = c.enqueue(context.Background(), nil, Frame{Reply: r})
+// inline set (a handler's goroutine, the only one running, which has nothing
+// else to do) it writes r itself when the Conn is free; with other handlers
+// running, the writer batches their replies (Config.Coalesce). The reader
+// never writes inline: a write held back by a peer that does not read must
+// not stop this side reading.
+//
+// With handled set, r answers a command counted in c.handling, which stops
+// counting once r is queued or being written.
+func (c *Channel) queueReply(r *command.Reply, inline, handled bool) {
+	_ = c.submit(context.Background(), nil, Frame{Reply: r}, inline, handled)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -722,29 +720,25 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 // peer does not keep up), until ctx is done, expired fires or the channel
 // dies; see waitRoom for the errors.
 func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	c.wmu.Lock()
-	if err := c.waitRoom(ctx, expired); err != nil {
-		return err
-	}
-	c.wq = append(c.wq, f)
-	if !c.writing {
-		c.writing = true
-		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
-		c.wmu.Unlock()
-		go c.writeLoop()
-		return nil
-	}
-	c.wmu.Unlock()
-	return nil
+	return c.submit(ctx, expired, f, false, false)
 }
 
-// writeOrEnqueue writes f on the calling goroutine when no one else is
-// writing, else queues it for the writer as enqueue does (without a
-// deadline: only the channel's death ends the wait for room).
-func (c *Channel) writeOrEnqueue(f Frame) error {
+// submit is enqueue, or with inline set, writes f on the calling goroutine
+// when no one else is writing: then it returns once f is written. Frames
+// queued meanwhile by others go to a writer goroutine, started here: the
+// caller writes its own frame only. With handled set, f is a reply whose
+// command stops counting in c.handling once f is queued or being written
+// (under c.wmu, so that InFlight is 0 only once every reply is queued).
+func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled bool) error {
 	c.wmu.Lock()
-	if err := c.waitRoom(context.Background(), nil); err != nil {
+	if err := c.waitRoom(ctx, expired); err != nil {
+		if handled {
+			c.handling.Add(-1)
+		}
 		return err
+	}
+	if handled {
+		c.handling.Add(-1)
 	}
 	if c.writing {
 		c.wq = append(c.wq, f)
@@ -752,11 +746,35 @@ func (c *Channel) writeOrEnqueue(f Frame) error {
 		return nil
 	}
 	c.writing = true
+	if !inline {
+		c.wq = append(c.wq, f)
+		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
+		c.wmu.Unlock()
+		go c.writeLoop()
+		return nil
+	}
 	c.wmu.Unlock()
-	c.write(&f)
-	// What was queued meanwhile goes to a writer goroutine: this goroutine
-	// wrote its own frame and is done.
+	buf := writeBufs.Get().(*writeBuf) // f would escape to the heap
+	defer writeBufs.Put(buf)
+	buf.frames[0] = f
+	if !c.writeTaken(buf, 1, nil) {
+		c.releaseWriting()
+		return nil
+	}
+	// Frames queued meanwhile: write one batch of them too, the load that
+	// queued them is likely to go on; what is left then goes to a writer
+	// goroutine. The caller's extra work is bounded by one batch.
 	c.wmu.Lock()
+	if len(c.wq) > 0 && !c.wdead {
+		bs := c.batchSender()
+		n := c.takeLocked(buf, bs)
+		c.wmu.Unlock()
+		if !c.writeTaken(buf, n, bs) {
+			c.releaseWriting()
+			return nil
+		}
+		c.wmu.Lock()
+	}
 	if len(c.wq) == 0 || c.wdead {
 		c.writing = false
 		c.wmu.Unlock()
@@ -768,24 +786,48 @@ func (c *Channel) writeOrEnqueue(f Frame) error {
 	return nil
 }
 
+// releaseWriting gives up the Conn's send side after a failed write.
+func (c *Channel) releaseWriting() {
+	c.wmu.Lock()
+	c.writing = false // the channel is dead (wdead): no writer starts again
+	c.wmu.Unlock()
+}
+
+// writeBuf holds the frames a writer takes from the queue at once. Writers
+// come and go with the traffic, so their buffers are pooled (process-wide:
+// plain memory, unlike the channels and timers of a Channel's own pools).
+type writeBuf struct {
+	frames [maxBatchFrames]Frame
+	batch  [maxBatchFrames]*Frame
+}
+
+var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
+
 // writeLoop is the writer goroutine. It exists only while frames are queued:
 // it sends them in order and ends when the queue is empty. With coalescing,
 // it sends everything already queued (up to the batch bounds) in one
 // transport message.
 func (c *Channel) writeLoop() {
 	defer c.wg.Done()
-	bs, _ := c.conn.(BatchSender)
-	if !c.cfg.Coalesce {
-		bs = nil
-	}
-	// Conn.Send and SendBatch do not keep the frames.
-	var (
-		frames [maxBatchFrames]Frame
-		batch  [maxBatchFrames]*Frame
-	)
-	yielded := false
+	// Conn.Send and SendBatch do not keep the frames: the buffers go back
+	// to the pool when the writer ends.
+	buf := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(buf)
+	bs := c.batchSender()
+	yielded, lingered := false, false
 	for {
 		c.wmu.Lock()
+		if len(c.wq) == 0 && !c.wdead && bs != nil && !lingered {
+			// Before ending, give the goroutines already runnable one turn to
+			// queue more (as before a lone frame, below): under load the
+			// writer then lives on from batch to batch instead of being
+			// started again for each.
+			lingered = true
+			c.wmu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		lingered = false
 		if len(c.wq) == 0 || c.wdead {
 			c.writing = false
 			if cap(c.wq) > keptQueueCap {
@@ -808,44 +850,65 @@ func (c *Channel) writeLoop() {
 			continue
 		}
 		yielded = false
-		n := 1
-		if bs != nil {
-			for size := frameSize(&c.wq[0]); n < len(c.wq) && n < maxBatchFrames; n++ {
-				s := frameSize(&c.wq[n])
-				if size >= maxBatchBytes || size+s > maxBatchBytes {
-					break
-				}
-				size += s
-			}
-		}
-		copy(frames[:n], c.wq[:n])
-		rest := copy(c.wq, c.wq[n:])
-		clear(c.wq[rest:])
-		c.wq = c.wq[:rest]
-		if c.wroom != nil {
-			close(c.wroom)
-			c.wroom = nil
-		}
+		n := c.takeLocked(buf, bs)
 		c.wmu.Unlock()
-
-		var ok bool
-		if n == 1 {
-			ok = c.write(&frames[0])
-		} else {
-			for i := range n {
-				batch[i] = &frames[i]
-			}
-			ok = c.writeBatch(bs, batch[:n])
-			clear(batch[:n])
-		}
-		clear(frames[:n]) // let the GC have what was sent
-		if !ok {
+		if !c.writeTaken(buf, n, bs) {
 			c.wmu.Lock()
 			c.writing = false // the channel is dead (wdead): no writer starts again
 			c.wmu.Unlock()
 			return
 		}
 	}
+}
+
+// batchSender returns the Conn as a BatchSender when the channel coalesces.
+func (c *Channel) batchSender() BatchSender {
+	if !c.cfg.Coalesce {
+		return nil
+	}
+	bs, _ := c.conn.(BatchSender)
+	return bs
+}
+
+// takeLocked moves the frames at the head of wq into buf: one, or with bs,
+// as many as one batch holds. c.wmu must be held and wq not empty.
+func (c *Channel) takeLocked(buf *writeBuf, bs BatchSender) int {
+	n := 1
+	if bs != nil {
+		for size := frameSize(&c.wq[0]); n < len(c.wq) && n < maxBatchFrames; n++ {
+			s := frameSize(&c.wq[n])
+			if size >= maxBatchBytes || size+s > maxBatchBytes {
+				break
+			}
+			size += s
+		}
+	}
+	copy(buf.frames[:n], c.wq[:n])
+	rest := copy(c.wq, c.wq[n:])
+	clear(c.wq[rest:])
+	c.wq = c.wq[:rest]
+	if c.wroom != nil {
+		close(c.wroom)
+		c.wroom = nil
+	}
+	return n
+}
+
+// writeTaken writes the n frames takeLocked put in buf, and clears them. It
+// reports whether the writer may go on.
+func (c *Channel) writeTaken(buf *writeBuf, n int, bs BatchSender) bool {
+	var ok bool
+	if n == 1 {
+		ok = c.write(&buf.frames[0])
+	} else {
+		for i := range n {
+			buf.batch[i] = &buf.frames[i]
+		}
+		ok = c.writeBatch(bs, buf.batch[:n])
+		clear(buf.batch[:n])
+	}
+	clear(buf.frames[:n]) // let the GC have what was sent
+	return ok
 }
 
 // writeBatch sends fs in one transport message. When the Conn refuses the

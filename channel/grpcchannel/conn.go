@@ -59,6 +59,12 @@ type conn struct {
 	// read loop it runs (HostReader); nil on the client side, and on a
 	// server whose streams cannot be aborted while the handler runs.
 	host chan func()
+	// hosting is set once HostReader hands the read loop over: from then
+	// on a Close must cancel the stream's context (abort), because the
+	// handler goroutine that would end the stream by returning is blocked
+	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
+	// status: before that, Close only closes done, and the handler returns.
+	hosting atomic.Bool
 }
 
 var (
@@ -186,11 +192,17 @@ func (c *conn) RecvBatched() bool { return c.batched }
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
-		if c.abort != nil {
-			c.abort()
-		}
+		c.cancelStream()
 	})
 	return nil
+}
+
+// cancelStream cancels the stream: always on the client side, on the server
+// side only while the Connect handler hosts the read loop (see hosting).
+func (c *conn) cancelStream() {
+	if c.abort != nil && (c.side == "client" || c.hosting.Load()) {
+		c.abort()
+	}
 }
 
 // CloseWithError closes the conn and, on the server side, ends the stream
@@ -203,9 +215,7 @@ func (c *conn) CloseWithError(err error) error {
 	c.closeOnce.Do(func() {
 		c.status = closeStatus(err)
 		close(c.done)
-		if c.abort != nil {
-			c.abort()
-		}
+		c.cancelStream()
 	})
 	return nil
 }
@@ -227,6 +237,7 @@ func (c *conn) HostReader(loop func()) bool {
 	if c.host == nil || c.abort == nil {
 		return false
 	}
+	c.hosting.Store(true) // before Recv can start: a Close from now on cancels the stream
 	select {
 	case c.host <- loop:
 		return true

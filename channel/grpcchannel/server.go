@@ -134,17 +134,32 @@ func (s *Server) GRPCServer() *grpc.Server { return s.gs }
 // Connections over the limits on connections (ServerLimits) are closed as
 // soon as they are accepted.
 //
-// To count connections Serve wraps each one, and gRPC then no longer lends a
-// plain-TCP connection its read buffer only while data is ready (its framer's
-// read-buffer pooling, which needs a bare *net.TCPConn): an idle plaintext
-// connection holds 32 KiB more. TLS connections are not affected (gRPC
-// cannot pool through TLS anyway). With both connection limits off
-// (negative) connections are not wrapped.
+// To count connections Serve wraps each one; the wrapper implements gRPC's
+// optional read interface (readyConn), so that an idle plaintext connection
+// still holds no read buffer, as a bare *net.TCPConn does (gRPC's framer
+// read-buffer pooling; 32 KiB per idle connection otherwise). TLS
+// connections are not affected (gRPC cannot pool through TLS anyway). With
+// both connection limits off (negative) connections are not wrapped.
 func (s *Server) Serve(lis net.Listener) error {
 	if s.limits.MaxConnections <= 0 && s.limits.MaxConnectionsPerSource <= 0 {
 		return s.gs.Serve(lis)
 	}
-	return s.gs.Serve(&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns})
+	return s.gs.Serve(readyListener{&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns}})
+}
+
+// readyListener gives the connections of the listener it wraps, which wraps
+// its own, gRPC's read-buffer pooling back (see readyConn).
+type readyListener struct{ *limitListener }
+
+func (l readyListener) Accept() (net.Conn, error) {
+	c, err := l.limitListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if lc, ok := c.(*limitedConn); ok {
+		return withReadOnReady(c, lc.Conn), nil
+	}
+	return c, nil
 }
 
 // Accept waits for the next Connect stream and returns it as a Conn. It fails
