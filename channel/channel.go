@@ -94,8 +94,8 @@ type Channel struct {
 	ctx    context.Context // cancelled (with the cause) when the channel dies
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // reader, writer and handler goroutines
-	sem    atomic.Int32   // running handlers of application commands (≤ MaxHandlers)
-	ctlSem atomic.Int32   // running handlers of control commands (≤ MaxControl)
+	sem    atomic.Int64   // running handlers of application commands (≤ MaxHandlers)
+	ctlSem atomic.Int64   // running handlers of control commands (≤ MaxControl)
 
 	// The write side (see enqueue and writeLoop). wq holds the frames waiting
 	// for the writer, in order; it grows on demand and is dropped when it
@@ -524,12 +524,12 @@ func (c *Channel) readLoop() {
 // busy at once (or drops a one-way cmd) and returns nil. Control commands
 // (IsControl) take their tokens from a semaphore of their own, so that
 // application commands never crowd them out.
-func (c *Channel) admit(cmd *command.Command) *atomic.Int32 {
+func (c *Channel) admit(cmd *command.Command) *atomic.Int64 {
 	sem, limit, what := &c.sem, c.cfg.MaxHandlers, "commands"
 	if IsControl(cmd.Type) {
 		sem, limit, what = &c.ctlSem, c.cfg.MaxControl, "control commands"
 	}
-	if sem.Add(1) > int32(limit) {
+	if sem.Add(1) > int64(limit) {
 		sem.Add(-1)
 		if cmd.OneWay {
 			// A busy channel may drop events by the thousand: one line per
@@ -554,14 +554,14 @@ func (c *Channel) admit(cmd *command.Command) *atomic.Int32 {
 }
 
 // handleGo is handle on a goroutine of its own, counted in wg.
-func (c *Channel) handleGo(cmd *command.Command, sem *atomic.Int32) {
+func (c *Channel) handleGo(cmd *command.Command, sem *atomic.Int64) {
 	defer c.wg.Done()
 	c.handle(cmd, sem)
 }
 
 // handle runs cmd's handler, on a goroutine counted in wg, one per command
 // being handled; it gives back its token of sem when done.
-func (c *Channel) handle(cmd *command.Command, sem *atomic.Int32) {
+func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
 		if counted {
