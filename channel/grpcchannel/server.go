@@ -249,6 +249,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		s.handshakes.release(src)
 		if silent != nil {
 			silent.Stop() // past HELLO: the timer's memory goes now, not at its expiry
+			silent = nil  // (this closure stays with the conn)
 		}
 	}
 	if d := s.limits.HandshakeTimeout; d > 0 {
