@@ -77,11 +77,10 @@ func newTimer() any {
 // A Channel is safe for concurrent use. An idle Channel owns at most one
 // goroutine: the reader (the only caller of Conn.Recv), and none at all when
 // the Conn hosts the read loop on a goroutine of its transport (ReaderHost:
-// the gRPC server's Connect handler). Writes need no goroutine of their own
-// while the Conn is free: a handler's reply is written by the handler's
-// goroutine itself; frames that find the Conn busy, and commands (whose
-// callers must stay free to give up at their deadline), are queued for a
-// writer goroutine that exists only while the queue is not empty. At most one
+// the gRPC server's Connect handler). An application command's Send alone in
+// flight is written by its caller when the Conn is free; every other frame is
+// queued for a writer goroutine that exists only while the channel is in use
+// (it ends once its queue has stayed empty for writerLinger). At most one
 // goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
 // run on handler goroutines, up to Config.MaxHandlers, plus up to
 // Config.MaxControl for control commands. Close stops them all and waits for
@@ -99,8 +98,8 @@ type Channel struct {
 
 	// The write side (see enqueue and writeLoop). wq holds the frames waiting
 	// for the writer, in order; it grows on demand and is dropped when it
-	// drains. writing says that a goroutine (the writer, or a handler writing
-	// its reply inline) owns Conn.Send; while it is false wq is empty.
+	// drains. writing says that a goroutine (the writer, or a Send writing
+	// inline) owns Conn.Send; while it is false wq is empty.
 	wmu     sync.Mutex
 	wq      []Frame
 	writing bool

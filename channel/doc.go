@@ -85,13 +85,13 @@
 //
 // A Channel owns: one reader (readLoop, the only caller of Conn.Recv), on a
 // goroutine of its own or on one the Conn lends it (ReaderHost: the gRPC
-// server's Connect handler); a writer (writeLoop) only while frames are
-// queued (at most Config.SendQueue, in a queue that grows on demand); and one
-// goroutine per command being handled, at most Config.MaxHandlers plus
-// Config.MaxControl. Frames are written by one goroutine at a time: the
-// writer, or a Send alone in flight or a lone handler's reply finding the
-// Conn free, written inline (decision 0021). An idle Channel thus owns one
-// goroutine, or none. Close cancels them and waits for all of them. A
+// server's Connect handler); a writer (writeLoop) while the channel is in use
+// (it ends once its queue, at most Config.SendQueue frames and grown on
+// demand, has stayed empty for a second); and one goroutine per command being
+// handled, at most Config.MaxHandlers plus Config.MaxControl. Frames are
+// written by one goroutine at a time: the writer, or an application Send
+// alone in flight that finds the Conn free, inline (decision 0021). An idle
+// Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
 // handler's context starts a timer (and links itself to the channel's
 // context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).
