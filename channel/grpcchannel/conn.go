@@ -26,7 +26,7 @@ type stream interface {
 //
 // Concurrency follows the channel.Conn contract, which is gRPC's stream rule:
 // at most one goroutine in Send and one in Recv at a time (channel.Channel
-// owns exactly one writer and one reader goroutine per Conn). conn therefore
+// lets one goroutine write at a time and owns one reader per Conn). conn therefore
 // takes no lock around stream.Send or stream.Recv, and must not: concurrent
 // SendMsg calls on one gRPC stream are illegal, and a lock would only hide a
 // broken caller. Close and CloseWithError may be called from any goroutine at
@@ -187,8 +187,10 @@ func (c *conn) RecvBatched() bool { return c.batched }
 
 // Close ends the stream: on the client side by cancelling it (the server sees
 // CANCELLED), on the server side by returning from the Connect handler with
-// status OK (the client sees the end of the stream). Pending and later Send
-// and Recv calls fail with an error wrapping channel.ErrClosed.
+// status OK (the client sees the end of the stream), or, while that handler
+// runs the Channel's read loop (HostReader), by cancelling the stream's
+// context (the client sees CANCELLED). Pending and later Send and Recv calls
+// fail with an error wrapping channel.ErrClosed.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
