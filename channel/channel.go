@@ -74,11 +74,17 @@ func newTimer() any {
 // call the moment the connection ends. Both twins (embedded and gRPC) share
 // this one implementation, so they cannot drift.
 //
-// A Channel is safe for concurrent use. It owns three kinds of goroutine: one
-// reader (the only caller of Conn.Recv), one writer (the only caller of
-// Conn.Send and BatchSender.SendBatch) and up to Config.MaxHandlers handler
-// goroutines, plus up to Config.MaxControl for control commands. Close stops
-// them all and waits for them.
+// A Channel is safe for concurrent use. An idle Channel owns at most one
+// goroutine: the reader (the only caller of Conn.Recv), and none at all when
+// the Conn hosts the read loop on a goroutine of its transport (ReaderHost:
+// the gRPC server's Connect handler). An application command's Send alone in
+// flight is written by its caller when the Conn is free; every other frame is
+// queued for a writer goroutine that exists only while the channel is in use
+// (it ends once its queue has stayed empty for writerLinger). At most one
+// goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
+// run on handler goroutines, up to Config.MaxHandlers, plus up to
+// Config.MaxControl for control commands. Close stops them all and waits for
+// them (decision 0021).
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -86,22 +92,32 @@ type Channel struct {
 
 	ctx    context.Context // cancelled (with the cause) when the channel dies
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup        // reader, writer and handler goroutines
-	sendq  chan *command.Command // outgoing commands, to the writer
-	replyq chan *command.Reply   // outgoing replies, to the writer
-	sem    chan struct{}         // one token per running handler of an application command
-	ctlSem chan struct{}         // one token per running handler of a control command
+	wg     sync.WaitGroup // reader, writer and handler goroutines
+	sem    atomic.Int64   // running handlers of application commands (≤ MaxHandlers)
+	ctlSem atomic.Int64   // running handlers of control commands (≤ MaxControl)
 
-	mu      sync.Mutex      // protects pending and pendCtl
-	pending map[string]call // command id → call with a buffered(1) result channel; nil once dead
-	pendCtl int             // how many of pending are control commands
+	// The write side (see enqueue and writeLoop). wq holds the frames waiting
+	// for the writer, in order; it grows on demand and is dropped when it
+	// drains. writing says that a goroutine (the writer, or a Send writing
+	// inline) owns Conn.Send; while it is false wq is empty.
+	wmu     sync.Mutex
+	wq      []Frame
+	writing bool
+	wdead   bool          // set by shutdown: no writer starts any more
+	wroom   chan struct{} // made by a caller waiting for room in a full wq; closed when the writer takes frames
+	wparked bool          // the writer goroutine waits (writerLinger) for more, without owning Conn.Send
+	wwake   chan struct{} // buffered(1): wakes the parked writer, which then owns Conn.Send; nil without one
+
+	mu       sync.Mutex      // protects pending, pendCtl and pendHigh
+	pending  map[string]call // command id → call with a buffered(1) result channel; made by the first Send, nil once dead
+	pendCtl  int             // how many of pending are control commands
+	pendHigh int             // the most calls pending at once since pending was made
 
 	handling  atomic.Int64 // peer commands being handled
 	dieOnce   sync.Once    // guards the effects of shutdown
-	closeOnce sync.Once
-	closed    chan struct{} // closed once Close has finished waiting
+	closeOnce sync.Once    // Close waits for the goroutines inside it: concurrent Closes wait too
 
-	dropLog *logthrottle.Throttle // "one-way command dropped" lines
+	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
 	resultChans sync.Pool // of chan result; see newResultChan
 	timers      sync.Pool // of *time.Timer; see newTimer
@@ -115,25 +131,38 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	c := &Channel{
-		conn:    conn,
-		h:       h,
-		cfg:     cfg,
-		ctx:     ctx,
-		cancel:  cancel,
-		sendq:   make(chan *command.Command, cfg.SendQueue),
-		replyq:  make(chan *command.Reply, cfg.SendQueue),
-		sem:     make(chan struct{}, cfg.MaxHandlers),
-		ctlSem:  make(chan struct{}, cfg.MaxControl),
-		pending: make(map[string]call),
-		closed:  make(chan struct{}),
-		dropLog: logthrottle.New(dropLogInterval),
+		conn:   conn,
+		h:      h,
+		cfg:    cfg,
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	c.resultChans.New = newResultChan
 	c.timers.New = newTimer
-	c.wg.Go(c.readLoop)
-	c.wg.Go(c.writeLoop)
+	c.wg.Add(1)
+	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
+		go c.ownReadLoop()
+	}
 	return c
 }
+
+// hostedReadLoop is the read loop run by a ReaderHost on its own goroutine.
+func (c *Channel) hostedReadLoop() {
+	defer c.wg.Done()
+	c.readLoop()
+}
+
+// ownReadLoop is the read loop on a goroutine of the Channel's own.
+func (c *Channel) ownReadLoop() {
+	defer c.wg.Done()
+	c.readLoop()
+}
+
+// AfterDone arranges for f to run, on a goroutine of its own, once the
+// Channel dies, as context.AfterFunc does: stop deregisters f, and reports
+// whether it did so before f started. It lets an owner of many channels
+// watch them without a goroutine per channel.
+func (c *Channel) AfterDone(f func()) (stop func() bool) { return context.AfterFunc(c.ctx, f) }
 
 // Done returns a channel that is closed when the Channel dies: closed locally,
 // closed by the peer, or broken.
@@ -247,21 +276,30 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Repl
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
+	if c.pending == nil {
+		c.pending = make(map[string]call)
+	}
 	c.pending[out.ID] = call{ch: ch, control: control}
+	c.pendHigh = max(c.pendHigh, len(c.pending))
+	alone := len(c.pending) == 1
 	if control {
 		c.pendCtl++
 	}
 	c.mu.Unlock()
 
-	select {
-	case c.sendq <- out:
-	case r := <-ch: // the channel died (shutdown fails every pending call)
+	// An application command alone in flight is written by its caller when
+	// the Conn is free: no goroutine switch before the wire (decision 0021).
+	// With others in flight it goes through the queue, whose writer batches
+	// (Config.Coalesce). A control command (a health check) always does, so
+	// that its deadline holds even when the peer reads nothing.
+	switch err := c.submit(ctx, expired, Frame{Command: out}, !control && alone, false); {
+	case err == nil:
+	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
+		r := <-ch
 		c.resultChans.Put(ch)
 		return c.finish(out, r)
-	case <-ctx.Done():
-		return c.giveUp(out, ch, ctx.Err())
-	case <-expired:
-		return c.giveUp(out, ch, context.DeadlineExceeded)
+	default:
+		return c.giveUp(out, ch, err)
 	}
 
 	select {
@@ -354,14 +392,10 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 		out.ID = command.NewID()
 	}
 	injectTrace(ctx, out)
-	select {
-	case c.sendq <- out:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("channel: notify %s: %w", out, ctx.Err())
-	case <-c.ctx.Done():
-		return fmt.Errorf("channel: notify %s: %w", out, context.Cause(c.ctx))
+	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
+		return fmt.Errorf("channel: notify %s: %w", out, err)
 	}
+	return nil
 }
 
 // deliver hands r to the caller waiting for id, if it still waits.
@@ -385,6 +419,11 @@ func (c *Channel) removeLocked(id string, p call) {
 	if p.control {
 		c.pendCtl--
 	}
+	if len(c.pending) == 0 && c.pendHigh > keptPendingHigh {
+		// Maps do not shrink: a burst's map goes, and the next Send makes
+		// a small one.
+		c.pending, c.pendHigh = nil, 0
+	}
 }
 
 // Close closes the channel: pending calls fail at once with an error wrapping
@@ -407,11 +446,7 @@ func (c *Channel) CloseWithCause(cause error) error {
 		cause = ErrClosed
 	}
 	c.shutdown(cause, nil)
-	c.closeOnce.Do(func() {
-		c.wg.Wait()
-		close(c.closed)
-	})
-	<-c.closed
+	c.closeOnce.Do(c.wg.Wait)
 	return nil
 }
 
@@ -424,6 +459,11 @@ func (c *Channel) shutdown(cause, tell error) {
 			cause = fmt.Errorf("%w: %w", ErrClosed, cause)
 		}
 		c.cancel(cause)
+		c.wmu.Lock()
+		c.wdead = true
+		clear(c.wq)
+		c.wq = c.wq[:0]
+		c.wmu.Unlock()
 		if cw, ok := c.conn.(CloseWithErrorer); ok && tell != nil {
 			_ = cw.CloseWithError(tell)
 		} else {
@@ -440,6 +480,11 @@ func (c *Channel) shutdown(cause, tell error) {
 	})
 }
 
+// readLoop is the reader: it delivers replies to the pending calls and
+// starts a handler goroutine per command. It stays one long-lived goroutine
+// (or the transport's, see ReaderHost), whose stack has grown to the depth
+// of the transport's decoding once: a reader handed on to a fresh goroutine
+// per command (tried) spends more copying stacks than the switch it saves.
 func (c *Channel) readLoop() {
 	for {
 		f, err := c.conn.Recv()
@@ -454,7 +499,7 @@ func (c *Channel) readLoop() {
 				c.cfg.Logger.Warn("channel: malformed command answered", "err", err)
 				r := command.Failed(f.Command, err.Error())
 				r.Code = codeBadRequest
-				c.queueReply(r)
+				c.queueReply(r, false)
 				continue
 			}
 			c.cfg.Logger.Warn("channel: closing on malformed frame", "err", err)
@@ -467,50 +512,63 @@ func (c *Channel) readLoop() {
 			}
 			continue
 		}
-		c.dispatch(f.Command)
+		if sem := c.admit(f.Command); sem != nil {
+			// Not wg.Go: on this hot path a plain go statement saves the
+			// allocation of wg.Go's wrapper closure.
+			c.wg.Add(1)
+			go c.handleGo(f.Command, sem)
+		}
 	}
 }
 
-// dispatch runs cmd's handler on its own goroutine, or answers busy at once.
-// Control commands (IsControl) take their tokens from a semaphore of their
-// own, so that application commands never crowd them out.
-func (c *Channel) dispatch(cmd *command.Command) {
-	sem, limit, what := c.sem, c.cfg.MaxHandlers, "commands"
+// admit takes a handler token for cmd and returns its semaphore, or answers
+// busy at once (or drops a one-way cmd) and returns nil. Control commands
+// (IsControl) take their tokens from a semaphore of their own, so that
+// application commands never crowd them out.
+func (c *Channel) admit(cmd *command.Command) *atomic.Int64 {
+	sem, limit, what := &c.sem, c.cfg.MaxHandlers, "commands"
 	if IsControl(cmd.Type) {
-		sem, limit, what = c.ctlSem, c.cfg.MaxControl, "control commands"
+		sem, limit, what = &c.ctlSem, c.cfg.MaxControl, "control commands"
 	}
-	select {
-	case sem <- struct{}{}:
-	default:
+	if sem.Add(1) > int64(limit) {
+		sem.Add(-1)
 		if cmd.OneWay {
 			// A busy channel may drop events by the thousand: one line per
 			// dropLogInterval, saying how many were dropped unlogged.
+			if c.dropLog == nil {
+				c.dropLog = logthrottle.New(dropLogInterval)
+			}
 			if ok, skipped := c.dropLog.Allow(time.Now()); ok {
 				c.cfg.Logger.Warn("channel: one-way command dropped: too many "+what+" being handled",
 					"command", cmd.String(), "also_dropped_since_last_line", skipped)
 			}
-			return
+			return nil
 		}
 		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))
 		r.Code = codeBusy
 		r.RetryAfter = c.cfg.RetryAfter
-		c.queueReply(r)
-		return
+		c.queueReply(r, false)
+		return nil
 	}
 	c.handling.Add(1)
-	// Not wg.Go: on this hot path a plain go statement saves the allocation
-	// of wg.Go's wrapper closure.
-	c.wg.Add(1)
-	go c.handle(cmd, sem)
+	return sem
 }
 
-// handle runs on its own goroutine, one per command being handled; it gives
-// back its token of sem when done.
-func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
+// handleGo is handle on a goroutine of its own, counted in wg.
+func (c *Channel) handleGo(cmd *command.Command, sem *atomic.Int64) {
+	defer c.wg.Done()
+	c.handle(cmd, sem)
+}
+
+// handle runs cmd's handler, on a goroutine counted in wg, one per command
+// being handled; it gives back its token of sem when done.
+func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
+	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
-		c.handling.Add(-1)
-		<-sem
-		c.wg.Done()
+		if counted {
+			c.handling.Add(-1)
+		}
+		sem.Add(-1)
 	}()
 	var start time.Time
 	if c.cfg.Observer != nil {
@@ -525,7 +583,10 @@ func (c *Channel) handle(cmd *command.Command, sem chan struct{}) {
 		o.Handled(cmd.Type, time.Since(start), status)
 	}
 	if r != nil && !cmd.OneWay {
-		c.queueReply(r)
+		// The command stops counting in InFlight once its reply is queued,
+		// or this goroutine starts writing it (submit).
+		counted = false
+		c.queueReply(r, true)
 	}
 }
 
@@ -591,12 +652,14 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	return r
 }
 
-// queueReply hands r to the writer, unless the channel dies first.
-func (c *Channel) queueReply(r *command.Reply) {
-	select {
-	case c.replyq <- r:
-	case <-c.ctx.Done():
-	}
+// queueReply hands r to the writer, unless the channel dies first. A reply
+// is never written inline: a handler runs on a fresh goroutine, whose stack
+// would grow through the transport's encoding for every reply, which costs
+// more than handing r to the writer, whose stack has grown once (measured:
+// 12 % of the CPU of a sequential round trip). With handled set, r answers a
+// command counted in c.handling, which stops counting once r is queued.
+func (c *Channel) queueReply(r *command.Reply, handled bool) {
+	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, handled)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -610,87 +673,301 @@ const (
 	maxBatchBytes  = 64 << 10
 )
 
-// writeLoop is the writer: the only caller of Conn.Send and SendBatch. With
-// coalescing, after taking one frame it takes whatever else is already queued
-// (never waiting for more) and sends it all at once.
-func (c *Channel) writeLoop() {
-	bs, _ := c.conn.(BatchSender)
-	if !c.cfg.Coalesce {
-		bs = nil
-	}
-	// Reused: Conn.Send and SendBatch do not keep the frames.
-	var (
-		frames [maxBatchFrames]Frame
-		batch  [maxBatchFrames]*Frame
-		carry  Frame // taken, but over the byte bound of the last batch
-	)
-	for i := range frames {
-		batch[i] = &frames[i]
-	}
+// keptQueueCap is the largest write queue kept (for reuse) once it drains;
+// a larger one, grown by a burst, is dropped, so that an idle channel holds
+// no queue memory beyond a few slots.
+const keptQueueCap = 4
+
+// writerLinger is how long the writer goroutine waits for more frames once
+// its queue is empty, before it ends.
+const writerLinger = time.Second
+
+// keptPendingHigh is the most calls pending at once for which the map of
+// pending calls is kept once it empties; a map grown larger is dropped.
+const keptPendingHigh = 64
+
+// waitRoom waits, with c.wmu held, until wq has room for one more frame;
+// it returns with c.wmu held and nil, or with c.wmu released and the reason:
+// ctx's error, context.DeadlineExceeded when expired fires, or an error
+// wrapping ErrClosed when the channel died.
+func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error {
 	for {
-		if carry != (Frame{}) {
-			frames[0], carry = carry, Frame{}
-		} else {
+		if c.wdead {
+			c.wmu.Unlock()
+			return context.Cause(c.ctx)
+		}
+		if len(c.wq) < c.cfg.SendQueue {
+			return nil
+		}
+		if c.wroom == nil {
+			c.wroom = make(chan struct{})
+		}
+		room := c.wroom
+		c.wmu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-expired:
+			return context.DeadlineExceeded
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		}
+		c.wmu.Lock()
+	}
+}
+
+// enqueue queues f for the writer, starting the writer goroutine if none is
+// running. It blocks while Config.SendQueue frames are queued already (the
+// peer does not keep up), until ctx is done, expired fires or the channel
+// dies; see waitRoom for the errors.
+func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
+	return c.submit(ctx, expired, f, false, false)
+}
+
+// submit is enqueue, or with inline set, writes f on the calling goroutine
+// when no one else is writing: then it returns once f is written. Frames
+// queued meanwhile by others go to a writer goroutine, started here: the
+// caller writes its own frame only. With handled set, f is a reply whose
+// command stops counting in c.handling once f is queued or being written
+// (under c.wmu, so that InFlight is 0 only once every reply is queued).
+func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled bool) error {
+	c.wmu.Lock()
+	if err := c.waitRoom(ctx, expired); err != nil {
+		if handled {
+			c.handling.Add(-1)
+		}
+		return err
+	}
+	if handled {
+		c.handling.Add(-1)
+	}
+	if c.writing {
+		c.wq = append(c.wq, f)
+		c.wmu.Unlock()
+		return nil
+	}
+	c.writing = true
+	if !inline {
+		c.wq = append(c.wq, f)
+		if c.wparked { // hand Conn.Send to the writer waiting for more
+			c.wparked = false
+			c.wwake <- struct{}{} // buffered(1), one send per park: never blocks
+			c.wmu.Unlock()
+			return nil
+		}
+		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
+		c.wmu.Unlock()
+		go c.writeLoop()
+		return nil
+	}
+	c.wmu.Unlock()
+	buf := writeBufs.Get().(*writeBuf) // f would escape to the heap
+	defer writeBufs.Put(buf)
+	buf.frames[0] = f
+	if !c.writeTaken(buf, 1, nil) {
+		c.releaseWriting()
+		return nil
+	}
+	// Frames queued meanwhile: write one batch of them too, the load that
+	// queued them is likely to go on; what is left then goes to a writer
+	// goroutine. The caller's extra work is bounded by one batch.
+	c.wmu.Lock()
+	if len(c.wq) > 0 && !c.wdead {
+		bs := c.batchSender()
+		n := c.takeLocked(buf, bs)
+		c.wmu.Unlock()
+		if !c.writeTaken(buf, n, bs) {
+			c.releaseWriting()
+			return nil
+		}
+		c.wmu.Lock()
+	}
+	if len(c.wq) == 0 || c.wdead {
+		c.writing = false
+		c.wmu.Unlock()
+		return nil
+	}
+	if c.wparked {
+		c.wparked = false
+		c.wwake <- struct{}{}
+		c.wmu.Unlock()
+		return nil
+	}
+	c.wg.Add(1)
+	c.wmu.Unlock()
+	go c.writeLoop()
+	return nil
+}
+
+// releaseWriting gives up the Conn's send side after a failed write.
+func (c *Channel) releaseWriting() {
+	c.wmu.Lock()
+	c.writing = false // the channel is dead (wdead): no writer starts again
+	c.wmu.Unlock()
+}
+
+// writeBuf holds the frames a writer takes from the queue at once. Writers
+// come and go with the traffic, so their buffers are pooled (process-wide:
+// plain memory, unlike the channels and timers of a Channel's own pools).
+type writeBuf struct {
+	frames [maxBatchFrames]Frame
+	batch  [maxBatchFrames]*Frame
+}
+
+var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
+
+// writeLoop is the writer goroutine. It exists only while frames are queued:
+// it sends them in order and ends when the queue is empty. With coalescing,
+// it sends everything already queued (up to the batch bounds) in one
+// transport message.
+func (c *Channel) writeLoop() {
+	defer c.wg.Done()
+	// Conn.Send and SendBatch do not keep the frames: the buffers go back
+	// to the pool when the writer ends.
+	buf := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(buf)
+	bs := c.batchSender()
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	yielded, lingered := false, false
+	for {
+		c.wmu.Lock()
+		if len(c.wq) == 0 && !c.wdead && bs != nil && !lingered {
+			// Before ending, give the goroutines already runnable one turn to
+			// queue more (as before a lone frame, below): under load the
+			// writer then lives on from batch to batch instead of being
+			// started again for each.
+			lingered = true
+			c.wmu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		lingered = false
+		if len(c.wq) == 0 && !c.wdead {
+			// Wait writerLinger for more, without owning Conn.Send (a lone
+			// Send may still write inline): a channel in use keeps its
+			// writer, whose stack has grown to the depth of the transport's
+			// encoding once, instead of starting (and growing) one per frame.
+			// An idle channel keeps none.
+			c.writing = false
+			c.wparked = true
+			if c.wwake == nil {
+				c.wwake = make(chan struct{}, 1)
+			}
+			wake := c.wwake
+			c.wmu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
 			select {
+			case <-wake: // handed Conn.Send, with frames queued
+				continue
+			case <-linger.C:
 			case <-c.ctx.Done():
-				return
-			case r := <-c.replyq:
-				frames[0] = Frame{Reply: r}
-			case cmd := <-c.sendq:
-				frames[0] = Frame{Command: cmd}
 			}
-		}
-		n := 1
-		if bs != nil {
-			yielded := false
-			for size := frameSize(&frames[0]); n < maxBatchFrames && size < maxBatchBytes; n++ {
-				f, ok := c.poll()
-				if !ok && !yielded {
-					// Alone in the queue: give the goroutines that are already
-					// runnable (callers and handlers about to queue frames) one
-					// turn, then take what they queued. On an idle channel
-					// nothing is runnable and this costs nothing; under load it
-					// turns many one-frame writes into one batch. This is what
-					// grpc-go's own writer does before a small flush; it is no
-					// timer and never waits for frames that are not coming.
-					yielded = true
-					runtime.Gosched()
-					f, ok = c.poll()
-				}
-				if !ok {
-					break
-				}
-				s := frameSize(&f)
-				if size+s > maxBatchBytes {
-					carry = f
-					break
-				}
-				frames[n], size = f, size+s
+			c.wmu.Lock()
+			if !c.wparked { // handed Conn.Send meanwhile
+				c.wmu.Unlock()
+				<-wake
+				continue
 			}
+			c.wparked = false
+			c.wwake = nil
+			if cap(c.wq) > keptQueueCap {
+				c.wq = nil
+			}
+			c.wmu.Unlock()
+			return
 		}
-		var ok bool
-		if n == 1 {
-			ok = c.write(&frames[0])
-		} else {
-			ok = c.writeBatch(bs, batch[:n])
+		if len(c.wq) == 0 || c.wdead {
+			c.writing = false
+			c.wparked = false
+			if cap(c.wq) > keptQueueCap {
+				c.wq = nil
+			}
+			c.wmu.Unlock()
+			return
 		}
-		clear(frames[:n]) // let the GC have what was sent
-		if !ok {
+		if bs != nil && len(c.wq) == 1 && !yielded {
+			// Alone in the queue: give the goroutines that are already
+			// runnable (callers and handlers about to queue frames) one turn,
+			// then take what they queued. On an idle channel nothing is
+			// runnable and this costs nothing; under load it turns many
+			// one-frame writes into one batch. This is what grpc-go's own
+			// writer does before a small flush; it is no timer and never
+			// waits for frames that are not coming.
+			yielded = true
+			c.wmu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
+		n := c.takeLocked(buf, bs)
+		c.wmu.Unlock()
+		if !c.writeTaken(buf, n, bs) {
+			c.wmu.Lock()
+			c.writing = false // the channel is dead (wdead): no writer starts again
+			c.wmu.Unlock()
 			return
 		}
 	}
 }
 
-// poll takes a frame already queued for the writer, without waiting.
-func (c *Channel) poll() (Frame, bool) {
-	select {
-	case r := <-c.replyq:
-		return Frame{Reply: r}, true
-	case cmd := <-c.sendq:
-		return Frame{Command: cmd}, true
-	default:
-		return Frame{}, false
+// batchSender returns the Conn as a BatchSender when the channel coalesces.
+func (c *Channel) batchSender() BatchSender {
+	if !c.cfg.Coalesce {
+		return nil
 	}
+	bs, _ := c.conn.(BatchSender)
+	return bs
+}
+
+// takeLocked moves the frames at the head of wq into buf: one, or with bs,
+// as many as one batch holds. c.wmu must be held and wq not empty.
+func (c *Channel) takeLocked(buf *writeBuf, bs BatchSender) int {
+	n := 1
+	if bs != nil {
+		for size := frameSize(&c.wq[0]); n < len(c.wq) && n < maxBatchFrames; n++ {
+			s := frameSize(&c.wq[n])
+			if size >= maxBatchBytes || size+s > maxBatchBytes {
+				break
+			}
+			size += s
+		}
+	}
+	copy(buf.frames[:n], c.wq[:n])
+	rest := copy(c.wq, c.wq[n:])
+	clear(c.wq[rest:])
+	c.wq = c.wq[:rest]
+	if c.wroom != nil {
+		close(c.wroom)
+		c.wroom = nil
+	}
+	return n
+}
+
+// writeTaken writes the n frames takeLocked put in buf, and clears them. It
+// reports whether the writer may go on.
+func (c *Channel) writeTaken(buf *writeBuf, n int, bs BatchSender) bool {
+	var ok bool
+	if n == 1 {
+		ok = c.write(&buf.frames[0])
+	} else {
+		for i := range n {
+			buf.batch[i] = &buf.frames[i]
+		}
+		ok = c.writeBatch(bs, buf.batch[:n])
+		clear(buf.batch[:n])
+	}
+	clear(buf.frames[:n]) // let the GC have what was sent
+	return ok
 }
 
 // writeBatch sends fs in one transport message. When the Conn refuses the

@@ -42,8 +42,9 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// RetryAfter is the hint carried by busy errors. Default 100 ms.
 	RetryAfter time.Duration
-	// SendQueue is the length of the queue in front of the writer goroutine.
-	// Default 256.
+	// SendQueue bounds the frames queued for the writer; beyond it Send,
+	// Notify and replies wait for room. The queue grows on demand and is
+	// released when it drains: nothing is allocated up front. Default 256.
 	SendQueue int
 	// Coalesce lets the writer send the frames already queued behind the one
 	// it is writing (up to 64 of them, about 64 KiB) in one transport message,

@@ -172,3 +172,18 @@ type BatchReporter interface {
 	// batch. Only the goroutine that calls Recv may call it.
 	RecvBatched() bool
 }
+
+// ReaderHost is implemented by Conns whose transport already dedicates a
+// goroutine to the stream that would otherwise only wait for the stream to
+// end (the gRPC server's Connect handler). New hands such a Conn the
+// Channel's read loop, so that an idle Channel costs no goroutine of its
+// own (decision 0021).
+type ReaderHost interface {
+	// HostReader runs loop on the transport's goroutine. It reports true
+	// once that goroutine has taken loop (it runs it to the end, and loop
+	// then returns only when Recv has failed, which takes a Close or the
+	// stream's end), or false when it cannot host it (the stream is over
+	// already): the caller then runs loop itself. While loop runs, Close must
+	// still unblock Recv. It is called at most once per Conn.
+	HostReader(loop func()) bool
+}

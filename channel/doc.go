@@ -26,8 +26,8 @@
 //
 // A Conn is an ordered, message-oriented, bidirectional pipe. Send and Recv
 // may each be called by one goroutine at a time, concurrently with each other
-// (the gRPC stream rule); a Channel honours that by owning exactly one reader
-// and one writer goroutine. Close may be called at any time, from any
+// (the gRPC stream rule); a Channel honours that with one reader and at most
+// one goroutine writing at a time. Close may be called at any time, from any
 // goroutine, more than once; it unblocks Send and Recv, which then fail with an
 // error wrapping ErrClosed. When the peer closes, Recv returns the frames the
 // peer sent before closing and then fails with an error wrapping ErrClosed, and
@@ -83,11 +83,15 @@
 //
 // # Goroutines
 //
-// A Channel owns: one reader (readLoop, the only caller of Conn.Recv), one
-// writer (writeLoop, the only caller of Conn.Send and SendBatch, fed by a
-// queue of Config.SendQueue commands and one of replies) and one goroutine
-// per command being handled, at most Config.MaxHandlers plus
-// Config.MaxControl. Close cancels them and waits for all of them. A
+// A Channel owns: one reader (readLoop, the only caller of Conn.Recv), on a
+// goroutine of its own or on one the Conn lends it (ReaderHost: the gRPC
+// server's Connect handler); a writer (writeLoop) while the channel is in use
+// (it ends once its queue, at most Config.SendQueue frames and grown on
+// demand, has stayed empty for a second); and one goroutine per command being
+// handled, at most Config.MaxHandlers plus Config.MaxControl. Frames are
+// written by one goroutine at a time: the writer, or an application Send
+// alone in flight that finds the Conn free, inline (decision 0021). An idle
+// Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
 // handler's context starts a timer (and links itself to the channel's
 // context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -53,8 +54,8 @@ func (c *Controller) acceptLoop(ctx context.Context) error {
 	}
 }
 
-// serveConn runs one connection: handshake, channel, registration, then
-// watches the channel and unregisters it the moment it dies.
+// serveConn runs one connection: handshake, channel, registration; then it
+// leaves the channel to watch, and its goroutine ends.
 func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	lc := c.handshake(ctx, conn)
 	if lc == nil {
@@ -85,8 +86,24 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	c.kickPrimary()
 	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
 		"connector", lc.connectorID, "peer", lc.peer.Addr)
-	select {
-	case <-lc.ch.Done():
+	c.watch(ctx, lc)
+}
+
+// watch unregisters lc the moment its channel dies, without a goroutine
+// while it lives (decision 0021): the channel runs the function below when
+// it dies. The other end of a registered channel, retire (when the state
+// no longer has it, see retireUnregistered), and this one exclude each
+// other through lc.ended; once ctx is done neither runs, as Close says
+// goodbye to and unregisters every channel itself.
+func (c *Controller) watch(ctx context.Context, lc *local) {
+	lc.ch.AfterDone(func() {
+		if !c.watchers.enter() {
+			return // closing
+		}
+		defer c.watchers.exit()
+		if ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
+			return
+		}
 		reason, abnormal := lc.closeReason()
 		level := slog.LevelInfo
 		if abnormal {
@@ -95,10 +112,60 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		c.log.Log(ctx, level, "controller: channel closed", "channel", lc.id, "target", lc.targetID,
 			"connector", lc.connectorID, "reason", reason)
 		c.dropLocal(lc, nil)
-	case <-lc.gone:
-		c.retire(ctx, lc)
-	case <-ctx.Done(): // Close says goodbye and unregisters every channel
+	})
+}
+
+// retireLater retires lc on a goroutine of its own (retire may wait for a
+// GOOD_BYE), unless its channel died first or the controller is closing.
+func (c *Controller) retireLater(lc *local) {
+	c.watchers.goIfOpen(func() {
+		if c.ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
+			return
+		}
+		c.retire(c.ctx, lc)
+	})
+}
+
+// gate tracks goroutines that may start only until it closes: closeAndWait
+// refuses new ones and waits for those started. Unlike a bare WaitGroup it
+// lets callbacks start late (a channel dying during Close) without racing
+// with the Wait.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// enter counts the calling goroutine in, unless the gate is closed.
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
 	}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *gate) exit() { g.wg.Done() }
+
+// goIfOpen runs f on a new goroutine, counted in, unless the gate is closed.
+func (g *gate) goIfOpen(f func()) {
+	if !g.enter() {
+		return
+	}
+	go func() {
+		defer g.exit()
+		f()
+	}()
+}
+
+// closeAndWait closes the gate and waits for the goroutines counted in.
+func (g *gate) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wg.Wait()
 }
 
 // checkHello checks the identity a HELLO carries, as sent: the target may
@@ -217,7 +284,6 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			connectorID: hello.ConnectorID,
 			peer:        peer,
 			metadata:    req.Metadata,
-			gone:        make(chan struct{}),
 		}
 		maxInFlight := c.cfg.Channel.MaxHandlers
 		if maxInFlight == 0 {

@@ -38,7 +38,8 @@ type Controller struct {
 	closing bool              // Close has begun: no new local channels
 	unsub   func()            // store subscription
 
-	workers   sync.WaitGroup // accept loop, connections, health loop, primary notifier
+	workers   sync.WaitGroup // accept loop, connections until registered, health loop, primary notifier
+	watchers  gate           // the work done when a registered channel dies or is retired (see watch)
 	applierWG sync.WaitGroup // the applier: stops with ctx, after the workers
 
 	applier     *applier
@@ -75,9 +76,9 @@ type local struct {
 	// registered is set once the channel is in the state; from then on, its
 	// absence from the state means another node (or a take-over) removed it.
 	registered atomic.Bool
-	gone       chan struct{} // closed (goneOnce) when the state no longer has the channel
-	goneOnce   sync.Once
-	replaced   atomic.Bool // set before gone closes: taken over by a newer channel of its connector
+	goneOnce   sync.Once   // the state no longer has the channel: retire it, once
+	replaced   atomic.Bool // set before it is retired: taken over by a newer channel of its connector
+	ended      atomic.Bool // set by the first of "the channel died" and "retire it" (see watch)
 	// cause is why this side closes the channel, set before the GOOD_BYE
 	// (the connector may end the stream before CloseWithCause runs).
 	cause atomic.Pointer[channel.CloseCause]
@@ -260,6 +261,7 @@ func (c *Controller) Close() error {
 		c.cancel()
 		_ = c.lis.Close()
 		c.workers.Wait()
+		c.watchers.closeAndWait()
 
 		if len(locals) > 0 {
 			c.log.Info("controller: closing: GOOD_BYE to every channel", "channels", len(locals),

@@ -50,7 +50,7 @@ func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
 	for t := range targets {
 		for i := range perTarget {
 			id := fmt.Sprintf("ch-%d-%d", t, i)
-			lc := &local{id: id, targetID: fmt.Sprintf("t-%d", t), ch: ch, gone: make(chan struct{})}
+			lc := &local{id: id, targetID: fmt.Sprintf("t-%d", t), ch: ch}
 			lc.registered.Store(true)
 			c.local[id] = lc
 			ops = append(ops, state.Op{Register: &state.RegisterChannel{Channel: state.Channel{

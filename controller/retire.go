@@ -12,8 +12,7 @@ import (
 )
 
 // retireUnregistered finds the live local channels the state no longer has,
-// although they were registered, and tells their watchers (serveConn) to
-// close them. Another node removed them: a newer channel of the same
+// although they were registered, and retires them (retireLater). Another node removed them: a newer channel of the same
 // connector took them over (state.RegisterChannel TakeOver, decision 0018),
 // or the leader removed this node's channels, taking it for gone. A channel
 // the state does not have must not stay open: nothing would health-check it,
@@ -50,7 +49,7 @@ func (c *Controller) retireUnregistered(ids []string, all bool) {
 			replaced := lc.connectorID != "" && len(s.ConnectorChannels(lc.targetID, lc.connectorID)) > 0
 			lc.goneOnce.Do(func() {
 				lc.replaced.Store(replaced)
-				close(lc.gone)
+				c.retireLater(lc)
 			})
 		}
 	})

@@ -26,7 +26,7 @@ type stream interface {
 //
 // Concurrency follows the channel.Conn contract, which is gRPC's stream rule:
 // at most one goroutine in Send and one in Recv at a time (channel.Channel
-// owns exactly one writer and one reader goroutine per Conn). conn therefore
+// lets one goroutine write at a time and owns one reader per Conn). conn therefore
 // takes no lock around stream.Send or stream.Recv, and must not: concurrent
 // SendMsg calls on one gRPC stream are illegal, and a lock would only hide a
 // broken caller. Close and CloseWithError may be called from any goroutine at
@@ -36,7 +36,7 @@ type conn struct {
 	side  string // "client" or "server", for error messages
 	max   int    // largest frame sent, in encoded bytes
 	peer  channel.PeerInfo
-	abort context.CancelFunc // client side: cancels the stream; nil on the server side
+	abort context.CancelFunc // cancels the stream (on the server side, its context: see tapAbort); may be nil on the server side
 
 	// queue holds the rest of a received batch; used only by Recv (the single
 	// reader), so it needs no lock.
@@ -55,6 +55,16 @@ type conn struct {
 	heard         atomic.Bool
 	handshakeOnce sync.Once
 	handshakeDone func()
+	// host, on the server side, is where the Connect handler takes the
+	// read loop it runs (HostReader); nil on the client side, and on a
+	// server whose streams cannot be aborted while the handler runs.
+	host chan func()
+	// hosting is set once HostReader hands the read loop over: from then
+	// on a Close must cancel the stream's context (abort), because the
+	// handler goroutine that would end the stream by returning is blocked
+	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
+	// status: before that, Close only closes done, and the handler returns.
+	hosting atomic.Bool
 }
 
 var (
@@ -65,6 +75,7 @@ var (
 
 	_ channel.HandshakeCompleter = (*conn)(nil)
 	_ channel.BatchReporter      = (*conn)(nil)
+	_ channel.ReaderHost         = (*conn)(nil)
 )
 
 func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
@@ -176,16 +187,24 @@ func (c *conn) RecvBatched() bool { return c.batched }
 
 // Close ends the stream: on the client side by cancelling it (the server sees
 // CANCELLED), on the server side by returning from the Connect handler with
-// status OK (the client sees the end of the stream). Pending and later Send
-// and Recv calls fail with an error wrapping channel.ErrClosed.
+// status OK (the client sees the end of the stream), or, while that handler
+// runs the Channel's read loop (HostReader), by cancelling the stream's
+// context (the client sees CANCELLED). Pending and later Send and Recv calls
+// fail with an error wrapping channel.ErrClosed.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
-		if c.abort != nil {
-			c.abort()
-		}
+		c.cancelStream()
 	})
 	return nil
+}
+
+// cancelStream cancels the stream: always on the client side, on the server
+// side only while the Connect handler hosts the read loop (see hosting).
+func (c *conn) cancelStream() {
+	if c.abort != nil && (c.side == "client" || c.hosting.Load()) {
+		c.abort()
+	}
 }
 
 // CloseWithError closes the conn and, on the server side, ends the stream
@@ -198,9 +217,7 @@ func (c *conn) CloseWithError(err error) error {
 	c.closeOnce.Do(func() {
 		c.status = closeStatus(err)
 		close(c.done)
-		if c.abort != nil {
-			c.abort()
-		}
+		c.cancelStream()
 	})
 	return nil
 }
@@ -212,6 +229,32 @@ func (c *conn) HandshakeComplete() {
 	if c.handshakeDone != nil {
 		c.handshakeOnce.Do(c.handshakeDone)
 	}
+}
+
+// HostReader runs loop, the read loop of the Channel over this conn, on the
+// goroutine of the Connect handler, which otherwise would only wait for the
+// conn to close (channel.ReaderHost). It reports false on the client side,
+// and when the stream has ended already.
+func (c *conn) HostReader(loop func()) bool {
+	if c.host == nil || c.abort == nil {
+		return false
+	}
+	c.hosting.Store(true) // before Recv can start: a Close from now on cancels the stream
+	select {
+	case c.host <- loop:
+		return true
+	case <-c.done:
+		return false
+	case <-c.st.Context().Done():
+		return false
+	}
+}
+
+// endStatus is the status a Connect handler ends its stream with once the
+// conn is closed.
+func (c *conn) endStatus() error {
+	<-c.done
+	return c.status
 }
 
 // PeerInfo returns the remote address and, over TLS, the connection state; on

@@ -88,7 +88,9 @@
 // A Conn follows the gRPC stream rule, which is the channel.Conn contract: one
 // goroutine may be in Send and another in Recv at the same time, but never two
 // in Send or two in Recv. channel.Channel guarantees it with its single reader
-// and single writer goroutines; the package adds no lock around the stream.
+// and one writer at a time; the package adds no lock around the stream. On
+// the server, the Connect handler's goroutine runs the channel's read loop
+// (channel.ReaderHost).
 // Close and CloseWithError may be called from any goroutine, any number of
 // times, and unblock Send and Recv. Server and Dialer are safe for concurrent
 // use.

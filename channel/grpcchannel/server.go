@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/exchangekit/exchange/channel"
 	pb "github.com/exchangekit/exchange/internal/exchangepb"
@@ -85,6 +86,7 @@ func NewServer(opts ...ServerOption) *Server {
 		kp.MaxConnectionIdle = l.MaxConnectionIdle
 	}
 	gopts := []grpc.ServerOption{
+		grpc.InTapHandle(tapAbort),
 		grpc.KeepaliveParams(kp),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             o.keepalive.MinTime,
@@ -132,17 +134,32 @@ func (s *Server) GRPCServer() *grpc.Server { return s.gs }
 // Connections over the limits on connections (ServerLimits) are closed as
 // soon as they are accepted.
 //
-// To count connections Serve wraps each one, and gRPC then no longer lends a
-// plain-TCP connection its read buffer only while data is ready (its framer's
-// read-buffer pooling, which needs a bare *net.TCPConn): an idle plaintext
-// connection holds 32 KiB more. TLS connections are not affected (gRPC
-// cannot pool through TLS anyway). With both connection limits off
-// (negative) connections are not wrapped.
+// To count connections Serve wraps each one; the wrapper implements gRPC's
+// optional read interface (readyConn), so that an idle plaintext connection
+// still holds no read buffer, as a bare *net.TCPConn does (gRPC's framer
+// read-buffer pooling; 32 KiB per idle connection otherwise). TLS
+// connections are not affected (gRPC cannot pool through TLS anyway). With
+// both connection limits off (negative) connections are not wrapped.
 func (s *Server) Serve(lis net.Listener) error {
 	if s.limits.MaxConnections <= 0 && s.limits.MaxConnectionsPerSource <= 0 {
 		return s.gs.Serve(lis)
 	}
-	return s.gs.Serve(&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns})
+	return s.gs.Serve(readyListener{&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns}})
+}
+
+// readyListener gives the connections of the listener it wraps, which wraps
+// its own, gRPC's read-buffer pooling back (see readyConn).
+type readyListener struct{ *limitListener }
+
+func (l readyListener) Accept() (net.Conn, error) {
+	c, err := l.limitListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if lc, ok := c.(*limitedConn); ok {
+		return withReadOnReady(c, lc.Conn), nil
+	}
+	return c, nil
 }
 
 // Accept waits for the next Connect stream and returns it as a Conn. It fails
@@ -202,27 +219,54 @@ var acceptedHeader = metadata.Pairs("exchange-stream", "v1")
 // reached, or DEADLINE_EXCEEDED when the stream sends nothing within the
 // HandshakeTimeout.
 func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
+	c, loop, err := s.connect(st)
+	if loop == nil {
+		return err
+	}
+	// The Channel's read loop (channel.ReaderHost), run from this small
+	// frame rather than connect's large one, so that the goroutine's stack
+	// stays as small as a raw handler's: loop returns once Recv failed, and
+	// the conn is closed by then.
+	loop()
+	return c.endStatus()
+}
+
+// connect is Connect until the stream ends or the Channel over it hands
+// this goroutine its read loop: then it returns the loop to run.
+func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	ctx := st.Context()
 	if s.isClosed() {
-		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	c := newConn(st, "server", s.maxFrameBytes, nil)
+	c := newConn(st, "server", s.maxFrameBytes, streamAbort(ctx))
 	src := c.peer.Source()
 	if err := s.handshakes.acquire(src); err != nil {
 		s.refusedHandshakes.Add(1)
-		return status.Error(codes.ResourceExhausted, err.Error())
+		return nil, nil, status.Error(codes.ResourceExhausted, err.Error())
 	}
-	c.handshakeDone = func() { s.handshakes.release(src) }
-	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either
-	if err := st.SendHeader(acceptedHeader); err != nil {
-		return err
+	var silent *time.Timer
+	c.handshakeDone = func() {
+		s.handshakes.release(src)
+		if silent != nil {
+			silent.Stop() // past HELLO: the timer's memory goes now, not at its expiry
+			silent = nil  // (this closure stays with the conn)
+		}
 	}
-	var silent <-chan time.Time // fires if the stream is still silent
 	if d := s.limits.HandshakeTimeout; d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		silent = t.C
+		// A timer, not a goroutine: it closes the stream if it is still
+		// silent, which ends this handler (or the read loop it hosts).
+		silent = time.AfterFunc(d, func() {
+			if !c.heard.Load() && !c.closed() {
+				s.silentStreams.Add(1)
+				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, d))
+			}
+		})
 	}
+	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either, and its timer stops
+	if err := st.SendHeader(acceptedHeader); err != nil {
+		return nil, nil, err
+	}
+	c.host = make(chan func())
 	closing := s.done
 	for accepted := false; ; {
 		var handoff chan<- *conn
@@ -232,26 +276,46 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 		select {
 		case handoff <- c:
 			accepted = true
-		case <-silent:
-			silent = nil
-			if !c.heard.Load() {
-				s.silentStreams.Add(1)
-				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
-				return c.status
-			}
+		case loop := <-c.host:
+			return c, loop, nil
 		case <-c.done:
-			return c.status
+			return nil, nil, c.status
 		case <-closing:
 			if !accepted {
-				return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+				return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 			}
 			closing = nil // Close does not end accepted streams
 		case <-ctx.Done():
+			if c.closed() { // Close cancels the stream's context too
+				return nil, nil, c.status
+			}
 			// The client went away, keepalive failed, or the server stopped: the
 			// stream is over. The owner learns it from Recv or Send.
-			return status.FromContextError(ctx.Err()).Err()
+			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// abortKey is the context key of a Connect stream's cancel function.
+type abortKey struct{}
+
+// tapAbort is the server's tap handle: it gives every Connect stream a
+// context that its conn can cancel. Cancelling it makes the stream's Recv
+// and Send return at once while the handler goroutine still runs, which the
+// read loop that goroutine hosts (channel.ReaderHost) needs for Close.
+func tapAbort(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName != pb.Exchange_Connect_FullMethodName {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, abortKey{}, cancel), nil
+}
+
+// streamAbort returns the cancel function tapAbort put in a stream's
+// context, or nil (a server built with a tap handle of its own).
+func streamAbort(ctx context.Context) context.CancelFunc {
+	cancel, _ := ctx.Value(abortKey{}).(context.CancelFunc)
+	return cancel
 }
 
 func (s *Server) isClosed() bool {
