@@ -90,6 +90,12 @@ func TestEndToEndClusterQuorumLoss(t *testing.T) {
 	// Recovery 1: restart a lost node on its data directory.
 	n2.start(ctx, t, hc, 3, n1, n3)
 	waitClusterLeader(ctx, t, []*clusterNode{n2, n3})
+	// Ready means the new leader has committed an entry of its term: a
+	// leader elected a moment ago on a loaded machine can still lose its
+	// term to the node that campaigned alone, and a write in flight then
+	// ends "outcome unknown", as it should.
+	waitReadyz(ctx, t, n2, http.StatusOK)
+	waitReadyz(ctx, t, n3, http.StatusOK)
 	if _, err := createBatch(ctx, n3, "q1", 10*time.Second); err != nil {
 		t.Errorf("after n2 restarted, creating a batch: %v", err)
 	}
