@@ -55,6 +55,14 @@ func (c *Controller) Targets() []TargetInfo {
 	return out
 }
 
+// TargetIDs returns the ids of the targets that have at least one registered
+// channel, sorted: O(targets), without reading their channels.
+func (c *Controller) TargetIDs() []string {
+	var out []string
+	c.store.View(func(s *state.State) { out = s.Targets() })
+	return out
+}
+
 // Target returns target id, if it has at least one registered channel.
 func (c *Controller) Target(id string) (TargetInfo, bool) {
 	var out TargetInfo
