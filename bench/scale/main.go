@@ -73,6 +73,7 @@ type config struct {
 	results            string
 	profiles           string
 	startProfile       time.Duration
+	controllerFlags    string
 	dir                string
 }
 
@@ -98,6 +99,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.results, "results", "results/latest.json", "results file to merge into")
 	fs.StringVar(&c.profiles, "profiles", "", "directory for the controller's pprof profiles (start, idle, send CPU; heap; goroutines)")
 	fs.DurationVar(&c.startProfile, "start-profile", 20*time.Second, "length of the CPU profile taken from the start (with -profiles)")
+	fs.StringVar(&c.controllerFlags, "controller-flags", "", "more flags for the controller, space-separated (they override the tool's: --max-handshakes 20000)")
 	fs.StringVar(&c.dir, "dir", "", "directory for logs (default: a temporary one, removed unless the run fails)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -186,7 +188,7 @@ func measureAll(ctx context.Context, c config, out, log io.Writer) error {
 			Shared: shared, ConnsPerClient: c.connsPerClient, Disk: c.disk,
 			Settle: c.settle, Idle: c.idle, HealthInterval: c.healthInterval,
 			SendFor: c.sendFor, Workers: c.workers, Outage: c.outage, Stable: c.stable,
-			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, StartProfile: c.startProfile, Log: log,
+			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), Log: log,
 		}
 		o.Dir = filepath.Join(dir, o.label())
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {

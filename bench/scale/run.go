@@ -41,6 +41,7 @@ type options struct {
 	Wait           time.Duration // bound on every wait for the fleet
 	Profiles       string        // directory for pprof profiles; "" for none
 	StartProfile   time.Duration // length of the CPU profile from the start
+	ExtraFlags     []string      // more controller flags, after the tool's
 	Log            io.Writer     // progress
 }
 
@@ -85,7 +86,7 @@ func (o options) controllerArgs(grpcAddr, httpAddr, raftAddr, token string) []st
 	} else {
 		args = append(args, "--in-memory")
 	}
-	return args
+	return append(args, o.ExtraFlags...)
 }
 
 func (o options) logf(format string, args ...any) {
@@ -96,7 +97,7 @@ func (o options) logf(format string, args ...any) {
 
 // run measures one size: see the package documentation.
 func run(ctx context.Context, o options) (_ []results.Result, err error) {
-	o.logf("starting (load %s)", loadAvg())
+	o.logf("starting (load %s); controller flags %v", loadAvg(), o.controllerArgs("G", "H", "R", "T")[1:])
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
