@@ -70,6 +70,19 @@ bench-lib:
 bench-compare:
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 
+## bench-scale: one controller process (the exchange binary) and N real gRPC
+## connectors from several client processes (bench/scale, a few minutes per
+## size); merges its figures into bench/results/latest.json. SCALE_SIZES have a
+## connection each (at most ~19,900 under a 20,000 fd limit), SCALE_SHARED share
+## a few connections per client process; SCALE_FLAGS adds tool flags
+## (-profiles DIR, -controller-flags '...', see go run ./scale -h).
+.PHONY: bench-scale
+SCALE_SIZES  ?= 10000,19000
+SCALE_SHARED ?= 100000
+SCALE_FLAGS  ?=
+bench-scale:
+	cd bench && $(GO) run ./scale -sizes '$(SCALE_SIZES)' -shared-sizes '$(SCALE_SHARED)' $(SCALE_FLAGS)
+
 ## fuzz: every fuzz target for a short while.
 FUZZTIME ?= 20s
 fuzz:

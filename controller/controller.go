@@ -380,6 +380,21 @@ func (c *Controller) locals() map[string]*local {
 	return out
 }
 
+// localsOf returns the live local channels among ids, by id: what
+// channelInfo needs for a few channels, without copying every local one as
+// locals does (an O(N) copy per call made a REST send cost O(N)).
+func (c *Controller) localsOf(ids ...string) map[string]*local {
+	out := make(map[string]*local, len(ids))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if lc := c.local[id]; lc != nil {
+			out[id] = lc
+		}
+	}
+	return out
+}
+
 // localChannel returns the live local channel id, if any.
 func (c *Controller) localChannel(id string) *local {
 	c.mu.Lock()

@@ -32,7 +32,7 @@ func (c *Controller) Channel(id string) (ChannelInfo, bool) {
 		out ChannelInfo
 		ok  bool
 	)
-	locals := c.locals()
+	locals := c.localsOf(id) // not c.locals(): one lookup, not a copy of every local channel
 	c.store.View(func(s *state.State) {
 		var ch *state.Channel
 		if ch, ok = s.Channels[id]; ok {
@@ -55,10 +55,24 @@ func (c *Controller) Targets() []TargetInfo {
 	return out
 }
 
+// TargetIDs returns the ids of the targets that have at least one registered
+// channel, sorted: O(targets), without reading their channels.
+func (c *Controller) TargetIDs() []string {
+	var out []string
+	c.store.View(func(s *state.State) { out = s.Targets() })
+	return out
+}
+
 // Target returns target id, if it has at least one registered channel.
 func (c *Controller) Target(id string) (TargetInfo, bool) {
 	var out TargetInfo
-	locals := c.locals()
+	var ids []string
+	c.store.View(func(s *state.State) {
+		for _, ch := range s.TargetChannels(id) {
+			ids = append(ids, ch.ID)
+		}
+	})
+	locals := c.localsOf(ids...) // the target's, not a copy of every local channel
 	c.store.View(func(s *state.State) { out = c.targetInfo(s, id, locals) })
 	return out, len(out.Channels) > 0
 }

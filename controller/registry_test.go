@@ -86,6 +86,9 @@ func TestInfosForTwoTargets(t *testing.T) {
 	if len(targets) != 2 || targets[0].ID != "t1" || targets[1].ID != "t2" {
 		t.Fatalf("Targets() = %+v", targets)
 	}
+	if ids := h.ctrl.TargetIDs(); !slices.Equal(ids, []string{"t1", "t2"}) {
+		t.Errorf("TargetIDs() = %v, want [t1 t2]", ids)
+	}
 	if got, want := rows(targets[0]), []row{{c1.id(), true}, {c2.id(), false}}; !slices.Equal(got, want) {
 		t.Errorf("t1 channels = %v, want %v", got, want)
 	}

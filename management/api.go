@@ -28,6 +28,14 @@ type Exchange interface {
 	Cluster() controller.ClusterInfo
 }
 
+// targetIDLister is implemented by an Exchange that lists the ids of its
+// targets (those with at least one channel) without building them, sorted;
+// *controller.Controller does. GET /exchange/targets then builds only the
+// targets of the page it returns.
+type targetIDLister interface {
+	TargetIDs() []string
+}
+
 // Batches is what the management API reads and drives of the batch runner.
 // Every method must be safe for concurrent use.
 type Batches interface {

@@ -112,6 +112,28 @@ func (s *Server) listTargets(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if ids, ok := s.ex.(targetIDLister); ok && (all == nil || !*all) {
+		// Paged on the ids: only the page's targets are built (their
+		// channels read), not every target of the registry.
+		out := []Target{}
+		for _, id := range ids.TargetIDs() {
+			out = append(out, Target{ID: id})
+		}
+		page := paginate(c, out, targetKey, p)
+		out = out[:0:0]
+		for _, pt := range page {
+			t, ok := s.ex.Target(pt.ID)
+			if !ok || len(t.Channels) == 0 {
+				continue // it lost its channels since
+			}
+			bs := batchesOf(s.listBatchesOf(batch.Filter{TargetID: t.ID}))
+			if p.summary {
+				bs = summarize(bs)
+			}
+			out = append(out, Target{ID: t.ID, Channels: channelsOf(t.Channels), Batchs: bs})
+		}
+		return writeJSON(c, http.StatusOK, out)
+	}
 	out := []Target{}
 	seen := map[string]bool{}
 	for _, t := range s.ex.Targets() {

@@ -360,7 +360,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 		_ = gl.Close()
 		return &exitError{code: 2, err: err}
 	}
-	src.set(metrics.WithBatchCounts(ctrl, metrics.CountBatches(runner.ListBatches)))
+	src.set(metrics.WithBatchCounts(ctrl, metrics.CountBatches(runner.ListBatches)), ctrl)
 
 	mcfg := management.DefaultConfig()
 	mcfg.Addr, mcfg.Tokens, mcfg.Logger = f.httpAddr, f.mgmtTokens, log
@@ -550,10 +550,16 @@ func (a *swappableAuth) Authenticate(ctx context.Context, req controller.HelloRe
 
 // lateSource lets the metrics read the controller that is built after them.
 type lateSource struct {
-	src atomicValue[metrics.Source]
+	src     atomicValue[metrics.Source]
+	counter atomicValue[metrics.Counter]
 }
 
-func (l *lateSource) set(s metrics.Source) { l.src.Store(s) }
+var _ metrics.Counter = (*lateSource)(nil)
+
+func (l *lateSource) set(s metrics.Source, c metrics.Counter) {
+	l.src.Store(s)
+	l.counter.Store(c)
+}
 
 func (l *lateSource) Channels() []controller.ChannelInfo {
 	if s := l.src.Load(); s != nil {
@@ -567,6 +573,15 @@ func (l *lateSource) Targets() []controller.TargetInfo {
 		return s.Targets()
 	}
 	return nil
+}
+
+// Counts forwards to the controller's counters, so that a scrape reads them
+// instead of walking the registry (metrics.Counter); zero before set.
+func (l *lateSource) Counts() controller.Counts {
+	if c := l.counter.Load(); c != nil {
+		return c.Counts()
+	}
+	return controller.Counts{}
 }
 
 // BatchCounts forwards to the wrapped source when it counts batches.

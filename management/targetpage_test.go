@@ -1,0 +1,117 @@
+package management
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/exchangekit/exchange/controller"
+)
+
+// idsExchange is a fakeExchange that lists its target ids, as
+// *controller.Controller does, and counts the whole-registry reads.
+type idsExchange struct {
+	*fakeExchange
+	targets, target atomic.Int64
+}
+
+func (f *idsExchange) TargetIDs() []string { return targetIDsOf(f.fakeExchange) }
+
+func targetIDsOf(f *fakeExchange) []string {
+	var ids []string
+	for _, c := range f.channels {
+		if !slices.Contains(ids, c.TargetID) {
+			ids = append(ids, c.TargetID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// allExchange is a fakeExchange whose Targets are those of its channels,
+// without TargetIDs: the listing reads every target.
+type allExchange struct{ *fakeExchange }
+
+func (f allExchange) Targets() []controller.TargetInfo {
+	var out []controller.TargetInfo
+	for _, id := range targetIDsOf(f.fakeExchange) {
+		t, _ := f.Target(id)
+		out = append(out, t)
+	}
+	return out
+}
+
+func (f *idsExchange) Targets() []controller.TargetInfo {
+	f.targets.Add(1)
+	return f.fakeExchange.Targets()
+}
+
+func (f *idsExchange) Target(id string) (controller.TargetInfo, bool) {
+	f.target.Add(1)
+	return f.fakeExchange.Target(id)
+}
+
+// manyTargets returns the fake exchange with 10 more targets of one channel
+// each.
+func manyTargets() *fakeExchange {
+	f := newFakeExchange()
+	for i := range 10 {
+		f.channels = append(f.channels, controller.ChannelInfo{
+			ID: fmt.Sprintf("c-x%d", i), TargetID: fmt.Sprintf("t-x%d", i), ConnectorID: "conn", NodeID: "node-1",
+			Active: true, Primary: true, Epoch: 1, RegisteredAt: base,
+		})
+	}
+	return f
+}
+
+// GET /exchange/targets over an Exchange that lists its target ids builds
+// only the targets of the page (never the whole registry), and answers
+// exactly what the listing built from every target answers, page by page.
+func TestListTargetsPagedOnIDs(t *testing.T) {
+	plain := serveHTTP(t, newServer(t, Config{}, allExchange{manyTargets()}, manyBatches(2)))
+	ids := &idsExchange{fakeExchange: manyTargets()}
+	paged := serveHTTP(t, newServer(t, Config{}, ids, manyBatches(2)))
+	for query, limit := range map[string]int64{"": DefaultPageLimit, "?limit=3": 3, "?limit=5&view=summary": 5} {
+		pathA, pathB := "/exchange/targets"+query, "/exchange/targets"+query
+		pages := 0
+		for pathA != "" {
+			ids.target.Store(0)
+			ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
+			rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
+			if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d and %d", pathA, ra.StatusCode, rb.StatusCode)
+			}
+			if string(ba) != string(bb) {
+				t.Fatalf("GET %s:\nfrom every target %s\npaged on ids      %s", pathA, ba, bb)
+			}
+			if la, lb := ra.Header.Get("Link"), rb.Header.Get("Link"); la != lb {
+				t.Fatalf("GET %s: Link %q and %q", pathA, la, lb)
+			}
+			if n := ids.target.Load(); n > limit {
+				t.Errorf("GET %s: %d targets built for one page", pathB, n)
+			}
+			pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
+			pages++
+		}
+		if query == "?limit=3" && pages != 4 { // t1, t2 and 10 more
+			t.Errorf("%d pages of 3 for 12 targets", pages)
+		}
+	}
+	if n := ids.targets.Load(); n != 0 {
+		t.Errorf("the paged listing read every target %d times", n)
+	}
+	// ?all=true (targets that only have batches too) still reads them all.
+	if resp, _ := do(t, paged, http.MethodGet, "/exchange/targets?all=true", "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET ?all=true: %d", resp.StatusCode)
+	}
+}
+
+func nextPath(link string) string {
+	if link == "" {
+		return ""
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+}
