@@ -18,9 +18,12 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
-## test: vet, then every test with the race detector (the CI gate).
+## test: vet, then every test with the race detector (the CI gate), then the
+## bench/ module's own tests (each runner once at a tiny size, so that
+## make bench and make bench-scale cannot rot).
 test: vet deps
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 ## deps: what the tests need besides Go modules: Chromium, for the
 ## dashboard's browser test (Debian's package; nothing when already there).

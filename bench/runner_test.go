@@ -46,7 +46,7 @@ func loadCompareConfig(t *testing.T) compareConfig {
 	c := compareConfig{out: os.Getenv(envOut), rounds: 3, dur: time.Second, idle: 2000, conns: 8}
 	if c.out == "" {
 		return compareConfig{out: filepath.Join(t.TempDir(), "latest.json"), rounds: 1,
-			dur: 20 * time.Millisecond, idle: 16, conns: 2, smoke: true}
+			dur: 20 * time.Millisecond, idle: 200, conns: 2, smoke: true}
 	}
 	if v := os.Getenv(envRounds); v != "" {
 		n, err := strconv.Atoi(v)
