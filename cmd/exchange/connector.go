@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -34,6 +36,7 @@ type connectorFlags struct {
 	tlsCA       string
 	tlsCert     string
 	tlsKey      string
+	reconnect   reconnectFlags
 	log         logFlags
 	tracing     tracingFlags
 }
@@ -69,6 +72,7 @@ mixed. --tls-ca, --tls-cert and --tls-key apply to gRPC and to wss://.`,
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	f.tracing.register(fl)
+	f.reconnect.register(fl)
 	return cmd
 }
 
@@ -148,6 +152,7 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	cfg.TargetID = f.target
 	cfg.Token = f.token
 	cfg.Logger = log
+	f.reconnect.apply(&cfg)
 	var c *connector.Connector
 	cfg.OnPrimary = onPrimary(say, log, func() string { return c.ConnectorID() }, f.target)
 	cfg.OnState = func(s connector.StateChange) {
@@ -237,4 +242,19 @@ func checkControllerURL(addr, example string) error {
 		return fmt.Errorf("--controller %q: empty port: %s", addr, example)
 	}
 	return nil
+}
+
+// reconnectFlags shape the reconnect backoff (docs/operations.md,
+// "Reconnect backoff"; decision 0028).
+type reconnectFlags struct {
+	base, max time.Duration
+}
+
+func (r *reconnectFlags) register(fl *pflag.FlagSet) {
+	fl.DurationVar(&r.base, "reconnect-base", connector.DefaultBackoffBase, "first reconnect delay's ceiling; the n-th waits uniformly in [0, min(--reconnect-max, base·2ⁿ))")
+	fl.DurationVar(&r.max, "reconnect-max", connector.DefaultBackoffMax, "cap of the reconnect delay: after an outage every connector tries again within this of the controller's return")
+}
+
+func (r reconnectFlags) apply(cfg *connector.Config) {
+	cfg.BackoffBase, cfg.BackoffMax = r.base, r.max
 }
