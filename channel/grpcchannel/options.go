@@ -64,6 +64,7 @@ func defaultServerOptions() serverOptions {
 		},
 		maxFrameBytes: channel.DefaultMaxFrameBytes,
 		limits:        DefaultServerLimits(),
+		grpcOpts:      refusalInterceptors(), // connections over the limits (limits.go)
 	}
 }
 
