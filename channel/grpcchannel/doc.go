@@ -61,10 +61,12 @@
 //
 // # Keepalive and limits
 //
-// Both sides ping an idle connection every 10 s and drop it 5 s after an
-// unanswered ping, so a half-open connection (a peer that vanished without
-// closing) is detected from either side in about 15–20 s and the Conn's Recv
-// fails with channel.ErrClosed. The server tolerates client pings every 5 s,
+// Only the client pings a quiet connection: after 15 s without reading
+// anything, dropping it 5 s after an unanswered ping. The server pings after
+// 20 s without reading anything, which a live client on the defaults never
+// lets happen. A half-open connection (a peer that vanished without closing)
+// is thus detected by the client within 20 s and by the server within 25 s,
+// and the Conn's Recv fails with channel.ErrClosed. The server tolerates client pings every 5 s,
 // with or without streams, so clients on these defaults are never sent
 // "too_many_pings". Frames are limited to 4 MiB each way (the encoded size of
 // one exchange.v1.Frame): Send refuses a larger frame before writing anything,
