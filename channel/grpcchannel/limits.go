@@ -43,7 +43,7 @@ const (
 	DefaultMaxHandshakesPerSource  = 100
 	DefaultHandshakeTimeout        = 5 * time.Second
 	DefaultConnectionTimeout       = 5 * time.Second
-	DefaultMaxConnectionIdle       = 5 * time.Second
+	DefaultMaxConnectionIdle       = 30 * time.Second
 )
 
 // ServerLimits bounds what clients can hold on a Server before their channel
@@ -100,7 +100,12 @@ type ServerLimits struct {
 	// stream for this long, counted from when it was established or its
 	// last stream ended (gRPC keepalive's MaxConnectionIdle). A connector's
 	// connection always carries its channel; its client reconnects by itself
-	// when it next dials. Default 5 s.
+	// when it next dials. Default 30 s: gRPC wakes every connection's
+	// keepalive goroutine this often even when it carries a stream, so a
+	// short value costs idle CPU on every live connection (5 s was a third of
+	// the controller's idle CPU without health checks, decision 0028); the
+	// connection caps, not this timer, bound what streamless connections can
+	// hold.
 	MaxConnectionIdle time.Duration
 }
 

@@ -2,6 +2,7 @@ package grpcchannel_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -366,5 +367,28 @@ func TestPeerInfoSource(t *testing.T) {
 		if got := (channel.PeerInfo{Addr: addr}).Source(); got != want {
 			t.Errorf("PeerInfo{Addr: %q}.Source() = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// Over TLS too, a connection over the cap gets its refusal with the retry
+// hint: the refusal comes after the TLS handshake, from gRPC itself.
+func TestConnectionLimitOverTLS(t *testing.T) {
+	ctx := testContext(t)
+	p := newPKI(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithTLS(&tls.Config{Certificates: []tls.Certificate{p.server}}),
+		grpcchannel.WithLimits(grpcchannel.ServerLimits{MaxConnections: 1}))
+	addr := lis.Addr().String()
+	dialPending(t, ctx, srv, newDialer(t, addr, grpcchannel.WithTLS(&tls.Config{RootCAs: p.pool})))
+	c, err := newDialer(t, addr, grpcchannel.WithTLS(&tls.Config{RootCAs: p.pool})).Dial(ctx)
+	if err == nil {
+		_ = c.Close()
+		t.Fatal("Dial() over the connection limit succeeded")
+	}
+	if !errors.Is(err, channel.ErrLimitExceeded) || !strings.Contains(err.Error(), "retry after 5s") {
+		t.Fatalf("Dial() over the limit over TLS = %v, want ErrLimitExceeded and \"retry after 5s\"", err)
+	}
+	if s := srv.Stats(); s.RefusedConnections != 1 || s.Connections != 1 {
+		t.Errorf("Stats() = %+v, want 1 refused and 1 open", s)
 	}
 }
