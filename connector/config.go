@@ -15,7 +15,7 @@ import (
 const (
 	DefaultHelloTimeout     = 10 * time.Second
 	DefaultBackoffBase      = 500 * time.Millisecond
-	DefaultBackoffMax       = 60 * time.Second
+	DefaultBackoffMax       = 10 * time.Second
 	DefaultStableAfter      = 30 * time.Second
 	DefaultDedupWindow      = 1024
 	DefaultMissedHeartbeats = 3
@@ -53,7 +53,9 @@ type Config struct {
 	// after the n-th consecutive failure (n from 0) the connector waits a
 	// duration drawn uniformly from [0, min(BackoffMax, BackoffBase·2^n)).
 	// The failure count resets only once a connection has stayed up for
-	// StableAfter. Defaults 500 ms, 60 s, 30 s.
+	// StableAfter. Defaults 500 ms, 10 s, 30 s: after an outage of any length
+	// every connector tries again within BackoffMax of the controller's
+	// return, a fleet of N at about N/BackoffMax a second (decision 0028).
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	StableAfter time.Duration

@@ -61,12 +61,14 @@
 //
 // # Keepalive and limits
 //
-// Both sides ping an idle connection every 10 s and drop it 5 s after an
-// unanswered ping, so a half-open connection (a peer that vanished without
-// closing) is detected from either side in about 15–20 s and the Conn's Recv
-// fails with channel.ErrClosed. The server tolerates client pings every 5 s,
-// with or without streams, so clients on these defaults are never sent
-// "too_many_pings". Frames are limited to 4 MiB each way (the encoded size of
+// Only the client pings a quiet connection: after 15 s without reading
+// anything, dropping it 5 s after an unanswered ping. The server pings after
+// 20 s without reading anything, which a live client on the defaults never
+// lets happen. A half-open connection (a peer that vanished without closing)
+// is thus detected by the client within 20 s and by the server within 25 s,
+// and the Conn's Recv fails with channel.ErrClosed. The server tolerates
+// client pings every 5 s, with or without streams, so clients on these
+// defaults are never sent "too_many_pings". Frames are limited to 4 MiB each way (the encoded size of
 // one exchange.v1.Frame): Send refuses a larger frame before writing anything,
 // with an error wrapping channel.ErrFrameTooLarge, and the conn stays usable;
 // a peer that sends one anyway has its stream ended with RESOURCE_EXHAUSTED.
@@ -74,12 +76,14 @@
 //
 // Before HELLO, a Server bounds what clients can hold (ServerLimits,
 // WithLimits; docs/decisions/0014-pre-hello-limits.md): 16 streams per
-// connection; 10,000 connections, 1,000 per source address (the excess is
-// closed at once); 1,000 handshakes in flight, 100 per source (the excess is
+// connection; as many connections as the file-descriptor limit allows less
+// a reserve (ConnectionCapForFDLimit), 1,000 per source address (the first
+// RPC on an excess connection fails at once with RESOURCE_EXHAUSTED and a
+// 5 s RetryInfo); 1,000 handshakes in flight, 100 per source (the excess is
 // refused at once with RESOURCE_EXHAUSTED, which Dial reports as
 // ErrUnavailable and channel.ErrLimitExceeded: retry later); a stream that
 // sends nothing for 5 s is ended; a connection that has not finished TLS and
-// the HTTP/2 preface within 5 s, or has had no stream for 5 s, is closed.
+// the HTTP/2 preface within 5 s, or has had no stream for 30 s, is closed.
 // channel.AcceptHello marks a stream past HELLO, through
 // channel.HandshakeCompleter.
 //

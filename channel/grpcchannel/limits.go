@@ -1,11 +1,20 @@
 package grpcchannel
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/exchangekit/exchange/channel"
 )
@@ -22,6 +31,10 @@ import (
 // record); the caps per source leave headroom for a site of connectors behind
 // one NAT address reconnecting at once, which is refused with
 // RESOURCE_EXHAUSTED and retried with backoff rather than queued.
+//
+// DefaultMaxConnections is only the fallback of DefaultServerLimits when the
+// process's file-descriptor limit cannot be read (not Unix): the default cap
+// on connections is derived from that limit (ConnectionCapForFDLimit).
 const (
 	DefaultMaxConcurrentStreams    = 16
 	DefaultMaxConnections          = 10000
@@ -30,7 +43,7 @@ const (
 	DefaultMaxHandshakesPerSource  = 100
 	DefaultHandshakeTimeout        = 5 * time.Second
 	DefaultConnectionTimeout       = 5 * time.Second
-	DefaultMaxConnectionIdle       = 5 * time.Second
+	DefaultMaxConnectionIdle       = 30 * time.Second
 )
 
 // ServerLimits bounds what clients can hold on a Server before their channel
@@ -48,10 +61,22 @@ type ServerLimits struct {
 	// connection (gRPC's MaxConcurrentStreams). Default 16.
 	MaxConcurrentStreams int
 	// MaxConnections bounds the connections open on the Server at once, and
-	// MaxConnectionsPerSource those from one source. A connection over
-	// either is closed as soon as it is accepted, before TLS; the client sees
-	// UNAVAILABLE. They apply to connections accepted by Serve (not to a
-	// GRPCServer served directly). Defaults 10,000 and 1,000.
+	// MaxConnectionsPerSource those from one source. They apply to
+	// connections accepted by Serve (not to a GRPCServer served directly).
+	// Defaults: MaxConnections is derived from the process's file-descriptor
+	// limit at start (ConnectionCapForFDLimit: 19,000 at 20,000 descriptors,
+	// so that the management port, raft, gossip and the data files keep
+	// theirs), 10,000 where it cannot be read; MaxConnectionsPerSource 1,000.
+	//
+	// A TCP connection over either is refused at once with a retry hint: it
+	// is served just long enough for its first RPC (TLS and the HTTP/2
+	// preface included), which fails with RESOURCE_EXHAUSTED, the message
+	// "limit exceeded: … retry after 5s" and a google.rpc.RetryInfo detail
+	// (Dial fails with an error wrapping ErrUnavailable and
+	// channel.ErrLimitExceeded), and the connection is then closed (within
+	// 2 s in any case). At most 64 such refusals are served at once; beyond
+	// that, and for connections that are not TCP, the connection is closed
+	// as soon as it is accepted and the client sees UNAVAILABLE.
 	MaxConnections          int
 	MaxConnectionsPerSource int
 	// MaxHandshakes bounds the handshakes in flight on the Server, and
@@ -75,7 +100,12 @@ type ServerLimits struct {
 	// stream for this long, counted from when it was established or its
 	// last stream ended (gRPC keepalive's MaxConnectionIdle). A connector's
 	// connection always carries its channel; its client reconnects by itself
-	// when it next dials. Default 5 s.
+	// when it next dials. Default 30 s: gRPC wakes every connection's
+	// keepalive goroutine this often even when it carries a stream, so a
+	// short value costs idle CPU on every live connection (5 s was a third of
+	// the controller's idle CPU without health checks, decision 0028); the
+	// connection caps, not this timer, bound what streamless connections can
+	// hold.
 	MaxConnectionIdle time.Duration
 }
 
@@ -83,7 +113,7 @@ type ServerLimits struct {
 func DefaultServerLimits() ServerLimits {
 	return ServerLimits{
 		MaxConcurrentStreams:    DefaultMaxConcurrentStreams,
-		MaxConnections:          DefaultMaxConnections,
+		MaxConnections:          defaultMaxConnections(),
 		MaxConnectionsPerSource: DefaultMaxConnectionsPerSource,
 		MaxHandshakes:           DefaultMaxHandshakes,
 		MaxHandshakesPerSource:  DefaultMaxHandshakesPerSource,
@@ -193,15 +223,17 @@ func (g *gauge) count() int {
 	return g.total
 }
 
-// limitListener closes accepted connections over the gauge's limits at once.
+// limitListener counts accepted connections under the gauge's limits and
+// refuses those over them (refuseConn).
 type limitListener struct {
 	net.Listener
 	conns   *gauge
 	refused *atomic.Uint64
 }
 
-// Accept returns the next connection within the limits; connections over
-// them are closed and skipped.
+// Accept returns the next connection within the limits, or one over them
+// that is served only to refuse its first RPC; other connections over them
+// are closed and skipped.
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -209,8 +241,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src := channel.PeerInfo{Addr: c.RemoteAddr().String()}.Source()
-		if l.conns.acquire(src) != nil {
+		if err := l.conns.acquire(src); err != nil {
 			l.refused.Add(1)
+			if rc := refuseConn(c, err); rc != nil {
+				return rc, nil
+			}
 			_ = c.Close()
 			continue
 		}
@@ -230,3 +265,165 @@ func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// Refusal of connections over the limits with a retry hint.
+//
+// Closing a connection at accept tells the client nothing it can act on (it
+// sees UNAVAILABLE, as for a server that is down). Instead the connection is
+// handed to gRPC like any other, registered as over the limit; the
+// interceptors installed by default (refusalInterceptors) fail every RPC on
+// it with RESOURCE_EXHAUSTED and a retry hint, and the connection is closed
+// shortly after its first refusal, or after overLimitLifetime whatever
+// happens. Decision 0027.
+const (
+	// OverLimitRetryAfter is the retry hint of a refused connection: the
+	// delay in the message ("retry after 5s") and in the RetryInfo detail.
+	OverLimitRetryAfter = 5 * time.Second
+	// maxRefusing bounds the connections over the limit served at once; they
+	// hold a file descriptor each, out of the reserve the cap leaves.
+	maxRefusing = 64
+	// overLimitLifetime bounds how long a connection over the limit is kept,
+	// and refusalLinger how long after its first refusal (time for the
+	// status to reach the client before the close).
+	overLimitLifetime = 2 * time.Second
+	refusalLinger     = 200 * time.Millisecond
+)
+
+// overLimit holds the connections over the limits being served for their
+// refusal, by local and remote address ("local|remote", unique among open
+// TCP connections of this process). n is their count: the interceptors look
+// no further while it is zero.
+var overLimit struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	conns map[string]*refusingConn
+}
+
+// refusingConn is a connection over the limits, served only to refuse.
+type refusingConn struct {
+	net.Conn
+	key    string
+	reason error // the gauge's refusal
+	once   sync.Once
+	timer  *time.Timer
+}
+
+// refuseConn registers c, refused by the limits with reason, and returns it
+// to be served; nil when c is not TCP or maxRefusing are already served.
+func refuseConn(c net.Conn, reason error) net.Conn {
+	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
+		return nil
+	}
+	key := c.LocalAddr().String() + "|" + c.RemoteAddr().String()
+	overLimit.mu.Lock()
+	defer overLimit.mu.Unlock()
+	if len(overLimit.conns) >= maxRefusing {
+		return nil
+	}
+	if overLimit.conns == nil {
+		overLimit.conns = make(map[string]*refusingConn)
+	}
+	rc := &refusingConn{Conn: c, key: key, reason: reason}
+	overLimit.conns[key] = rc
+	overLimit.n.Add(1)
+	rc.timer = time.AfterFunc(overLimitLifetime, func() { _ = rc.Close() })
+	return rc
+}
+
+func (c *refusingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.timer.Stop()
+		overLimit.mu.Lock()
+		delete(overLimit.conns, c.key)
+		overLimit.mu.Unlock()
+		overLimit.n.Add(-1)
+	})
+	return err
+}
+
+// refusal returns the status for an RPC on a connection over the limits,
+// found by the RPC's peer, and schedules that connection's close; nil for
+// any other connection.
+func refusal(ctx context.Context) error {
+	if overLimit.n.Load() == 0 {
+		return nil
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil || p.LocalAddr == nil {
+		return nil
+	}
+	key := p.LocalAddr.String() + "|" + p.Addr.String()
+	overLimit.mu.Lock()
+	rc := overLimit.conns[key]
+	overLimit.mu.Unlock()
+	if rc == nil {
+		return nil
+	}
+	rc.timer.Reset(refusalLinger)
+	return overLimitStatus(rc.reason)
+}
+
+// overLimitStatus is RESOURCE_EXHAUSTED with reason, the retry hint in the
+// message and a RetryInfo detail.
+func overLimitStatus(reason error) error {
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%v; retry after %v", reason, OverLimitRetryAfter))
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(OverLimitRetryAfter)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// refusalInterceptors fail every RPC on a connection over the limits
+// (refusal). They cost one atomic load per RPC otherwise.
+func refusalInterceptors() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if err := refusal(ss.Context()); err != nil {
+				return err
+			}
+			return handler(srv, ss)
+		}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if err := refusal(ctx); err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		}),
+	}
+}
+
+// The default cap on connections, from the file-descriptor limit.
+
+// FDReserve returns the file descriptors kept out of the connection cap for
+// a process allowed nofile of them: 5 % of them, at least 256 (the
+// management port and its clients, raft and gossip connections, bbolt and
+// raft files, logs, the refusals over the limit, the outgoing links of a
+// cluster). A process with at most 512 keeps half.
+func FDReserve(nofile uint64) uint64 {
+	if nofile <= 512 {
+		return nofile - nofile/2
+	}
+	return max(256, nofile/20)
+}
+
+// ConnectionCapForFDLimit returns the default MaxConnections for a process
+// allowed nofile file descriptors: nofile minus FDReserve(nofile), at least
+// 1. 20,000 descriptors give 19,000; 1,024 give 768; 1,048,576 give 996,148.
+func ConnectionCapForFDLimit(nofile uint64) int {
+	nofile = min(nofile, math.MaxInt32)
+	return int(max(nofile-FDReserve(nofile), 1))
+}
+
+// FDLimit returns the process's file-descriptor limit (the soft
+// RLIMIT_NOFILE, which the Go runtime raises to the hard limit at start on
+// Linux and macOS), or false where there is none to read.
+func FDLimit() (uint64, bool) { return fdLimit() }
+
+// defaultMaxConnections is the default cap, derived once per process.
+var defaultMaxConnections = sync.OnceValue(func() int {
+	if n, ok := fdLimit(); ok {
+		return ConnectionCapForFDLimit(n)
+	}
+	return DefaultMaxConnections
+})

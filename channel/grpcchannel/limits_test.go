@@ -2,15 +2,21 @@ package grpcchannel_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -242,8 +248,11 @@ func TestSilentConnectionClosed(t *testing.T) {
 	handshake(t, ctx, srv, newDialer(t, addr, grpcchannel.WithInsecure()))
 }
 
-// Connections over MaxConnections or MaxConnectionsPerSource are closed as
-// soon as they are accepted.
+// Connections over MaxConnections or MaxConnectionsPerSource are refused at
+// once with a retry hint: a gRPC client's first RPC fails with
+// RESOURCE_EXHAUSTED, "retry after 5s" and a RetryInfo detail (a Dialer's
+// Dial with ErrLimitExceeded), and the connection is closed; a client that
+// never speaks is closed within 2 s. Real gRPC on loopback, at the bound.
 func TestConnectionLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -275,11 +284,45 @@ func TestConnectionLimits(t *testing.T) {
 			if err := extra.SetReadDeadline(time.Now().Add(defaultTestTimeout)); err != nil {
 				t.Fatal(err)
 			}
+			start := time.Now()
 			if _, err := io.Copy(io.Discard, extra); err != nil {
 				t.Fatalf("read from the 3rd connection = %v, want EOF (refused)", err)
 			}
-			if s := srv.Stats(); s.RefusedConnections != 1 || s.Connections != 2 {
-				t.Errorf("Stats() = %+v, want 1 refused and 2 open", s)
+			t.Logf("a silent connection over the limit closed after %v", time.Since(start))
+
+			// A connector's Dial over the limit fails at once, retryable.
+			start = time.Now()
+			c, err := newDialer(t, addr, grpcchannel.WithInsecure()).Dial(ctx)
+			if err == nil {
+				_ = c.Close()
+				t.Fatal("Dial() over the connection limit succeeded")
+			}
+			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) ||
+				!strings.Contains(err.Error(), "retry after 5s") {
+				t.Fatalf("Dial() over the limit = %v, want ErrLimitExceeded, ErrUnavailable and \"retry after 5s\"", err)
+			}
+			t.Logf("Dial() over the limit = %v after %v", err, time.Since(start))
+
+			// Any gRPC client gets the standard RetryInfo detail.
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+			st := status.Convert(err)
+			var hint time.Duration
+			for _, d := range st.Details() {
+				if ri, ok := d.(*errdetails.RetryInfo); ok {
+					hint = ri.GetRetryDelay().AsDuration()
+				}
+			}
+			if st.Code() != codes.ResourceExhausted || hint != grpcchannel.OverLimitRetryAfter {
+				t.Fatalf("health Check over the limit = %v (RetryInfo %v), want RESOURCE_EXHAUSTED with RetryInfo %v",
+					err, hint, grpcchannel.OverLimitRetryAfter)
+			}
+			if s := srv.Stats(); s.RefusedConnections != 3 || s.Connections != 2 {
+				t.Errorf("Stats() = %+v, want 3 refused and 2 open", s)
 			}
 			_ = held[0].Close()
 			waitUntil(t, ctx, "a connection's place freed", func() bool { return srv.Stats().Connections == 1 })
@@ -324,5 +367,28 @@ func TestPeerInfoSource(t *testing.T) {
 		if got := (channel.PeerInfo{Addr: addr}).Source(); got != want {
 			t.Errorf("PeerInfo{Addr: %q}.Source() = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// Over TLS too, a connection over the cap gets its refusal with the retry
+// hint: the refusal comes after the TLS handshake, from gRPC itself.
+func TestConnectionLimitOverTLS(t *testing.T) {
+	ctx := testContext(t)
+	p := newPKI(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithTLS(&tls.Config{Certificates: []tls.Certificate{p.server}}),
+		grpcchannel.WithLimits(grpcchannel.ServerLimits{MaxConnections: 1}))
+	addr := lis.Addr().String()
+	dialPending(t, ctx, srv, newDialer(t, addr, grpcchannel.WithTLS(&tls.Config{RootCAs: p.pool})))
+	c, err := newDialer(t, addr, grpcchannel.WithTLS(&tls.Config{RootCAs: p.pool})).Dial(ctx)
+	if err == nil {
+		_ = c.Close()
+		t.Fatal("Dial() over the connection limit succeeded")
+	}
+	if !errors.Is(err, channel.ErrLimitExceeded) || !strings.Contains(err.Error(), "retry after 5s") {
+		t.Fatalf("Dial() over the limit over TLS = %v, want ErrLimitExceeded and \"retry after 5s\"", err)
+	}
+	if s := srv.Stats(); s.RefusedConnections != 1 || s.Connections != 1 {
+		t.Errorf("Stats() = %+v, want 1 refused and 1 open", s)
 	}
 }

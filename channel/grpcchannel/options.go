@@ -11,16 +11,20 @@ import (
 	"github.com/exchangekit/exchange/channel"
 )
 
-// Keepalive defaults (docs/protocol.md, "Keepalive"). The client pings an idle
-// connection every 10 s and gives up 5 s after an unanswered ping; the server
-// does the same and accepts client pings as often as every 5 s, with or
-// without open streams, so a client on the defaults is never sent
-// GOAWAY "too_many_pings". A half-open connection is thus detected from either
-// side within about 15–20 s.
+// Keepalive defaults (docs/protocol.md, "Keepalive"; decision 0028). Only the
+// client pings a quiet connection: it pings after 15 s without reading anything and gives up 5 s
+// after an unanswered ping, so it notices a half-open connection within 20 s.
+// The server's own ping comes only after 20 s without reading anything,
+// longer than the client's interval: a live client on the defaults has always
+// pinged (or the controller's health check has passed) before, so the server
+// never pings it, yet it still notices a half-open connection within 25 s.
+// Every ping, and every health check, resets both sides' timers. The server
+// accepts client pings as often as every 5 s, with or without open streams,
+// so a client on the defaults is never sent GOAWAY "too_many_pings".
 const (
-	DefaultClientKeepaliveTime    = 10 * time.Second
+	DefaultClientKeepaliveTime    = 15 * time.Second
 	DefaultClientKeepaliveTimeout = 5 * time.Second
-	DefaultServerKeepaliveTime    = 10 * time.Second
+	DefaultServerKeepaliveTime    = 20 * time.Second
 	DefaultServerKeepaliveTimeout = 5 * time.Second
 	DefaultServerKeepaliveMinTime = 5 * time.Second
 )
@@ -64,6 +68,7 @@ func defaultServerOptions() serverOptions {
 		},
 		maxFrameBytes: channel.DefaultMaxFrameBytes,
 		limits:        DefaultServerLimits(),
+		grpcOpts:      refusalInterceptors(), // connections over the limits (limits.go)
 	}
 }
 
@@ -138,14 +143,15 @@ func WithMaxFrameBytes(n int) Option {
 // their defaults.
 type ServerKeepalive struct {
 	// Time is how long a connection may be idle before the server pings the
-	// client. Default 10 s; gRPC raises values under 1 s to 1 s.
+	// client. Default 20 s, longer than the client's default interval so that
+	// only the client pings; gRPC raises values under 1 s to 1 s.
 	Time time.Duration
 	// Timeout is how long the server waits for the ping's ack before closing
 	// the connection. Default 5 s.
 	Timeout time.Duration
 	// MinTime is the shortest interval between client pings the server
 	// tolerates; a client pinging more often gets GOAWAY "too_many_pings".
-	// Default 5 s, half the client's default ping interval.
+	// Default 5 s, half the shortest interval a grpc-go client pings at (10 s).
 	MinTime time.Duration
 }
 
@@ -153,7 +159,7 @@ type ServerKeepalive struct {
 // their defaults.
 type ClientKeepalive struct {
 	// Time is how long a connection may be idle before the client pings the
-	// server. Default 10 s; gRPC raises values under 10 s to 10 s. It must not
+	// server. Default 15 s; gRPC raises values under 10 s to 10 s. It must not
 	// be shorter than the server's MinTime (5 s by default).
 	Time time.Duration
 	// Timeout is how long the client waits for the ping's ack before closing

@@ -65,8 +65,8 @@ var (
 // NewServer returns a Server configured by opts. It does not listen: call
 // Serve with a net.Listener (or serve GRPCServer yourself).
 //
-// Defaults: no TLS (use WithTLS), keepalive pings every 10 s with a 5 s
-// timeout, client pings tolerated every 5 s even without streams, frames up to
+// Defaults: no TLS (use WithTLS), keepalive pings after 20 s of silence with a
+// 5 s timeout, client pings tolerated every 5 s even without streams, frames up to
 // 4 MiB each way, and the limits before HELLO of DefaultServerLimits (see
 // WithLimits).
 func NewServer(opts ...ServerOption) *Server {

@@ -129,8 +129,9 @@ func (p *freezeProxy) pump(dst, src net.Conn) {
 // TestStalledConnection freezes the network path of an open channel and
 // checks that both ends notice through keepalive and fail Recv with
 // ErrClosed: the server (keepalive 1 s + 1 s, gRPC's minimum ping interval)
-// within a few seconds, the client on the defaults (10 s + 5 s; gRPC does not
-// let a client ping more often than every 10 s) in about 15 s. This is the
+// within a few seconds, the client on the defaults (ping after 15 s of silence
+// + 5 s; gRPC does not let a client ping more often than every 10 s) within
+// 20 s. This is the
 // suite's one slow test.
 func TestStalledConnection(t *testing.T) {
 	ctx := testContext(t)

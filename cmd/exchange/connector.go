@@ -12,8 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/exchangekit/exchange/channel"
@@ -38,6 +40,7 @@ type connectorFlags struct {
 	tlsCert     string
 	tlsKey      string
 	headers     []string
+	reconnect   reconnectFlags
 	log         logFlags
 	tracing     tracingFlags
 }
@@ -83,6 +86,7 @@ CONNECT tunnel.`,
 	fl.StringVar(&f.log.level, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.log.format, "log-format", "text", "log format: text or json")
 	f.tracing.register(fl)
+	f.reconnect.register(fl)
 	return cmd
 }
 
@@ -169,6 +173,7 @@ func runConnector(ctx context.Context, f connectorFlags, stdout, stderr io.Write
 	cfg.TargetID = f.target
 	cfg.Token = f.token
 	cfg.Logger = log
+	f.reconnect.apply(&cfg)
 	var c *connector.Connector
 	cfg.OnPrimary = onPrimary(say, log, func() string { return c.ConnectorID() }, f.target)
 	cfg.OnState = func(s connector.StateChange) {
@@ -286,4 +291,19 @@ func parseHeaders(vals []string) (http.Header, error) {
 		h.Add(name, value)
 	}
 	return h, nil
+}
+
+// reconnectFlags shape the reconnect backoff (docs/operations.md,
+// "Reconnect backoff"; decision 0028).
+type reconnectFlags struct {
+	base, max time.Duration
+}
+
+func (r *reconnectFlags) register(fl *pflag.FlagSet) {
+	fl.DurationVar(&r.base, "reconnect-base", connector.DefaultBackoffBase, "first reconnect delay's ceiling; the n-th waits uniformly in [0, min(--reconnect-max, base·2ⁿ))")
+	fl.DurationVar(&r.max, "reconnect-max", connector.DefaultBackoffMax, "cap of the reconnect delay: after an outage every connector tries again within this of the controller's return")
+}
+
+func (r reconnectFlags) apply(cfg *connector.Config) {
+	cfg.BackoffBase, cfg.BackoffMax = r.base, r.max
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -89,7 +90,7 @@ type limitFlags struct {
 func (l *limitFlags) register(fl *pflag.FlagSet) {
 	d := grpcchannel.DefaultServerLimits()
 	fl.IntVar(&l.streamsPerConn, "max-streams-per-connection", d.MaxConcurrentStreams, "HTTP/2 streams open at once on one connection; a connector needs 1 (negative: gRPC's default, no limit)")
-	fl.IntVar(&l.conns, "max-connections", d.MaxConnections, "connections open at once on --grpc-addr, and apart on --ws-addr; more are closed at once (WebSocket: 503) (negative: no limit)")
+	fl.IntVar(&l.conns, "max-connections", d.MaxConnections, "connections open at once on --grpc-addr, and apart on --ws-addr; more are refused at once with a retry hint (gRPC: RESOURCE_EXHAUSTED, retry after 5s; WebSocket: 503). Default: the file-descriptor limit read at start minus a reserve of max(256, 5%) for the management port, raft, gossip and files (negative: no limit)")
 	fl.IntVar(&l.connsPerSrc, "max-connections-per-source", d.MaxConnectionsPerSource, "connections open at once from one IP address (IPv6: one /64) (negative: no limit)")
 	fl.IntVar(&l.handshakes, "max-handshakes", d.MaxHandshakes, "channels not yet past HELLO at once; more are refused with RESOURCE_EXHAUSTED (WebSocket: 503) (negative: no limit)")
 	fl.IntVar(&l.handshakesPerSrc, "max-handshakes-per-source", d.MaxHandshakesPerSource, "channels not yet past HELLO at once from one source (negative: no limit)")
@@ -98,6 +99,22 @@ func (l *limitFlags) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&l.connIdle, "max-connection-idle", d.MaxConnectionIdle, "a connection without any stream this long is closed with GOAWAY (negative: never)")
 	fl.Float64Var(&l.failedHelloRate, "failed-hello-rate", controller.DefaultFailedHelloRate, "failed HELLOs allowed per second and source, sustained")
 	fl.IntVar(&l.failedHelloBurst, "failed-hello-burst", controller.DefaultFailedHelloBurst, "failed HELLOs allowed at once from one source before it is refused without authentication (negative: no limit)")
+}
+
+// logCap logs, once at start, the file-descriptor limit and the connection
+// cap, and warns when the cap leaves the rest of the process too few
+// descriptors (docs/operations.md, "Connection cap").
+func (l limitFlags) logCap(log *slog.Logger) {
+	n, ok := grpcchannel.FDLimit()
+	if !ok {
+		log.Info("connection cap", "maxConnections", l.conns, "fdLimit", "unknown")
+		return
+	}
+	log.Info("connection cap", "fdLimit", n, "maxConnections", l.conns, "derived", grpcchannel.ConnectionCapForFDLimit(n))
+	if l.conns < 0 || uint64(l.conns) > n-grpcchannel.FDReserve(n) {
+		log.Warn("--max-connections leaves fewer file descriptors than the reserve: connectors may starve the management port, raft and gossip",
+			"fdLimit", n, "maxConnections", l.conns, "reserve", grpcchannel.FDReserve(n))
+	}
 }
 
 // server returns the transport's limits.
@@ -244,6 +261,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	connAuth.cur.Store(controller.Chain(auths...))
 
 	// Connectors' transport.
+	f.limits.logCap(log)
 	sopts := []grpcchannel.ServerOption{grpcchannel.WithLimits(f.limits.server())}
 	if tlsCfg != nil {
 		sopts = append(sopts, grpcchannel.WithTLS(tlsCfg))

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package grpcchannel
+
+func fdLimit() (uint64, bool) { return 0, false }
