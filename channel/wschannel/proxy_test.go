@@ -3,18 +3,16 @@ package wschannel_test
 import (
 	"context"
 	"encoding/base64"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/wschannel"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/internal/testproxy"
 )
 
 // The controller's name in these tests: not loopback (net/http and
@@ -23,91 +21,16 @@ import (
 // NetDialer.
 const controllerHost = "controller.test"
 
-// connectProxy is a real HTTP proxy on loopback that tunnels CONNECT
-// requests, and counts them.
-type connectProxy struct {
-	t        *testing.T
-	target   string // what controllerHost:port resolves to
-	auth     string // required Proxy-Authorization, or ""
-	connects atomic.Int32
-	mu       sync.Mutex
-	hosts    []string // the CONNECT targets
-	wg       sync.WaitGroup
-	conns    []net.Conn
-	srv      *httptest.Server
-}
-
-func newConnectProxy(t *testing.T, target, auth string) *connectProxy {
+// newConnectProxy starts a real CONNECT proxy on loopback that resolves
+// controllerHost:port to target.
+func newConnectProxy(t *testing.T, target, auth string) *testproxy.Proxy {
 	return startConnectProxy(t, target, auth, false)
 }
 
 // startConnectProxy starts the proxy, spoken to over TLS if useTLS (with
 // httptest's certificate, the same as the test servers').
-func startConnectProxy(t *testing.T, target, auth string, useTLS bool) *connectProxy {
-	p := &connectProxy{t: t, target: target, auth: auth}
-	if useTLS {
-		p.srv = httptest.NewTLSServer(p)
-	} else {
-		p.srv = httptest.NewServer(p)
-	}
-	t.Cleanup(func() {
-		p.srv.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *connectProxy) URL() string { return p.srv.URL }
-
-func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodConnect {
-		http.Error(w, "this proxy only tunnels", http.StatusMethodNotAllowed)
-		return
-	}
-	p.connects.Add(1)
-	p.mu.Lock()
-	p.hosts = append(p.hosts, r.Host)
-	p.mu.Unlock()
-	if p.auth != "" && r.Header.Get("Proxy-Authorization") != p.auth {
-		w.Header().Set("Proxy-Authenticate", `Basic realm="test"`)
-		http.Error(w, "proxy authentication required", http.StatusProxyAuthRequired)
-		return
-	}
-	host, port, _ := net.SplitHostPort(r.Host)
-	addr := r.Host
-	if host == controllerHost {
-		_, tport, _ := net.SplitHostPort(p.target)
-		if port == tport {
-			addr = p.target
-		}
-	}
-	up, err := net.Dial("tcp", addr)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	down, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		_ = up.Close()
-		return
-	}
-	_, _ = io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
-	p.mu.Lock()
-	p.conns = append(p.conns, up, down)
-	p.mu.Unlock()
-	p.wg.Go(func() { _, _ = io.Copy(up, down); _ = up.Close() })
-	p.wg.Go(func() { _, _ = io.Copy(down, up); _ = down.Close() })
-}
-
-func (p *connectProxy) targets() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.hosts...)
+func startConnectProxy(t *testing.T, target, auth string, useTLS bool) *testproxy.Proxy {
+	return testproxy.Start(t, testproxy.Options{Name: controllerHost, Target: target, Auth: auth, TLS: useTLS})
 }
 
 // setProxyEnv sets the proxy variables for the test, lower-case ones
@@ -181,7 +104,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 			d.NetDialer = resolver(target, &direct)
 			a, b := connect(t, srv, d)
 			roundTrip(t, a, b)
-			if n, hosts := p.connects.Load(), p.targets(); n != 1 || hosts[0] != strings.TrimPrefix(strings.TrimPrefix(d.URL, "wss://"), "ws://") {
+			if n, hosts := p.Connects(), p.Hosts(); n != 1 || hosts[0] != strings.TrimPrefix(strings.TrimPrefix(d.URL, "wss://"), "ws://") {
 				t.Errorf("proxy saw %d CONNECTs to %v, want 1 to the controller", n, hosts)
 			}
 			if n := direct.Load(); n != 0 {
@@ -197,7 +120,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 				d.NetDialer = resolver(target, &direct)
 				a, b := connect(t, srv, d)
 				roundTrip(t, a, b)
-				if n := p.connects.Load(); n != 0 {
+				if n := p.Connects(); n != 0 {
 					t.Errorf("proxy saw %d CONNECTs, want 0 (NO_PROXY)", n)
 				}
 				if n := direct.Load(); n != 1 {
@@ -214,7 +137,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 		var direct atomic.Int32
 		d.NetDialer = resolver(target, &direct)
 		connect(t, srv, d)
-		if n := p.connects.Load(); n != 1 || direct.Load() != 0 {
+		if n := p.Connects(); n != 1 || direct.Load() != 0 {
 			t.Errorf("with https_proxy: %d CONNECTs, %d direct connections; want 1 and 0", n, direct.Load())
 		}
 	})
@@ -223,7 +146,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 		p := newConnectProxy(t, "", "")
 		setProxyEnv(t, p.URL(), p.URL(), "")
 		connect(t, srv, d) // d.URL is http://127.0.0.1:port
-		if n := p.connects.Load(); n != 0 {
+		if n := p.Connects(); n != 0 {
 			t.Errorf("proxy saw %d CONNECTs for a loopback controller, want 0", n)
 		}
 	})
@@ -234,7 +157,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 		var direct atomic.Int32
 		d.NetDialer, d.Proxy = resolver(target, &direct), wschannel.NoProxy
 		connect(t, srv, d)
-		if n := p.connects.Load(); n != 0 || direct.Load() != 1 {
+		if n := p.Connects(); n != 0 || direct.Load() != 1 {
 			t.Errorf("with NoProxy: %d CONNECTs, %d direct connections; want 0 and 1", n, direct.Load())
 		}
 	})
@@ -258,7 +181,7 @@ func TestProxyAuthentication(t *testing.T) {
 	setProxyEnv(t, strings.Replace(p.URL(), "http://", "http://user:p%40ss@", 1), "", "")
 	a, b := connect(t, srv, d)
 	roundTrip(t, a, b)
-	if n := p.connects.Load(); n != 2 {
+	if n := p.Connects(); n != 2 {
 		t.Errorf("proxy saw %d CONNECTs, want 2", n)
 	}
 }
@@ -295,7 +218,7 @@ func TestHTTPSProxy(t *testing.T) {
 	d.NetDialer = resolver(target, &direct)
 	a, b := connect(t, srv, d)
 	roundTrip(t, a, b)
-	if n := p.connects.Load(); n != 1 || direct.Load() != 0 {
+	if n := p.Connects(); n != 1 || direct.Load() != 0 {
 		t.Errorf("%d CONNECTs through the https proxy, %d direct connections; want 1 and 0", n, direct.Load())
 	}
 }

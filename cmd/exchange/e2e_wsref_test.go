@@ -2,20 +2,17 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/exchangekit/exchange/internal/refclient"
+	"github.com/exchangekit/exchange/internal/testproxy"
 )
 
 // The binary against connectors of the reference (internal/refclient,
@@ -156,85 +153,21 @@ func TestEndToEndConnectorThroughProxy(t *testing.T) {
 	ctrl, _, _, wsURL := startControllerWS(ctx, t, "--in-memory", "--token", "s3cret")
 	target := strings.TrimPrefix(wsURL, "ws://")
 	_, port, _ := net.SplitHostPort(target)
-	p := startTunnelProxy(t, "controller.test", target)
+	p := testproxy.Start(t, testproxy.Options{Name: "controller.test", Target: target})
 
 	// Set for the connector's process only (the controller runs already);
 	// "controller.test" is not loopback, which is never proxied.
-	for k, v := range map[string]string{"HTTP_PROXY": p.url, "HTTPS_PROXY": "", "NO_PROXY": "", "http_proxy": "", "https_proxy": "", "no_proxy": ""} {
+	for k, v := range map[string]string{"HTTP_PROXY": p.URL(), "HTTPS_PROXY": "", "NO_PROXY": "", "http_proxy": "", "https_proxy": "", "no_proxy": ""} {
 		t.Setenv(k, v)
 	}
 	url := "ws://controller.test:" + port
 	conn := start(t, "c-proxy", "connector", "--controller", url, "--target", "t-p", "--id", "c-proxy",
 		"--header", "Authorization: Bearer s3cret")
 	conn.waitLine(ctx, 0, regexp.MustCompile(`^PRIMARY connector=c-proxy target=t-p`))
-	if n, hosts := p.count.Load(), p.targets(); n < 1 || hosts[0] != "controller.test:"+port {
+	if n, hosts := p.Connects(), p.Hosts(); n < 1 || hosts[0] != "controller.test:"+port {
 		t.Errorf("the proxy tunnelled %d connections to %v, want the connector's to controller.test:%s", n, hosts, port)
 	}
 	conn.stop(ctx)
 	ctrl.stop(ctx)
 }
 
-// tunnelProxy is an HTTP proxy that tunnels CONNECT requests, resolving one
-// name to a given address.
-type tunnelProxy struct {
-	url   string
-	count atomic.Int32
-	mu    sync.Mutex
-	hosts []string
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startTunnelProxy(t *testing.T, name, addr string) *tunnelProxy {
-	p := &tunnelProxy{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect {
-			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
-			return
-		}
-		p.count.Add(1)
-		p.mu.Lock()
-		p.hosts = append(p.hosts, r.Host)
-		p.mu.Unlock()
-		dst := r.Host
-		if h, port, _ := net.SplitHostPort(r.Host); h == name {
-			_, aport, _ := net.SplitHostPort(addr)
-			if port == aport {
-				dst = addr
-			}
-		}
-		up, err := net.Dial("tcp", dst)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		down, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			_ = up.Close()
-			return
-		}
-		_, _ = io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
-		p.mu.Lock()
-		p.conns = append(p.conns, up, down)
-		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(up, down); _ = up.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(down, up); _ = down.Close() })
-	}))
-	p.url = srv.URL
-	t.Cleanup(func() {
-		srv.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *tunnelProxy) targets() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.hosts...)
-}
