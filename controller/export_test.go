@@ -6,3 +6,6 @@ func (c *Controller) QueuedOps() int {
 	defer c.applier.mu.Unlock()
 	return len(c.applier.queue)
 }
+
+// LocalChannels returns how many live channels the node holds.
+func (c *Controller) LocalChannels() int { return c.localCount() }
