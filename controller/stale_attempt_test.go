@@ -234,3 +234,38 @@ func testStaleAttempt(t *testing.T, closeThrough bool) {
 		t.Errorf("connector on channel %s, state %v; want still on %s, connected", got, conn.State(), live)
 	}
 }
+
+// A channel that dies while its registration waits in the node's queue is
+// never registered: the registration is dropped, so a dead channel cannot
+// take over a live one of its connector (whatever the connector sent in its
+// HELLO).
+func TestRegistrationDroppedWhenChannelDiesFirst(t *testing.T) {
+	gated := newGatedStore(standalone.New("node-a"), "blocker")
+	h := newHarness(t, fastConfig(), harnessOpts{store: gated})
+	rec := recordState(h)
+
+	// The HELLO is answered before the registration: connect returns while
+	// the blocker's registration is held in Apply.
+	blocker := h.connect(connOpts{target: "t0", connectorID: "blocker"})
+	select {
+	case <-gated.entered:
+	case <-time.After(testTimeout):
+		t.Fatal("the blocker's registration never reached the store")
+	}
+	dead := h.connect(connOpts{target: "t", connectorID: "gw"})
+	h.waitFor("the registration queued", func() bool { return h.ctrl.QueuedOps() == 1 })
+	dead.close()
+	h.waitFor("the dead channel dropped", func() bool { return h.ctrl.LocalChannels() == 1 })
+
+	close(gated.release)
+	h.waitRegistered(blocker.id(), true)
+	after := h.connect(connOpts{target: "t", connectorID: "other"}) // queued behind the dead one's
+	h.waitRegistered(after.id(), true)
+	for _, change := range rec.all() {
+		for _, e := range change {
+			if e.ChannelID == dead.id() {
+				t.Errorf("the dead channel reached the state: %+v", change)
+			}
+		}
+	}
+}
