@@ -40,6 +40,14 @@ type HelloPayload struct {
 	// Capabilities lists optional protocol features the connector supports,
 	// such as "batch" (coalesced frames).
 	Capabilities []string `json:"capabilities,omitempty"`
+	// Instance identifies the running connector (random per process run,
+	// an id of at most MaxIDBytes) and Attempt numbers its connection
+	// attempts, growing with each. With them the controller tells a stale
+	// attempt, registered late, from the connector's current channel: a
+	// stale one never takes the current one over (decision 0018). Both
+	// are optional.
+	Instance string `json:"instance,omitempty"`
+	Attempt  uint64 `json:"attempt,omitempty"`
 }
 
 // Limits are the controller's limits, announced in the HELLO reply.

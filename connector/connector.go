@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -33,6 +34,12 @@ type Connector struct {
 	policy  backoff.Policy
 	int64n  func(int64) int64 // backoff randomness; tests substitute a fixed one
 	window  *window           // nil when deduplication is disabled
+	// instance identifies this Connector value (this run of the process)
+	// in its HELLOs, and attempts counts its connection attempts: the
+	// controller then never lets a stale attempt, registered late, take
+	// over the connector's current channel (decision 0018).
+	instance string
+	attempts atomic.Uint64
 
 	life    context.Context // cancelled by Close
 	cancel  context.CancelFunc
@@ -100,6 +107,7 @@ func New(cfg Config, mux *command.Mux, endpoints ...channel.Dialer) (*Connector,
 		log:       cfg.Logger.With("connectorId", cfg.ConnectorID),
 		policy:    cfg.policy(),
 		int64n:    rand.Int64N,
+		instance:  command.NewID(),
 		life:      life,
 		cancel:    cancel,
 		runDone:   make(chan struct{}),
@@ -283,6 +291,8 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 		ProtocolVersion: command.ProtocolVersion,
 		Metadata:        c.cfg.Metadata,
 		Capabilities:    []string{command.CapabilityBatch}, // the gRPC twin unpacks batches
+		Instance:        c.instance,
+		Attempt:         c.attempts.Add(1),
 	})
 	if err != nil {
 		_ = conn.Close()

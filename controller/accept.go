@@ -62,9 +62,14 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		return
 	}
 	lc.registeredAt = time.Now()
+	// The registration is dropped if the channel dies before it is applied
+	// (the connector gave up on it): a dead channel has nothing to take over.
+	rctx, cancel := context.WithCancel(ctx)
+	stop := lc.ch.AfterDone(cancel)
 	// A channel with a connector id takes over that connector's other
-	// channels of the target, wherever they are held (decision 0018).
-	err := c.applier.register(ctx, lc.connectorID != "", state.Channel{
+	// channels of the target, wherever they are held, unless it is a stale
+	// attempt of the same connector instance (decision 0018).
+	err := c.applier.register(rctx, lc.connectorID != "", state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
@@ -72,10 +77,26 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		Active:       true,
 		RegisteredAt: lc.registeredAt,
 		Metadata:     lc.metadata,
+		Instance:     lc.instance,
+		Attempt:      lc.attempt,
 	})
+	stop()
+	cancel()
 	lc.metadata = nil // stored in the state now; the local copy is not needed
 	if err != nil {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil: // closing: Close owns the channel
+		case errors.Is(err, state.ErrSuperseded):
+			// A stale attempt: the connector is on a later channel. No
+			// GOOD_BYE: the stale channel is (nearly always) dead already.
+			c.log.Info("controller: stale connection attempt not registered; closing it", "channel", lc.id,
+				"target", lc.targetID, "connector", lc.connectorID, "instance", lc.instance, "attempt", lc.attempt, "err", err)
+			c.dropLocal(lc, causeSuperseded)
+		case lc.ch.Err() != nil: // died while registering: unregister it (in case it was applied after all)
+			c.log.Info("controller: channel closed before its registration; not registered", "channel", lc.id,
+				"target", lc.targetID, "connector", lc.connectorID)
+			c.dropLocal(lc, nil)
+		default:
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
 			c.dropLocal(lc, &channel.CloseCause{Reason: "registration failed", Detail: err.Error(), Abnormal: true})
 		}
@@ -181,6 +202,11 @@ func checkHello(h command.HelloPayload) error {
 			return err
 		}
 	}
+	if h.Instance != "" {
+		if err := command.CheckID("instance", h.Instance, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
 	return command.CheckMetadata(h.Metadata)
 }
 
@@ -282,6 +308,8 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			id:          command.NewID(),
 			targetID:    target,
 			connectorID: hello.ConnectorID,
+			instance:    hello.Instance,
+			attempt:     hello.Attempt,
 			peer:        peer,
 			metadata:    req.Metadata,
 		}

@@ -66,6 +66,8 @@ type local struct {
 	id          string
 	targetID    string
 	connectorID string
+	instance    string // the connector instance and attempt its HELLO said (0/"" if none)
+	attempt     uint64
 	peer        channel.PeerInfo
 	metadata    map[string]string // until registered
 	ch          *channel.Channel
@@ -77,7 +79,8 @@ type local struct {
 	// absence from the state means another node (or a take-over) removed it.
 	registered atomic.Bool
 	goneOnce   sync.Once   // the state no longer has the channel: retire it, once
-	replaced   atomic.Bool // set before it is retired: taken over by a newer channel of its connector
+	replaced   atomic.Bool // set before it is retired: taken over by a newer channel of another instance of its connector
+	superseded atomic.Bool // set before it is retired: taken over by a later attempt of its own connector instance
 	ended      atomic.Bool // set by the first of "the channel died" and "retire it" (see watch)
 	// cause is why this side closes the channel, set before the GOOD_BYE
 	// (the connector may end the stream before CloseWithCause runs).
@@ -91,7 +94,10 @@ var (
 	causeRebalance = &channel.CloseCause{Reason: "rebalancing (connector asked to move to another node)"}
 	causeIsolation = &channel.CloseCause{Reason: "isolation (node cut off from the cluster's leader)", Abnormal: true}
 	causeTakeOver  = &channel.CloseCause{Reason: "evicted by take-over (a newer channel of its connector)"}
-	causeRemoved   = &channel.CloseCause{Reason: "removed from the state by another node", Abnormal: true}
+	// causeSuperseded: the connector instance itself is on a later
+	// connection attempt (decision 0018, stale attempts).
+	causeSuperseded = &channel.CloseCause{Reason: "superseded by a later connection attempt of the same connector instance"}
+	causeRemoved    = &channel.CloseCause{Reason: "removed from the state by another node", Abnormal: true}
 )
 
 // intend records why the controller is about to close lc; the first reason

@@ -10,3 +10,6 @@ func (c *Controller) QueuedOps() int {
 // HealthyPayload is the HEALTH_CHECK answer the health loop recognises
 // without decoding it.
 var HealthyPayload = healthyPayload
+
+// LocalChannels returns how many live channels the node holds.
+func (c *Controller) LocalChannels() int { return c.localCount() }

@@ -269,6 +269,9 @@ type connOpts struct {
 	handlers map[command.Type]command.Handler
 	// capabilities are announced in HELLO.
 	capabilities []string
+	// instance and attempt are announced in HELLO (decision 0018).
+	instance string
+	attempt  uint64
 }
 
 // connector plays a connector: it dials, says HELLO, and answers
@@ -302,7 +305,7 @@ func (h *harness) attach(ctx context.Context, conn channel.Conn, o connOpts) (*c
 	defer cancel()
 	hello, err := channel.Hello(hctx, conn, command.HelloPayload{
 		TargetID: o.target, ConnectorID: o.connectorID, Token: o.token, Metadata: o.metadata,
-		Capabilities: o.capabilities,
+		Capabilities: o.capabilities, Instance: o.instance, Attempt: o.attempt,
 	})
 	if err != nil {
 		_ = conn.Close()

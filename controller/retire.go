@@ -45,10 +45,22 @@ func (c *Controller) retireUnregistered(ids []string, all bool) {
 				continue
 			}
 			// Taken over if the connector has a channel for the target now
-			// (this one was unregistered by the same change that added it).
-			replaced := lc.connectorID != "" && len(s.ConnectorChannels(lc.targetID, lc.connectorID)) > 0
+			// (this one was unregistered by the same change that added it);
+			// superseded if that channel is a later attempt of lc's own
+			// connector instance.
+			var replaced, superseded bool
+			if lc.connectorID != "" {
+				for _, nw := range s.ConnectorChannels(lc.targetID, lc.connectorID) {
+					if lc.instance != "" && nw.Instance == lc.instance {
+						superseded = true
+					} else {
+						replaced = true
+					}
+				}
+			}
 			lc.goneOnce.Do(func() {
 				lc.replaced.Store(replaced)
+				lc.superseded.Store(superseded && !replaced)
 				c.retireLater(lc)
 			})
 		}
@@ -60,16 +72,25 @@ func (c *Controller) retireUnregistered(ids []string, all bool) {
 // by a newer one of its connector is presumed dead (half-open); in case it is
 // not, it is told GOOD_BYE{reconnect:false}, best effort within
 // GoodByeTimeout, so that two connectors configured with the same id do not
-// take the target from each other in turn: the older one stops. Otherwise it
-// is told GOOD_BYE{reconnect:true}, and its connector registers anew.
+// take the target from each other in turn: the older one stops. Otherwise
+// (taken over by a later attempt of its own connector instance, or removed
+// for another reason) it is told GOOD_BYE{reconnect:true}.
 func (c *Controller) retire(ctx context.Context, lc *local) {
 	replaced := lc.replaced.Load()
 	cause := causeRemoved
-	if replaced {
+	switch {
+	case replaced:
 		cause = causeTakeOver
 		c.log.Warn("controller: channel taken over by a newer channel of its connector; closing it",
 			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID, "reason", cause.Reason)
-	} else {
+	case lc.superseded.Load():
+		// The connector itself moved on to a later attempt: nothing to warn
+		// about, and it must not be told to stop.
+		cause = causeSuperseded
+		c.log.Info("controller: channel superseded by a later connection attempt of its connector; closing it",
+			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID, "instance", lc.instance,
+			"attempt", lc.attempt)
+	default:
 		c.log.Warn("controller: channel removed from the state by another node; closing it",
 			"channel", lc.id, "target", lc.targetID, "connector", lc.connectorID, "reason", cause.Reason)
 	}

@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -177,4 +178,42 @@ func channelIDs(t controller.TargetInfo) []string {
 		ids = append(ids, c.ID)
 	}
 	return ids
+}
+
+// A take-over by a later attempt of the same connector instance is the
+// connector continuing: the old channel is told GOOD_BYE{reconnect:true}
+// (not to stop) and closed. A take-over by another instance keeps the rule
+// of decision 0018: GOOD_BYE{reconnect:false}.
+func TestTakeOverSameInstance(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		second    connOpts
+		reconnect bool
+	}{
+		{"same instance, later attempt", connOpts{target: "t", connectorID: "gw", instance: "i1", attempt: 2}, true},
+		{"another instance", connOpts{target: "t", connectorID: "gw", instance: "i2", attempt: 1}, false},
+		{"no instance", connOpts{target: "t", connectorID: "gw"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, fastConfig())
+			old := h.connect(connOpts{target: "t", connectorID: "gw", instance: "i1", attempt: 1})
+			h.waitRegistered(old.id(), true)
+			nw := h.connect(tt.second)
+			h.waitRegistered(old.id(), false)
+			h.waitClosed(old)
+			if got := old.goodbyeList(); len(got) != 1 || got[0] != (command.GoodByePayload{TargetID: "t", Reconnect: tt.reconnect}) {
+				t.Errorf("old channel was told %+v, want one GOOD_BYE{reconnect:%t}", got, tt.reconnect)
+			}
+			h.waitRegistered(nw.id(), true)
+		})
+	}
+}
+
+// A HELLO whose instance breaks the id rules is refused at the edge.
+func TestHelloInstanceLimits(t *testing.T) {
+	h := newHarness(t, fastConfig())
+	_, err := h.dial(t.Context(), connOpts{target: "t", connectorID: "gw", instance: "bad\ninstance"})
+	if err == nil || !strings.Contains(err.Error(), "instance") {
+		t.Fatalf("HELLO with a bad instance = %v, want a refusal naming the instance", err)
+	}
 }

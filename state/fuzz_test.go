@@ -19,6 +19,12 @@ func FuzzApply(f *testing.F) {
 		`{"unregister":{"channelId":"a"}},{"removeNodeChannels":{"nodeId":"m"}}]`))
 	f.Add([]byte(`[{"setPrimary":{"targetId":"t","channelId":"zz"}},{}]`))
 	f.Add([]byte(`[{"register":{"channel":{"id":"","targetId":""}}}]`))
+	f.Add([]byte(`[{"register":{"channel":{"id":"b","targetId":"t","connectorId":"gw","nodeId":"n","active":true,` +
+		`"instance":"i","attempt":2},"takeOver":true}},` +
+		`{"register":{"channel":{"id":"a","targetId":"t","connectorId":"gw","nodeId":"n","active":true,` +
+		`"instance":"i","attempt":1},"takeOver":true}},` +
+		`{"register":{"channel":{"id":"c","targetId":"t","connectorId":"gw","nodeId":"n","active":true,` +
+		`"instance":"j","attempt":18446744073709551615},"takeOver":true}}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ops []state.Op
 		if json.Unmarshal(data, &ops) != nil {

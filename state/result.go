@@ -24,6 +24,9 @@ const (
 	// CodeConflict: the op does not match the current state of its batch
 	// (batch.ErrConflict); it changed nothing.
 	CodeConflict ErrorCode = "conflict"
+	// CodeSuperseded: a registration of a stale connection attempt
+	// (ErrSuperseded); it changed nothing.
+	CodeSuperseded ErrorCode = "superseded"
 	// CodeInternal: any other failure.
 	CodeInternal ErrorCode = "internal"
 )
@@ -31,7 +34,7 @@ const (
 // OpError is the failure of one op, as plain data: it encodes to JSON and
 // decodes back with its meaning intact. errors.Is matches it against the
 // sentinels of its code: ErrNotFound and batch.ErrNotFound for CodeNotFound,
-// and likewise for CodeExists, CodeInvalid and CodeConflict.
+// and likewise for CodeExists, CodeInvalid, CodeConflict and CodeSuperseded.
 type OpError struct {
 	Code ErrorCode `json:"code"`
 	// Op names the kind of op that failed: "register", "unregister",
@@ -55,6 +58,8 @@ func NewOpError(op string, err error) *OpError {
 		code = CodeInvalid
 	case errors.Is(err, batch.ErrConflict):
 		code = CodeConflict
+	case errors.Is(err, ErrSuperseded):
+		code = CodeSuperseded
 	}
 	return &OpError{Code: code, Op: op, Message: err.Error()}
 }
@@ -73,6 +78,8 @@ func (e *OpError) Is(target error) bool {
 		return target == ErrInvalid || target == batch.ErrInvalid
 	case CodeConflict:
 		return target == batch.ErrConflict
+	case CodeSuperseded:
+		return target == ErrSuperseded
 	}
 	return false
 }

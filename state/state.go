@@ -20,6 +20,10 @@ var (
 	ErrExists = errors.New("state: already exists")
 	// ErrInvalid is returned for malformed ops.
 	ErrInvalid = errors.New("state: invalid op")
+	// ErrSuperseded is returned for the registration of a stale connection
+	// attempt: the same connector instance already has a channel of the
+	// target from a later attempt (RegisterChannel, decision 0018).
+	ErrSuperseded = errors.New("state: superseded by a later attempt of the same connector instance")
 )
 
 // Channel is a registered channel, as every node sees it.
@@ -32,6 +36,13 @@ type Channel struct {
 	RegisteredAt time.Time         `json:"registeredAt"`
 	Seq          uint64            `json:"seq"` // registration order, assigned by Apply
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// Instance and Attempt are what the connector's HELLO said of itself:
+	// the id of its running instance (random per process run) and the
+	// number of its connection attempt, growing with every attempt. Both are
+	// empty/zero for connectors that do not send them. They order the
+	// channels of one instance in a take-over (RegisterChannel).
+	Instance string `json:"instance,omitempty"`
+	Attempt  uint64 `json:"attempt,omitempty"`
 }
 
 // Primary is a target's primary channel. ChannelID is empty while the target
@@ -123,6 +134,13 @@ type Op struct {
 // becomes primary with the next epoch, so the target never goes without a
 // primary in between. Channels of other connectors keep their places. For an
 // anonymous channel (ConnectorID empty) TakeOver does nothing.
+//
+// A stale attempt does not take over: when the channel carries an Instance
+// and one of the channels it would take over has the same Instance and a
+// higher Attempt, the connector has given up on this attempt and is
+// connected through the later one, so the registration is refused with
+// ErrSuperseded and changes nothing. Channels without an Instance, or of
+// another instance, are taken over as above.
 type RegisterChannel struct {
 	Channel  Channel `json:"channel"`
 	TakeOver bool    `json:"takeOver,omitempty"`
@@ -191,6 +209,10 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 		inherit bool // the new channel inherits the primary role of a channel it takes over
 	)
 	if takeOver && c.ConnectorID != "" {
+		if newer := s.laterAttempt(c); newer != nil {
+			return nil, fmt.Errorf("register channel %s (connector %s, instance %s, attempt %d): %w: channel %s is attempt %d",
+				c.ID, c.ConnectorID, c.Instance, c.Attempt, ErrSuperseded, newer.ID, newer.Attempt)
+		}
 		evs, inherit = s.takeOver(c)
 	}
 	s.Seq++
@@ -203,6 +225,24 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 		evs = append(evs, s.changePrimary(c.TargetID, c.ID)...)
 	}
 	return append(evs, s.elect(c.TargetID)...), nil
+}
+
+// laterAttempt returns a channel of c's target and connector from the same
+// instance as c and a later attempt, if there is one: c is then stale.
+func (s *State) laterAttempt(c Channel) *Channel {
+	if c.Instance == "" {
+		return nil
+	}
+	t := s.idx.targets[c.TargetID]
+	if t == nil {
+		return nil
+	}
+	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+		if old.Instance == c.Instance && old.Attempt > c.Attempt {
+			return old
+		}
+	}
+	return nil
 }
 
 // takeOver unregisters the channels of c's target opened by c's connector,
@@ -231,6 +271,11 @@ func checkChannel(c *Channel) error {
 	}
 	if c.NodeID != "" {
 		if err := command.CheckID("nodeId", c.NodeID, command.MaxIDBytes); err != nil {
+			return err
+		}
+	}
+	if c.Instance != "" {
+		if err := command.CheckID("instance", c.Instance, command.MaxIDBytes); err != nil {
 			return err
 		}
 	}

@@ -205,3 +205,122 @@ func TestRegisterIdentityLimits(t *testing.T) {
 		t.Fatalf("Apply() at the limits = %v, want nil", err)
 	}
 }
+
+// regAttempt registers, with TakeOver, an active channel of connector gw
+// for target t on node n1, from connection attempt attempt of instance inst
+// ("" and 0: a connector that does not say).
+func regAttempt(id, inst string, attempt uint64) state.Op {
+	op := regConn(id, "t", "gw", "n1", true)
+	op.Register.Channel.Instance = inst
+	op.Register.Channel.Attempt = attempt
+	return op
+}
+
+// The take-over rule with connection attempts (decision 0018, "stale
+// attempts"): a registration from an earlier attempt of the same instance
+// than a registered channel is refused and changes nothing; every other
+// registration takes over as before.
+func TestRegisterTakeOverAttempts(t *testing.T) {
+	tests := []struct {
+		name      string
+		setup     []state.Op
+		op        state.Op
+		want      []state.Event
+		channels  []string
+		wantError error
+	}{{
+		name:     "same instance, later attempt: takes over",
+		setup:    []state.Op{regAttempt("a", "i1", 1)},
+		op:       regAttempt("b", "i1", 2),
+		want:     []state.Event{replaced("t", "a", "n1", "b"), registered("t", "b", "n1"), elected("t", "b", "n1", 2)},
+		channels: []string{"b"},
+	}, {
+		name:      "same instance, earlier attempt applied late: refused, nothing changes",
+		setup:     []state.Op{regAttempt("b", "i1", 2)},
+		op:        regAttempt("a", "i1", 1),
+		channels:  []string{"b"},
+		wantError: state.ErrSuperseded,
+	}, {
+		name:      "same instance, earlier attempt, among several channels: refused",
+		setup:     []state.Op{regAttempt("x", "", 0), func() state.Op { op := regAttempt("b", "i1", 7); op.Register.TakeOver = false; return op }()},
+		op:        regAttempt("a", "i1", 3),
+		channels:  []string{"x", "b"},
+		wantError: state.ErrSuperseded,
+	}, {
+		name:     "same instance, same attempt: takes over (the log's order decides)",
+		setup:    []state.Op{regAttempt("a", "i1", 4)},
+		op:       regAttempt("b", "i1", 4),
+		want:     []state.Event{replaced("t", "a", "n1", "b"), registered("t", "b", "n1"), elected("t", "b", "n1", 2)},
+		channels: []string{"b"},
+	}, {
+		name:     "another instance with a lower attempt: takes over (two processes with one id)",
+		setup:    []state.Op{regAttempt("a", "i1", 9)},
+		op:       regAttempt("b", "i2", 1),
+		want:     []state.Event{replaced("t", "a", "n1", "b"), registered("t", "b", "n1"), elected("t", "b", "n1", 2)},
+		channels: []string{"b"},
+	}, {
+		name:     "new channel without an instance: takes over (old connector)",
+		setup:    []state.Op{regAttempt("a", "i1", 9)},
+		op:       regAttempt("b", "", 0),
+		want:     []state.Event{replaced("t", "a", "n1", "b"), registered("t", "b", "n1"), elected("t", "b", "n1", 2)},
+		channels: []string{"b"},
+	}, {
+		name:     "old channel without an instance: taken over",
+		setup:    []state.Op{regAttempt("a", "", 0)},
+		op:       regAttempt("b", "i1", 1),
+		want:     []state.Event{replaced("t", "a", "n1", "b"), registered("t", "b", "n1"), elected("t", "b", "n1", 2)},
+		channels: []string{"b"},
+	}, {
+		name:  "without TakeOver attempts are not compared",
+		setup: []state.Op{regAttempt("b", "i1", 2)},
+		op: func() state.Op {
+			op := regAttempt("a", "i1", 1)
+			op.Register.TakeOver = false
+			return op
+		}(),
+		want:     []state.Event{registered("t", "a", "n1")},
+		channels: []string{"b", "a"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := applyAll(t, tt.setup...)
+			before, _ := s.Marshal()
+			got, err := s.Apply(tt.op)
+			if !errors.Is(err, tt.wantError) {
+				t.Fatalf("Apply() error = %v, want %v", err, tt.wantError)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			var ids []string
+			for _, c := range s.TargetChannels("t") {
+				ids = append(ids, c.ID)
+			}
+			if diff := cmp.Diff(tt.channels, ids); diff != "" {
+				t.Errorf("channels of t (-want +got):\n%s", diff)
+			}
+			if err := state.CheckIndex(s); err != nil {
+				t.Error(err)
+			}
+			if tt.wantError != nil {
+				if after, _ := s.Marshal(); string(after) != string(before) {
+					t.Errorf("a refused registration changed the state:\n%s\n%s", before, after)
+				}
+				if oe := state.NewOpError("register", err); oe.Code != state.CodeSuperseded || !errors.Is(oe, state.ErrSuperseded) {
+					t.Errorf("NewOpError = %+v, want code %s matching ErrSuperseded", oe, state.CodeSuperseded)
+				}
+			}
+		})
+	}
+}
+
+// The instance id is bounded like the other ids; the attempt number is a
+// plain uint64 and needs no bound.
+func TestRegisterInstanceLimits(t *testing.T) {
+	for _, inst := range []string{strings.Repeat("i", 129), "i\n1", "i\xff"} {
+		s := applyAll(t)
+		if _, err := s.Apply(regAttempt("a", inst, 1)); !errors.Is(err, state.ErrInvalid) || !strings.Contains(err.Error(), "instance") {
+			t.Errorf("instance %q: Apply() = %v, want ErrInvalid naming the instance", inst, err)
+		}
+	}
+}
