@@ -31,6 +31,7 @@ var rules = []struct {
 	{pkg: "command", stdOnly: true},
 	{pkg: "internal/jsonlimit", stdOnly: true},
 	{pkg: "internal/testlog", stdOnly: true},
+	{pkg: "internal/testproxy", stdOnly: true},
 	{pkg: "internal/backoff", stdOnly: true},
 	{pkg: "internal/queue", stdOnly: true},
 	{pkg: "internal/logthrottle", stdOnly: true},
