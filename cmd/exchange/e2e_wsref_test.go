@@ -170,4 +170,3 @@ func TestEndToEndConnectorThroughProxy(t *testing.T) {
 	conn.stop(ctx)
 	ctrl.stop(ctx)
 }
-
