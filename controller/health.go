@@ -66,6 +66,9 @@ func (c *Controller) healthRound(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	if next.Load() < int64(len(todo)) {
+		return // stopped by ctx before every channel was taken: no sweep to report
+	}
 	if m := c.cfg.Metrics; m != nil {
 		m.HealthSweep(time.Since(start))
 	}
