@@ -205,12 +205,22 @@ func (c *Channel) InFlight() int {
 // when a command with the same id is already in flight; ErrFrameTooLarge when
 // the transport refused the frame; ErrMalformedFrame when cmd has no type.
 func (c *Channel) Send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+	return c.SendTimeout(ctx, cmd, 0)
+}
+
+// SendTimeout is Send with timeout, when positive, in place of
+// Config.DefaultTimeout for a ctx without a deadline; a deadline of ctx
+// earlier than timeout from now wins. Its timeout errors are Send's
+// (wrapping context.DeadlineExceeded). It spares a caller that sends many
+// commands with a timeout each (the controller's health checks) a context
+// and its timer per call: the deadline runs on a pooled timer.
+func (c *Channel) SendTimeout(ctx context.Context, cmd *command.Command, timeout time.Duration) (*command.Reply, error) {
 	o := c.cfg.Observer
 	if o == nil {
-		return c.send(ctx, cmd)
+		return c.send(ctx, cmd, timeout)
 	}
 	start := time.Now()
-	reply, err := c.send(ctx, cmd)
+	reply, err := c.send(ctx, cmd, timeout)
 	var t command.Type
 	if cmd != nil {
 		t = cmd.Type
@@ -219,24 +229,25 @@ func (c *Channel) Send(ctx context.Context, cmd *command.Command) (*command.Repl
 	return reply, err
 }
 
-func (c *Channel) send(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.Duration) (*command.Reply, error) {
 	if err := checkCommand(cmd); err != nil {
 		return nil, fmt.Errorf("channel: send: %w", err)
 	}
 	if cmd.OneWay {
 		return nil, c.Notify(ctx, cmd)
 	}
-	// The deadline: ctx's, or Config.DefaultTimeout from now on a pooled timer
-	// (cheaper than a context per call).
+	// The deadline: ctx's, or timeout (else Config.DefaultTimeout) from now on
+	// a pooled timer (cheaper than a context per call), whichever comes first.
 	var (
-		timeout time.Duration
 		timer   *time.Timer
 		expired <-chan time.Time
 	)
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) <= timeout) {
 		timeout = time.Until(dl)
 	} else {
-		timeout = c.cfg.DefaultTimeout
+		if timeout <= 0 {
+			timeout = c.cfg.DefaultTimeout
+		}
 		timer = c.timers.Get().(*time.Timer)
 		timer.Reset(timeout)
 		expired = timer.C

@@ -111,8 +111,24 @@ func (c *Connector) health(ctx context.Context, cmd *command.Command) (*command.
 	if c.cfg.Health != nil {
 		healthy, detail = c.cfg.Health(ctx)
 	}
+	if healthy && detail == "" { // the usual answer, encoded once
+		return &command.Reply{CommandID: cmd.ID, Type: cmd.Type, Status: command.StatusSucceeded,
+			Payload: healthyPayload[:len(healthyPayload):len(healthyPayload)]}, nil
+	}
 	return command.Succeeded(cmd, command.HealthCheckReplyPayload{Healthy: healthy, Detail: detail})
 }
+
+// healthyPayload is command.HealthCheckReplyPayload{Healthy: true} encoded,
+// the answer to nearly every HEALTH_CHECK. Replies share it: nothing writes
+// to a reply's payload (and its capacity ends at its length, so an append
+// copies).
+var healthyPayload = func() []byte {
+	b, err := command.Encode(command.HealthCheckReplyPayload{Healthy: true})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 // user runs a user command through the dedup window: a command whose id
 // completed recently is answered from the window; one whose id is running

@@ -46,6 +46,31 @@ func TestHealthDefaultsToHealthy(t *testing.T) {
 	}
 }
 
+// The healthy answer, encoded once and shared by the replies, is exactly
+// what encoding it each time gave (the controller recognises these bytes
+// without decoding them), every time, with or without a Health function.
+func TestHealthyReplyBytes(t *testing.T) {
+	want, err := command.Encode(command.HealthCheckReplyPayload{Healthy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, health := range []func(context.Context) (bool, string){
+		nil,
+		func(context.Context) (bool, string) { return true, "" },
+	} {
+		ctx := testContext(t)
+		cfg := testConfig(t)
+		cfg.Health = health
+		_, _, p := connected(ctx, t, cfg, nil)
+		for range 3 {
+			r := p.send(ctx, t, command.TypeHealthCheck, command.HealthCheckPayload{})
+			if !r.Succeeded() || string(r.Payload) != string(want) {
+				t.Fatalf("HEALTH_CHECK reply = %+v (payload %s), want SUCCEEDED with %s", r, r.Payload, want)
+			}
+		}
+	}
+}
+
 func TestHealthFunction(t *testing.T) {
 	ctx := testContext(t)
 	cfg := testConfig(t)

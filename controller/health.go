@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -45,25 +46,43 @@ func (c *Controller) healthRound(ctx context.Context) {
 			}
 		}
 	})
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, c.cfg.HealthConcurrency)
+	// A fixed set of workers takes the channels in turn: a goroutine per
+	// check would start (and grow) a fresh stack for each.
+	todo := make([]*local, 0, len(locals))
 	for _, lc := range locals {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		}
+		todo = append(todo, lc)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(c.cfg.HealthConcurrency, len(todo)) {
 		wg.Go(func() {
-			defer func() { <-sem }()
-			c.checkHealth(ctx, lc)
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(len(todo)) {
+					return
+				}
+				c.checkHealth(ctx, todo[i])
+			}
 		})
 	}
 	wg.Wait()
+	if next.Load() < int64(len(todo)) {
+		return // stopped by ctx before every channel was taken: no sweep to report
+	}
 	if m := c.cfg.Metrics; m != nil {
 		m.HealthSweep(time.Since(start))
 	}
 }
+
+// healthCheckPayload is the payload of every HEALTH_CHECK,
+// command.HealthCheckPayload{} encoded once (Send copies it into the frame).
+var healthCheckPayload = func() []byte {
+	b, err := command.Encode(command.HealthCheckPayload{})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 // healthyPayload is the usual answer to HEALTH_CHECK, as the connectors of
 // this module encode it (command.HealthCheckReplyPayload{Healthy: true}).
@@ -77,9 +96,9 @@ var healthyPayload = []byte(`{"healthy":true}`)
 // only happens with a peer that does not reserve it, or with more control
 // commands in flight than that capacity.
 func (c *Controller) checkHealth(ctx context.Context, lc *local) {
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
-	defer cancel()
-	reply, err := lc.ch.Send(hctx, command.MustCommand(command.TypeHealthCheck, command.HealthCheckPayload{}))
+	// The timeout on the channel's pooled timer, not a context per check.
+	reply, err := lc.ch.SendTimeout(ctx, &command.Command{ID: command.NewID(), Type: command.TypeHealthCheck,
+		Payload: healthCheckPayload}, c.cfg.HealthTimeout)
 	if ctx.Err() != nil || lc.ch.Err() != nil {
 		return // closing, or the channel died anyway (its watcher unregisters it)
 	}

@@ -79,6 +79,8 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 			Timeout:             o.keepalive.Timeout,
 			PermitWithoutStream: true,
 		}),
+		grpc.WithStaticStreamWindowSize(FlowWindow),
+		grpc.WithStaticConnWindowSize(FlowWindow),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(o.maxFrameBytes),
 			grpc.MaxCallSendMsgSize(o.maxFrameBytes),

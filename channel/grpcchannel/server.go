@@ -94,6 +94,8 @@ func NewServer(opts ...ServerOption) *Server {
 		}),
 		grpc.MaxRecvMsgSize(o.maxFrameBytes),
 		grpc.MaxSendMsgSize(o.maxFrameBytes),
+		grpc.StaticStreamWindowSize(FlowWindow),
+		grpc.StaticConnWindowSize(FlowWindow),
 	}
 	if l.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(uint32(min(l.MaxConcurrentStreams, math.MaxUint32))))

@@ -1,0 +1,64 @@
+package channel_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/exchangekit/exchange/channel"
+	"github.com/exchangekit/exchange/channel/embedded"
+	"github.com/exchangekit/exchange/command"
+)
+
+// SendTimeout's timeout replaces Config.DefaultTimeout for a ctx without a
+// deadline, an earlier ctx deadline wins, and the peer's handler is given
+// what is left: the same errors and command timeouts as Send with a context
+// of that deadline.
+func TestSendTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ctxTimeout time.Duration // 0: no deadline
+		timeout    time.Duration
+		want       time.Duration
+	}{
+		{"timeout, no ctx deadline", 0, 5 * time.Second, 5 * time.Second},
+		{"no timeout: DefaultTimeout", 0, 0, time.Minute},
+		{"ctx deadline earlier", 2 * time.Second, 5 * time.Second, 2 * time.Second},
+		{"ctx deadline later", 10 * time.Second, 5 * time.Second, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var seen atomic.Int64 // the command's timeout, as the peer got it
+				a, b := embedded.Pipe()
+				ca := channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
+				cb := channel.New(b, command.HandlerFunc(func(ctx context.Context, c *command.Command) (*command.Reply, error) {
+					seen.Store(int64(c.Timeout))
+					<-ctx.Done() // a peer that never answers
+					return nil, ctx.Err()
+				}), channel.Config{})
+				defer cb.Close()
+				defer ca.Close()
+				ctx := t.Context()
+				if tc.ctxTimeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tc.ctxTimeout)
+					defer cancel()
+				}
+				start := time.Now()
+				_, err := ca.SendTimeout(ctx, &command.Command{Type: command.TypeHealthCheck}, tc.timeout)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("SendTimeout() = %v, want DeadlineExceeded", err)
+				}
+				if got := time.Since(start); got != tc.want {
+					t.Errorf("SendTimeout() gave up after %v, want %v", got, tc.want)
+				}
+				if got := time.Duration(seen.Load()); got != tc.want {
+					t.Errorf("the peer got timeout %v, want %v", got, tc.want)
+				}
+			})
+		})
+	}
+}
