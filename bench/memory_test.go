@@ -11,7 +11,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -161,11 +163,16 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	// Let the registrations' follow-up work (primary notices, events) end
 	// before the snapshot: the figure is for idle clients.
 	select {
-	case <-time.After(500 * time.Millisecond):
+	case <-time.After(idleSettle):
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
 	}
 	after, afterG := inUse(), runtime.NumGoroutine()
+	if dir := os.Getenv(envHeapProfile); dir != "" {
+		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("heap-%s-%d-%d.pprof", kind, n, conns))); err != nil {
+			return 0, 0, err
+		}
+	}
 	return (float64(after) - float64(before)) / 1024 / float64(n), float64(afterG-beforeG) / float64(n), nil
 }
 
@@ -381,4 +388,27 @@ func idleRawStreams(ctx context.Context, addr string, n, conns int) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// idleSettle is how long the clients are left alone before the snapshot: a
+// channel's writer goroutine outlives its last write by a second (decision
+// 0021), and the registrations' follow-up work (primary notices, events)
+// writes to every channel, so anything shorter measures channels that were
+// written to a moment ago, not idle ones.
+const idleSettle = 2500 * time.Millisecond
+
+// envHeapProfile names a directory: the memory pair then saves the server's
+// heap profile (in use, after GC) there, per contender, at its snapshot.
+const envHeapProfile = "EXCHANGE_BENCH_HEAP_PROFILE"
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
