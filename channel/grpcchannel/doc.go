@@ -79,7 +79,7 @@
 // connection; as many connections as the file-descriptor limit allows less
 // a reserve (ConnectionCapForFDLimit), 1,000 per source address (the first
 // RPC on an excess connection fails at once with RESOURCE_EXHAUSTED and a
-// 5 s RetryInfo); 1,000 handshakes in flight, 100 per source (the excess is
+// 5 s RetryInfo); 4,000 handshakes in flight, 100 per source (the excess is
 // refused at once with RESOURCE_EXHAUSTED, which Dial reports as
 // ErrUnavailable and channel.ErrLimitExceeded: retry later); a stream that
 // sends nothing for 5 s is ended; a connection that has not finished TLS and

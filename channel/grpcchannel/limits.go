@@ -39,7 +39,7 @@ const (
 	DefaultMaxConcurrentStreams    = 16
 	DefaultMaxConnections          = 10000
 	DefaultMaxConnectionsPerSource = 1000
-	DefaultMaxHandshakes           = 1000
+	DefaultMaxHandshakes           = 4000
 	DefaultMaxHandshakesPerSource  = 100
 	DefaultHandshakeTimeout        = 5 * time.Second
 	DefaultConnectionTimeout       = 5 * time.Second
