@@ -224,11 +224,12 @@ func (g *gauge) count() int {
 }
 
 // limitListener counts accepted connections under the gauge's limits and
-// refuses those over them (refuseConn).
+// refuses those over them (refusals.refuse).
 type limitListener struct {
 	net.Listener
-	conns   *gauge
-	refused *atomic.Uint64
+	conns    *gauge
+	refused  *atomic.Uint64
+	refusing *refusals
 }
 
 // Accept returns the next connection within the limits, or one over them
@@ -243,7 +244,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		src := channel.PeerInfo{Addr: c.RemoteAddr().String()}.Source()
 		if err := l.conns.acquire(src); err != nil {
 			l.refused.Add(1)
-			if rc := refuseConn(c, err); rc != nil {
+			if rc := l.refusing.refuse(c, err); rc != nil {
 				return rc, nil
 			}
 			_ = c.Close()
@@ -271,7 +272,7 @@ func (c *limitedConn) Close() error {
 // Closing a connection at accept tells the client nothing it can act on (it
 // sees UNAVAILABLE, as for a server that is down). Instead the connection is
 // handed to gRPC like any other, registered as over the limit; the
-// interceptors installed by default (refusalInterceptors) fail every RPC on
+// interceptors every Server installs (refusals.interceptors) fail every RPC on
 // it with RESOURCE_EXHAUSTED and a retry hint, and the connection is closed
 // shortly after its first refusal, or after overLimitLifetime whatever
 // happens. Decision 0027.
@@ -289,11 +290,11 @@ const (
 	refusalLinger     = 200 * time.Millisecond
 )
 
-// overLimit holds the connections over the limits being served for their
-// refusal, by local and remote address ("local|remote", unique among open
-// TCP connections of this process). n is their count: the interceptors look
-// no further while it is zero.
-var overLimit struct {
+// refusals holds a Server's connections over the limits being served for
+// their refusal, by local and remote address ("local|remote", unique among
+// open TCP connections). n is their count: the interceptors look no further
+// while it is zero.
+type refusals struct {
 	n     atomic.Int64
 	mu    sync.Mutex
 	conns map[string]*refusingConn
@@ -302,30 +303,31 @@ var overLimit struct {
 // refusingConn is a connection over the limits, served only to refuse.
 type refusingConn struct {
 	net.Conn
+	owner  *refusals
 	key    string
 	reason error // the gauge's refusal
 	once   sync.Once
 	timer  *time.Timer
 }
 
-// refuseConn registers c, refused by the limits with reason, and returns it
-// to be served; nil when c is not TCP or maxRefusing are already served.
-func refuseConn(c net.Conn, reason error) net.Conn {
+// refuse registers c, refused by the limits with reason, and returns it to
+// be served; nil when c is not TCP or maxRefusing are already served.
+func (r *refusals) refuse(c net.Conn, reason error) net.Conn {
 	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
 		return nil
 	}
 	key := c.LocalAddr().String() + "|" + c.RemoteAddr().String()
-	overLimit.mu.Lock()
-	defer overLimit.mu.Unlock()
-	if len(overLimit.conns) >= maxRefusing {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.conns) >= maxRefusing {
 		return nil
 	}
-	if overLimit.conns == nil {
-		overLimit.conns = make(map[string]*refusingConn)
+	if r.conns == nil {
+		r.conns = make(map[string]*refusingConn)
 	}
-	rc := &refusingConn{Conn: c, key: key, reason: reason}
-	overLimit.conns[key] = rc
-	overLimit.n.Add(1)
+	rc := &refusingConn{Conn: c, owner: r, key: key, reason: reason}
+	r.conns[key] = rc
+	r.n.Add(1)
 	rc.timer = time.AfterFunc(overLimitLifetime, func() { _ = rc.Close() })
 	return rc
 }
@@ -334,10 +336,10 @@ func (c *refusingConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.timer.Stop()
-		overLimit.mu.Lock()
-		delete(overLimit.conns, c.key)
-		overLimit.mu.Unlock()
-		overLimit.n.Add(-1)
+		c.owner.mu.Lock()
+		delete(c.owner.conns, c.key)
+		c.owner.mu.Unlock()
+		c.owner.n.Add(-1)
 	})
 	return err
 }
@@ -345,8 +347,8 @@ func (c *refusingConn) Close() error {
 // refusal returns the status for an RPC on a connection over the limits,
 // found by the RPC's peer, and schedules that connection's close; nil for
 // any other connection.
-func refusal(ctx context.Context) error {
-	if overLimit.n.Load() == 0 {
+func (r *refusals) refusal(ctx context.Context) error {
+	if r.n.Load() == 0 {
 		return nil
 	}
 	p, ok := peer.FromContext(ctx)
@@ -354,9 +356,9 @@ func refusal(ctx context.Context) error {
 		return nil
 	}
 	key := p.LocalAddr.String() + "|" + p.Addr.String()
-	overLimit.mu.Lock()
-	rc := overLimit.conns[key]
-	overLimit.mu.Unlock()
+	r.mu.Lock()
+	rc := r.conns[key]
+	r.mu.Unlock()
 	if rc == nil {
 		return nil
 	}
@@ -374,18 +376,18 @@ func overLimitStatus(reason error) error {
 	return st.Err()
 }
 
-// refusalInterceptors fail every RPC on a connection over the limits
-// (refusal). They cost one atomic load per RPC otherwise.
-func refusalInterceptors() []grpc.ServerOption {
+// interceptors fail every RPC on a connection over the limits (refusal).
+// They cost one atomic load per RPC otherwise.
+func (r *refusals) interceptors() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			if err := refusal(ss.Context()); err != nil {
+			if err := r.refusal(ss.Context()); err != nil {
 				return err
 			}
 			return handler(srv, ss)
 		}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			if err := refusal(ctx); err != nil {
+			if err := r.refusal(ctx); err != nil {
 				return nil, err
 			}
 			return handler(ctx, req)

@@ -78,7 +78,6 @@ func defaultServerOptions() serverOptions {
 		},
 		maxFrameBytes: channel.DefaultMaxFrameBytes,
 		limits:        DefaultServerLimits(),
-		grpcOpts:      refusalInterceptors(), // connections over the limits (limits.go)
 	}
 }
 

@@ -43,6 +43,7 @@ type Server struct {
 	health        *health.Server
 	maxFrameBytes int
 	limits        ServerLimits
+	refusing      *refusals // connections over the limits, served only to refuse
 
 	connCount         *gauge // connections accepted by Serve
 	handshakes        *gauge // Connect streams not yet past HELLO
@@ -106,9 +107,12 @@ func NewServer(opts ...ServerOption) *Server {
 	if o.tls != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(o.tls)))
 	}
+	refusing := &refusals{}
+	gopts = append(gopts, refusing.interceptors()...) // connections over the limits (limits.go)
 	gopts = append(gopts, o.grpcOpts...)
 
 	s := &Server{
+		refusing:      refusing,
 		gs:            grpc.NewServer(gopts...),
 		health:        health.NewServer(),
 		maxFrameBytes: o.maxFrameBytes,
@@ -146,7 +150,7 @@ func (s *Server) Serve(lis net.Listener) error {
 	if s.limits.MaxConnections <= 0 && s.limits.MaxConnectionsPerSource <= 0 {
 		return s.gs.Serve(lis)
 	}
-	return s.gs.Serve(readyListener{&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns}})
+	return s.gs.Serve(readyListener{&limitListener{Listener: lis, conns: s.connCount, refused: &s.refusedConns, refusing: s.refusing}})
 }
 
 // readyListener gives the connections of the listener it wraps, which wraps
