@@ -129,7 +129,7 @@ func TestCertIdentityRules(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	for _, cfg := range []controller.Config{
 		{HelloTimeout: -1}, {HealthInterval: -1}, {HealthTimeout: -1}, {HealthConcurrency: -1},
-		{GoodByeTimeout: -1}, {ReconcileInterval: -1},
+		{GoodByeTimeout: -1}, {ReconcileInterval: -1}, {PrimaryConcurrency: -1},
 	} {
 		if cfg.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil, want an error", cfg)

@@ -18,13 +18,18 @@ const (
 	DefaultHealthInterval    = 30 * time.Second
 	DefaultHealthTimeout     = 10 * time.Second
 	DefaultHealthConcurrency = 64
-	DefaultGoodByeTimeout    = 5 * time.Second
-	DefaultShutdownTimeout   = 10 * time.Second
-	DefaultReconcileInterval = 10 * time.Second
-	DefaultFailedHelloRate   = 1.0 // per second and source
-	DefaultFailedHelloBurst  = 10
-	DefaultIsolationTimeout  = 10 * time.Second
-	DefaultRebalanceDelay    = 10 * time.Second
+	// DefaultPrimaryConcurrency bounds the PRIMARY notices in flight: a
+	// notice is a small command awaiting a small reply, so many travel at
+	// once (pipelined over each connection by gRPC's writer) and a mass start
+	// of 100,000 connectors learns its primaries as fast as it registers.
+	DefaultPrimaryConcurrency = 1024
+	DefaultGoodByeTimeout     = 5 * time.Second
+	DefaultShutdownTimeout    = 10 * time.Second
+	DefaultReconcileInterval  = time.Minute
+	DefaultFailedHelloRate    = 1.0 // per second and source
+	DefaultFailedHelloBurst   = 10
+	DefaultIsolationTimeout   = 10 * time.Second
+	DefaultRebalanceDelay     = 10 * time.Second
 	// DefaultMaxChannels bounds the channels one node holds: ARCHITECTURE's
 	// target of 100,000 connectors per node.
 	DefaultMaxChannels = 100_000
@@ -56,10 +61,12 @@ type Config struct {
 	// HealthTimeout bounds each HEALTH_CHECK (and each PRIMARY notification).
 	// Default 10 s.
 	HealthTimeout time.Duration
-	// HealthConcurrency bounds the HEALTH_CHECKs in flight in one round, the
-	// PRIMARY notifications in flight, and the GOOD_BYEs sent at once by
-	// Close. Default 64.
+	// HealthConcurrency bounds the HEALTH_CHECKs in flight in one round and
+	// the GOOD_BYEs sent at once by Close. Default 64.
 	HealthConcurrency int
+	// PrimaryConcurrency bounds the PRIMARY notifications in flight, each
+	// bounded by HealthTimeout. Default 1,024.
+	PrimaryConcurrency int
 	// GoodByeTimeout bounds each GOOD_BYE sent before closing a channel (on
 	// eviction and on Close). Default 5 s.
 	GoodByeTimeout time.Duration
@@ -92,7 +99,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ReconcileInterval is how often the primary notifier re-checks every
 	// local channel against the state even when nothing changed: a safety net
-	// under the event-driven path. Default 10 s.
+	// under the event-driven path, which alone tells every channel what it
+	// must know (failed notices are retried with backoff). Default 1 min
+	// (decision 0038).
 	ReconcileInterval time.Duration
 	// FailedHelloRate and FailedHelloBurst limit the failed HELLOs (refused
 	// as unauthenticated or as breaking the protocol) per source: the
@@ -153,7 +162,7 @@ type Metrics interface {
 	// PrimaryNoticesPending reports how many PRIMARY notifications are
 	// pending: in flight, awaiting a retry, or for channels marked for a
 	// comparison the notifier has not made yet (held back by
-	// HealthConcurrency). It is called after every wake of the notifier.
+	// PrimaryConcurrency). It is called after every wake of the notifier.
 	PrimaryNoticesPending(n int)
 }
 
@@ -165,6 +174,7 @@ func DefaultConfig() Config {
 		HealthInterval:       DefaultHealthInterval,
 		HealthTimeout:        DefaultHealthTimeout,
 		HealthConcurrency:    DefaultHealthConcurrency,
+		PrimaryConcurrency:   DefaultPrimaryConcurrency,
 		GoodByeTimeout:       DefaultGoodByeTimeout,
 		ShutdownTimeout:      DefaultShutdownTimeout,
 		ReconcileInterval:    DefaultReconcileInterval,
@@ -181,6 +191,7 @@ func DefaultConfig() Config {
 // negative: no limit).
 func (c Config) Validate() error {
 	if c.HelloTimeout < 0 || c.HealthInterval < 0 || c.HealthTimeout < 0 || c.HealthConcurrency < 0 ||
+		c.PrimaryConcurrency < 0 ||
 		c.GoodByeTimeout < 0 || c.ShutdownTimeout < 0 || c.ReconcileInterval < 0 || c.FailedHelloRate < 0 {
 		return errors.New("controller: config values must not be negative")
 	}
@@ -206,6 +217,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HealthConcurrency == 0 {
 		c.HealthConcurrency = d.HealthConcurrency
+	}
+	if c.PrimaryConcurrency == 0 {
+		c.PrimaryConcurrency = d.PrimaryConcurrency
 	}
 	if c.GoodByeTimeout == 0 {
 		c.GoodByeTimeout = d.GoodByeTimeout

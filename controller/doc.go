@@ -96,7 +96,7 @@
 //     reader, writer and handler goroutines (package channel);
 //   - health loop (1), and per round up to HealthConcurrency checks, waited
 //     for before the next round;
-//   - primary notifier (1), and up to HealthConcurrency PRIMARY sends, at
+//   - primary notifier (1), and up to PrimaryConcurrency PRIMARY sends, at
 //     most one per channel;
 //   - applier (1): the group commit in front of Store.Apply; stopped after
 //     the others, what it left queued is applied by Close;

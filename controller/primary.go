@@ -43,7 +43,7 @@ type primaryResult struct {
 // restored snapshot) looks at every local channel.
 //
 // Notifications run on their own goroutines, at most one per channel and
-// HealthConcurrency in all, so a stalled connector never delays the others
+// PrimaryConcurrency in all, so a stalled connector never delays the others
 // (reference weakness 17). A failed one is retried with backoff (weakness
 // 14). No ordering is kept between channels: the epoch lets receivers fence a
 // stale primary.
@@ -103,7 +103,7 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 // planPrimaries is one wake of the notifier without its I/O: it takes what
 // changed since the last wake, retires the local channels the state no longer
 // has, marks the channels to compare (every local channel when full), and
-// plans the notifications to send now, within HealthConcurrency.
+// plans the notifications to send now, within PrimaryConcurrency.
 func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool) ([]primary.Notice, time.Time) {
 	targets, channels, all := c.dirty.take()
 	full = full || all
@@ -129,7 +129,7 @@ func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool
 			tr.Mark(id)
 		}
 	}
-	limit := c.cfg.HealthConcurrency - tr.InFlight()
+	limit := c.cfg.PrimaryConcurrency - tr.InFlight()
 	if limit <= 0 {
 		return nil, time.Time{} // a finishing notification wakes the loop again
 	}

@@ -29,7 +29,7 @@ func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
 	clu := standalone.New("node-1")
 	cfg := DefaultConfig()
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.HealthConcurrency = targets*perTarget + 1 // no limit: a wake plans everything it looks at
+	cfg.PrimaryConcurrency = targets*perTarget + 1 // no limit: a wake plans everything it looks at
 	c, err := New(cfg, embedded.Listen(), clu)
 	if err != nil {
 		tb.Fatalf("New() = %v", err)
