@@ -328,8 +328,8 @@ func (m *measure) start(ctx context.Context, ctrl *ctrlProc, fl fleet, t0 time.T
 			toldAt = time.Unix(0, s.LastTold)
 		}
 	}
-	note := fmt.Sprintf("%d connectors (%d per target), %d client processes, simultaneous start; last HELLO reply at %.2f s; the slowest /metrics scrape meanwhile %v",
-		o.N, o.PerTarget, o.Clients, connAt.Sub(t0).Seconds(), maxScrape.Round(time.Millisecond))
+	note := fmt.Sprintf("%d connectors (%d per target), %d client processes, simultaneous start; last HELLO reply at %s (as the clients last reported it); the slowest /metrics scrape meanwhile %v",
+		o.N, o.PerTarget, o.Clients, since(connAt, t0), maxScrape.Round(time.Millisecond))
 	m.add("register_s", "s", regAt.Sub(t0).Seconds(), m.startTarget(), false, note+fmt.Sprintf("; controller-side count polled every 100 ms; 99.9 %% at %s", since(most, t0)))
 	m.add("primary_s", "s", toldAt.Sub(t0).Seconds(), m.startTarget(), false, "the last connector's first PRIMARY notice (its role and epoch), from the start")
 	return nil
