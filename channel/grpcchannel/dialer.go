@@ -110,7 +110,8 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 // does its own backoff, like a connector, connects as soon as the server is
 // back.) Errors wrap ErrUnavailable when the server is unreachable or not
 // accepting channels (closing), and also channel.ErrLimitExceeded when it
-// refused the stream because too many handshakes are in flight, channel.ErrClosed when the Dialer is closed
+// refused the stream because too many handshakes are in flight (a
+// *channel.LimitError when the refusal carried a retry hint), channel.ErrClosed when the Dialer is closed
 // or the server does not serve the Exchange service, or ctx's error.
 func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	if err := d.awaitConnectivity(ctx); err != nil {
@@ -161,6 +162,11 @@ func (d *Dialer) dialError(err error) error {
 			// Refused by a limit before the stream was taken: the server is
 			// busy, not broken; try later.
 			if detail, ok := limitDetail(st.Message()); ok {
+				if after, ok := retryHint(st); ok {
+					detail = strings.TrimSuffix(detail, fmt.Sprintf("; retry after %v", after))
+					return fmt.Errorf("grpcchannel: dial %s: %w: %w", d.target, ErrUnavailable,
+						&channel.LimitError{Detail: detail, RetryAfter: after})
+				}
 				return fmt.Errorf("grpcchannel: dial %s: %w: %w: %s", d.target, ErrUnavailable, channel.ErrLimitExceeded, detail)
 			}
 		case codes.Canceled:

@@ -192,16 +192,19 @@ func newGauge(what string, max, perMax int) *gauge {
 // channel.ErrLimitExceeded (and counts nothing) when a limit is reached.
 func (g *gauge) acquire(src string) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.max > 0 && g.total >= g.max {
-		return fmt.Errorf("grpcchannel: %w: %d %s in flight on this node (limit %d)", channel.ErrLimitExceeded, g.total, g.what, g.max)
+		total := g.total
+		g.mu.Unlock() // format the refusal outside the lock: a storm refuses thousands a second
+		return fmt.Errorf("grpcchannel: %w: %d %s in flight on this node (limit %d)", channel.ErrLimitExceeded, total, g.what, g.max)
 	}
 	n := g.per[src]
 	if g.perMax > 0 && n >= g.perMax {
+		g.mu.Unlock()
 		return fmt.Errorf("grpcchannel: %w: %d %s in flight from %s (limit %d)", channel.ErrLimitExceeded, n, g.what, src, g.perMax)
 	}
 	g.total++
 	g.per[src] = n + 1
+	g.mu.Unlock()
 	return nil
 }
 
@@ -280,6 +283,12 @@ const (
 	// OverLimitRetryAfter is the retry hint of a refused connection: the
 	// delay in the message ("retry after 5s") and in the RetryInfo detail.
 	OverLimitRetryAfter = 5 * time.Second
+	// HandshakeRetryAfter is the retry hint of a stream refused because too
+	// many handshakes are in flight (ServerLimits.MaxHandshakes and
+	// MaxHandshakesPerSource): they end within a HelloTimeout, most within a
+	// second, so the refused come back soon rather than after their growing
+	// backoff (decision 0039).
+	HandshakeRetryAfter = 2 * time.Second
 	// maxRefusing bounds the connections over the limit served at once; they
 	// hold a file descriptor each, out of the reserve the cap leaves.
 	maxRefusing = 64
@@ -366,14 +375,31 @@ func (r *refusals) refusal(ctx context.Context) error {
 	return overLimitStatus(rc.reason)
 }
 
-// overLimitStatus is RESOURCE_EXHAUSTED with reason, the retry hint in the
-// message and a RetryInfo detail.
-func overLimitStatus(reason error) error {
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%v; retry after %v", reason, OverLimitRetryAfter))
-	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(OverLimitRetryAfter)}); err == nil {
+// overLimitStatus is RESOURCE_EXHAUSTED with reason, the retry hint
+// (OverLimitRetryAfter) in the message and a RetryInfo detail.
+func overLimitStatus(reason error) error { return retryStatus(reason, OverLimitRetryAfter) }
+
+// retryStatus is RESOURCE_EXHAUSTED with reason, "retry after" the hint in
+// the message and a RetryInfo detail, which a Dialer turns into a
+// *channel.LimitError.
+func retryStatus(reason error, after time.Duration) error {
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%v; retry after %v", reason, after))
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(after)}); err == nil {
 		st = d
 	}
 	return st.Err()
+}
+
+// retryHint returns the RetryInfo delay st carries, if any.
+func retryHint(st *status.Status) (time.Duration, bool) {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			if after := ri.GetRetryDelay().AsDuration(); after > 0 {
+				return after, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // interceptors fail every RPC on a connection over the limits (refusal).

@@ -352,6 +352,11 @@ func TestMaxHandshakes(t *testing.T) {
 		if !strings.Contains(err.Error(), "503") {
 			t.Fatalf("%s: Dial() = %v, want HTTP 503", why, err)
 		}
+		// Retry-After becomes the connector's retry hint (decision 0039).
+		var le *channel.LimitError
+		if !errors.As(err, &le) || le.RetryAfter != 2*time.Second {
+			t.Fatalf("%s: Dial() = %v, want a *channel.LimitError retrying after 2s", why, err)
+		}
 	}
 	_, b1 := connect(t, srv, d)
 	refused("one accepted connection in its handshake")

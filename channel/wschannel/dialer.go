@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -140,6 +141,12 @@ func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 			err = fmt.Errorf("through proxy %s: %w", via.Redacted(), err)
 		}
 		if resp != nil {
+			if after, ok := retryAfter(resp); ok {
+				// A busy controller (its connection or handshake limits):
+				// the same refusal, with the hint, as the gRPC twin's.
+				return nil, fmt.Errorf("wschannel: dial %s: %w", u,
+					&channel.LimitError{Detail: "HTTP " + resp.Status, RetryAfter: after})
+			}
 			return nil, fmt.Errorf("wschannel: dial %s: HTTP %s: %w", u, resp.Status, err)
 		}
 		return nil, fmt.Errorf("wschannel: dial %s: %w", u, err)
@@ -267,4 +274,18 @@ func http1Only(cfg *tls.Config) *tls.Config {
 	cfg = cfg.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
 	return cfg
+}
+
+// retryAfter returns the delay a 503 Service Unavailable answer asks for in
+// its Retry-After header (in seconds; the HTTP-date form is not used by our
+// controllers and is ignored), if any.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || secs <= 0 {
+		return 0, false
+	}
+	return time.Duration(secs) * time.Second, true
 }
