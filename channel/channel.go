@@ -298,12 +298,23 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	}
 	c.mu.Unlock()
 
-	// An application command alone in flight is written by its caller when
-	// the Conn is free: no goroutine switch before the wire (decision 0021).
-	// With others in flight it goes through the queue, whose writer batches
-	// (Config.Coalesce). A control command (a health check) always does, so
-	// that its deadline holds even when the peer reads nothing.
-	switch err := c.submit(ctx, expired, Frame{Command: out}, !control && alone, false); {
+	// A command alone in flight is written by its caller when the Conn is
+	// free: no goroutine switch before the wire (decision 0021), and on an
+	// idle channel no writer goroutine started (and lingering) for it. With
+	// others in flight it goes through the queue, whose writer batches
+	// (Config.Coalesce). A control command (a health check) written inline
+	// must not outlive its deadline in a write the peer never drains: should
+	// the write still block at the deadline, the channel dies (the health
+	// check would fail, and the channel be evicted, all the same).
+	var stall *time.Timer
+	if control && alone {
+		stall = time.AfterFunc(timeout, c.writeStalled)
+	}
+	err := c.submit(ctx, expired, Frame{Command: out}, alone, false)
+	if stall != nil {
+		stall.Stop()
+	}
+	switch {
 	case err == nil:
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
 		r := <-ch
@@ -322,6 +333,16 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	case <-expired:
 		return c.giveUp(out, ch, context.DeadlineExceeded)
 	}
+}
+
+// errWriteStalled is why a channel dies when a control command's write is
+// still blocked at its deadline: the peer reads nothing.
+var errWriteStalled = errors.New("a control command's write blocked past its deadline: the peer reads nothing")
+
+// writeStalled kills the channel whose control command could not be written
+// in time; closing the Conn ends the blocked write.
+func (c *Channel) writeStalled() {
+	c.shutdown(&connError{op: "write", err: errWriteStalled}, nil)
 }
 
 // checkCommand rejects commands that could not be sent.

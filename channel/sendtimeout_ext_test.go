@@ -3,6 +3,8 @@ package channel_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -61,4 +63,49 @@ func TestSendTimeout(t *testing.T) {
 			})
 		})
 	}
+}
+
+// stuckConn is a Conn whose peer reads nothing: Send of a command blocks
+// until the Conn is closed (a transport whose flow-control window is full).
+type stuckConn struct {
+	channel.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (s *stuckConn) Send(f *channel.Frame) error {
+	if f.Command != nil {
+		<-s.closed
+		return channel.ErrClosed
+	}
+	return s.Conn.Send(f)
+}
+
+func (s *stuckConn) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	return s.Conn.Close()
+}
+
+// A control command alone in flight is written by its caller (no writer
+// goroutine on an idle channel), yet its deadline holds when the write never
+// completes: at the deadline the channel dies, which ends the write, and the
+// health check fails in time (decision 0021's amendment).
+func TestControlWriteStalledAtDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := embedded.Pipe()
+		defer b.Close()
+		ca := channel.New(&stuckConn{Conn: a, closed: make(chan struct{})}, nil, channel.Config{})
+		defer ca.Close()
+		start := time.Now()
+		_, err := ca.SendTimeout(t.Context(), &command.Command{Type: command.TypeHealthCheck}, 3*time.Second)
+		if err == nil {
+			t.Fatal("SendTimeout() on a stuck Conn succeeded")
+		}
+		if got := time.Since(start); got != 3*time.Second {
+			t.Errorf("SendTimeout() returned after %v, want the 3s deadline (%v)", got, err)
+		}
+		if cause := ca.Err(); !errors.Is(cause, channel.ErrClosed) || !strings.Contains(cause.Error(), "blocked past its deadline") {
+			t.Errorf("Err() = %v, want the channel closed because its write stalled", cause)
+		}
+	})
 }
