@@ -237,7 +237,7 @@ func (s *State) laterAttempt(c Channel) *Channel {
 	if t == nil {
 		return nil
 	}
-	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+	for _, old := range t.connectorChannels(c.ConnectorID) {
 		if old.Instance == c.Instance && old.Attempt > c.Attempt {
 			return old
 		}
@@ -254,7 +254,7 @@ func (s *State) takeOver(c Channel) (evs []Event, wasPrimary bool) {
 		return nil, false
 	}
 	cur, _ := s.PrimaryOf(c.TargetID)
-	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+	for _, old := range t.connectorChannels(c.ConnectorID) {
 		wasPrimary = wasPrimary || old.ID == cur
 		s.removeChannel(old)
 		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: old.TargetID, ChannelID: old.ID,
@@ -453,7 +453,7 @@ func (s *State) NodeChannels(node string) []*Channel {
 // channels of no connector for ""), oldest registration first.
 func (s *State) ConnectorChannels(target, connector string) []*Channel {
 	if t := s.index().targets[target]; t != nil {
-		return sortedChannels(t.connectors[connector])
+		return t.connectorChannels(connector)
 	}
 	return nil
 }
