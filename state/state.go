@@ -217,7 +217,11 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 	}
 	s.Seq++
 	c.Seq = s.Seq
-	c.Metadata = maps.Clone(c.Metadata)
+	if len(c.Metadata) == 0 {
+		c.Metadata = nil // as a replica decoding the op has it; an empty map still costs its header
+	} else {
+		c.Metadata = maps.Clone(c.Metadata)
+	}
 	s.Channels[c.ID] = &c
 	s.idx.add(&c)
 	evs = append(evs, Event{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
