@@ -50,9 +50,36 @@ func (c *Controller) acceptLoop(ctx context.Context) error {
 			continue
 		}
 		bo.Reset()
-		c.workers.Go(func() { c.serveConn(ctx, conn) })
+		c.workers.Go(func() {
+			presize()
+			c.serveConn(ctx, conn)
+		})
 	}
 }
+
+// presizeBytes is the stack frame presize makes room for.
+const presizeBytes = 12 << 10
+
+// presize grows the calling goroutine's stack at once to 16 KiB, skipping
+// the 8 KiB size a Connect handler's stack has for the channel's life.
+//
+// The runtime carves goroutine stacks of one size out of 32 KiB spans and
+// gives a span back only once all its stacks are free. The goroutines that
+// run handshakes come and go by the thousand in a reconnect storm, next to
+// the Connect handlers that stay: if they grew through 8 KiB (the
+// handshake's depth) they would take 8 KiB slots among the handlers' ones
+// and, once gone, leave each span that still holds a handler's stack
+// partly empty but in use: 4–5 KiB per idle connector after a storm
+// (docs/benchmarks.md, "Memory per idle connector, second pass").
+//
+//go:noinline
+func presize() {
+	var frame [presizeBytes]byte
+	presizeSink(&frame)
+}
+
+//go:noinline
+func presizeSink(*[presizeBytes]byte) {}
 
 // serveConn runs one connection: handshake, channel, registration; then it
 // leaves the channel to watch, and its goroutine ends.
@@ -335,7 +362,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	}
 	chCfg := c.cfg.Channel
 	chCfg.Coalesce = coalesce
-	chCfg.Logger = chCfg.Logger.With("channel", lc.id, "target", lc.targetID)
+	chCfg.Logger = channelLogger(chCfg.Logger, lc.id, lc.targetID)
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
 	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere
 		_ = lc.ch.Close()

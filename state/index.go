@@ -24,10 +24,27 @@ type index struct {
 
 // targetIndex is one target's channels: a list ordered by (Seq, ID), oldest
 // registration first, and the channels of each connector.
+//
+// connectors is made only while the target has two channels or more: most
+// targets have one (a connector's reconnection takes its old channel over
+// before the new one is added), and the list's head then answers for it.
+// That spares each such target two maps (about 0.5 KiB per channel).
 type targetIndex struct {
 	head, tail *link
 	n          int
-	connectors map[string]map[string]*Channel // connector id → channel id → channel
+	connectors map[string]map[string]*Channel // connector id → channel id → channel; nil while n ≤ 1
+}
+
+// connectorChannels returns the target's channels opened by connector, in
+// registration order.
+func (t *targetIndex) connectorChannels(connector string) []*Channel {
+	if t.connectors == nil {
+		if t.head != nil && t.head.c.ConnectorID == connector {
+			return []*Channel{t.head.c}
+		}
+		return nil
+	}
+	return sortedChannels(t.connectors[connector])
 }
 
 // link is a channel's element in its target's list.
@@ -72,7 +89,7 @@ func compareChannels(a, b *Channel) int {
 func (ix *index) add(c *Channel) {
 	t := ix.targets[c.TargetID]
 	if t == nil {
-		t = &targetIndex{connectors: map[string]map[string]*Channel{}}
+		t = &targetIndex{}
 		ix.targets[c.TargetID] = t
 	}
 	l := &link{c: c}
@@ -96,7 +113,15 @@ func (ix *index) add(c *Channel) {
 		ix.active++
 	}
 	ix.links[c.ID] = l
-	setAdd(t.connectors, c.ConnectorID, c)
+	switch {
+	case t.connectors != nil:
+		setAdd(t.connectors, c.ConnectorID, c)
+	case t.n > 1: // the second channel: index the target's connectors from now on
+		t.connectors = map[string]map[string]*Channel{}
+		for l := t.head; l != nil; l = l.next {
+			setAdd(t.connectors, l.c.ConnectorID, l.c)
+		}
+	}
 	setAdd(ix.nodes, c.NodeID, c)
 }
 
@@ -119,7 +144,11 @@ func (ix *index) remove(c *Channel) {
 	if c.Active {
 		ix.active--
 	}
-	setRemove(t.connectors, c.ConnectorID, c.ID)
+	if t.n <= 1 {
+		t.connectors = nil // the head answers again
+	} else {
+		setRemove(t.connectors, c.ConnectorID, c.ID)
+	}
 	setRemove(ix.nodes, c.NodeID, c.ID)
 	if t.n == 0 {
 		delete(ix.targets, c.TargetID)
@@ -175,8 +204,15 @@ func (ix *index) form() indexForm {
 			f.Targets[id] = append(f.Targets[id], l.c.ID)
 		}
 		f.Connectors[id] = map[string][]string{}
-		for conn, set := range t.connectors {
-			f.Connectors[id][conn] = slices.Sorted(maps.Keys(set))
+		for l := t.head; l != nil; l = l.next {
+			conn := l.c.ConnectorID
+			if _, ok := f.Connectors[id][conn]; ok {
+				continue
+			}
+			for _, c := range t.connectorChannels(conn) {
+				f.Connectors[id][conn] = append(f.Connectors[id][conn], c.ID)
+			}
+			slices.Sort(f.Connectors[id][conn])
 		}
 	}
 	for node, set := range ix.nodes {
@@ -242,6 +278,21 @@ func (s *State) checkIndex() error {
 		}
 		if t.tail != prev || n != t.n {
 			return fmt.Errorf("target %s: tail or count wrong (%d listed, count %d)", id, n, t.n)
+		}
+		if (t.connectors == nil) != (n <= 1) {
+			return fmt.Errorf("target %s: %d channels, connector index made: %v", id, n, t.connectors != nil)
+		}
+		indexed := 0
+		for _, set := range t.connectors {
+			for cid, c := range set {
+				if s.Channels[cid] != c || ix.links[cid] == nil || c.TargetID != id {
+					return fmt.Errorf("target %s: connector index holds a stale channel %s", id, cid)
+				}
+			}
+			indexed += len(set)
+		}
+		if t.connectors != nil && indexed != n {
+			return fmt.Errorf("target %s: connector index holds %d channels of %d", id, indexed, n)
 		}
 	}
 	for _, set := range ix.nodes {

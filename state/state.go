@@ -217,7 +217,11 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 	}
 	s.Seq++
 	c.Seq = s.Seq
-	c.Metadata = maps.Clone(c.Metadata)
+	if len(c.Metadata) == 0 {
+		c.Metadata = nil // as a replica decoding the op has it; an empty map still costs its header
+	} else {
+		c.Metadata = maps.Clone(c.Metadata)
+	}
 	s.Channels[c.ID] = &c
 	s.idx.add(&c)
 	evs = append(evs, Event{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
@@ -237,7 +241,7 @@ func (s *State) laterAttempt(c Channel) *Channel {
 	if t == nil {
 		return nil
 	}
-	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+	for _, old := range t.connectorChannels(c.ConnectorID) {
 		if old.Instance == c.Instance && old.Attempt > c.Attempt {
 			return old
 		}
@@ -254,7 +258,7 @@ func (s *State) takeOver(c Channel) (evs []Event, wasPrimary bool) {
 		return nil, false
 	}
 	cur, _ := s.PrimaryOf(c.TargetID)
-	for _, old := range sortedChannels(t.connectors[c.ConnectorID]) {
+	for _, old := range t.connectorChannels(c.ConnectorID) {
 		wasPrimary = wasPrimary || old.ID == cur
 		s.removeChannel(old)
 		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: old.TargetID, ChannelID: old.ID,
@@ -453,7 +457,7 @@ func (s *State) NodeChannels(node string) []*Channel {
 // channels of no connector for ""), oldest registration first.
 func (s *State) ConnectorChannels(target, connector string) []*Channel {
 	if t := s.index().targets[target]; t != nil {
-		return sortedChannels(t.connectors[connector])
+		return t.connectorChannels(connector)
 	}
 	return nil
 }

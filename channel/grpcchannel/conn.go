@@ -51,13 +51,15 @@ type conn struct {
 
 	// Server side only: heard is set once a frame has been received (the
 	// stream is no longer silent); handshakeDone gives back the stream's
-	// place among the handshakes in flight, once (HandshakeComplete).
+	// place among the handshakes in flight, once (HandshakeComplete, which
+	// then drops it; it is read and written only under handshakeOnce).
 	heard         atomic.Bool
 	handshakeOnce sync.Once
 	handshakeDone func()
 	// host, on the server side, is where the Connect handler takes the
-	// read loop it runs (HostReader); nil on the client side, and on a
-	// server whose streams cannot be aborted while the handler runs.
+	// read loop it runs (HostReader); nil on the client side, on a
+	// server whose streams cannot be aborted while the handler runs, and
+	// once the handler has taken the loop.
 	host chan func()
 	// hosting is set once HostReader hands the read loop over: from then
 	// on a Close must cancel the stream's context (abort), because the
@@ -226,9 +228,12 @@ func (c *conn) CloseWithError(err error) error {
 // against the Server's limits on handshakes. A no-op on the client side and
 // after the first call.
 func (c *conn) HandshakeComplete() {
-	if c.handshakeDone != nil {
-		c.handshakeOnce.Do(c.handshakeDone)
-	}
+	c.handshakeOnce.Do(func() {
+		if f := c.handshakeDone; f != nil {
+			c.handshakeDone = nil // its closure (and the timer) goes now, not with the conn
+			f()
+		}
+	})
 }
 
 // HostReader runs loop, the read loop of the Channel over this conn, on the

@@ -255,7 +255,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		s.handshakes.release(src)
 		if silent != nil {
 			silent.Stop() // past HELLO: the timer's memory goes now, not at its expiry
-			silent = nil  // (this closure stays with the conn)
+			silent = nil
 		}
 	}
 	if d := s.limits.HandshakeTimeout; d > 0 {
@@ -283,6 +283,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		case handoff <- c:
 			accepted = true
 		case loop := <-c.host:
+			c.host = nil // used once; HostReader is done with it
 			return c, loop, nil
 		case <-c.done:
 			return nil, nil, c.status

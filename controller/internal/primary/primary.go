@@ -66,6 +66,10 @@ type Tracker struct {
 	inFlight int
 }
 
+// keptQueue is the capacity up to which a drained queue of marks is kept for
+// reuse.
+const keptQueue = 64
+
 // NewTracker returns an empty Tracker whose retries back off from base,
 // doubling, up to ceiling. A ceiling below base is raised to base; a base of
 // zero or less makes every retry wait ceiling.
@@ -156,6 +160,12 @@ func (t *Tracker) PlanMarked(now time.Time, want func(id string) (w Want, ok boo
 	}
 	if t.head == len(t.queue) {
 		t.queue, t.head = t.queue[:0], 0
+		if cap(t.queue) > keptQueue {
+			// Drained after a burst (a registration storm marks every
+			// channel): give back the queue and its set, which a map
+			// never does by itself, rather than keep them for all idle.
+			t.queue, t.queued = nil, map[string]struct{}{}
+		}
 	} else if t.head > len(t.queue)/2 {
 		t.queue = slices.Delete(t.queue, 0, t.head)
 		t.head = 0
