@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,10 +36,13 @@ import (
 )
 
 // The memory pair: the controller's heap and stacks per idle connector
-// against a raw gRPC server's per idle stream. The server runs in this
-// process; the clients run in a child process (this test binary again, see
-// TestMain), so that the figure is the server side's alone.
+// against a raw gRPC server's per idle stream. Each measurement runs in a
+// fresh process (this test binary again, see TestMain), so that neither
+// contender starts with what the other left in the runtime's caches (stack
+// spans, heap spans); the clients run in a process of their own, so that
+// the figure is the server side's alone.
 const (
+	envIdleServer = "EXCHANGE_BENCH_IDLE_SERVER" // "exchange" or "raw": run as the measured server
 	envIdleClient = "EXCHANGE_BENCH_IDLE_CLIENT" // "exchange" or "raw": run as the child
 	envIdleAddr   = "EXCHANGE_BENCH_IDLE_ADDR"
 	envIdleN      = "EXCHANGE_BENCH_IDLE_N"
@@ -70,7 +74,7 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 				slices.Reverse(kinds)
 			}
 			for _, kind := range kinds {
-				kib, gor, err := idleFootprint(t.Context(), kind, cfg.idle, conns)
+				kib, gor, err := idleFootprintFresh(t.Context(), kind, cfg.idle, conns)
 				if err != nil {
 					t.Fatalf("%s, round %d, %s: %v", p.name, round+1, kind, err)
 				}
@@ -108,6 +112,42 @@ func inUse() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
+// idleFootprintFresh is idleFootprint in a fresh process.
+func idleFootprintFresh(ctx context.Context, kind string, n, conns int) (kib, goroutines float64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envIdleServer+"="+kind, envIdleN+"="+strconv.Itoa(n), envIdleConns+"="+strconv.Itoa(conns))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("server process: %w:\n%s", err, stderr.String())
+	}
+	if _, err := fmt.Sscan(string(out), &kib, &goroutines); err != nil {
+		return 0, 0, fmt.Errorf("server process said %q: %w", out, err)
+	}
+	return kib, goroutines, nil
+}
+
+// idleServerMain is the measured server's process: it runs idleFootprint
+// and prints its two figures. It returns the exit code.
+func idleServerMain(kind string) int {
+	n, err1 := strconv.Atoi(os.Getenv(envIdleN))
+	conns, err2 := strconv.Atoi(os.Getenv(envIdleConns))
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Fprintf(os.Stderr, "idle server: bad environment: %v\n", err)
+		return 2
+	}
+	kib, gor, err := idleFootprint(context.Background(), kind, n, conns)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idle server: %v\n", err)
+		return 1
+	}
+	fmt.Println(kib, gor)
+	return 0
+}
+
 // idleFootprint starts a server of kind, connects n idle clients to it from a
 // child process (over conns connections, or one each when conns is 0), and
 // returns the server's KiB and goroutines per client.
@@ -132,7 +172,8 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	before, beforeG := inUse(), runtime.NumGoroutine()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envIdleClient+"="+kind, envIdleAddr+"="+addr,
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envIdleServer+"=") })
+	cmd.Env = append(env, envIdleClient+"="+kind, envIdleAddr+"="+addr,
 		envIdleN+"="+strconv.Itoa(n), envIdleConns+"="+strconv.Itoa(conns))
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
