@@ -1039,15 +1039,22 @@ func burstOnce(t *testing.T, s suite) (batches, frames int) {
 	e := s.env(t)
 	a, b := e.pipe(s.mp)
 	fa := NewFaultConn(a)
-	ca := e.channel(fa, echoMux(), channel.Config{})
+	var handled atomic.Int64
+	mux := echoMux()
+	ca := e.channel(fa, command.HandlerFunc(func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		defer handled.Add(1)
+		return mux.Handle(ctx, cmd)
+	}), channel.Config{})
 
 	fa.Stall(DirSend)
 	// Replies: the peer's commands are answered while the writer is held
-	// (InFlight counts a command until its reply is queued).
+	// (InFlight counts a command until its reply is queued; it is 0 too
+	// between two commands that the reader has not read yet, hence the
+	// count of handler runs).
 	for i := range n {
 		e.send(b, &channel.Frame{Command: &command.Command{ID: "to-a-" + strconv.Itoa(i), Type: "ECHO", Payload: []byte(`{"text":"x"}`)}})
 	}
-	e.eventually("every command handled", func() bool { return ca.InFlight() == 0 })
+	e.eventually("every command handled", func() bool { return handled.Load() == n && ca.InFlight() == 0 })
 	// Commands: Notify returns once its command is queued.
 	for i := range n {
 		if err := ca.Notify(e.ctx, &command.Command{ID: "from-a-" + strconv.Itoa(i), Type: "EVENT"}); err != nil {
