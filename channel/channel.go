@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,7 +263,12 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, err)
 	}
 
-	out := cmd.Clone()
+	// The channel's own copy of cmd, whose Payload is still cmd's: it is
+	// copied only if the frame is queued (submit, borrowed), since a frame
+	// written inline is done with before Send returns.
+	cp := *cmd
+	cp.Metadata = maps.Clone(cmd.Metadata)
+	out := &cp
 	if out.ID == "" {
 		out.ID = command.NewID()
 	}
@@ -304,7 +311,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	// With others in flight it goes through the queue, whose writer batches
 	// (Config.Coalesce). A control command (a health check) always does, so
 	// that its deadline holds even when the peer reads nothing.
-	switch err := c.submit(ctx, expired, Frame{Command: out}, !control && alone, false); {
+	switch err := c.submit(ctx, expired, Frame{Command: out}, !control && alone, false, true); {
 	case err == nil:
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
 		r := <-ch
@@ -663,7 +670,7 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 		// the queue, whose writer batches them (Config.Coalesce).
 		alone := c.handling.Load() == 1
 		counted = false
-		_ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true)
+		_ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
 	}
 }
 
@@ -732,7 +739,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 // queueReply hands r to the writer, unless the channel dies first: the
 // reader's own replies (busy, malformed) never wait for the Conn.
 func (c *Channel) queueReply(r *command.Reply) {
-	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false)
+	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -798,7 +805,7 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 // peer does not keep up), until ctx is done, expired fires or the channel
 // dies; see waitRoom for the errors.
 func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	return c.submit(ctx, expired, f, false, false)
+	return c.submit(ctx, expired, f, false, false, false)
 }
 
 // submit is enqueue, or with inline set, writes f on the calling goroutine
@@ -807,7 +814,13 @@ func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame
 // caller writes its own frame only. With handled set, f is a reply whose
 // command stops counting in c.handling once f is queued or being written
 // (under c.wmu, so that InFlight is 0 only once every reply is queued).
-func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled bool) error {
+// With borrowed set, f is a command whose Payload belongs to the caller: it
+// is copied before f is queued, as a queued frame may outlive the call.
+func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) error {
+	if borrowed && !inline {
+		f.Command.Payload = slices.Clone(f.Command.Payload)
+		borrowed = false
+	}
 	c.wmu.Lock()
 	if err := c.waitRoom(ctx, expired); err != nil {
 		if handled {
@@ -817,6 +830,9 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	}
 	if handled {
 		c.handling.Add(-1)
+	}
+	if borrowed && c.writing { // queued after all
+		f.Command.Payload = slices.Clone(f.Command.Payload)
 	}
 	if c.writing {
 		c.wq = append(c.wq, f)
