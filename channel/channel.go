@@ -270,7 +270,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	cp.Metadata = maps.Clone(cmd.Metadata)
 	out := &cp
 	if out.ID == "" {
-		out.ID = command.NewID()
+		out.ID = newCommandID()
 	}
 	out.Timeout = max(timeout, time.Millisecond)
 	injectTrace(ctx, out)
@@ -408,7 +408,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	out := cmd.Clone()
 	out.OneWay = true
 	if out.ID == "" {
-		out.ID = command.NewID()
+		out.ID = newCommandID()
 	}
 	injectTrace(ctx, out)
 	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
