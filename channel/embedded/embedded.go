@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
@@ -60,9 +61,15 @@ func buildOptions(opts []Option) options {
 type end struct {
 	once   sync.Once
 	closed chan struct{} // closed by this end's Close
+	done   atomic.Bool   // set just before closed is closed: a check without a select
 }
 
-func (e *end) close() { e.once.Do(func() { close(e.closed) }) }
+func (e *end) close() {
+	e.once.Do(func() {
+		e.done.Store(true)
+		close(e.closed)
+	})
+}
 
 // conn is one end of a pipe. Each direction is a buffered queue of frames;
 // each end has its own closed signal, so that closing one end can fail its own
@@ -144,20 +151,27 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 
 // closedErr fails a closed conn's Send even if the queue has room.
 func (c *conn) closedErr() error {
-	select {
-	case <-c.self.closed:
+	switch {
+	case c.self.done.Load():
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
-	case <-c.peer.closed:
+	case c.peer.done.Load():
 		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
-	default:
-		return nil
 	}
+	return nil
 }
 
-// enqueue queues a copy of f, waiting for room.
+// enqueue queues a copy of f, waiting for room. With room in the queue, it
+// costs one channel operation (a select over the closed signals too costs
+// several).
 func (c *conn) enqueue(f *channel.Frame) error {
+	f = clone(f)
 	select {
-	case c.out <- clone(f):
+	case c.out <- f:
+		return nil
+	default:
+	}
+	select {
+	case c.out <- f:
 		return nil
 	case <-c.self.closed:
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
@@ -169,9 +183,12 @@ func (c *conn) enqueue(f *channel.Frame) error {
 // Recv returns the next frame from the peer. After the peer closed, it
 // returns the frames still queued, then fails with channel.ErrClosed.
 func (c *conn) Recv() (*channel.Frame, error) {
-	select {
-	case <-c.self.closed:
+	if c.self.done.Load() {
 		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
+	}
+	select { // a frame waiting: one channel operation
+	case f := <-c.in:
+		return f, nil
 	default:
 	}
 	select {
