@@ -85,8 +85,9 @@ func newTimer() any {
 // (it ends once its queue has stayed empty for writerLinger). At most one
 // goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
 // run on handler goroutines, up to Config.MaxHandlers, plus up to
-// Config.MaxControl for control commands. Close stops them all and waits for
-// them (decision 0021).
+// Config.MaxControl for control commands; they linger for the channel's next
+// command for a while (handlerLinger, decision 0036). Close stops them all
+// and waits for them (decision 0021).
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -500,10 +501,12 @@ func (c *Channel) shutdown(cause, tell error) {
 }
 
 // readLoop is the reader: it delivers replies to the pending calls and
-// starts a handler goroutine per command. It stays one long-lived goroutine
-// (or the transport's, see ReaderHost), whose stack has grown to the depth
-// of the transport's decoding once: a reader handed on to a fresh goroutine
-// per command (tried) spends more copying stacks than the switch it saves.
+// hands commands to handler goroutines (dispatch). It stays one long-lived
+// goroutine (or the transport's, see ReaderHost), whose stack has grown to
+// the depth of the transport's decoding once: a reader handed on to a fresh
+// goroutine per command (tried) spends more copying stacks than the switch
+// it saves, and handing its role to a waiting handler goroutine (tried too,
+// decision 0036) makes the next Recv wait for a goroutine switch.
 func (c *Channel) readLoop() {
 	for {
 		f, err := c.conn.Recv()
