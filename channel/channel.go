@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,8 +85,9 @@ func newTimer() any {
 // (it ends once its queue has stayed empty for writerLinger). At most one
 // goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
 // run on handler goroutines, up to Config.MaxHandlers, plus up to
-// Config.MaxControl for control commands. Close stops them all and waits for
-// them (decision 0021).
+// Config.MaxControl for control commands; they linger for the channel's next
+// command for a while (handlerLinger, decision 0036). Close stops them all
+// and waits for them (decision 0021).
 type Channel struct {
 	conn Conn
 	h    command.Handler
@@ -114,6 +117,7 @@ type Channel struct {
 	pendHigh int             // the most calls pending at once since pending was made
 
 	handling  atomic.Int64 // peer commands being handled
+	jobs      chan job     // unbuffered, to handler goroutines waiting for work (see dispatch); made by the reader at the first command
 	dieOnce   sync.Once    // guards the effects of shutdown
 	closeOnce sync.Once    // Close waits for the goroutines inside it: concurrent Closes wait too
 
@@ -260,9 +264,14 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, err)
 	}
 
-	out := cmd.Clone()
+	// The channel's own copy of cmd, whose Payload is still cmd's: it is
+	// copied only if the frame is queued (submit, borrowed), since a frame
+	// written inline is done with before Send returns.
+	cp := *cmd
+	cp.Metadata = maps.Clone(cmd.Metadata)
+	out := &cp
 	if out.ID == "" {
-		out.ID = command.NewID()
+		out.ID = newCommandID()
 	}
 	out.Timeout = max(timeout, time.Millisecond)
 	injectTrace(ctx, out)
@@ -310,7 +319,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	if control && alone {
 		stall = time.AfterFunc(timeout, c.writeStalled)
 	}
-	err := c.submit(ctx, expired, Frame{Command: out}, alone, false)
+	err := c.submit(ctx, expired, Frame{Command: out}, alone, false, true)
 	if stall != nil {
 		stall.Stop()
 	}
@@ -421,7 +430,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	out := cmd.Clone()
 	out.OneWay = true
 	if out.ID == "" {
-		out.ID = command.NewID()
+		out.ID = newCommandID()
 	}
 	injectTrace(ctx, out)
 	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
@@ -513,10 +522,12 @@ func (c *Channel) shutdown(cause, tell error) {
 }
 
 // readLoop is the reader: it delivers replies to the pending calls and
-// starts a handler goroutine per command. It stays one long-lived goroutine
-// (or the transport's, see ReaderHost), whose stack has grown to the depth
-// of the transport's decoding once: a reader handed on to a fresh goroutine
-// per command (tried) spends more copying stacks than the switch it saves.
+// hands commands to handler goroutines (dispatch). It stays one long-lived
+// goroutine (or the transport's, see ReaderHost), whose stack has grown to
+// the depth of the transport's decoding once: a reader handed on to a fresh
+// goroutine per command (tried) spends more copying stacks than the switch
+// it saves, and handing its role to a waiting handler goroutine (tried too,
+// decision 0036) makes the next Recv wait for a goroutine switch.
 func (c *Channel) readLoop() {
 	for {
 		f, err := c.conn.Recv()
@@ -531,7 +542,7 @@ func (c *Channel) readLoop() {
 				c.cfg.Logger.Warn("channel: malformed command answered", "err", err)
 				r := command.Failed(f.Command, err.Error())
 				r.Code = codeBadRequest
-				c.queueReply(r, false)
+				c.queueReply(r)
 				continue
 			}
 			c.cfg.Logger.Warn("channel: closing on malformed frame", "err", err)
@@ -545,10 +556,7 @@ func (c *Channel) readLoop() {
 			continue
 		}
 		if sem := c.admit(f.Command); sem != nil {
-			// Not wg.Go: on this hot path a plain go statement saves the
-			// allocation of wg.Go's wrapper closure.
-			c.wg.Add(1)
-			go c.handleGo(f.Command, sem)
+			c.dispatch(job{cmd: f.Command, sem: sem})
 		}
 	}
 }
@@ -579,21 +587,83 @@ func (c *Channel) admit(cmd *command.Command) *atomic.Int64 {
 		r := command.Failed(cmd, fmt.Sprintf("busy: %d %s already being handled", limit, what))
 		r.Code = codeBusy
 		r.RetryAfter = c.cfg.RetryAfter
-		c.queueReply(r, false)
+		c.queueReply(r)
 		return nil
 	}
 	c.handling.Add(1)
 	return sem
 }
 
-// handleGo is handle on a goroutine of its own, counted in wg.
-func (c *Channel) handleGo(cmd *command.Command, sem *atomic.Int64) {
-	defer c.wg.Done()
-	c.handle(cmd, sem)
+// job is a peer command admitted for handling, with the semaphore whose
+// token it holds.
+type job struct {
+	cmd *command.Command
+	sem *atomic.Int64
 }
 
-// handle runs cmd's handler, on a goroutine counted in wg, one per command
-// being handled; it gives back its token of sem when done.
+// handlerLinger is how long a handler goroutine waits for another command of
+// its channel once its own is answered, before it ends: between one and two
+// times handlerLinger after its last command (see work).
+const handlerLinger = 250 * time.Millisecond
+
+// dispatch hands j to a handler goroutine of the channel waiting for work,
+// or starts one. Only the reader calls it. A goroutine that has handled a
+// command lingers (handlerLinger) for the next one: its stack has grown to
+// the depth of the handler and of the transport's encoding once, and stays
+// grown, instead of growing again on a fresh goroutine for every command
+// (measured: a fifth of the CPU of a sequential round trip). The goroutines
+// are the channel's own, counted in wg like the handlers they are: Close
+// stops and waits for them, a channel in a testing/synctest bubble keeps
+// them in the bubble, and there are never more of them than the most
+// commands handled at once (MaxHandlers plus MaxControl). An idle channel
+// keeps none (decision 0036).
+func (c *Channel) dispatch(j job) {
+	if c.jobs == nil {
+		c.jobs = make(chan job) // unbuffered: a send succeeds only into a waiting goroutine
+	} else {
+		select {
+		case c.jobs <- j:
+			return
+		default:
+		}
+	}
+	// Not wg.Go: on this hot path a plain go statement saves the
+	// allocation of wg.Go's wrapper closure.
+	c.wg.Add(1)
+	go c.work(j)
+}
+
+// work is a handler goroutine, counted in wg: it handles j, then the
+// commands dispatch hands it, until none has come for handlerLinger (it
+// then ends within twice that) or the channel dies. jobs was made by the
+// reader before it started this goroutine and never changes.
+func (c *Channel) work(j job) {
+	defer c.wg.Done()
+	c.handle(j.cmd, j.sem)
+	linger := time.NewTimer(handlerLinger)
+	defer linger.Stop()
+	used := false // a command came since linger was last armed
+	for {
+		select {
+		case j := <-c.jobs:
+			used = true
+			c.handle(j.cmd, j.sem)
+		case <-linger.C:
+			if !used {
+				return
+			}
+			// Re-armed only here, not per command: the hot path touches no
+			// timer.
+			used = false
+			linger.Reset(handlerLinger)
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// handle runs cmd's handler, on a handler goroutine (see work); it gives
+// back its token of sem when done.
 func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
@@ -616,9 +686,15 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 	}
 	if r != nil && !cmd.OneWay {
 		// The command stops counting in InFlight once its reply is queued,
-		// or this goroutine starts writing it (submit).
+		// or this goroutine starts writing it (submit). The reply to the
+		// only command being handled is written here when the Conn is
+		// free: a handler goroutine's stack has grown through the
+		// transport's encoding already (see dispatch), so this saves the
+		// hand-off to the writer goroutine. Under load, replies go through
+		// the queue, whose writer batches them (Config.Coalesce).
+		alone := c.handling.Load() == 1
 		counted = false
-		c.queueReply(r, true)
+		_ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
 	}
 }
 
@@ -684,14 +760,10 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	return r
 }
 
-// queueReply hands r to the writer, unless the channel dies first. A reply
-// is never written inline: a handler runs on a fresh goroutine, whose stack
-// would grow through the transport's encoding for every reply, which costs
-// more than handing r to the writer, whose stack has grown once (measured:
-// 12 % of the CPU of a sequential round trip). With handled set, r answers a
-// command counted in c.handling, which stops counting once r is queued.
-func (c *Channel) queueReply(r *command.Reply, handled bool) {
-	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, handled)
+// queueReply hands r to the writer, unless the channel dies first: the
+// reader's own replies (busy, malformed) never wait for the Conn.
+func (c *Channel) queueReply(r *command.Reply) {
+	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -724,7 +796,10 @@ const keptPendingHigh = 64
 // wrapping ErrClosed when the channel died.
 func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error {
 	for {
-		if c.wdead {
+		// c.ctx ends before shutdown sets wdead: a frame submitted in
+		// between (a handler woken by that very end, answering it) must
+		// not go out on a Conn that is being closed.
+		if c.wdead || c.ctx.Err() != nil {
 			c.wmu.Unlock()
 			return context.Cause(c.ctx)
 		}
@@ -754,7 +829,7 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 // peer does not keep up), until ctx is done, expired fires or the channel
 // dies; see waitRoom for the errors.
 func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	return c.submit(ctx, expired, f, false, false)
+	return c.submit(ctx, expired, f, false, false, false)
 }
 
 // submit is enqueue, or with inline set, writes f on the calling goroutine
@@ -763,7 +838,13 @@ func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame
 // caller writes its own frame only. With handled set, f is a reply whose
 // command stops counting in c.handling once f is queued or being written
 // (under c.wmu, so that InFlight is 0 only once every reply is queued).
-func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled bool) error {
+// With borrowed set, f is a command whose Payload belongs to the caller: it
+// is copied before f is queued, as a queued frame may outlive the call.
+func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) error {
+	if borrowed && !inline {
+		f.Command.Payload = slices.Clone(f.Command.Payload)
+		borrowed = false
+	}
 	c.wmu.Lock()
 	if err := c.waitRoom(ctx, expired); err != nil {
 		if handled {
@@ -773,6 +854,9 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	}
 	if handled {
 		c.handling.Add(-1)
+	}
+	if borrowed && c.writing { // queued after all
+		f.Command.Payload = slices.Clone(f.Command.Payload)
 	}
 	if c.writing {
 		c.wq = append(c.wq, f)

@@ -87,11 +87,14 @@
 // goroutine of its own or on one the Conn lends it (ReaderHost: the gRPC
 // server's Connect handler); a writer (writeLoop) while the channel is in use
 // (it ends once its queue, at most Config.SendQueue frames and grown on
-// demand, has stayed empty for a second); and one goroutine per command being
-// handled, at most Config.MaxHandlers plus Config.MaxControl. Frames are
-// written by one goroutine at a time: the writer, or an application Send
-// alone in flight that finds the Conn free, inline (decision 0021). An idle
-// Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
+// demand, has stayed empty for a second); and the handler goroutines, one
+// per command being handled, at most Config.MaxHandlers plus
+// Config.MaxControl, each of which waits a little (250–500 ms) for the
+// channel's next command before it ends, so that its grown stack serves
+// again (decision 0036). Frames are written by one goroutine at a time: the
+// writer, or, when it finds the Conn free, an application Send alone in
+// flight or the handler of the only command being handled, inline
+// (decisions 0021, 0036). An idle Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
 // handler's context starts a timer (and links itself to the channel's
 // context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).

@@ -57,6 +57,9 @@ func (w *window) digestOf(cmd *command.Command) digest {
 }
 
 // outcome is one run of a handler: done is closed once reply and err are set.
+// done is made (under window.mu) by the first duplicate that waits for the
+// run, so that a command delivered once, nearly every command, costs no
+// channel.
 type outcome struct {
 	sum   digest // of the command that ran
 	done  chan struct{}
@@ -79,8 +82,9 @@ func newWindow(size int) *window {
 }
 
 // join looks up id, whose command has the digest sum. It returns the outcome
-// found (completed or running) and what it is; with joinNew, a new running
-// outcome that the caller must finish; with joinConflict, nil.
+// found (completed or running) and what it is; with joinRunning, one whose
+// done channel is set, to wait on; with joinNew, a new running outcome that
+// the caller must finish; with joinConflict, nil.
 func (w *window) join(id string, sum digest) (*outcome, joined) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -94,9 +98,12 @@ func (w *window) join(id string, sum digest) (*outcome, joined) {
 		if o.sum != sum {
 			return nil, joinConflict
 		}
+		if o.done == nil {
+			o.done = make(chan struct{})
+		}
 		return o, joinRunning
 	}
-	o := &outcome{sum: sum, done: make(chan struct{})}
+	o := &outcome{sum: sum}
 	w.running[id] = o
 	return o, joinNew
 }
@@ -109,8 +116,11 @@ func (w *window) finish(id string, o *outcome, r *command.Reply, err error) {
 	if succeeded(r, err) {
 		w.rememberLocked(id, o)
 	}
+	done := o.done // no duplicate can start waiting any more: id is not running
 	w.mu.Unlock()
-	close(o.done)
+	if done != nil {
+		close(done)
+	}
 }
 
 func (w *window) rememberLocked(id string, o *outcome) {

@@ -120,6 +120,15 @@ func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *comma
 // the local channel chosen, if the choice is Local.
 func (c *Controller) route(targetID string, primaryOnly bool) (route.Choice, *local) {
 	tr := c.routes.get(targetID, c.buildRoutes)
+	// The load of a local channel (InFlight, which takes the channel's
+	// lock) only matters to choose among several local ones.
+	locals := 0
+	for _, lc := range tr.locals {
+		if lc != nil {
+			locals++
+		}
+	}
+	weigh := !primaryOnly && locals > 1
 	var buf [8]route.Candidate // on the stack for up to 8 channels
 	cands := buf[:0]
 	for i, cd := range tr.cands {
@@ -127,7 +136,10 @@ func (c *Controller) route(targetID string, primaryOnly bool) (route.Choice, *lo
 			if lc.ch.Err() != nil {
 				continue // registered to this node but dead: being unregistered
 			}
-			cd.Local, cd.InFlight = true, lc.ch.InFlight()
+			cd.Local = true
+			if weigh {
+				cd.InFlight = lc.ch.InFlight()
+			}
 		}
 		cands = append(cands, cd)
 	}

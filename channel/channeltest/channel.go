@@ -85,6 +85,7 @@ func runChannelSuite(t *testing.T, s suite) {
 		{"HelloFirstFrameNotHello", testHelloFirstFrameNotHello},
 		{"HelloTimeout", testHelloTimeout},
 		{"Burst", testBurst},
+		{"QueuedSendKeepsNoPayload", testQueuedSendKeepsNoPayload},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, s) })
 	}
@@ -1039,15 +1040,22 @@ func burstOnce(t *testing.T, s suite) (batches, frames int) {
 	e := s.env(t)
 	a, b := e.pipe(s.mp)
 	fa := NewFaultConn(a)
-	ca := e.channel(fa, echoMux(), channel.Config{})
+	var handled atomic.Int64
+	mux := echoMux()
+	ca := e.channel(fa, command.HandlerFunc(func(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+		defer handled.Add(1)
+		return mux.Handle(ctx, cmd)
+	}), channel.Config{})
 
 	fa.Stall(DirSend)
 	// Replies: the peer's commands are answered while the writer is held
-	// (InFlight counts a command until its reply is queued).
+	// (InFlight counts a command until its reply is queued; it is 0 too
+	// between two commands that the reader has not read yet, hence the
+	// count of handler runs).
 	for i := range n {
 		e.send(b, &channel.Frame{Command: &command.Command{ID: "to-a-" + strconv.Itoa(i), Type: "ECHO", Payload: []byte(`{"text":"x"}`)}})
 	}
-	e.eventually("every command handled", func() bool { return ca.InFlight() == 0 })
+	e.eventually("every command handled", func() bool { return handled.Load() == n && ca.InFlight() == 0 })
 	// Commands: Notify returns once its command is queued.
 	for i := range n {
 		if err := ca.Notify(e.ctx, &command.Command{ID: "from-a-" + strconv.Itoa(i), Type: "EVENT"}); err != nil {
@@ -1085,4 +1093,41 @@ func burstOnce(t *testing.T, s suite) (batches, frames int) {
 		t.Errorf("Err() = %v, want nil", err)
 	}
 	return batches, frames
+}
+
+// testQueuedSendKeepsNoPayload checks that a Send which returns while its
+// command still waits to be written does not keep the caller's payload: the
+// caller may reuse it at once, and the peer gets what was sent.
+func testQueuedSendKeepsNoPayload(t *testing.T, s suite) {
+	e := s.env(t)
+	a, b := e.pipe(s.mp)
+	fa := NewFaultConn(a)
+	ca := e.channel(fa, nil, channel.Config{})
+	fa.Stall(DirSend)
+	first := e.goSend(e.ctx, ca, &command.Command{ID: "one", Type: "ECHO", Payload: []byte(`{"text":"one"}`)})
+	e.eventually("the first Send pending", func() bool { return ca.InFlight() == 1 })
+	payload := []byte(`{"text":"two"}`)
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Millisecond)
+	defer cancel()
+	// The writer (or the first Send, writing inline) is stalled: this
+	// command is queued, and Send gives up before it is written.
+	if _, err := ca.Send(ctx, &command.Command{ID: "two", Type: "ECHO", Payload: payload}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send(two) behind a stalled writer = %v, want DeadlineExceeded", err)
+	}
+	copy(payload, `{"text":"XXX"}`) // the caller's buffer, reused
+	fa.Unstall()
+	for range 2 {
+		f := e.recv(b)
+		if f.Command == nil {
+			t.Fatalf("peer received %s, want the two commands", describe(f))
+		}
+		want := `{"text":"` + f.Command.ID + `"}`
+		if got := string(f.Command.Payload); got != want {
+			t.Errorf("command %s arrived with payload %s, want %s", f.Command.ID, got, want)
+		}
+	}
+	e.send(b, &channel.Frame{Reply: &command.Reply{CommandID: "one", Type: "ECHO", Status: command.StatusSucceeded}})
+	if r := await(e, first, "the first Send"); r.err != nil {
+		t.Errorf("Send(one) = %v, want its reply", r.err)
+	}
 }

@@ -20,8 +20,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
@@ -61,9 +61,15 @@ func buildOptions(opts []Option) options {
 type end struct {
 	once   sync.Once
 	closed chan struct{} // closed by this end's Close
+	done   atomic.Bool   // set just before closed is closed: a check without a select
 }
 
-func (e *end) close() { e.once.Do(func() { close(e.closed) }) }
+func (e *end) close() {
+	e.once.Do(func() {
+		e.done.Store(true)
+		close(e.closed)
+	})
+}
 
 // conn is one end of a pipe. Each direction is a buffered queue of frames;
 // each end has its own closed signal, so that closing one end can fail its own
@@ -145,20 +151,27 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 
 // closedErr fails a closed conn's Send even if the queue has room.
 func (c *conn) closedErr() error {
-	select {
-	case <-c.self.closed:
+	switch {
+	case c.self.done.Load():
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
-	case <-c.peer.closed:
+	case c.peer.done.Load():
 		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
-	default:
-		return nil
 	}
+	return nil
 }
 
-// enqueue queues a copy of f, waiting for room.
+// enqueue queues a copy of f, waiting for room. With room in the queue, it
+// costs one channel operation (a select over the closed signals too costs
+// several).
 func (c *conn) enqueue(f *channel.Frame) error {
+	f = clone(f)
 	select {
-	case c.out <- clone(f):
+	case c.out <- f:
+		return nil
+	default:
+	}
+	select {
+	case c.out <- f:
 		return nil
 	case <-c.self.closed:
 		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
@@ -170,9 +183,12 @@ func (c *conn) enqueue(f *channel.Frame) error {
 // Recv returns the next frame from the peer. After the peer closed, it
 // returns the frames still queued, then fails with channel.ErrClosed.
 func (c *conn) Recv() (*channel.Frame, error) {
-	select {
-	case <-c.self.closed:
+	if c.self.done.Load() {
 		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
+	}
+	select { // a frame waiting: one channel operation
+	case f := <-c.in:
+		return f, nil
 	default:
 	}
 	select {
@@ -202,28 +218,104 @@ func (c *conn) Close() error {
 func (c *conn) PeerInfo() channel.PeerInfo { return channel.PeerInfo{Addr: c.name} }
 
 // clone deep-copies f, as marshalling would, so the two ends never share
-// memory. A frame and its one command or reply are allocated together.
+// memory. A frame, its one command or reply and a small payload are
+// allocated together (see newCommandFrame, newReplyFrame).
 func clone(f *channel.Frame) *channel.Frame {
 	switch {
 	case f.Command != nil && f.Reply == nil:
-		box := &struct {
-			f channel.Frame
-			c command.Command
-		}{c: *f.Command}
-		box.c.Payload = slices.Clone(f.Command.Payload)
-		box.c.Metadata = maps.Clone(f.Command.Metadata)
-		box.f.Command = &box.c
-		return &box.f
+		out, p := newCommandFrame(f.Command)
+		copy(p, f.Command.Payload)
+		out.Command.Metadata = maps.Clone(f.Command.Metadata)
+		return out
 	case f.Reply != nil && f.Command == nil:
-		box := &struct {
-			f channel.Frame
-			r command.Reply
-		}{r: *f.Reply}
-		box.r.Payload = slices.Clone(f.Reply.Payload)
-		box.f.Reply = &box.r
-		return &box.f
+		out, p := newReplyFrame(f.Reply)
+		copy(p, f.Reply.Payload)
+		return out
 	}
 	return f.Clone()
+}
+
+// inlinePayload is the largest payload allocated with its frame.
+const inlinePayload = 512
+
+// commandBox is a frame with its command; the larger boxes hold the payload
+// too, up to their size.
+type commandBox struct {
+	f channel.Frame
+	c command.Command
+}
+
+type commandBox128 struct {
+	commandBox
+	buf [128]byte
+}
+
+type commandBox512 struct {
+	commandBox
+	buf [inlinePayload]byte
+}
+
+// newCommandFrame returns a frame holding a copy of c whose Payload, of c's
+// length (nil if c's is nil), is to be filled by the caller.
+func newCommandFrame(c *command.Command) (*channel.Frame, []byte) {
+	var b *commandBox
+	n := len(c.Payload)
+	var p []byte
+	switch {
+	case c.Payload == nil:
+		b = new(commandBox)
+	case n <= 128:
+		x := new(commandBox128)
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= inlinePayload:
+		x := new(commandBox512)
+		b, p = &x.commandBox, x.buf[:n:n]
+	default:
+		b, p = new(commandBox), make([]byte, n)
+	}
+	b.c = *c
+	b.c.Payload = p
+	b.f.Command = &b.c
+	return &b.f, p
+}
+
+// replyBox is commandBox for replies.
+type replyBox struct {
+	f channel.Frame
+	r command.Reply
+}
+
+type replyBox128 struct {
+	replyBox
+	buf [128]byte
+}
+
+type replyBox512 struct {
+	replyBox
+	buf [inlinePayload]byte
+}
+
+// newReplyFrame is newCommandFrame for a reply.
+func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
+	var b *replyBox
+	n := len(r.Payload)
+	var p []byte
+	switch {
+	case r.Payload == nil:
+		b = new(replyBox)
+	case n <= 128:
+		x := new(replyBox128)
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= inlinePayload:
+		x := new(replyBox512)
+		b, p = &x.replyBox, x.buf[:n:n]
+	default:
+		b, p = new(replyBox), make([]byte, n)
+	}
+	b.r = *r
+	b.r.Payload = p
+	b.f.Reply = &b.r
+	return &b.f, p
 }
 
 // batchOverhead approximates what a batch adds to the size of its frames.
