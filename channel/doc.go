@@ -92,8 +92,9 @@
 // Config.MaxControl, each of which waits a little (250–500 ms) for the
 // channel's next command before it ends, so that its grown stack serves
 // again (decision 0036). Frames are written by one goroutine at a time: the
-// writer, or, when it finds the Conn free, an application Send alone in
-// flight or the handler of the only command being handled, inline
+// writer, or, when it finds the Conn free, a Send alone in flight (a
+// control command's too: should its write still block at its deadline, the
+// channel dies) or the handler of the only command being handled, inline
 // (decisions 0021, 0036). An idle Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
 // handler's context starts a timer (and links itself to the channel's
 // context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
