@@ -111,10 +111,11 @@ type Channel struct {
 	wparked bool          // the writer goroutine waits (writerLinger) for more, without owning Conn.Send
 	wwake   chan struct{} // buffered(1): wakes the parked writer, which then owns Conn.Send; nil without one
 
-	mu       sync.Mutex      // protects pending, pendCtl and pendHigh
-	pending  map[string]call // command id → call with a buffered(1) result channel; made by the first Send, nil once dead
-	pendCtl  int             // how many of pending are control commands
-	pendHigh int             // the most calls pending at once since pending was made
+	mu       sync.Mutex   // protects pending, pendCtl, hooks and hooksRun
+	pending  pendingCalls // command id → call with a buffered(1) result channel; emptied for good by shutdown
+	pendCtl  int          // how many of pending are control commands
+	hooks    []*doneHook  // AfterDone's, until shutdown runs them
+	hooksRun bool         // shutdown has taken hooks: AfterDone runs f at once
 
 	handling  atomic.Int64 // peer commands being handled
 	jobs      chan job     // unbuffered, to handler goroutines waiting for work (see dispatch); made by the reader at the first command
@@ -163,10 +164,35 @@ func (c *Channel) ownReadLoop() {
 }
 
 // AfterDone arranges for f to run, on a goroutine of its own, once the
-// Channel dies, as context.AfterFunc does: stop deregisters f, and reports
-// whether it did so before f started. It lets an owner of many channels
-// watch them without a goroutine per channel.
-func (c *Channel) AfterDone(f func()) (stop func() bool) { return context.AfterFunc(c.ctx, f) }
+// Channel dies (at once if it is dead already), as context.AfterFunc does:
+// stop deregisters f, and reports whether it did so before f started. It
+// lets an owner of many channels watch them without a goroutine per channel,
+// and costs less than an AfterFunc on Done's context (which links a child,
+// and a map for it, into the channel's context): a few words per hook.
+func (c *Channel) AfterDone(f func()) (stop func() bool) {
+	h := &doneHook{f: f}
+	c.mu.Lock()
+	if c.hooksRun {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.hooks = append(c.hooks, h)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		i := slices.Index(c.hooks, h)
+		if i < 0 {
+			return false // started, or about to (shutdown took it)
+		}
+		c.hooks = slices.Delete(c.hooks, i, i+1)
+		return true
+	}
+}
+
+// doneHook is a function AfterDone arranged to run when the channel dies.
+type doneHook struct{ f func() }
 
 // Done returns a channel that is closed when the Channel dies: closed locally,
 // closed by the peer, or broken.
@@ -187,7 +213,7 @@ func (c *Channel) Err() error {
 // flight can be closed without cutting any work short.
 func (c *Channel) InFlight() int {
 	c.mu.Lock()
-	n := len(c.pending)
+	n := c.pending.len()
 	c.mu.Unlock()
 	return n + int(c.handling.Load())
 }
@@ -286,22 +312,18 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, context.Cause(c.ctx))
-	case c.pending[out.ID].ch != nil:
+	case c.pending.has(out.ID):
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, ErrDuplicateID)
 	case control && c.pendCtl >= c.cfg.MaxControl,
-		!control && len(c.pending)-c.pendCtl >= c.cfg.MaxInFlight:
+		!control && c.pending.len()-c.pendCtl >= c.cfg.MaxInFlight:
 		c.mu.Unlock()
 		c.resultChans.Put(ch)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
-	if c.pending == nil {
-		c.pending = make(map[string]call)
-	}
-	c.pending[out.ID] = call{ch: ch, control: control}
-	c.pendHigh = max(c.pendHigh, len(c.pending))
-	alone := len(c.pending) == 1
+	c.pending.put(out.ID, call{ch: ch, control: control})
+	alone := c.pending.len() == 1
 	if control {
 		c.pendCtl++
 	}
@@ -378,7 +400,7 @@ func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error)
 // wins; otherwise the pending entry is dropped, and a late reply is ignored.
 func (c *Channel) giveUp(cmd *command.Command, ch chan result, err error) (*command.Reply, error) {
 	c.mu.Lock()
-	p := c.pending[cmd.ID]
+	p, _ := c.pending.get(cmd.ID)
 	mine := p.ch == ch
 	if mine {
 		c.removeLocked(cmd.ID, p)
@@ -442,7 +464,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 // deliver hands r to the caller waiting for id, if it still waits.
 func (c *Channel) deliver(id string, r result) bool {
 	c.mu.Lock()
-	p, ok := c.pending[id]
+	p, ok := c.pending.get(id)
 	if ok {
 		c.removeLocked(id, p)
 	}
@@ -456,14 +478,9 @@ func (c *Channel) deliver(id string, r result) bool {
 
 // removeLocked drops the pending call p of id. c.mu must be held.
 func (c *Channel) removeLocked(id string, p call) {
-	delete(c.pending, id)
+	c.pending.del(id)
 	if p.control {
 		c.pendCtl--
-	}
-	if len(c.pending) == 0 && c.pendHigh > keptPendingHigh {
-		// Maps do not shrink: a burst's map goes, and the next Send makes
-		// a small one.
-		c.pending, c.pendHigh = nil, 0
 	}
 }
 
@@ -511,10 +528,14 @@ func (c *Channel) shutdown(cause, tell error) {
 			_ = c.conn.Close()
 		}
 		c.mu.Lock()
-		pending := c.pending
-		c.pending = nil
+		pending := c.pending.takeAll()
 		c.pendCtl = 0
+		hooks := c.hooks
+		c.hooks, c.hooksRun = nil, true
 		c.mu.Unlock()
+		for _, h := range hooks {
+			go h.f()
+		}
 		for _, p := range pending {
 			p.ch <- result{err: cause} // buffered(1), never blocks
 		}
