@@ -67,21 +67,21 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 		if p.shared {
 			conns = cfg.conns
 		}
-		var ours, raw, oursG, rawG []float64
+		var ours, raw, oursG, rawG, oursH, rawH, oursS, rawS []float64
 		for round := range cfg.rounds {
 			kinds := []string{"exchange", "raw"}
 			if round%2 == 1 {
 				slices.Reverse(kinds)
 			}
 			for _, kind := range kinds {
-				kib, gor, err := idleFootprintFresh(t.Context(), kind, cfg.idle, conns)
+				fp, err := idleFootprintFresh(t.Context(), kind, cfg.idle, conns)
 				if err != nil {
 					t.Fatalf("%s, round %d, %s: %v", p.name, round+1, kind, err)
 				}
 				if kind == "exchange" {
-					ours, oursG = append(ours, kib), append(oursG, gor)
+					ours, oursG, oursH, oursS = append(ours, fp.KiB), append(oursG, fp.Goroutines), append(oursH, fp.HeapKiB), append(oursS, fp.StackKiB)
 				} else {
-					raw, rawG = append(raw, kib), append(rawG, gor)
+					raw, rawG, rawH, rawS = append(raw, fp.KiB), append(rawG, fp.Goroutines), append(rawH, fp.HeapKiB), append(rawS, fp.StackKiB)
 				}
 			}
 			if !cfg.smoke {
@@ -95,7 +95,8 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 		r := results.New(p.name, "KiB/connector", results.Median(ours), "raw gRPC server", results.Median(raw), false)
 		r.Ratio = medianRatio(ours, raw, false)
 		r.Rounds = cfg.rounds
-		r.Note = note(fmt.Sprintf("%s; the server's heap and stacks in use after GC; goroutines per connector %.1f (raw %.1f)%s", what,
+		r.Note = note(fmt.Sprintf("%s; the server's heap and stacks in use after GC: heap %.1f + stacks %.1f KiB (raw %.1f + %.1f); goroutines per connector %.1f (raw %.1f)%s", what,
+			results.Median(oursH), results.Median(oursS), results.Median(rawH), results.Median(rawS),
 			results.Median(oursG), results.Median(rawG), ratioRange(ours, raw, false)), 1.0)
 		out = append(out, r)
 	}
@@ -104,16 +105,22 @@ func compareMemory(t *testing.T, cfg compareConfig) []results.Result {
 
 // inUse is the memory a measurement counts: heap spans and goroutine
 // stacks in use, after two collections.
-func inUse() uint64 {
+func inUse() (heap, stacks uint64) {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	return m.HeapInuse, m.StackInuse
+}
+
+// footprint is a server's memory per idle client: KiB is HeapKiB plus
+// StackKiB.
+type footprint struct {
+	KiB, Goroutines, HeapKiB, StackKiB float64
 }
 
 // idleFootprintFresh is idleFootprint in a fresh process.
-func idleFootprintFresh(ctx context.Context, kind string, n, conns int) (kib, goroutines float64, err error) {
+func idleFootprintFresh(ctx context.Context, kind string, n, conns int) (footprint, error) {
 	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
@@ -122,12 +129,13 @@ func idleFootprintFresh(ctx context.Context, kind string, n, conns int) (kib, go
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("server process: %w:\n%s", err, stderr.String())
+		return footprint{}, fmt.Errorf("server process: %w:\n%s", err, stderr.String())
 	}
-	if _, err := fmt.Sscan(string(out), &kib, &goroutines); err != nil {
-		return 0, 0, fmt.Errorf("server process said %q: %w", out, err)
+	var fp footprint
+	if _, err := fmt.Sscan(string(out), &fp.KiB, &fp.Goroutines, &fp.HeapKiB, &fp.StackKiB); err != nil {
+		return footprint{}, fmt.Errorf("server process said %q: %w", out, err)
 	}
-	return kib, goroutines, nil
+	return fp, nil
 }
 
 // idleServerMain is the measured server's process: it runs idleFootprint
@@ -139,19 +147,22 @@ func idleServerMain(kind string) int {
 		fmt.Fprintf(os.Stderr, "idle server: bad environment: %v\n", err)
 		return 2
 	}
-	kib, gor, err := idleFootprint(context.Background(), kind, n, conns)
+	if os.Getenv(envHeapProfile) != "" {
+		runtime.MemProfileRate = 1 // every allocation in the profile: a per-client figure needs them all
+	}
+	fp, err := idleFootprint(context.Background(), kind, n, conns)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "idle server: %v\n", err)
 		return 1
 	}
-	fmt.Println(kib, gor)
+	fmt.Println(fp.KiB, fp.Goroutines, fp.HeapKiB, fp.StackKiB)
 	return 0
 }
 
 // idleFootprint starts a server of kind, connects n idle clients to it from a
 // child process (over conns connections, or one each when conns is 0), and
-// returns the server's KiB and goroutines per client.
-func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, goroutines float64, err error) {
+// returns the server's memory and goroutines per client.
+func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	ready := newCountdown(n)
@@ -166,10 +177,11 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 		err = fmt.Errorf("unknown server %q", kind)
 	}
 	if err != nil {
-		return 0, 0, err
+		return footprint{}, err
 	}
 	defer stop()
-	before, beforeG := inUse(), runtime.NumGoroutine()
+	beforeH, beforeS := inUse()
+	beforeG := runtime.NumGoroutine()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envIdleServer+"=") })
@@ -179,10 +191,10 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, 0, err
+		return footprint{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return footprint{}, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -197,24 +209,28 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (kib, gorouti
 	case <-ready.done:
 	case werr := <-exited:
 		exited <- werr
-		return 0, 0, fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
+		return footprint{}, fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
 	case <-ctx.Done():
-		return 0, 0, fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
+		return footprint{}, fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
 	}
 	// Let the registrations' follow-up work (primary notices, events) end
 	// before the snapshot: the figure is for idle clients.
 	select {
 	case <-time.After(idleSettle):
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return footprint{}, ctx.Err()
 	}
-	after, afterG := inUse(), runtime.NumGoroutine()
+	afterH, afterS := inUse()
+	afterG := runtime.NumGoroutine()
 	if dir := os.Getenv(envHeapProfile); dir != "" {
 		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("heap-%s-%d-%d.pprof", kind, n, conns))); err != nil {
-			return 0, 0, err
+			return footprint{}, err
 		}
 	}
-	return (float64(after) - float64(before)) / 1024 / float64(n), float64(afterG-beforeG) / float64(n), nil
+	per := func(after, before uint64) float64 { return (float64(after) - float64(before)) / 1024 / float64(n) }
+	fp = footprint{HeapKiB: per(afterH, beforeH), StackKiB: per(afterS, beforeS), Goroutines: float64(afterG-beforeG) / float64(n)}
+	fp.KiB = fp.HeapKiB + fp.StackKiB
+	return fp, nil
 }
 
 // countdown closes done when n events have been counted.
