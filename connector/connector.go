@@ -192,11 +192,8 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 				c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err})
 				return ep, err
 			}
-			delay, hinted := hintedDelay(err, c.int64n)
-			if !hinted {
-				delay = c.policy.Delay(failures, c.int64n)
-				failures++
-			}
+			delay := c.policy.Delay(failures, c.int64n)
+			failures++
 			c.log.Warn("connector: connection attempt failed", "endpoint", c.endpointName(ep), "attempt", failures,
 				"err", err, "retryIn", delay)
 			c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err, Delay: delay})

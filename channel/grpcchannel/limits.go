@@ -178,6 +178,7 @@ func (s *Server) Stats() ServerStats {
 type gauge struct {
 	what        string // "connections", "handshakes": for refusals
 	max, perMax int
+	full        error // the refusal at max
 
 	mu    sync.Mutex
 	total int
@@ -185,7 +186,10 @@ type gauge struct {
 }
 
 func newGauge(what string, max, perMax int) *gauge {
-	return &gauge{what: what, max: max, perMax: perMax, per: map[string]int{}}
+	return &gauge{what: what, max: max, perMax: perMax, per: map[string]int{},
+		// At the node's limit the count is the limit: the refusal is one
+		// error value, made once (a storm refuses thousands a second).
+		full: fmt.Errorf("grpcchannel: %w: %d %s in flight on this node (limit %d)", channel.ErrLimitExceeded, max, what, max)}
 }
 
 // acquire counts one more holder from src, or returns an error wrapping
@@ -193,9 +197,8 @@ func newGauge(what string, max, perMax int) *gauge {
 func (g *gauge) acquire(src string) error {
 	g.mu.Lock()
 	if g.max > 0 && g.total >= g.max {
-		total := g.total
-		g.mu.Unlock() // format the refusal outside the lock: a storm refuses thousands a second
-		return fmt.Errorf("grpcchannel: %w: %d %s in flight on this node (limit %d)", channel.ErrLimitExceeded, total, g.what, g.max)
+		g.mu.Unlock()
+		return g.full
 	}
 	n := g.per[src]
 	if g.perMax > 0 && n >= g.perMax {
@@ -283,12 +286,6 @@ const (
 	// OverLimitRetryAfter is the retry hint of a refused connection: the
 	// delay in the message ("retry after 5s") and in the RetryInfo detail.
 	OverLimitRetryAfter = 5 * time.Second
-	// HandshakeRetryAfter is the retry hint of a stream refused because too
-	// many handshakes are in flight (ServerLimits.MaxHandshakes and
-	// MaxHandshakesPerSource): they end within a HelloTimeout, most within a
-	// second, so the refused come back soon rather than after their growing
-	// backoff (decision 0039).
-	HandshakeRetryAfter = 2 * time.Second
 	// maxRefusing bounds the connections over the limit served at once; they
 	// hold a file descriptor each, out of the reserve the cap leaves.
 	maxRefusing = 64

@@ -132,12 +132,6 @@ func TestHandshakeLimits(t *testing.T) {
 			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
 				t.Fatalf("4th Dial() = %v, want ErrLimitExceeded and ErrUnavailable", err)
 			}
-			// The refusal says when to come back (decision 0039).
-			var le *channel.LimitError
-			if !errors.As(err, &le) || le.RetryAfter != grpcchannel.HandshakeRetryAfter || strings.Contains(le.Detail, "retry after") {
-				t.Fatalf("4th Dial() = %v (%#v), want a *channel.LimitError with RetryAfter %v and the limit as its detail",
-					err, le, grpcchannel.HandshakeRetryAfter)
-			}
 			t.Logf("4th Dial() = %v after %v", err, time.Since(start))
 			if got := srv.Stats().RefusedHandshakes; got != 1 {
 				t.Errorf("Stats().RefusedHandshakes = %d, want 1", got)

@@ -248,7 +248,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	src := c.peer.Source()
 	if err := s.handshakes.acquire(src); err != nil {
 		s.refusedHandshakes.Add(1)
-		return nil, nil, retryStatus(err, HandshakeRetryAfter)
+		return nil, nil, status.Error(codes.ResourceExhausted, err.Error())
 	}
 	var silent *time.Timer
 	c.handshakeDone = func() {

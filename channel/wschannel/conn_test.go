@@ -352,10 +352,10 @@ func TestMaxHandshakes(t *testing.T) {
 		if !strings.Contains(err.Error(), "503") {
 			t.Fatalf("%s: Dial() = %v, want HTTP 503", why, err)
 		}
-		// Retry-After becomes the connector's retry hint (decision 0039).
+		// Retry-After is carried in the error (decision 0039).
 		var le *channel.LimitError
-		if !errors.As(err, &le) || le.RetryAfter != 2*time.Second {
-			t.Fatalf("%s: Dial() = %v, want a *channel.LimitError retrying after 2s", why, err)
+		if !errors.As(err, &le) || le.RetryAfter != time.Second {
+			t.Fatalf("%s: Dial() = %v, want a *channel.LimitError with the 503's Retry-After (1 s)", why, err)
 		}
 	}
 	_, b1 := connect(t, srv, d)

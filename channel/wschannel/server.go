@@ -139,7 +139,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer := channel.PeerInfo{Addr: r.RemoteAddr, TLS: tlsState(r.TLS)}
 	release, onClose, why := s.admit(peer.Source())
 	if why != "" {
-		w.Header().Set("Retry-After", retryAfterSeconds) // a connector retries after 1–3 s (decision 0039)
+		w.Header().Set("Retry-After", "1")
 		http.Error(w, "exchange controller: "+why+"; retry later", http.StatusServiceUnavailable)
 		return
 	}
@@ -255,7 +255,3 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// retryAfterSeconds is the Retry-After of a 503 refusal by the connection
-// and handshake limits: gRPC's HandshakeRetryAfter, in seconds.
-const retryAfterSeconds = "2"
