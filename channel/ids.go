@@ -2,9 +2,10 @@ package channel
 
 import (
 	crand "crypto/rand"
-	"encoding/hex"
 	"math/rand/v2"
 	"sync"
+
+	"github.com/exchangekit/exchange/command"
 )
 
 // idsPerSlab is how many command ids newCommandID makes at once.
@@ -56,15 +57,5 @@ func newCommandID() string {
 func encodeID(d []byte, rng *rand.ChaCha8) {
 	var u [16]byte
 	_, _ = rng.Read(u[:]) // never fails
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	hex.Encode(d[0:8], u[0:4])
-	d[8] = '-'
-	hex.Encode(d[9:13], u[4:6])
-	d[13] = '-'
-	hex.Encode(d[14:18], u[6:8])
-	d[18] = '-'
-	hex.Encode(d[19:23], u[8:10])
-	d[23] = '-'
-	hex.Encode(d[24:36], u[10:16])
+	command.EncodeUUID(d, u)
 }

@@ -91,17 +91,24 @@ func (r *Reply) Succeeded() bool { return r != nil && r.Status == StatusSucceede
 func NewID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	var s [36]byte
+	EncodeUUID(s[:], b)
+	return string(s[:])
+}
+
+// EncodeUUID writes the 16 random bytes b into d (at least 36 bytes) as a
+// version 4 UUID in its canonical form: the version and variant bits are
+// set, the rest of b is kept.
+func EncodeUUID(d []byte, b [16]byte) {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:36], b[10:16])
-	return string(s[:])
+	hex.Encode(d[0:8], b[0:4])
+	d[8] = '-'
+	hex.Encode(d[9:13], b[4:6])
+	d[13] = '-'
+	hex.Encode(d[14:18], b[6:8])
+	d[18] = '-'
+	hex.Encode(d[19:23], b[8:10])
+	d[23] = '-'
+	hex.Encode(d[24:36], b[10:16])
 }
