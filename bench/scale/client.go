@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +115,8 @@ func clientMain(in io.Reader, out io.Writer) int {
 		line := strings.TrimSpace(sc.Text())
 		switch {
 		case line == "start":
+			stopProfile := startClientProfile(cfg.First)
+			defer stopProfile()
 			c.start()
 		case strings.HasPrefix(line, "mark "):
 			ns, err := strconv.ParseInt(strings.TrimPrefix(line, "mark "), 10, 64)
@@ -314,4 +318,37 @@ func (c *client) close() {
 			_ = d.Close()
 		}
 	})
+}
+
+// clientProfileEnv names a directory: each client process then saves a CPU
+// profile of its first clientProfileFor after the start there
+// (client-<first>.cpu.pprof), to see what the simulated fleet spends.
+const clientProfileEnv = "EXCHANGE_SCALE_CLIENT_PROFILE"
+
+const clientProfileFor = 20 * time.Second
+
+// startClientProfile starts the client's CPU profile if clientProfileEnv asks
+// for one, and returns what stops it early (at "stop").
+func startClientProfile(first int) (stop func()) {
+	dir := os.Getenv(clientProfileEnv)
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("client-%d.cpu.pprof", first)))
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return func() {}
+	}
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		})
+	}
+	t := time.AfterFunc(clientProfileFor, end)
+	return func() { t.Stop(); end() }
 }
