@@ -27,6 +27,10 @@
 //     at once or after -outage: the time from its /readyz until every
 //     connector is connected again, and the busiest second of reconnections.
 //
+// With EXCHANGE_SCALE_CLIENT_PROFILE=DIR in its environment, every client
+// process saves a CPU profile of its first 20 s after the start in DIR
+// (client-<first connector>.cpu.pprof): what the simulated fleet spends.
+//
 // Usage (from bench/):
 //
 //	go run ./scale -sizes 10000,19000 -shared-sizes 100000
