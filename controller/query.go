@@ -63,6 +63,16 @@ func (c *Controller) TargetIDs() []string {
 	return out
 }
 
+// TargetIDsAfter returns a page of TargetIDs: at most limit ids, sorted,
+// starting after the id after ("": from the first). It costs
+// O(log targets + limit), so listings page through a large registry
+// without reading all of it.
+func (c *Controller) TargetIDsAfter(after string, limit int) []string {
+	var out []string
+	c.store.View(func(s *state.State) { out = s.TargetsAfter(after, limit) })
+	return out
+}
+
 // Target returns target id, if it has at least one registered channel.
 func (c *Controller) Target(id string) (TargetInfo, bool) {
 	var out TargetInfo

@@ -89,6 +89,11 @@ func TestInfosForTwoTargets(t *testing.T) {
 	if ids := h.ctrl.TargetIDs(); !slices.Equal(ids, []string{"t1", "t2"}) {
 		t.Errorf("TargetIDs() = %v, want [t1 t2]", ids)
 	}
+	for after, want := range map[string][]string{"": {"t1"}, "t1": {"t2"}, "t": {"t1"}, "t2": nil} {
+		if ids := h.ctrl.TargetIDsAfter(after, 1); !slices.Equal(ids, want) {
+			t.Errorf("TargetIDsAfter(%q, 1) = %v, want %v", after, ids, want)
+		}
+	}
 	if got, want := rows(targets[0]), []row{{c1.id(), true}, {c2.id(), false}}; !slices.Equal(got, want) {
 		t.Errorf("t1 channels = %v, want %v", got, want)
 	}

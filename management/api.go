@@ -29,11 +29,14 @@ type Exchange interface {
 }
 
 // targetIDLister is implemented by an Exchange that lists the ids of its
-// targets (those with at least one channel) without building them, sorted;
-// *controller.Controller does. GET /exchange/targets then builds only the
-// targets of the page it returns.
+// targets (those with at least one channel) a page at a time, sorted, without
+// building them; *controller.Controller does, in O(log targets + limit). GET
+// /exchange/targets then reads only the ids and targets of the page it
+// returns, whatever the size of the registry.
 type targetIDLister interface {
-	TargetIDs() []string
+	// TargetIDsAfter returns at most limit ids, sorted, after the id after
+	// ("": from the first).
+	TargetIDsAfter(after string, limit int) []string
 }
 
 // Batches is what the management API reads and drives of the batch runner.

@@ -113,10 +113,15 @@ func (s *Server) listTargets(c echo.Context) error {
 		return err
 	}
 	if ids, ok := s.ex.(targetIDLister); ok && (all == nil || !*all) {
-		// Paged on the ids: only the page's targets are built (their
-		// channels read), not every target of the registry.
+		// Paged on the ids: only the page's ids are read (one more, to know
+		// whether another page follows) and only the page's targets built
+		// (their channels read), not every target of the registry.
+		after := ""
+		if len(p.after) > 0 {
+			after = p.after[0]
+		}
 		out := []Target{}
-		for _, id := range ids.TargetIDs() {
+		for _, id := range ids.TargetIDsAfter(after, p.limit+1) {
 			out = append(out, Target{ID: id})
 		}
 		page := paginate(c, out, targetKey, p)

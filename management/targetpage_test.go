@@ -16,9 +16,19 @@ import (
 type idsExchange struct {
 	*fakeExchange
 	targets, target atomic.Int64
+	idsRead         atomic.Int64 // ids returned by TargetIDsAfter
 }
 
-func (f *idsExchange) TargetIDs() []string { return targetIDsOf(f.fakeExchange) }
+func (f *idsExchange) TargetIDsAfter(after string, limit int) []string {
+	var out []string
+	for _, id := range targetIDsOf(f.fakeExchange) {
+		if id > after && len(out) < limit {
+			out = append(out, id)
+		}
+	}
+	f.idsRead.Add(int64(len(out)))
+	return out
+}
 
 func targetIDsOf(f *fakeExchange) []string {
 	var ids []string
@@ -79,6 +89,7 @@ func TestListTargetsPagedOnIDs(t *testing.T) {
 		pages := 0
 		for pathA != "" {
 			ids.target.Store(0)
+			ids.idsRead.Store(0)
 			ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
 			rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
 			if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
@@ -92,6 +103,9 @@ func TestListTargetsPagedOnIDs(t *testing.T) {
 			}
 			if n := ids.target.Load(); n > limit {
 				t.Errorf("GET %s: %d targets built for one page", pathB, n)
+			}
+			if n := ids.idsRead.Load(); n > limit+1 {
+				t.Errorf("GET %s: %d target ids read for one page of %d", pathB, n, limit)
 			}
 			pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
 			pages++

@@ -204,3 +204,24 @@ func BenchmarkTargets(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTargetsPage reads a page of 1,000 target ids from the middle of
+// the registry (GET /exchange/targets): its cost does not grow with the
+// registry, unlike Targets'.
+func BenchmarkTargetsPage(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(benchName(n), func(b *testing.B) {
+			s := benchState(b, n)
+			targets := s.Targets()
+			after := targets[len(targets)/2]
+			want := min(1000, len(targets)-len(targets)/2-1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if len(s.TargetsAfter(after, 1000)) != want {
+					b.Fatal("wrong page length")
+				}
+			}
+		})
+	}
+}

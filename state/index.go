@@ -5,15 +5,19 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/google/btree"
 )
 
 // index holds the lookups of a State derived from its channels: channels by
-// target (in registration order), by node, and by target and connector. It is
-// never serialised: Apply maintains it, Unmarshal rebuilds it. Every update
-// costs O(1) (a map insert or delete and a list link), so registry ops cost
-// what they change, never a scan of the registry.
+// target (in registration order), by node, and by target and connector, and
+// the target ids in order. It is never serialised: Apply maintains it,
+// Unmarshal rebuilds it. Every update costs O(1) (a map insert or delete and a
+// list link), or O(log targets) when a target appears or goes (the ordered
+// ids), so registry ops cost what they change, never a scan of the registry.
 type index struct {
 	targets map[string]*targetIndex        // target id → its channels
+	order   *btree.BTreeG[string]          // the keys of targets, in order: pages of targets (TargetsAfter)
 	nodes   map[string]map[string]*Channel // node id → channel id → channel
 	links   map[string]*link               // channel id → its place in its target's list
 
@@ -53,8 +57,17 @@ type link struct {
 	prev, next *link
 }
 
+// orderDegree is the degree of the B-tree of target ids: nodes of up to 63
+// ids (about 1 KiB), a few levels deep for a million targets.
+const orderDegree = 32
+
 func newIndex() *index {
-	return &index{targets: map[string]*targetIndex{}, nodes: map[string]map[string]*Channel{}, links: map[string]*link{}}
+	return &index{
+		targets: map[string]*targetIndex{},
+		order:   btree.NewOrderedG[string](orderDegree),
+		nodes:   map[string]map[string]*Channel{},
+		links:   map[string]*link{},
+	}
 }
 
 // buildIndex indexes the channels of s from scratch. It only reads s.
@@ -91,6 +104,7 @@ func (ix *index) add(c *Channel) {
 	if t == nil {
 		t = &targetIndex{}
 		ix.targets[c.TargetID] = t
+		ix.order.ReplaceOrInsert(c.TargetID)
 	}
 	l := &link{c: c}
 	after := t.tail
@@ -152,6 +166,7 @@ func (ix *index) remove(c *Channel) {
 	setRemove(ix.nodes, c.NodeID, c.ID)
 	if t.n == 0 {
 		delete(ix.targets, c.TargetID)
+		ix.order.Delete(c.TargetID)
 	}
 }
 
@@ -260,6 +275,11 @@ func (s *State) checkIndex() error {
 	}
 	if n := countPrimaries(s.Primaries); ix.primaries != n {
 		return fmt.Errorf("primary count %d, %d targets with a primary", ix.primaries, n)
+	}
+	var ordered []string
+	ix.order.Ascend(func(id string) bool { ordered = append(ordered, id); return true })
+	if want := slices.Sorted(maps.Keys(ix.targets)); !slices.Equal(ordered, want) {
+		return fmt.Errorf("ordered target ids %v, targets %v", ordered, want)
 	}
 	for id, t := range ix.targets {
 		n := 0

@@ -106,6 +106,21 @@ func checkAccessors(t *testing.T, s *state.State) {
 	if got, want := s.Targets(), slices.Sorted(maps.Keys(targets)); !slices.Equal(got, want) {
 		t.Fatalf("Targets() = %v, want %v", got, want)
 	}
+	// Pages of every size, from every cursor (known or not), are the
+	// matching slices of the sorted ids.
+	sorted := slices.Sorted(maps.Keys(targets))
+	for limit := range 4 {
+		for _, after := range append([]string{"", "t", "t2x", "u"}, sorted...) {
+			from, _ := slices.BinarySearch(sorted, after)
+			if from < len(sorted) && sorted[from] == after {
+				from++
+			}
+			want := sorted[from:min(len(sorted), from+limit)]
+			if got := s.TargetsAfter(after, limit); !slices.Equal(got, want) && (len(got) > 0 || len(want) > 0) {
+				t.Fatalf("TargetsAfter(%q, %d) = %v, want %v", after, limit, got, want)
+			}
+		}
+	}
 	if s.TargetCount() != len(targets) || s.ChannelCount() != len(all) {
 		t.Fatalf("TargetCount() %d, ChannelCount() %d; want %d, %d", s.TargetCount(), s.ChannelCount(), len(targets), len(all))
 	}

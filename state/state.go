@@ -432,7 +432,31 @@ func (s *State) TargetChannels(target string) []*Channel {
 // Targets returns the ids of the targets that have at least one channel,
 // sorted. It costs O(targets), whatever the number of channels.
 func (s *State) Targets() []string {
-	return slices.Sorted(maps.Keys(s.index().targets))
+	return s.TargetsAfter("", s.index().order.Len())
+}
+
+// TargetsAfter returns the ids of at most limit targets that have at least
+// one channel, sorted, starting after the id after ("": from the first): a
+// page of Targets. It costs O(log targets + limit).
+func (s *State) TargetsAfter(after string, limit int) []string {
+	if limit <= 0 {
+		return nil
+	}
+	order := s.index().order
+	out := make([]string, 0, min(limit, order.Len()))
+	next := func(id string) bool {
+		if id == after && after != "" {
+			return true // AscendGreaterOrEqual starts at after itself
+		}
+		out = append(out, id)
+		return len(out) < limit
+	}
+	if after == "" {
+		order.Ascend(next)
+	} else {
+		order.AscendGreaterOrEqual(after, next)
+	}
+	return out
 }
 
 // Nodes returns the ids of the nodes that hold at least one channel,
