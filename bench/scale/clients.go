@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -30,13 +31,16 @@ type clientProc struct {
 }
 
 // startClient re-executes this binary as a client for cfg.
-func startClient(self string, args []string, cfg clientConfig, logPath string) (*clientProc, error) {
+func startClient(self string, args []string, gogc int, cfg clientConfig, logPath string) (*clientProc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), roleEnv+"=client")
+	if gogc != 0 {
+		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(gogc))
+	}
 	cmd.Stderr = logf
 	dieWithParent(cmd)
 	in, err := cmd.StdinPipe()

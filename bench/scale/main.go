@@ -27,6 +27,12 @@
 //     at once or after -outage: the time from its /readyz until every
 //     connector is connected again, and the busiest second of reconnections.
 //
+// The client processes run with GOGC=200 (-client-gogc): each stands in for
+// thousands of devices that would each have a CPU of their own, and their
+// garbage collector, scanning the stacks of all of them, is what competes
+// most with the controller for the machine's 2 cores. The controller keeps
+// Go's defaults.
+//
 // With EXCHANGE_SCALE_CLIENT_PROFILE=DIR in its environment, every client
 // process saves a CPU profile of its first 20 s after the start in DIR
 // (client-<first connector>.cpu.pprof): what the simulated fleet spends.
@@ -78,6 +84,7 @@ type config struct {
 	profiles           string
 	startProfile       time.Duration
 	controllerFlags    string
+	clientGOGC         int
 	dir                string
 }
 
@@ -104,6 +111,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.profiles, "profiles", "", "directory for the controller's pprof profiles (start, idle, send CPU; heap; goroutines)")
 	fs.DurationVar(&c.startProfile, "start-profile", 20*time.Second, "length of the CPU profile taken from the start (with -profiles)")
 	fs.StringVar(&c.controllerFlags, "controller-flags", "", "more flags for the controller, space-separated (they override the tool's: --max-handshakes 20000)")
+	fs.IntVar(&c.clientGOGC, "client-gogc", 200, "GOGC of the client processes (the simulated fleet; the controller keeps the default); 0: the environment's")
 	fs.StringVar(&c.dir, "dir", "", "directory for logs (default: a temporary one, removed unless the run fails)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -192,7 +200,7 @@ func measureAll(ctx context.Context, c config, out, log io.Writer) error {
 			Shared: shared, ConnsPerClient: c.connsPerClient, Disk: c.disk,
 			Settle: c.settle, Idle: c.idle, HealthInterval: c.healthInterval,
 			SendFor: c.sendFor, Workers: c.workers, Outage: c.outage, Stable: c.stable,
-			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), Log: log,
+			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), ClientGOGC: c.clientGOGC, Log: log,
 		}
 		o.Dir = filepath.Join(dir, o.label())
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {

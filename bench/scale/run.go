@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -42,6 +43,7 @@ type options struct {
 	Profiles       string        // directory for pprof profiles; "" for none
 	StartProfile   time.Duration // length of the CPU profile from the start
 	ExtraFlags     []string      // more controller flags, after the tool's
+	ClientGOGC     int           // GOGC of the client processes; 0: the environment's
 	Log            io.Writer     // progress
 }
 
@@ -156,7 +158,7 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 		if o.Shared {
 			cfg.Conns = o.ConnsPerClient
 		}
-		c, err := startClient(o.Self, o.SelfArgs, cfg, filepath.Join(o.Dir, fmt.Sprintf("client-%d.log", i)))
+		c, err := startClient(o.Self, o.SelfArgs, o.ClientGOGC, cfg, filepath.Join(o.Dir, fmt.Sprintf("client-%d.log", i)))
 		if err != nil {
 			return nil, err
 		}
@@ -328,8 +330,12 @@ func (m *measure) start(ctx context.Context, ctrl *ctrlProc, fl fleet, t0 time.T
 			toldAt = time.Unix(0, s.LastTold)
 		}
 	}
-	note := fmt.Sprintf("%d connectors (%d per target), %d client processes, simultaneous start; last HELLO reply at %s (as the clients last reported it); the slowest /metrics scrape meanwhile %v",
-		o.N, o.PerTarget, o.Clients, since(connAt, t0), maxScrape.Round(time.Millisecond))
+	gogc := "GOGC " + os.Getenv("GOGC")
+	if o.ClientGOGC != 0 {
+		gogc = fmt.Sprintf("GOGC %d", o.ClientGOGC)
+	}
+	note := fmt.Sprintf("%d connectors (%d per target), %d client processes (%s), simultaneous start; last HELLO reply at %s (as the clients last reported it); the slowest /metrics scrape meanwhile %v",
+		o.N, o.PerTarget, o.Clients, gogc, since(connAt, t0), maxScrape.Round(time.Millisecond))
 	m.add("register_s", "s", regAt.Sub(t0).Seconds(), m.startTarget(), false, note+fmt.Sprintf("; controller-side count polled every 100 ms; 99.9 %% at %s", since(most, t0)))
 	m.add("primary_s", "s", toldAt.Sub(t0).Seconds(), m.startTarget(), false, "the last connector's first PRIMARY notice (its role and epoch), from the start")
 	return nil
