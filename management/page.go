@@ -109,7 +109,21 @@ func paginate[T any](c echo.Context, items []T, key func(T) []string, p page) []
 }
 
 // timeKey writes t so that keys sort in time order.
-func timeKey(t time.Time) string { return fmt.Sprintf("%020d", t.UnixNano()) }
+// (It runs in sort comparisons: strconv, not fmt.)
+func timeKey(t time.Time) string {
+	n := t.UnixNano()
+	if n < 0 {
+		return fmt.Sprintf("%020d", n)
+	}
+	var b [20]byte
+	d := strconv.AppendInt(b[:0], n, 10)
+	pad := len(b) - len(d)
+	copy(b[pad:], d)
+	for i := range pad {
+		b[i] = '0'
+	}
+	return string(b[:])
+}
 
 func batchKey(b Batch) []string      { return []string{timeKey(b.CreatedAt), b.ID} }
 func channelKey(ch Channel) []string { return []string{ch.TargetID, timeKey(ch.RegisteredAt), ch.ID} }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/exchangekit/exchange/controller"
 )
@@ -16,7 +17,13 @@ import (
 type idsExchange struct {
 	*fakeExchange
 	targets, target atomic.Int64
+	channels        atomic.Int64 // whole-registry reads of the channels
 	idsRead         atomic.Int64 // ids returned by TargetIDsAfter
+}
+
+func (f *idsExchange) Channels() []controller.ChannelInfo {
+	f.channels.Add(1)
+	return f.fakeExchange.Channels()
 }
 
 func (f *idsExchange) TargetIDsAfter(after string, limit int) []string {
@@ -128,4 +135,53 @@ func nextPath(link string) string {
 		return ""
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+}
+
+// GET /exchange/channels over an Exchange that lists its target ids walks
+// the targets of the page only, and answers exactly what the listing built
+// from every channel answers, page by page, with every filter.
+func TestListChannelsPagedOnIDs(t *testing.T) {
+	plain := serveHTTP(t, newServer(t, Config{}, allExchange{manyTargets()}, manyBatches(2)))
+	ids := &idsExchange{fakeExchange: manyTargets()}
+	paged := serveHTTP(t, newServer(t, Config{}, ids, manyBatches(2)))
+	queries := []string{"", "?limit=1", "?limit=2", "?limit=3&active=true", "?limit=2&active=false",
+		"?limit=1&targetId=t1", "?targetId=t-x3", "?targetId=unknown"}
+	for _, query := range queries {
+		pathA, pathB := "/exchange/channels"+query, "/exchange/channels"+query
+		pages := 0
+		for pathA != "" {
+			ids.target.Store(0)
+			ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
+			rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
+			if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d and %d", pathA, ra.StatusCode, rb.StatusCode)
+			}
+			if string(ba) != string(bb) {
+				t.Fatalf("GET %s:\nfrom every channel %s\npaged on ids       %s", pathA, ba, bb)
+			}
+			if la, lb := ra.Header.Get("Link"), rb.Header.Get("Link"); la != lb {
+				t.Fatalf("GET %s: Link %q and %q", pathA, la, lb)
+			}
+			if n := ids.target.Load(); query == "?limit=1" && n > 3 {
+				t.Errorf("GET %s: %d targets read for a page of one channel", pathB, n)
+			}
+			pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
+			pages++
+		}
+		if query == "?limit=1" && pages < 12 {
+			t.Errorf("GET /exchange/channels?limit=1: %d pages for at least 12 channels", pages)
+		}
+	}
+	if n := ids.targets.Load() + ids.channels.Load(); n != 0 {
+		t.Errorf("the paged listing read the whole registry %d times", n)
+	}
+}
+
+// timeKey writes times as fmt's %020d of their UnixNano would.
+func TestTimeKey(t *testing.T) {
+	for _, tm := range []time.Time{time.Unix(0, 0), time.Unix(0, 1), base, time.Unix(1<<33, 999_999_999), time.Time{}} {
+		if got, want := timeKey(tm), fmt.Sprintf("%020d", tm.UnixNano()); got != want {
+			t.Errorf("timeKey(%v) = %s, want %s", tm, got, want)
+		}
+	}
 }
