@@ -19,8 +19,8 @@
 //     -settle has passed;
 //   - idle_cpu_pct: the controller's utime+stime over -idle, as % of a core;
 //   - health_sweep_s: exchange_health_sweep_seconds at full size;
-//   - targets_first_page_ms, metrics_scrape_ms: GET /exchange/targets (first
-//     page) and /metrics;
+//   - targets_first_page_ms, channels_first_page_ms, metrics_scrape_ms: GET
+//     /exchange/targets and /exchange/channels (first pages) and /metrics;
 //   - send_per_s: ECHO commands through POST /exchange/targets/:id/commands
 //     from -workers concurrent HTTP clients over random targets;
 //   - storm_immediate_*, storm_outage_*: kill -9 of the controller, restarted

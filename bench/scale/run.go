@@ -433,19 +433,29 @@ func (m *measure) idle(ctx context.Context, ctrl *ctrlProc) error {
 // management times the first page of GET /exchange/targets and a /metrics
 // scrape: the median of 5 each.
 func (m *measure) management(ctx context.Context, ctrl *ctrlProc) error {
-	var page, scrape []float64
-	var pageBytes int
-	for range 5 {
+	var page, chPage, scrape []float64
+	var pageBytes, chBytes int
+	get := func(path string) (float64, int, error) {
 		start := time.Now()
-		code, b, err := ctrl.get(ctx, "/exchange/targets")
+		code, b, err := ctrl.get(ctx, path)
+		if err != nil {
+			return 0, 0, err
+		}
+		if code != 200 {
+			return 0, 0, fmt.Errorf("GET %s: status %d", path, code)
+		}
+		return float64(time.Since(start).Microseconds()) / 1000, len(b), nil
+	}
+	for range 5 {
+		ms, n, err := get("/exchange/targets")
 		if err != nil {
 			return err
 		}
-		if code != 200 {
-			return fmt.Errorf("GET /exchange/targets: status %d", code)
+		page, pageBytes = append(page, ms), n
+		if ms, n, err = get("/exchange/channels"); err != nil {
+			return err
 		}
-		page = append(page, float64(time.Since(start).Microseconds())/1000)
-		pageBytes = len(b)
+		chPage, chBytes = append(chPage, ms), n
 		_, took, err := ctrl.metrics(ctx)
 		if err != nil {
 			return err
@@ -454,6 +464,8 @@ func (m *measure) management(ctx context.Context, ctrl *ctrlProc) error {
 	}
 	m.add("targets_first_page_ms", "ms", results.Median(page), 100, false,
 		fmt.Sprintf("GET /exchange/targets (default page, %d bytes), median of 5 (max %.1f ms), %d targets", pageBytes, slices.Max(page), m.o.targets()))
+	m.add("channels_first_page_ms", "ms", results.Median(chPage), 100, false,
+		fmt.Sprintf("GET /exchange/channels (default page, %d bytes), median of 5 (max %.1f ms), %d channels", chBytes, slices.Max(chPage), m.o.N))
 	m.add("metrics_scrape_ms", "ms", results.Median(scrape), 100, false,
 		fmt.Sprintf("GET /metrics, median of 5 (max %.1f ms)", slices.Max(scrape)))
 	return nil

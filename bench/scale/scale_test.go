@@ -56,7 +56,7 @@ func TestScaleEndToEnd(t *testing.T) {
 	}
 	for _, label := range []string{"conn-200", "shared-200"} {
 		for _, name := range []string{"register_s", "primary_s", "kib_per_connector", "goroutines_per_connector",
-			"idle_cpu_pct", "health_sweep_s", "targets_first_page_ms", "metrics_scrape_ms", "send_per_s",
+			"idle_cpu_pct", "health_sweep_s", "targets_first_page_ms", "channels_first_page_ms", "metrics_scrape_ms", "send_per_s",
 			"storm_immediate_back_s", "storm_immediate_peak_per_s", "storm_outage_back_s", "storm_outage_peak_per_s"} {
 			r, ok := byName["scale/"+label+"/"+name]
 			switch {
