@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/exchangekit/exchange/channel/grpcchannel"
 	"github.com/exchangekit/exchange/cluster"
+	"github.com/exchangekit/exchange/internal/freeport"
 )
 
 // Harness runs an in-process cluster of real nodes on loopback: raft over
@@ -128,46 +128,15 @@ func (h *Harness) form(t testing.TB, n int) error {
 	return nil
 }
 
-// usedPorts are the ports freeAddr handed out.
-var usedPorts = struct {
-	sync.Mutex
-	m map[int]bool
-}{m: map[int]bool{}}
-
-// freeAddr returns a loopback address whose port is free right now, for
-// TCP and UDP (gossip binds both), used for raft, gossip and gRPC, which must
-// keep their address across restarts. The port is drawn below the usual
-// ephemeral range (Linux: 32768-60999): a port the kernel handed out for a
-// ":0" listener or an outgoing connection could be taken again, by another
-// node of the same test, between this check and the node's bind, or while
-// the node is stopped; a port outside that range is only ever taken by an
-// explicit bind.
-// Ports are never handed out twice in one process.
+// freeAddr returns a loopback address for a node's server that must keep it
+// across restarts (see internal/freeport).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	usedPorts.Lock()
-	defer usedPorts.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if usedPorts.m[port] {
-			continue
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		_ = l.Close()
-		if err != nil {
-			continue
-		}
-		_ = u.Close()
-		usedPorts.m[port] = true
-		return addr
+	addr, err := freeport.Loopback()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found below the ephemeral range")
-	return ""
+	return addr
 }
 
 func (m *Member) start(ctx context.Context, expect int) error {

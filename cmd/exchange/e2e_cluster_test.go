@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exchangekit/exchange/internal/freeport"
 	"github.com/exchangekit/exchange/management"
 )
 
@@ -525,11 +525,4 @@ func (p *primaryInvariant) check(ctx context.Context, t *testing.T, n *clusterNo
 
 // freeLoopback returns a loopback address whose port was free a moment ago:
 // the processes' raft and gossip ports must be known before they start.
-func freeLoopback() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
-}
+func freeLoopback() (string, error) { return freeport.Loopback() }
