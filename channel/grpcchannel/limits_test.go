@@ -392,3 +392,23 @@ func TestConnectionLimitOverTLS(t *testing.T) {
 		t.Errorf("Stats() = %+v, want 1 refused and 1 open", s)
 	}
 }
+
+// BenchmarkRefusedHandshake: the cost, on both sides, of a Connect stream
+// refused because the node's handshakes are all in flight, the commonest
+// event of a fleet's simultaneous start (docs/benchmarks.md, "Scale").
+func BenchmarkRefusedHandshake(b *testing.B) {
+	ctx := testContext(b)
+	lis := listenTCP(b)
+	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
+	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure())
+	dialPending(b, ctx, srv, d) // the one handshake in flight, for the whole benchmark
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := d.Dial(ctx)
+		if err == nil {
+			_ = c.Close()
+			b.Fatal("Dial() over the handshake limit succeeded")
+		}
+	}
+}
