@@ -3,6 +3,7 @@ package management
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -92,31 +93,16 @@ func TestListTargetsPagedOnIDs(t *testing.T) {
 	ids := &idsExchange{fakeExchange: manyTargets()}
 	paged := serveHTTP(t, newServer(t, Config{}, ids, manyBatches(2)))
 	for query, limit := range map[string]int64{"": DefaultPageLimit, "?limit=3": 3, "?limit=5&view=summary": 5} {
-		pathA, pathB := "/exchange/targets"+query, "/exchange/targets"+query
-		pages := 0
-		for pathA != "" {
-			ids.target.Store(0)
-			ids.idsRead.Store(0)
-			ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
-			rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
-			if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
-				t.Fatalf("GET %s: %d and %d", pathA, ra.StatusCode, rb.StatusCode)
-			}
-			if string(ba) != string(bb) {
-				t.Fatalf("GET %s:\nfrom every target %s\npaged on ids      %s", pathA, ba, bb)
-			}
-			if la, lb := ra.Header.Get("Link"), rb.Header.Get("Link"); la != lb {
-				t.Fatalf("GET %s: Link %q and %q", pathA, la, lb)
-			}
+		pages := walkPages(t, plain, paged, "/exchange/targets"+query, func(path string) {
 			if n := ids.target.Load(); n > limit {
-				t.Errorf("GET %s: %d targets built for one page", pathB, n)
+				t.Errorf("GET %s: %d targets built for one page", path, n)
 			}
 			if n := ids.idsRead.Load(); n > limit+1 {
-				t.Errorf("GET %s: %d target ids read for one page of %d", pathB, n, limit)
+				t.Errorf("GET %s: %d target ids read for one page of %d", path, n, limit)
 			}
-			pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
-			pages++
-		}
+			ids.target.Store(0)
+			ids.idsRead.Store(0)
+		})
 		if query == "?limit=3" && pages != 4 { // t1, t2 and 10 more
 			t.Errorf("%d pages of 3 for 12 targets", pages)
 		}
@@ -128,6 +114,30 @@ func TestListTargetsPagedOnIDs(t *testing.T) {
 	if resp, _ := do(t, paged, http.MethodGet, "/exchange/targets?all=true", "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET ?all=true: %d", resp.StatusCode)
 	}
+}
+
+// walkPages GETs path from both servers, page after page, and fails unless
+// they answer the same bodies and Link headers; after each page it calls
+// check with the page's path. It returns the number of pages.
+func walkPages(t *testing.T, plain, paged *httptest.Server, path string, check func(path string)) int {
+	t.Helper()
+	pages := 0
+	for pathA, pathB := path, path; pathA != ""; pages++ {
+		ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
+		rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
+		if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d and %d", pathA, ra.StatusCode, rb.StatusCode)
+		}
+		if string(ba) != string(bb) {
+			t.Fatalf("GET %s:\nfrom the whole registry %s\npaged on ids            %s", pathA, ba, bb)
+		}
+		if la, lb := ra.Header.Get("Link"), rb.Header.Get("Link"); la != lb {
+			t.Fatalf("GET %s: Link %q and %q", pathA, la, lb)
+		}
+		check(pathB)
+		pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
+	}
+	return pages
 }
 
 func nextPath(link string) string {
@@ -147,27 +157,13 @@ func TestListChannelsPagedOnIDs(t *testing.T) {
 	queries := []string{"", "?limit=1", "?limit=2", "?limit=3&active=true", "?limit=2&active=false",
 		"?limit=1&targetId=t1", "?targetId=t-x3", "?targetId=unknown"}
 	for _, query := range queries {
-		pathA, pathB := "/exchange/channels"+query, "/exchange/channels"+query
-		pages := 0
-		for pathA != "" {
-			ids.target.Store(0)
-			ra, ba := do(t, plain, http.MethodGet, pathA, "", nil)
-			rb, bb := do(t, paged, http.MethodGet, pathB, "", nil)
-			if ra.StatusCode != http.StatusOK || rb.StatusCode != http.StatusOK {
-				t.Fatalf("GET %s: %d and %d", pathA, ra.StatusCode, rb.StatusCode)
-			}
-			if string(ba) != string(bb) {
-				t.Fatalf("GET %s:\nfrom every channel %s\npaged on ids       %s", pathA, ba, bb)
-			}
-			if la, lb := ra.Header.Get("Link"), rb.Header.Get("Link"); la != lb {
-				t.Fatalf("GET %s: Link %q and %q", pathA, la, lb)
-			}
+		ids.target.Store(0)
+		pages := walkPages(t, plain, paged, "/exchange/channels"+query, func(path string) {
 			if n := ids.target.Load(); query == "?limit=1" && n > 3 {
-				t.Errorf("GET %s: %d targets read for a page of one channel", pathB, n)
+				t.Errorf("GET %s: %d targets read for a page of one channel", path, n)
 			}
-			pathA, pathB = nextPath(ra.Header.Get("Link")), nextPath(rb.Header.Get("Link"))
-			pages++
-		}
+			ids.target.Store(0)
+		})
 		if query == "?limit=1" && pages < 12 {
 			t.Errorf("GET /exchange/channels?limit=1: %d pages for at least 12 channels", pages)
 		}
