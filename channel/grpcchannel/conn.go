@@ -36,7 +36,7 @@ type conn struct {
 	side  string // "client" or "server", for error messages
 	max   int    // largest frame sent, in encoded bytes
 	peer  channel.PeerInfo
-	abort context.CancelFunc // cancels the stream (on the server side, its context: see tapAbort); may be nil on the server side
+	abort context.CancelFunc // cancels the stream (on the server side, its context: see Server.tap); may be nil on the server side
 
 	// queue holds the rest of a received batch; used only by Recv (the single
 	// reader), so it needs no lock.

@@ -81,7 +81,9 @@
 // RPC on an excess connection fails at once with RESOURCE_EXHAUSTED and a
 // 5 s RetryInfo); 4,000 handshakes in flight, 100 per source (the excess is
 // refused at once with RESOURCE_EXHAUSTED, which Dial reports as
-// ErrUnavailable and channel.ErrLimitExceeded: retry later); a stream that
+// ErrUnavailable and channel.ErrLimitExceeded: retry later; the refusal comes
+// from the server's tap handle, before gRPC starts a handler for the stream,
+// so that a flood of refused streams costs no goroutines); a stream that
 // sends nothing for 5 s is ended; a connection that has not finished TLS and
 // the HTTP/2 preface within 5 s, or has had no stream for 30 s, is closed.
 // channel.AcceptHello marks a stream past HELLO, through

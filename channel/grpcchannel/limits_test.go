@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +160,40 @@ func TestHandshakeLimits(t *testing.T) {
 			dialPending(t, ctx, srv, d)
 		})
 	}
+}
+
+// A Connect stream takes its place among the handshakes before its handler
+// runs (in the server's tap handle). When the handler never runs, here
+// because an interceptor of the caller's refuses the stream, the place is
+// given back at the HandshakeTimeout, and the next client gets through: no
+// place leaks.
+func TestHandshakePlaceOfAStreamNeverHandled(t *testing.T) {
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	deny := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if refuse.Load() {
+			return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
+		}
+		return h(srv, ss)
+	})
+	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: 200 * time.Millisecond}),
+		grpcchannel.WithServerOptions(deny))
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+	if c, err := d.Dial(ctx); err == nil {
+		_ = c.Close()
+		t.Fatal("Dial() through the refusing interceptor succeeded")
+	} else if status.Code(errors.Unwrap(err)) != codes.PermissionDenied && !strings.Contains(err.Error(), "refused by the caller's interceptor") {
+		t.Fatalf("Dial() = %v, want the interceptor's refusal", err)
+	}
+	refuse.Store(false)
+	waitUntil(t, ctx, "the unhandled stream's place given back", func() bool { return srv.Stats().Handshakes == 0 })
+	if got := srv.Stats().SilentStreams; got != 0 {
+		t.Errorf("Stats().SilentStreams = %d, want 0 (the stream was never handled, not silent)", got)
+	}
+	handshake(t, ctx, srv, d)
 }
 
 // A stream that sends nothing is ended after HandshakeTimeout, whether or not

@@ -86,8 +86,17 @@ func NewServer(opts ...ServerOption) *Server {
 	if l.MaxConnectionIdle > 0 {
 		kp.MaxConnectionIdle = l.MaxConnectionIdle
 	}
+	s := &Server{
+		maxFrameBytes: o.maxFrameBytes,
+		limits:        l,
+		connCount:     newGauge("connections", l.MaxConnections, l.MaxConnectionsPerSource),
+		handshakes:    newGauge("handshakes", l.MaxHandshakes, l.MaxHandshakesPerSource),
+		conns:         make(chan *conn),
+		done:          make(chan struct{}),
+		links:         newLinks(o.maxFrameBytes),
+	}
 	gopts := []grpc.ServerOption{
-		grpc.InTapHandle(tapAbort),
+		grpc.InTapHandle(s.tap),
 		grpc.KeepaliveParams(kp),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             o.keepalive.MinTime,
@@ -111,18 +120,9 @@ func NewServer(opts ...ServerOption) *Server {
 	gopts = append(gopts, refusing.interceptors()...) // connections over the limits (limits.go)
 	gopts = append(gopts, o.grpcOpts...)
 
-	s := &Server{
-		refusing:      refusing,
-		gs:            grpc.NewServer(gopts...),
-		health:        health.NewServer(),
-		maxFrameBytes: o.maxFrameBytes,
-		limits:        l,
-		connCount:     newGauge("connections", l.MaxConnections, l.MaxConnectionsPerSource),
-		handshakes:    newGauge("handshakes", l.MaxHandshakes, l.MaxHandshakesPerSource),
-		conns:         make(chan *conn),
-		done:          make(chan struct{}),
-		links:         newLinks(o.maxFrameBytes),
-	}
+	s.refusing = refusing
+	s.gs = grpc.NewServer(gopts...)
+	s.health = health.NewServer()
 	pb.RegisterExchangeServer(s.gs, s)
 	pb.RegisterClusterServer(s.gs, s.links)
 	healthpb.RegisterHealthServer(s.gs, s.health)
@@ -244,30 +244,26 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if s.isClosed() {
 		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	c := newConn(st, "server", s.maxFrameBytes, streamAbort(ctx))
-	src := c.peer.Source()
-	if err := s.handshakes.acquire(src); err != nil {
-		s.refusedHandshakes.Add(1)
-		return nil, nil, status.Error(codes.ResourceExhausted, err.Error())
+	a, _ := ctx.Value(admissionKey{}).(*admission)
+	var abort context.CancelFunc
+	if a != nil {
+		abort = a.cancel
 	}
-	var silent *time.Timer
-	c.handshakeDone = func() {
-		s.handshakes.release(src)
-		if silent != nil {
-			silent.Stop() // past HELLO: the timer's memory goes now, not at its expiry
-			silent = nil
+	c := newConn(st, "server", s.maxFrameBytes, abort)
+	if a == nil {
+		// A server whose tap handle is not ours (a gRPC option of the
+		// caller's): the stream takes its place among the handshakes here.
+		var err error
+		if a, err = s.admit(ctx, c.peer.Source(), nil); err != nil {
+			return nil, nil, err
 		}
 	}
-	if d := s.limits.HandshakeTimeout; d > 0 {
-		// A timer, not a goroutine: it closes the stream if it is still
-		// silent, which ends this handler (or the read loop it hosts).
-		silent = time.AfterFunc(d, func() {
-			if !c.heard.Load() && !c.closed() {
-				s.silentStreams.Add(1)
-				_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, d))
-			}
-		})
+	if !a.claim(c) {
+		// Its HandshakeTimeout passed before this handler ran: the place is
+		// given back and the stream's context cancelled already.
+		return nil, nil, status.Error(codes.DeadlineExceeded, fmt.Sprintf("grpcchannel: %v: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
 	}
+	c.handshakeDone = a.release
 	defer c.HandshakeComplete() // a stream that ends before HELLO no longer counts either, and its timer stops
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return nil, nil, err
@@ -303,26 +299,112 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	}
 }
 
-// abortKey is the context key of a Connect stream's cancel function.
-type abortKey struct{}
+// admissionKey is the context key of a Connect stream's admission.
+type admissionKey struct{}
 
-// tapAbort is the server's tap handle: it gives every Connect stream a
-// context that its conn can cancel. Cancelling it makes the stream's Recv
-// and Send return at once while the handler goroutine still runs, which the
-// read loop that goroutine hosts (channel.ReaderHost) needs for Close.
-func tapAbort(ctx context.Context, info *tap.Info) (context.Context, error) {
+// tap is the server's tap handle, which gRPC runs for every new stream before
+// it starts the stream's handler. A Connect stream takes its place among the
+// handshakes in flight here (admit), or is refused here: a refusal, the
+// commonest event of a fleet's simultaneous start, then costs gRPC no handler
+// goroutine, no stream set-up and no status written through the handler
+// (BenchmarkRefusedHandshake). An admitted stream gets a context its conn can
+// cancel: cancelling it makes the stream's Recv and Send return at once while
+// the handler goroutine still runs, which the read loop that goroutine hosts
+// (channel.ReaderHost) needs for Close.
+func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if info.FullMethodName != pb.Exchange_Connect_FullMethodName {
 		return ctx, nil
 	}
+	if s.isClosed() {
+		return nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+	}
+	if err := s.refusing.refusal(ctx); err != nil {
+		return nil, err // a connection over the limits (the interceptors refuse its other RPCs)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	return context.WithValue(ctx, abortKey{}, cancel), nil
+	a, err := s.admit(ctx, peerInfo(ctx).Source(), cancel)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return context.WithValue(ctx, admissionKey{}, a), nil
 }
 
-// streamAbort returns the cancel function tapAbort put in a stream's
-// context, or nil (a server built with a tap handle of its own).
-func streamAbort(ctx context.Context) context.CancelFunc {
-	cancel, _ := ctx.Value(abortKey{}).(context.CancelFunc)
-	return cancel
+// admission is a Connect stream's place among the handshakes in flight, from
+// the tap handle (or its handler) until HELLO is done or the stream ends. Its
+// timer bounds how long the stream may stay silent: it closes a silent stream
+// whose handler has claimed it, and gives back the place of one whose handler
+// never ran (gRPC may end a stream between its tap handle and its handler, or
+// an interceptor of the caller's refuse it there), so that no place leaks.
+type admission struct {
+	s      *Server
+	src    string
+	cancel context.CancelFunc // the stream's context; nil when admitted by the handler
+	state  atomic.Int32       // admPending, then admClaimed (by the handler) or admExpired (by the timer)
+	conn   *conn              // set by claim before state becomes admClaimed
+	timer  *time.Timer        // nil without a HandshakeTimeout
+	once   sync.Once          // release
+}
+
+const (
+	admPending int32 = iota
+	admClaimed
+	admExpired
+)
+
+// admit takes a place among the handshakes in flight for a stream from src,
+// or refuses it with RESOURCE_EXHAUSTED.
+func (s *Server) admit(ctx context.Context, src string, cancel context.CancelFunc) (*admission, error) {
+	if err := s.handshakes.acquire(src); err != nil {
+		s.refusedHandshakes.Add(1)
+		return nil, errHandshakesFull(err)
+	}
+	a := &admission{s: s, src: src, cancel: cancel}
+	if d := s.limits.HandshakeTimeout; d > 0 {
+		// A timer, not a goroutine.
+		a.timer = time.AfterFunc(d, a.expire)
+	}
+	return a, nil
+}
+
+// errHandshakesFull is the status of a stream refused because the
+// handshakes in flight are at their limit (err: the gauge's refusal, one
+// value made once).
+func errHandshakesFull(err error) error { return status.Error(codes.ResourceExhausted, err.Error()) }
+
+// claim hands the admission to the handler's conn c; false if the timer
+// expired it first.
+func (a *admission) claim(c *conn) bool {
+	a.conn = c
+	return a.state.CompareAndSwap(admPending, admClaimed)
+}
+
+// expire is the admission's timer: a stream still silent at its
+// HandshakeTimeout is closed (which ends its handler, or the read loop the
+// handler hosts), or, when no handler claimed it, given up.
+func (a *admission) expire() {
+	if a.state.CompareAndSwap(admPending, admExpired) {
+		a.release()
+		if a.cancel != nil {
+			a.cancel()
+		}
+		return
+	}
+	c := a.conn
+	if !c.heard.Load() && !c.closed() {
+		a.s.silentStreams.Add(1)
+		_ = c.CloseWithError(fmt.Errorf("grpcchannel: %w: no HELLO within %v", errSilent, a.s.limits.HandshakeTimeout))
+	}
+}
+
+// release gives the place back, once: past HELLO, or the stream is over.
+func (a *admission) release() {
+	a.once.Do(func() {
+		a.s.handshakes.release(a.src)
+		if a.timer != nil {
+			a.timer.Stop() // past HELLO: the timer's memory goes now, not at its expiry
+		}
+	})
 }
 
 func (s *Server) isClosed() bool {
