@@ -339,11 +339,11 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 type admission struct {
 	s      *Server
 	src    string
-	cancel context.CancelFunc // the stream's context; nil when admitted by the handler
-	state  atomic.Int32       // admPending, then admClaimed (by the handler) or admExpired (by the timer)
-	conn   *conn              // set by claim before state becomes admClaimed
-	timer  *time.Timer        // nil without a HandshakeTimeout
-	once   sync.Once          // release
+	cancel context.CancelFunc         // the stream's context; nil when admitted by the handler
+	state  atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
+	conn   *conn                      // set by claim before state becomes admClaimed
+	timer  atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
+	once   sync.Once                  // release
 }
 
 const (
@@ -362,7 +362,7 @@ func (s *Server) admit(ctx context.Context, src string, cancel context.CancelFun
 	a := &admission{s: s, src: src, cancel: cancel}
 	if d := s.limits.HandshakeTimeout; d > 0 {
 		// A timer, not a goroutine.
-		a.timer = time.AfterFunc(d, a.expire)
+		a.timer.Store(time.AfterFunc(d, a.expire))
 	}
 	return a, nil
 }
@@ -401,8 +401,10 @@ func (a *admission) expire() {
 func (a *admission) release() {
 	a.once.Do(func() {
 		a.s.handshakes.release(a.src)
-		if a.timer != nil {
-			a.timer.Stop() // past HELLO: the timer's memory goes now, not at its expiry
+		if t := a.timer.Swap(nil); t != nil {
+			// Past HELLO: the timer's memory goes now, not at its expiry
+			// (the stream's context keeps the admission for its life).
+			t.Stop()
 		}
 	})
 }
