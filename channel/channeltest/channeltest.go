@@ -23,6 +23,11 @@ type MakePipe func(t testing.TB) (a, b channel.Conn)
 const (
 	// defaultTestTimeout bounds every wait of the suite.
 	defaultTestTimeout = 10 * time.Second
+	// largeFrameTimeout bounds the waits of LargeFrame: a frame of nearly
+	// channel.DefaultMaxFrameBytes through an encoding that copies it
+	// several times (the WebSocket twin's JSON and base64, over TLS) takes
+	// seconds under the race detector on a loaded machine.
+	largeFrameTimeout = time.Minute
 	// defaultTestShortTimeout is how long the suite waits for something that
 	// must NOT happen.
 	defaultTestShortTimeout = 20 * time.Millisecond
@@ -37,10 +42,14 @@ type env struct {
 	coalesce bool // set Config.Coalesce on every Channel made by channel
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvTimeout(t, defaultTestTimeout) }
+
+// newEnvTimeout is newEnv with waits bounded by d instead of
+// defaultTestTimeout.
+func newEnvTimeout(t testing.TB, d time.Duration) *env {
 	e := &env{t: t}
 	t.Cleanup(e.wg.Wait) // registered first, so it runs last
-	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	e.ctx = ctx
 	return e

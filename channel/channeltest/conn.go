@@ -146,7 +146,7 @@ func testOrderPreserved(t *testing.T, mp MakePipe) {
 }
 
 func testLargeFrame(t *testing.T, mp MakePipe) {
-	e := newEnv(t)
+	e := newEnvTimeout(t, largeFrameTimeout)
 	a, b := e.pipe(mp)
 
 	// Just under the limit (room for ids, type and encoding overhead): passes.
