@@ -2,6 +2,7 @@ package grpcchannel
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -304,16 +305,16 @@ func consumeVarint(b []byte) (uint64, int, error) {
 // decode decodes buf, one exchange.v1.Frame, into in: a batch, or one frame
 // as fromProto converts it.
 func (in *inbound) decode(buf []byte) error {
-	var d frameDecoder
-	if err := d.decode(buf, protowire.DefaultRecursionLimit); err != nil {
+	fr, err := decodeFrame(buf, protowire.DefaultRecursionLimit, nil)
+	switch {
+	case err != nil:
 		*in = inbound{}
 		return err
+	case fr.kind == kindBatch:
+		*in = inbound{batch: fr.batch, isBatch: true}
+	default:
+		*in = inbound{frame: fr.frame()}
 	}
-	if d.kind == kindBatch {
-		*in = inbound{batch: d.batch, isBatch: true}
-		return nil
-	}
-	*in = inbound{frame: d.frame()}
 	return nil
 }
 
@@ -339,8 +340,38 @@ type (
 	}
 )
 
-// frameDecoder decodes one Frame message.
-type frameDecoder struct {
+// slab holds the boxes of the frames of one batch, allocated together; when
+// they run out (its counts are only a guess, see countFrames), boxes are
+// allocated one by one.
+type slab struct {
+	cmds    []commandBox
+	replies []replyBox
+}
+
+func (s *slab) command() *commandBox {
+	var b *commandBox
+	if s != nil && len(s.cmds) > 0 {
+		b, s.cmds = &s.cmds[0], s.cmds[1:]
+	} else {
+		b = &commandBox{}
+	}
+	b.f.Command = &b.c
+	return b
+}
+
+func (s *slab) reply() *replyBox {
+	var b *replyBox
+	if s != nil && len(s.replies) > 0 {
+		b, s.replies = &s.replies[0], s.replies[1:]
+	} else {
+		b = &replyBox{}
+	}
+	b.f.Reply = &b.r
+	return b
+}
+
+// frameResult is what a Frame message decoded to.
+type frameResult struct {
 	kind  frameKind
 	cmd   *commandBox
 	reply *replyBox
@@ -350,94 +381,133 @@ type frameDecoder struct {
 // frame is the decoded frame as fromProto converts it: an empty
 // channel.Frame for a frame with no kind, or with a batch (a batch inside a
 // batch; the top-level batch is inbound.batch).
-func (d *frameDecoder) frame() *channel.Frame {
-	switch d.kind {
+func (fr *frameResult) frame() *channel.Frame {
+	switch fr.kind {
 	case kindCommand:
-		return &d.cmd.f
+		return &fr.cmd.f
 	case kindReply:
-		return &d.reply.f
+		return &fr.reply.f
 	}
 	return &channel.Frame{}
 }
 
-func (d *frameDecoder) decode(b []byte, depth int) error {
+// decodeFrame decodes a Frame message, taking the boxes of its command or
+// reply from s (which may be nil).
+func decodeFrame(b []byte, depth int, s *slab) (fr frameResult, err error) {
 	if depth--; depth < 0 {
-		return errTooDeep
+		return fr, errTooDeep
 	}
 	for len(b) > 0 {
 		num, typ, n, err := consumeTag(b)
 		if err != nil {
-			return err
+			return fr, err
 		}
 		b = b[n:]
 		if typ != protowire.BytesType || num > 3 {
 			if n, err = skipField(num, typ, b); err != nil {
-				return err
+				return fr, err
 			}
 			b = b[n:]
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return errWire
+			return fr, errWire
 		}
 		b = b[n:]
 		switch num {
 		case 1:
-			if d.kind != kindCommand {
-				d.kind, d.cmd = kindCommand, &commandBox{}
-				d.cmd.f.Command = &d.cmd.c
+			if fr.kind != kindCommand {
+				fr.kind, fr.cmd = kindCommand, s.command()
 			}
-			err = decodeCommand(v, depth, &d.cmd.c)
+			err = decodeCommand(v, depth, &fr.cmd.c)
 		case 2:
-			if d.kind != kindReply {
-				d.kind, d.reply = kindReply, &replyBox{}
-				d.reply.f.Reply = &d.reply.r
+			if fr.kind != kindReply {
+				fr.kind, fr.reply = kindReply, s.reply()
 			}
-			err = decodeReply(v, depth, &d.reply.r)
+			err = decodeReply(v, depth, &fr.reply.r)
 		case 3:
-			if d.kind != kindBatch {
-				d.kind, d.batch = kindBatch, nil
+			if fr.kind != kindBatch {
+				fr.kind, fr.batch = kindBatch, nil
 			}
-			err = decodeFrames(v, depth, &d.batch)
+			fr.batch, err = decodeFrames(v, depth, fr.batch)
 		}
 		if err != nil {
-			return err
+			return fr, err
 		}
 	}
-	return nil
+	return fr, nil
 }
 
 // decodeFrames decodes a Frames message, appending its frames to fs.
-func decodeFrames(b []byte, depth int, fs *[]*channel.Frame) error {
+func decodeFrames(b []byte, depth int, fs []*channel.Frame) ([]*channel.Frame, error) {
 	if depth--; depth < 0 {
-		return errTooDeep
+		return fs, errTooDeep
 	}
+	n, cmds, replies := countFrames(b)
+	fs = slices.Grow(fs, n)
+	s := &slab{cmds: make([]commandBox, cmds), replies: make([]replyBox, replies)}
 	for len(b) > 0 {
 		num, typ, n, err := consumeTag(b)
 		if err != nil {
-			return err
+			return fs, err
 		}
 		b = b[n:]
 		if num != 1 || typ != protowire.BytesType {
 			if n, err = skipField(num, typ, b); err != nil {
-				return err
+				return fs, err
 			}
 			b = b[n:]
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return errWire
+			return fs, errWire
 		}
 		b = b[n:]
-		var d frameDecoder
-		if err := d.decode(v, depth); err != nil {
-			return err
+		fr, err := decodeFrame(v, depth, s)
+		if err != nil {
+			return fs, err
 		}
-		*fs = append(*fs, d.frame())
+		fs = append(fs, fr.frame())
 	}
-	return nil
+	return fs, nil
+}
+
+// countFrames guesses, for the allocations of decodeFrames, how many frames
+// a Frames message holds, and how many of them are commands and replies by
+// their first field. It stops at the first malformed field (decodeFrames
+// reports it).
+func countFrames(b []byte) (frames, cmds, replies int) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return
+			}
+			frames++
+			if len(v) > 0 {
+				switch v[0] {
+				case tagFrameCommand:
+					cmds++
+				case tagFrameReply:
+					replies++
+				}
+			}
+			b = b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return
+		}
+		b = b[n:]
+	}
+	return
 }
 
 func decodeCommand(b []byte, depth int, c *command.Command) error {
