@@ -39,7 +39,8 @@ func callCodec() grpc.CallOption     { return grpc.ForceCodecV2(codec) }
 
 // outbound is a message to send: one frame, or a batch of frames (the
 // batch kind of exchange.v1.Frame). size is its exact encoded size
-// (outbound.encodedSize), computed by the sender to check its limit and
+// (frameSize, or 1 + the varint size + framesSize for a batch), computed by
+// the conn to check its frame limit and
 // reused by Marshal.
 type outbound struct {
 	frame     *channel.Frame

@@ -17,7 +17,8 @@ import (
 // (proto/exchange/v1/exchange.proto) from and to channel.Frame. It encodes
 // what toProto + proto.Marshal encode, and accepts and refuses exactly what
 // proto.Unmarshal accepts and refuses, with the same result as fromProto
-// (FuzzCodecEquivalence proves both); the comments name the
+// (FuzzCodecDecode and FuzzCodecEncode prove both, against toProto and
+// fromProto, kept in convert_ref_test.go); the comments name the
 // google.golang.org/protobuf behaviour each rule mirrors.
 
 // Field tags, with their wire types (2: length-delimited, 0: varint).
