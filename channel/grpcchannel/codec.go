@@ -40,8 +40,7 @@ func callCodec() grpc.CallOption     { return grpc.ForceCodecV2(codec) }
 // outbound is a message to send: one frame, or a batch of frames (the
 // batch kind of exchange.v1.Frame). size is its exact encoded size
 // (frameSize, or 1 + the varint size + framesSize for a batch), computed by
-// the conn to check its frame limit and
-// reused by Marshal.
+// the conn to check its frame limit and reused by Marshal.
 type outbound struct {
 	frame     *channel.Frame
 	batch     []*channel.Frame
