@@ -2,6 +2,9 @@ package grpcchannel_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,5 +190,58 @@ func TestInteropStandardServer(t *testing.T) {
 		wantPB(t, m, nil, interopBatchPB)
 	case <-ctx.Done():
 		t.Fatal("the plain server received no batch")
+	}
+}
+
+// The frame limit counts the exact encoded size (the protobuf size of the
+// exchange.v1.Frame, which gRPC's MaxRecvMsgSize counts too): a frame or a
+// batch of exactly the limit is sent and received, one byte more is refused
+// by Send with the size in the error, and the conn stays usable.
+func TestFrameLimitExact(t *testing.T) {
+	ctx := testContext(t)
+	const limit = 8 << 10
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithMaxFrameBytes(limit))
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure(), grpcchannel.WithMaxFrameBytes(limit))
+	a, b := connect(t, srv, d)
+
+	// sized returns a command whose frame (alone, or as the only frame of a
+	// batch) encodes to exactly n bytes, measured with the generated code.
+	sized := func(n int, batch bool) *channel.Frame {
+		for p := n; p > 0; p-- {
+			m := &pb.Frame{Kind: &pb.Frame_Command{Command: &pb.Command{Id: "x", Type: "ECHO", Payload: make([]byte, p)}}}
+			if batch {
+				m = &pb.Frame{Kind: &pb.Frame_Batch{Batch: &pb.Frames{Frames: []*pb.Frame{m}}}}
+			}
+			if proto.Size(m) == n {
+				return cmdFrame("x", make([]byte, p))
+			}
+		}
+		t.Fatalf("no payload size gives a %d-byte frame", n)
+		return nil
+	}
+	for _, p := range []struct {
+		name     string
+		from, to channel.Conn
+	}{{"client", a, b}, {"server", b, a}} {
+		if err := p.from.Send(sized(limit+1, false)); !errors.Is(err, channel.ErrFrameTooLarge) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("%d bytes encoded, limit %d", limit+1, limit)) {
+			t.Fatalf("%s Send(limit+1 bytes) = %v, want ErrFrameTooLarge with the size", p.name, err)
+		}
+		bs := p.from.(channel.BatchSender)
+		if err := bs.SendBatch([]*channel.Frame{sized(limit+1, true)}); !errors.Is(err, channel.ErrFrameTooLarge) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("batch of 1 frames is %d bytes encoded, limit %d", limit+1, limit)) {
+			t.Fatalf("%s SendBatch(limit+1 bytes) = %v, want ErrFrameTooLarge with the size", p.name, err)
+		}
+		exact := sized(limit, false)
+		if err := p.from.Send(exact); err != nil {
+			t.Fatalf("%s Send(exactly the limit) = %v", p.name, err)
+		}
+		wantFrame(t, ctx, p.to, exact)
+		exact = sized(limit, true)
+		if err := bs.SendBatch([]*channel.Frame{exact}); err != nil {
+			t.Fatalf("%s SendBatch(exactly the limit) = %v", p.name, err)
+		}
+		wantFrame(t, ctx, p.to, exact)
 	}
 }
