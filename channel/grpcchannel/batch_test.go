@@ -13,7 +13,6 @@ import (
 	"github.com/exchangekit/exchange/channel/channeltest"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
 	"github.com/exchangekit/exchange/command"
-	pb "github.com/exchangekit/exchange/internal/exchangepb"
 )
 
 // wireCounter counts the gRPC messages of Connect streams as the server sees
@@ -31,7 +30,7 @@ func (w *wireCounter) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamSer
 }
 
 func (w *wireCounter) count(m any, sent bool) {
-	f, ok := m.(*pb.Frame)
+	ok, batch, frames := grpcchannel.WireMessage(m)
 	if !ok {
 		return
 	}
@@ -42,9 +41,9 @@ func (w *wireCounter) count(m any, sent bool) {
 		msgs, batches, batched = &w.sentMsgs, &w.sentBatches, &w.sentBatched
 	}
 	*msgs++
-	if b := f.GetBatch(); b != nil {
+	if batch {
 		*batches++
-		*batched += len(b.GetFrames())
+		*batched += frames
 	}
 }
 

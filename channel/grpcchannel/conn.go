@@ -8,17 +8,18 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/exchangekit/exchange/channel"
-	pb "github.com/exchangekit/exchange/internal/exchangepb"
 )
 
 // stream is what a conn needs of either end of the Connect stream
-// (grpc.BidiStreamingServer and grpc.BidiStreamingClient both fit).
+// (grpc.BidiStreamingServer and grpc.BidiStreamingClient both fit). The conn
+// sends *outbound and receives *inbound messages, which only the codec of
+// the Server and the Dialer (codec.go) encodes and decodes.
 type stream interface {
-	Send(*pb.Frame) error
-	Recv() (*pb.Frame, error)
+	SendMsg(any) error
+	RecvMsg(any) error
 	Context() context.Context
 }
 
@@ -38,9 +39,14 @@ type conn struct {
 	peer  channel.PeerInfo
 	abort context.CancelFunc // cancels the stream (on the server side, its context: see Server.tap); may be nil on the server side
 
-	// queue holds the rest of a received batch; used only by Recv (the single
-	// reader), so it needs no lock.
-	queue []*pb.Frame
+	// out is the message Send and SendBatch hand to gRPC, which encodes it
+	// before SendMsg returns; used only by the single writer.
+	out outbound
+	// in is the message Recv decodes into; queue holds the rest of a
+	// received batch. Both are used only by Recv (the single reader), so
+	// they need no lock.
+	in    inbound
+	queue []*channel.Frame
 	// batched says whether the frame Recv returned last came in a batch;
 	// used only by the reader too (see RecvBatched).
 	batched bool
@@ -98,14 +104,17 @@ func (c *conn) Send(f *channel.Frame) error {
 	if c.closed() {
 		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
 	}
-	m, err := toProto(f)
-	if err != nil {
+	if err := checkFrame(f); err != nil {
 		return err
 	}
-	if n := c.overLimit(m, sizeBound(f)); n > 0 {
+	n := frameSize(f)
+	if n > c.max {
 		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side, channel.ErrFrameTooLarge, n, c.max)
 	}
-	if err := c.st.Send(m); err != nil {
+	c.out = outbound{frame: f, size: n}
+	err := c.st.SendMsg(&c.out)
+	c.out = outbound{}
+	if err != nil {
 		return c.translate("send", err)
 	}
 	return nil
@@ -121,36 +130,24 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	if c.closed() {
 		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
 	}
-	m, err := batchToProto(fs)
-	if err != nil {
-		return err
-	}
-	bound := 16
 	for _, f := range fs {
-		bound += 16 + sizeBound(f)
+		if err := checkFrame(f); err != nil {
+			return err
+		}
 	}
-	if n := c.overLimit(m, bound); n > 0 {
+	framesLen := framesSize(fs)
+	n := 1 + protowire.SizeBytes(framesLen)
+	if n > c.max {
 		return fmt.Errorf("grpcchannel: %s send: %w: batch of %d frames is %d bytes encoded, limit %d",
 			c.side, channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
-	if err := c.st.Send(m); err != nil {
+	c.out = outbound{batch: fs, isBatch: true, size: n, framesLen: framesLen}
+	err := c.st.SendMsg(&c.out)
+	c.out = outbound{}
+	if err != nil {
 		return c.translate("send", err)
 	}
 	return nil
-}
-
-// overLimit returns m's encoded size if it exceeds the frame limit, else 0.
-// The exact size costs a walk of the message, which gRPC's codec makes again
-// to encode it, so it is computed only when bound, an upper bound of it, is
-// over the limit.
-func (c *conn) overLimit(m *pb.Frame, bound int) int {
-	if bound <= c.max {
-		return 0
-	}
-	if n := proto.Size(m); n > c.max {
-		return n
-	}
-	return 0
 }
 
 // Recv returns the next frame. Frames that arrived coalesced in a batch are
@@ -161,25 +158,27 @@ func (c *conn) Recv() (*channel.Frame, error) {
 			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side, channel.ErrClosed)
 		}
 		if len(c.queue) > 0 {
-			m := c.queue[0]
+			f := c.queue[0]
 			c.queue[0] = nil
 			c.queue = c.queue[1:]
 			c.batched = true
-			return fromProto(m), nil
+			return f, nil
 		}
-		m, err := c.st.Recv()
+		err := c.st.RecvMsg(&c.in)
+		in := c.in
+		c.in = inbound{}
 		if err != nil {
 			return nil, c.translate("recv", err)
 		}
 		if !c.heard.Load() {
 			c.heard.Store(true)
 		}
-		if b, ok := m.GetKind().(*pb.Frame_Batch); ok {
-			c.queue = b.Batch.GetFrames() // an empty batch is nothing to deliver
+		if in.isBatch {
+			c.queue = in.batch // an empty batch is nothing to deliver
 			continue
 		}
 		c.batched = false
-		return fromProto(m), nil
+		return in.frame, nil
 	}
 }
 

@@ -84,6 +84,7 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(o.maxFrameBytes),
 			grpc.MaxCallSendMsgSize(o.maxFrameBytes),
+			callCodec(), // Frames without reflection, protobuf for the rest (codec.go)
 		),
 	}
 	gopts = append(gopts, o.grpcOpts...)

@@ -89,6 +89,19 @@
 // channel.AcceptHello marks a stream past HELLO, through
 // channel.HandshakeCompleter.
 //
+// # Codec
+//
+// Frames are encoded and decoded by the package's own protobuf code, not by
+// gRPC's reflection-driven proto codec (docs/decisions/0040): straight from
+// and into channel.Frame, with the same bytes on the wire, so peers built
+// from exchange.proto by any implementation interoperate. The Server and the
+// Dialer force that codec (grpc.ForceServerCodecV2, grpc.ForceCodecV2); it
+// hands every other message type to gRPC's proto codec. Two consequences:
+// interceptors see the codec's own message types on Connect and Link
+// streams, not *exchangepb.Frame; and services registered on GRPCServer must
+// use protobuf (the content-subtype is not consulted). Received payloads, and
+// strings, share the buffer of the message they came in.
+//
 // # Concurrency
 //
 // A Conn follows the gRPC stream rule, which is the channel.Conn contract: one

@@ -18,7 +18,7 @@ import (
 // FuzzDecodeFrame feeds arbitrary bytes to the receive path: protobuf
 // decoding, batch unpacking and conversion to channel.Frame. It must never
 // panic; every resulting frame is either valid, and then survives a round
-// trip through the wire form unchanged (and sizeBound bounds its encoded
+// trip through the wire form unchanged (and frameSize is its encoded
 // size), or reported malformed by Validate.
 func FuzzDecodeFrame(f *testing.F) {
 	seeds := []*channel.Frame{
@@ -85,8 +85,8 @@ func FuzzDecodeFrame(f *testing.F) {
 			if err != nil {
 				t.Fatalf("Marshal() = %v", err)
 			}
-			if bound := sizeBound(got); bound < len(enc) {
-				t.Fatalf("sizeBound() = %d, below the encoded size %d", bound, len(enc))
+			if n := frameSize(got); n != len(enc) {
+				t.Fatalf("frameSize() = %d, the encoded size is %d", n, len(enc))
 			}
 			var again pb.Frame
 			if err := proto.Unmarshal(enc, &again); err != nil {
@@ -99,9 +99,10 @@ func FuzzDecodeFrame(f *testing.F) {
 	})
 }
 
-// sizeBound must never be below the encoded size, or a frame over the limit
-// would reach gRPC, which fails the whole stream instead of the one frame.
-func TestSizeBound(t *testing.T) {
+// frameSize must be the encoded size: the conn checks its limit with it
+// (a frame over the limit would reach gRPC, which fails the whole stream
+// instead of the one frame), and the codec allocates exactly that much.
+func TestFrameSize(t *testing.T) {
 	big := make(map[string]string)
 	for i := range 100 {
 		big[string(rune('a'+i%26))+string(rune('0'+i%10))+string(make([]byte, i))] = string(make([]byte, 300-i))
@@ -118,8 +119,8 @@ func TestSizeBound(t *testing.T) {
 		if err != nil {
 			t.Fatalf("toProto(%+v) = %v", f, err)
 		}
-		if n, bound := proto.Size(m), sizeBound(f); bound < n {
-			t.Errorf("sizeBound() = %d, below the encoded size %d of %+v", bound, n, f)
+		if n, got := proto.Size(m), frameSize(f); got != n {
+			t.Errorf("frameSize() = %d, the encoded size is %d, of %+v", got, n, f)
 		}
 	}
 }

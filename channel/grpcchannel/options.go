@@ -219,7 +219,10 @@ func WithKeepalive[K Keepalive](k K) Option {
 
 // WithServerOptions appends raw gRPC server options, applied after the ones
 // this package derives from the other options (so they win). Use it for
-// interceptors, stats handlers, connection limits, ….
+// interceptors, stats handlers, connection limits, …; not for a codec
+// (grpc.ForceServerCodecV2): the Server forces its own, which Connect and
+// Link streams need (see the package doc, "Codec"). Interceptors see that
+// codec's message types on those streams, not *exchangepb.Frame.
 func WithServerOptions(opts ...grpc.ServerOption) ServerOption {
 	return option{server: func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }}
 }
@@ -227,7 +230,9 @@ func WithServerOptions(opts ...grpc.ServerOption) ServerOption {
 // WithDialOptions appends raw gRPC dial options, applied after the ones this
 // package derives from the other options (so they win). Do not pass transport
 // credentials or a context dialer here: use WithTLS, WithInsecure and
-// WithContextDialer, which Dial's fail-fast connectivity check relies on.
+// WithContextDialer, which Dial's fail-fast connectivity check relies on;
+// nor a codec (grpc.ForceCodecV2 in default call options), which would
+// replace the one the Dialer's streams need.
 func WithDialOptions(opts ...grpc.DialOption) DialOption {
 	return option{dial: func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }}
 }

@@ -106,6 +106,7 @@ func NewServer(opts ...ServerOption) *Server {
 		grpc.MaxSendMsgSize(o.maxFrameBytes),
 		grpc.StaticStreamWindowSize(FlowWindow),
 		grpc.StaticConnWindowSize(FlowWindow),
+		serverCodec(), // Frames without reflection, protobuf for the rest (codec.go)
 	}
 	if l.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(uint32(min(l.MaxConcurrentStreams, math.MaxUint32))))
