@@ -117,10 +117,10 @@ type Channel struct {
 	hooks    []*doneHook  // AfterDone's, until shutdown runs them
 	hooksRun bool         // shutdown has taken hooks: AfterDone runs f at once
 
-	handling  atomic.Int64 // peer commands being handled
-	jobs      chan job     // unbuffered, to handler goroutines waiting for work (see dispatch); made by the reader at the first command
-	dieOnce   sync.Once    // guards the effects of shutdown
-	closeOnce sync.Once    // Close waits for the goroutines inside it: concurrent Closes wait too
+	handling  atomic.Int64              // peer commands being handled
+	workers   atomic.Pointer[workerSet] // handler goroutines (see dispatch); made by the reader at the first command
+	dieOnce   sync.Once                 // guards the effects of shutdown
+	closeOnce sync.Once                 // Close waits for the goroutines inside it: concurrent Closes wait too
 
 	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
@@ -517,6 +517,7 @@ func (c *Channel) shutdown(cause, tell error) {
 			cause = fmt.Errorf("%w: %w", ErrClosed, cause)
 		}
 		c.cancel(cause)
+		c.stopWorkers()
 		c.wmu.Lock()
 		c.wdead = true
 		clear(c.wq)
@@ -638,49 +639,136 @@ const handlerLinger = 250 * time.Millisecond
 // them in the bubble, and there are never more of them than the most
 // commands handled at once (MaxHandlers plus MaxControl). An idle channel
 // keeps none (decision 0036).
+//
+// A waiting goroutine waits on its own buffered(1) channel, the only thing
+// it waits on: the channel's death and the end of its lingering come to it
+// through that channel too (a job without a command), from shutdown and from
+// the workerSet's reaper. A select over a shared jobs channel, the channel's
+// Done and a linger timer cost a third more per command (decision 0041).
 func (c *Channel) dispatch(j job) {
-	if c.jobs == nil {
-		c.jobs = make(chan job) // unbuffered: a send succeeds only into a waiting goroutine
-	} else {
-		select {
-		case c.jobs <- j:
-			return
-		default:
+	ws := c.workers.Load()
+	if ws == nil {
+		ws = &workerSet{}
+		c.workers.Store(ws)
+	}
+	ws.mu.Lock()
+	if n := len(ws.idle); n > 0 {
+		w := ws.idle[n-1] // the most recent: its stack is the warmest
+		ws.idle[n-1] = nil
+		ws.idle = ws.idle[:n-1]
+		w.used = true
+		ws.mu.Unlock()
+		w.wake <- j // buffered(1), empty while w is idle: never blocks
+		return
+	}
+	ws.live++
+	if ws.live == 1 && !ws.dead {
+		if ws.reaper == nil {
+			ws.reaper = time.AfterFunc(handlerLinger, func() { c.reap(ws) })
+		} else {
+			ws.reaper.Reset(handlerLinger)
 		}
 	}
+	ws.mu.Unlock()
 	// Not wg.Go: on this hot path a plain go statement saves the
 	// allocation of wg.Go's wrapper closure.
 	c.wg.Add(1)
-	go c.work(j)
+	go c.work(j, ws)
+}
+
+// workerSet is the handler goroutines of a channel (see dispatch): how many
+// there are, and those waiting for a command, the most recent last.
+type workerSet struct {
+	mu     sync.Mutex
+	idle   []*worker
+	live   int         // handler goroutines running, idle or not
+	dead   bool        // the channel died: none waits any more
+	reaper *time.Timer // runs reap every handlerLinger while live > 0
+}
+
+// worker is a handler goroutine waiting for work: a job with no command on
+// wake tells it to end.
+type worker struct {
+	wake chan job // buffered(1)
+	used bool     // a command came since reap last looked; guarded by workerSet.mu
+}
+
+// reap ends the idle handler goroutines that got no command since it last
+// ran (they end between one and two times handlerLinger after their last
+// command), and runs again later while any are left.
+func (c *Channel) reap(ws *workerSet) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.dead {
+		return
+	}
+	kept := ws.idle[:0]
+	for _, w := range ws.idle {
+		if w.used {
+			w.used = false
+			kept = append(kept, w)
+			continue
+		}
+		ws.live--
+		w.wake <- job{} // idle: its buffer is empty
+	}
+	clear(ws.idle[len(kept):])
+	ws.idle = kept
+	if len(ws.idle) == 0 && cap(ws.idle) > 4 {
+		ws.idle = nil
+	}
+	if ws.live > 0 {
+		ws.reaper.Reset(handlerLinger)
+	}
+}
+
+// stopWorkers ends the idle handler goroutines when the channel dies; the
+// busy ones end once their command is answered (see park).
+func (c *Channel) stopWorkers() {
+	ws := c.workers.Load()
+	if ws == nil {
+		return // a worker started later sees the channel dead when it parks
+	}
+	ws.mu.Lock()
+	ws.dead = true
+	if ws.reaper != nil {
+		ws.reaper.Stop()
+	}
+	for _, w := range ws.idle {
+		w.wake <- job{}
+	}
+	ws.live -= len(ws.idle)
+	ws.idle = nil
+	ws.mu.Unlock()
 }
 
 // work is a handler goroutine, counted in wg: it handles j, then the
-// commands dispatch hands it, until none has come for handlerLinger (it
-// then ends within twice that) or the channel dies. jobs was made by the
-// reader before it started this goroutine and never changes.
-func (c *Channel) work(j job) {
+// commands dispatch hands it, until reap or stopWorkers tells it to end.
+func (c *Channel) work(j job, ws *workerSet) {
 	defer c.wg.Done()
-	c.handle(j.cmd, j.sem)
-	linger := time.NewTimer(handlerLinger)
-	defer linger.Stop()
-	used := false // a command came since linger was last armed
+	w := &worker{wake: make(chan job, 1), used: true}
 	for {
-		select {
-		case j := <-c.jobs:
-			used = true
-			c.handle(j.cmd, j.sem)
-		case <-linger.C:
-			if !used {
-				return
-			}
-			// Re-armed only here, not per command: the hot path touches no
-			// timer.
-			used = false
-			linger.Reset(handlerLinger)
-		case <-c.ctx.Done():
+		c.handle(j.cmd, j.sem)
+		if !c.park(ws, w) {
+			return
+		}
+		if j = <-w.wake; j.cmd == nil {
 			return
 		}
 	}
+}
+
+// park puts w among the idle workers of ws, or reports false if the channel
+// died (w then ends).
+func (c *Channel) park(ws *workerSet, w *worker) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.dead || c.ctx.Err() != nil {
+		ws.live--
+		return false
+	}
+	ws.idle = append(ws.idle, w)
+	return true
 }
 
 // handle runs cmd's handler, on a handler goroutine (see work); it gives
@@ -762,22 +850,13 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 			Error: err.Error(), Code: codeInternal}
 	case r == nil:
 		r = &command.Reply{Status: command.StatusSucceeded}
-	case r.CommandID == cmd.ID && r.Type != "" && r.Status != command.StatusUnspecified:
-		return r // complete already (as built by command.Succeeded or Failed)
+	case r.IsCompleteFor(cmd):
+		return r // complete already (as built by command.Succeeded or Failed, or by the connector's window)
 	default:
-		cp := *r // the handler keeps its reply; the fields below are ours to set
+		cp := *r // the handler may share its reply between commands; the fields Complete sets are ours
 		r = &cp
 	}
-	r.CommandID = cmd.ID
-	if r.Type == "" {
-		r.Type = cmd.Type
-	}
-	if r.Status == command.StatusUnspecified {
-		r.Status = command.StatusSucceeded
-		if r.Error != "" {
-			r.Status = command.StatusError
-		}
-	}
+	r.Complete(cmd)
 	return r
 }
 

@@ -60,11 +60,16 @@ func (w *window) digestOf(cmd *command.Command) digest {
 // done is made (under window.mu) by the first duplicate that waits for the
 // run, so that a command delivered once, nearly every command, costs no
 // channel.
+//
+// The reply of a successful run is kept in rep, allocated with the outcome:
+// it is the completed reply (command.Reply.Complete) that the channel sends,
+// the one copy of it (see finish).
 type outcome struct {
 	sum   digest // of the command that ran
 	done  chan struct{}
-	reply *command.Reply
+	reply *command.Reply // &rep after a successful run
 	err   error
+	rep   command.Reply
 }
 
 // joined is what join found for a command.
@@ -108,12 +113,32 @@ func (w *window) join(id string, sum digest) (*outcome, joined) {
 	return o, joinNew
 }
 
-// finish records the outcome of the run of id and wakes those waiting for it.
-func (w *window) finish(id string, o *outcome, r *command.Reply, err error) {
-	o.reply, o.err = r.Clone(), err
+// finish records the outcome of the run of cmd and wakes those waiting for
+// it. It returns the reply for the channel to send: after a successful run,
+// the window's own copy of r, completed for cmd (command.Reply.Complete),
+// which the channel then sends as it is. That copy shares r's Payload (the
+// handler gives its reply up when it returns, see command.Handler), and
+// nothing modifies it: one copy serves the window, the channel and every
+// duplicate. After a failure, r itself (the window keeps a deep copy until
+// the failure is delivered to those waiting).
+func (w *window) finish(cmd *command.Command, o *outcome, r *command.Reply, err error) *command.Reply {
+	ok := succeeded(r, err)
+	if ok {
+		if r != nil {
+			o.rep = *r
+		} else {
+			o.rep = command.Reply{Status: command.StatusSucceeded}
+		}
+		o.rep.Complete(cmd)
+		o.reply = &o.rep
+	} else {
+		o.reply = r.Clone()
+	}
+	o.err = err
+	id := cmd.ID
 	w.mu.Lock()
 	delete(w.running, id)
-	if succeeded(r, err) {
+	if ok {
 		w.rememberLocked(id, o)
 	}
 	done := o.done // no duplicate can start waiting any more: id is not running
@@ -121,6 +146,10 @@ func (w *window) finish(id string, o *outcome, r *command.Reply, err error) {
 	if done != nil {
 		close(done)
 	}
+	if ok {
+		return o.reply
+	}
+	return r
 }
 
 func (w *window) rememberLocked(id string, o *outcome) {

@@ -167,8 +167,7 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 	hctx, cancel := channel.Detach(ctx, c.runCtx)
 	r, err := c.runUser(hctx, h, cmd)
 	cancel()
-	c.window.finish(cmd.ID, f, r, err) // keeps its own copy of r
-	return r, err
+	return c.window.finish(cmd, f, r, err), err // the window's copy of r, which the channel sends as it is
 }
 
 // codeIDReused is the code of the ERROR reply to a command whose id the
