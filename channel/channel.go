@@ -292,10 +292,12 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 
 	// The channel's own copy of cmd, whose Payload is still cmd's: it is
 	// copied only if the frame is queued (submit, borrowed), since a frame
-	// written inline is done with before Send returns.
-	cp := *cmd
-	cp.Metadata = maps.Clone(cmd.Metadata)
-	out := &cp
+	// written inline is done with before Send returns. The copy of a
+	// command written inline (the usual case one at a time) goes back to
+	// sentCommands once Send is done with it: nothing else refers to it.
+	out := sentCommands.Get().(*command.Command)
+	*out = *cmd
+	out.Metadata = maps.Clone(cmd.Metadata)
 	if out.ID == "" {
 		out.ID = newCommandID()
 	}
@@ -341,9 +343,12 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	if control && alone {
 		stall = time.AfterFunc(timeout, c.writeStalled)
 	}
-	err := c.submit(ctx, expired, Frame{Command: out}, alone, false, true)
+	wrote, err := c.submit(ctx, expired, Frame{Command: out}, alone, false, true)
 	if stall != nil {
 		stall.Stop()
+	}
+	if wrote {
+		defer recycleSent(out)
 	}
 	switch {
 	case err == nil:
@@ -364,6 +369,18 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	case <-expired:
 		return c.giveUp(out, ch, context.DeadlineExceeded)
 	}
+}
+
+// sentCommands recycles the channel's copies of the commands Send writes
+// inline (process-wide: plain memory).
+var sentCommands = sync.Pool{New: func() any { return new(command.Command) }}
+
+// recycleSent gives back cmd, a copy from sentCommands written inline: the
+// Conn does not keep a frame once Send returns, and Send's results copy what
+// they need of it.
+func recycleSent(cmd *command.Command) {
+	*cmd = command.Command{}
+	sentCommands.Put(cmd)
 }
 
 // errWriteStalled is why a channel dies when a control command's write is
@@ -803,7 +820,7 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 		// the queue, whose writer batches them (Config.Coalesce).
 		alone := c.handling.Load() == 1
 		counted = false
-		_ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
+		_, _ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
 	}
 }
 
@@ -863,7 +880,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 // queueReply hands r to the writer, unless the channel dies first: the
 // reader's own replies (busy, malformed) never wait for the Conn.
 func (c *Channel) queueReply(r *command.Reply) {
-	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
+	_, _ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -929,7 +946,8 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 // peer does not keep up), until ctx is done, expired fires or the channel
 // dies; see waitRoom for the errors.
 func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	return c.submit(ctx, expired, f, false, false, false)
+	_, err := c.submit(ctx, expired, f, false, false, false)
+	return err
 }
 
 // submit is enqueue, or with inline set, writes f on the calling goroutine
@@ -940,7 +958,9 @@ func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame
 // (under c.wmu, so that InFlight is 0 only once every reply is queued).
 // With borrowed set, f is a command whose Payload belongs to the caller: it
 // is copied before f is queued, as a queued frame may outlive the call.
-func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) error {
+// wrote reports that f was written on the calling goroutine (or its write
+// failed there): nothing refers to it any more.
+func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) (wrote bool, err error) {
 	if borrowed && !inline {
 		f.Command.Payload = slices.Clone(f.Command.Payload)
 		borrowed = false
@@ -950,7 +970,7 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 		if handled {
 			c.handling.Add(-1)
 		}
-		return err
+		return false, err
 	}
 	if handled {
 		c.handling.Add(-1)
@@ -961,7 +981,7 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	if c.writing {
 		c.wq = append(c.wq, f)
 		c.wmu.Unlock()
-		return nil
+		return false, nil
 	}
 	c.writing = true
 	if !inline {
@@ -970,12 +990,12 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 			c.wparked = false
 			c.wwake <- struct{}{} // buffered(1), one send per park: never blocks
 			c.wmu.Unlock()
-			return nil
+			return false, nil
 		}
 		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
 		c.wmu.Unlock()
 		go c.writeLoop()
-		return nil
+		return false, nil
 	}
 	c.wmu.Unlock()
 	buf := writeBufs.Get().(*writeBuf) // f would escape to the heap
@@ -983,7 +1003,7 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	buf.frames[0] = f
 	if !c.writeTaken(buf, 1, nil) {
 		c.releaseWriting()
-		return nil
+		return true, nil
 	}
 	// Frames queued meanwhile: write one batch of them too, the load that
 	// queued them is likely to go on; what is left then goes to a writer
@@ -995,25 +1015,25 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 		c.wmu.Unlock()
 		if !c.writeTaken(buf, n, bs) {
 			c.releaseWriting()
-			return nil
+			return true, nil
 		}
 		c.wmu.Lock()
 	}
 	if len(c.wq) == 0 || c.wdead {
 		c.writing = false
 		c.wmu.Unlock()
-		return nil
+		return true, nil
 	}
 	if c.wparked {
 		c.wparked = false
 		c.wwake <- struct{}{}
 		c.wmu.Unlock()
-		return nil
+		return true, nil
 	}
 	c.wg.Add(1)
 	c.wmu.Unlock()
 	go c.writeLoop()
-	return nil
+	return true, nil
 }
 
 // releaseWriting gives up the Conn's send side after a failed write.

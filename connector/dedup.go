@@ -26,13 +26,12 @@ import (
 // is forgotten once delivered, so a retry runs the handler again; retrying a
 // failure is the point of a retry.
 type window struct {
-	mu      sync.Mutex
-	size    int
-	seed    maphash.Seed        // of digest
-	done    map[string]*outcome // completed, successful
-	order   []string            // ids of done, oldest at next once full
-	next    int
-	running map[string]*outcome
+	mu    sync.Mutex
+	size  int
+	seed  maphash.Seed        // of digest
+	ids   map[string]*outcome // running, and completed successfully (completed set)
+	order []string            // ids of the completed ones, oldest at next once full
+	next  int
 }
 
 // digest identifies a command's body: a 64-bit hash/maphash of its type and
@@ -65,11 +64,12 @@ func (w *window) digestOf(cmd *command.Command) digest {
 // it is the completed reply (command.Reply.Complete) that the channel sends,
 // the one copy of it (see finish).
 type outcome struct {
-	sum   digest // of the command that ran
-	done  chan struct{}
-	reply *command.Reply // &rep after a successful run
-	err   error
-	rep   command.Reply
+	sum       digest // of the command that ran
+	completed bool   // remembered in order; guarded by window.mu
+	done      chan struct{}
+	reply     *command.Reply // &rep after a successful run
+	err       error
+	rep       command.Reply
 }
 
 // joined is what join found for a command.
@@ -83,7 +83,7 @@ const (
 )
 
 func newWindow(size int) *window {
-	return &window{size: size, seed: maphash.MakeSeed(), done: make(map[string]*outcome), running: make(map[string]*outcome)}
+	return &window{size: size, seed: maphash.MakeSeed(), ids: make(map[string]*outcome)}
 }
 
 // join looks up id, whose command has the digest sum. It returns the outcome
@@ -93,15 +93,12 @@ func newWindow(size int) *window {
 func (w *window) join(id string, sum digest) (*outcome, joined) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if o := w.done[id]; o != nil {
-		if o.sum != sum {
+	if o := w.ids[id]; o != nil {
+		switch {
+		case o.sum != sum:
 			return nil, joinConflict
-		}
-		return o, joinDone
-	}
-	if o := w.running[id]; o != nil {
-		if o.sum != sum {
-			return nil, joinConflict
+		case o.completed:
+			return o, joinDone
 		}
 		if o.done == nil {
 			o.done = make(chan struct{})
@@ -109,7 +106,7 @@ func (w *window) join(id string, sum digest) (*outcome, joined) {
 		return o, joinRunning
 	}
 	o := &outcome{sum: sum}
-	w.running[id] = o
+	w.ids[id] = o
 	return o, joinNew
 }
 
@@ -137,11 +134,13 @@ func (w *window) finish(cmd *command.Command, o *outcome, r *command.Reply, err 
 	o.err = err
 	id := cmd.ID
 	w.mu.Lock()
-	delete(w.running, id)
 	if ok {
-		w.rememberLocked(id, o)
+		o.completed = true
+		w.rememberLocked(id)
+	} else {
+		delete(w.ids, id)
 	}
-	done := o.done // no duplicate can start waiting any more: id is not running
+	done := o.done // no duplicate can start waiting any more: id is completed or gone
 	w.mu.Unlock()
 	if done != nil {
 		close(done)
@@ -152,22 +151,23 @@ func (w *window) finish(cmd *command.Command, o *outcome, r *command.Reply, err 
 	return r
 }
 
-func (w *window) rememberLocked(id string, o *outcome) {
+// rememberLocked records that id, in ids already, completed; the oldest
+// completed id goes beyond size.
+func (w *window) rememberLocked(id string) {
 	if len(w.order) < w.size {
 		w.order = append(w.order, id)
 	} else {
-		delete(w.done, w.order[w.next])
+		delete(w.ids, w.order[w.next]) // completed: no run of its id can start while it is there
 		w.order[w.next] = id
 		w.next = (w.next + 1) % w.size
 	}
-	w.done[id] = o
 }
 
 // len returns how many completed outcomes are remembered.
 func (w *window) len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.done)
+	return len(w.order)
 }
 
 // succeeded reports whether a handler's result is a success, as the channel

@@ -60,7 +60,8 @@ func TestWindowEvictsOldestFirst(t *testing.T) {
 	}
 	for id, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true, "e": true} {
 		w.mu.Lock()
-		_, ok := w.done[id]
+		o, ok := w.ids[id]
+		ok = ok && o.completed
 		w.mu.Unlock()
 		if ok != want {
 			t.Errorf("%s remembered = %v, want %v", id, ok, want)

@@ -303,21 +303,13 @@ func clone(f *channel.Frame) *channel.Frame {
 // inlinePayload is the largest payload allocated with its frame.
 const inlinePayload = 512
 
-// commandBox is a frame with its command; the larger boxes hold the payload
-// too, up to their size.
+// commandBox is a frame with its command. A payload of up to inlinePayload
+// bytes is allocated with them, in the smallest of a few buffer sizes that
+// holds it (32, 64, 96, 128, 256 or 512 bytes), so that a small frame costs
+// one allocation close to its size.
 type commandBox struct {
 	f channel.Frame
 	c command.Command
-}
-
-type commandBox128 struct {
-	commandBox
-	buf [128]byte
-}
-
-type commandBox512 struct {
-	commandBox
-	buf [inlinePayload]byte
 }
 
 // newCommandFrame returns a frame holding a copy of c whose Payload, of c's
@@ -329,11 +321,41 @@ func newCommandFrame(c *command.Command) (*channel.Frame, []byte) {
 	switch {
 	case c.Payload == nil:
 		b = new(commandBox)
+	case n <= 32:
+		x := new(struct {
+			commandBox
+			buf [32]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 64:
+		x := new(struct {
+			commandBox
+			buf [64]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 96:
+		x := new(struct {
+			commandBox
+			buf [96]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
 	case n <= 128:
-		x := new(commandBox128)
+		x := new(struct {
+			commandBox
+			buf [128]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 256:
+		x := new(struct {
+			commandBox
+			buf [256]byte
+		})
 		b, p = &x.commandBox, x.buf[:n:n]
 	case n <= inlinePayload:
-		x := new(commandBox512)
+		x := new(struct {
+			commandBox
+			buf [inlinePayload]byte
+		})
 		b, p = &x.commandBox, x.buf[:n:n]
 	default:
 		b, p = new(commandBox), make([]byte, n)
@@ -350,16 +372,6 @@ type replyBox struct {
 	r command.Reply
 }
 
-type replyBox128 struct {
-	replyBox
-	buf [128]byte
-}
-
-type replyBox512 struct {
-	replyBox
-	buf [inlinePayload]byte
-}
-
 // newReplyFrame is newCommandFrame for a reply.
 func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
 	var b *replyBox
@@ -368,11 +380,41 @@ func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
 	switch {
 	case r.Payload == nil:
 		b = new(replyBox)
+	case n <= 32:
+		x := new(struct {
+			replyBox
+			buf [32]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 64:
+		x := new(struct {
+			replyBox
+			buf [64]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 96:
+		x := new(struct {
+			replyBox
+			buf [96]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
 	case n <= 128:
-		x := new(replyBox128)
+		x := new(struct {
+			replyBox
+			buf [128]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 256:
+		x := new(struct {
+			replyBox
+			buf [256]byte
+		})
 		b, p = &x.replyBox, x.buf[:n:n]
 	case n <= inlinePayload:
-		x := new(replyBox512)
+		x := new(struct {
+			replyBox
+			buf [inlinePayload]byte
+		})
 		b, p = &x.replyBox, x.buf[:n:n]
 	default:
 		b, p = new(replyBox), make([]byte, n)
