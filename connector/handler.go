@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
@@ -18,9 +19,8 @@ func (c *Connector) handler(sess *session) command.Handler {
 		if err := awaitReady(ctx, sess); err != nil {
 			return nil, err
 		}
-		select {
-		case sess.touch <- struct{}{}:
-		default:
+		if sess.heartbeat > 0 {
+			sess.last.Store(int64(time.Since(sess.born))) // the heartbeat watchdog (await) looks at it
 		}
 		switch cmd.Type {
 		case command.TypeGoodBye:
