@@ -52,21 +52,78 @@ type result struct {
 	err   error
 }
 
-// The pools of a Channel (resultChans, timers) are per Channel, not per
-// process: channels and timers made inside a testing/synctest bubble must
-// never be used outside it, and a Channel lives in exactly one bubble.
+// A waiter is where a pending Send waits for its result: a buffered(1)
+// channel, and the timer of its deadline when its context has none, which
+// delivers the timeout on that same channel (expire). The caller then waits
+// on that one channel, plus its context's Done if it has one: a select over
+// the result, the context and a timer channel costs a third more, and the
+// timer channel must be linked into the runtime's timer heap each time the
+// caller blocks on it.
 //
-// resultChans recycles the buffered(1) channels on which pending calls wait,
-// so that Send does not allocate one per call. A channel goes back to the pool
-// only once nobody can send on it any more (see Channel.await).
-func newResultChan() any { return make(chan result, 1) }
+// Waiters are pooled per Channel, not per process: channels and timers made
+// inside a testing/synctest bubble must never be used outside it, and a
+// Channel lives in exactly one bubble. A waiter goes back to the pool only
+// once nobody can send on its channel any more: its result was taken, and
+// its timer stopped before it fired (a timer that fired may still run
+// expire; its waiter is left to the garbage collector).
+type waiter struct {
+	c     *Channel
+	ch    chan result
+	timer *time.Timer // made at the first use that needs it; runs expire
+	id    string      // the command id the timer expires; set before the timer is armed
+}
 
-// timers recycles the timers of Sends whose context has no deadline. Since Go
-// 1.23, Stop and Reset guarantee that a recycled timer delivers no stale value.
-func newTimer() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
+// expire is the deadline of a waiter's Send: if the call is still pending,
+// it takes it and delivers errExpired, as deliver delivers a reply.
+func (w *waiter) expire() {
+	c := w.c
+	c.mu.Lock()
+	p, ok := c.pending.get(w.id)
+	mine := ok && p.ch == w.ch
+	if mine {
+		c.removeLocked(w.id, p)
+	}
+	c.mu.Unlock()
+	if mine {
+		w.ch <- result{err: errExpired} // buffered(1), one sender: never blocks
+	}
+}
+
+// errExpired is the result of a call whose deadline (its waiter's timer)
+// passed; Send returns it as context.DeadlineExceeded (see finish).
+var errExpired = errors.New("channel: send deadline passed")
+
+// resultTaken is the error of submit when, waiting for room in the write
+// queue, it took the call's result (a timeout, or the channel's death).
+type resultTaken struct{ r result }
+
+func (e *resultTaken) Error() string { return "channel: result taken while waiting for room" }
+
+// getWaiter returns a waiter of c's pool, its channel empty.
+func (c *Channel) getWaiter() *waiter {
+	if w, _ := c.waiters.Get().(*waiter); w != nil {
+		return w
+	}
+	return &waiter{c: c, ch: make(chan result, 1)}
+}
+
+// arm starts w's timer: the call of id expires after d.
+func (w *waiter) arm(id string, d time.Duration) {
+	w.id = id
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.expire)
+		return
+	}
+	w.timer.Reset(d)
+}
+
+// putWaiter gives w back, its result taken; armed says its timer was armed.
+func (c *Channel) putWaiter(w *waiter, armed bool) {
+	if armed && !w.timer.Stop() {
+		return // fired: expire may still look at w
+	}
+	w.id = ""
+	c.waiters.Put(w)
 }
 
 // Channel runs the command/reply semantics over a Conn: it correlates replies
@@ -124,8 +181,7 @@ type Channel struct {
 
 	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
-	resultChans sync.Pool // of chan result; see newResultChan
-	timers      sync.Pool // of *time.Timer; see newTimer
+	waiters sync.Pool // of *waiter
 }
 
 // New starts a Channel over conn. Commands from the peer are answered by h; a
@@ -142,8 +198,6 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	c.resultChans.New = newResultChan
-	c.timers.New = newTimer
 	c.wg.Add(1)
 	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
 		go c.ownReadLoop()
@@ -267,24 +321,16 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		return nil, c.Notify(ctx, cmd)
 	}
 	// The deadline: ctx's, or timeout (else Config.DefaultTimeout) from now on
-	// a pooled timer (cheaper than a context per call), whichever comes first.
-	var (
-		timer   *time.Timer
-		expired <-chan time.Time
-	)
+	// the timer of a pooled waiter (cheaper than a context per call),
+	// whichever comes first.
+	armed := false
 	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) <= timeout) {
 		timeout = time.Until(dl)
 	} else {
 		if timeout <= 0 {
 			timeout = c.cfg.DefaultTimeout
 		}
-		timer = c.timers.Get().(*time.Timer)
-		timer.Reset(timeout)
-		expired = timer.C
-		defer func() {
-			timer.Stop()
-			c.timers.Put(timer)
-		}()
+		armed = true
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, err)
@@ -304,7 +350,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	out.Timeout = max(timeout, time.Millisecond)
 	injectTrace(ctx, out)
 
-	ch := c.resultChans.Get().(chan result)
+	w := c.getWaiter()
 	control := IsControl(out.Type)
 	c.mu.Lock()
 	switch {
@@ -312,24 +358,27 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		// Checked under mu: shutdown cancels ctx before it takes pending, so a
 		// call registered after that would never be failed.
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, context.Cause(c.ctx))
 	case c.pending.has(out.ID):
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, ErrDuplicateID)
 	case control && c.pendCtl >= c.cfg.MaxControl,
 		!control && c.pending.len()-c.pendCtl >= c.cfg.MaxInFlight:
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
-	c.pending.put(out.ID, call{ch: ch, control: control})
+	c.pending.put(out.ID, call{ch: w.ch, control: control})
 	alone := c.pending.len() == 1
 	if control {
 		c.pendCtl++
 	}
 	c.mu.Unlock()
+	if armed {
+		w.arm(out.ID, timeout)
+	}
 
 	// A command alone in flight is written by its caller when the Conn is
 	// free: no goroutine switch before the wire (decision 0021), and on an
@@ -343,32 +392,39 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	if control && alone {
 		stall = time.AfterFunc(timeout, c.writeStalled)
 	}
-	wrote, err := c.submit(ctx, expired, Frame{Command: out}, alone, false, true)
+	wrote, err := c.submit(ctx, w.ch, Frame{Command: out}, alone, false, true)
 	if stall != nil {
 		stall.Stop()
 	}
 	if wrote {
 		defer recycleSent(out)
 	}
+	var taken *resultTaken
 	switch {
 	case err == nil:
+	case errors.As(err, &taken): // a timeout or the channel's death, while waiting for room
+		c.putWaiter(w, armed)
+		return c.finish(out, taken.r)
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
-		r := <-ch
-		c.resultChans.Put(ch)
+		r := <-w.ch
+		c.putWaiter(w, armed)
 		return c.finish(out, r)
 	default:
-		return c.giveUp(out, ch, err)
+		return c.giveUp(out, w, armed, err)
 	}
 
-	select {
-	case r := <-ch:
-		c.resultChans.Put(ch)
-		return c.finish(out, r)
-	case <-ctx.Done():
-		return c.giveUp(out, ch, ctx.Err())
-	case <-expired:
-		return c.giveUp(out, ch, context.DeadlineExceeded)
+	var r result
+	if done := ctx.Done(); done == nil {
+		r = <-w.ch
+	} else {
+		select {
+		case r = <-w.ch:
+		case <-done:
+			return c.giveUp(out, w, armed, ctx.Err())
+		}
 	}
+	c.putWaiter(w, armed)
+	return c.finish(out, r)
 }
 
 // sentCommands recycles the channel's copies of the commands Send writes
@@ -406,6 +462,9 @@ func checkCommand(cmd *command.Command) error {
 
 // finish turns the result of a call into Send's return values.
 func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error) {
+	if r.err == errExpired {
+		return nil, fmt.Errorf("channel: send %s: no reply: %w", cmd, context.DeadlineExceeded)
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, r.err)
 	}
@@ -415,21 +474,22 @@ func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error)
 // giveUp ends a call whose caller stopped waiting. If the result is already on
 // its way (a reply or the channel's death raced with the deadline), that result
 // wins; otherwise the pending entry is dropped, and a late reply is ignored.
-func (c *Channel) giveUp(cmd *command.Command, ch chan result, err error) (*command.Reply, error) {
+func (c *Channel) giveUp(cmd *command.Command, w *waiter, armed bool, err error) (*command.Reply, error) {
 	c.mu.Lock()
 	p, _ := c.pending.get(cmd.ID)
-	mine := p.ch == ch
+	mine := p.ch == w.ch
 	if mine {
 		c.removeLocked(cmd.ID, p)
 	}
 	c.mu.Unlock()
 	if !mine {
-		// deliver or shutdown took the entry and sends exactly once, promptly.
-		r := <-ch
-		c.resultChans.Put(ch)
+		// deliver, expire or shutdown took the entry and sends exactly
+		// once, promptly.
+		r := <-w.ch
+		c.putWaiter(w, armed)
 		return c.finish(cmd, r)
 	}
-	c.resultChans.Put(ch)
+	c.putWaiter(w, armed)
 	return nil, fmt.Errorf("channel: send %s: no reply: %w", cmd, err)
 }
 
@@ -472,7 +532,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 		out.ID = newCommandID()
 	}
 	injectTrace(ctx, out)
-	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
+	if err := c.enqueue(ctx, Frame{Command: out}); err != nil {
 		return fmt.Errorf("channel: notify %s: %w", out, err)
 	}
 	return nil
@@ -909,9 +969,10 @@ const keptPendingHigh = 64
 
 // waitRoom waits, with c.wmu held, until wq has room for one more frame;
 // it returns with c.wmu held and nil, or with c.wmu released and the reason:
-// ctx's error, context.DeadlineExceeded when expired fires, or an error
-// wrapping ErrClosed when the channel died.
-func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error {
+// ctx's error, a *resultTaken when a result came on res (the waiter of the
+// Send whose frame this is: its deadline passed, or the channel died), or an
+// error wrapping ErrClosed when the channel died.
+func (c *Channel) waitRoom(ctx context.Context, res <-chan result) error {
 	for {
 		// c.ctx ends before shutdown sets wdead: a frame submitted in
 		// between (a handler woken by that very end, answering it) must
@@ -932,8 +993,8 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 		case <-room:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-expired:
-			return context.DeadlineExceeded
+		case r := <-res:
+			return &resultTaken{r}
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
 		}
@@ -943,10 +1004,10 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 
 // enqueue queues f for the writer, starting the writer goroutine if none is
 // running. It blocks while Config.SendQueue frames are queued already (the
-// peer does not keep up), until ctx is done, expired fires or the channel
-// dies; see waitRoom for the errors.
-func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	_, err := c.submit(ctx, expired, f, false, false, false)
+// peer does not keep up), until ctx is done or the channel dies; see
+// waitRoom for the errors.
+func (c *Channel) enqueue(ctx context.Context, f Frame) error {
+	_, err := c.submit(ctx, nil, f, false, false, false)
 	return err
 }
 
@@ -960,13 +1021,13 @@ func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame
 // is copied before f is queued, as a queued frame may outlive the call.
 // wrote reports that f was written on the calling goroutine (or its write
 // failed there): nothing refers to it any more.
-func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) (wrote bool, err error) {
+func (c *Channel) submit(ctx context.Context, res <-chan result, f Frame, inline, handled, borrowed bool) (wrote bool, err error) {
 	if borrowed && !inline {
 		f.Command.Payload = slices.Clone(f.Command.Payload)
 		borrowed = false
 	}
 	c.wmu.Lock()
-	if err := c.waitRoom(ctx, expired); err != nil {
+	if err := c.waitRoom(ctx, res); err != nil {
 		if handled {
 			c.handling.Add(-1)
 		}
