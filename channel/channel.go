@@ -99,6 +99,13 @@ type resultTaken struct{ r result }
 
 func (e *resultTaken) Error() string { return "channel: result taken while waiting for room" }
 
+// isResultTaken reports whether err, from submit, is a *resultTaken
+// (waitRoom returns it unwrapped).
+func isResultTaken(err error) bool {
+	_, ok := err.(*resultTaken)
+	return ok
+}
+
 // getWaiter returns a waiter of c's pool, its channel empty.
 func (c *Channel) getWaiter() *waiter {
 	if w, _ := c.waiters.Get().(*waiter); w != nil {
@@ -399,12 +406,11 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	if wrote {
 		defer recycleSent(out)
 	}
-	var taken *resultTaken
 	switch {
 	case err == nil:
-	case errors.As(err, &taken): // a timeout or the channel's death, while waiting for room
+	case isResultTaken(err): // a timeout or the channel's death, while waiting for room
 		c.putWaiter(w, armed)
-		return c.finish(out, taken.r)
+		return c.finish(out, err.(*resultTaken).r)
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
 		r := <-w.ch
 		c.putWaiter(w, armed)
