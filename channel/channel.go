@@ -150,7 +150,7 @@ func (c *Channel) putWaiter(w *waiter, armed bool) {
 // goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
 // run on handler goroutines, up to Config.MaxHandlers, plus up to
 // Config.MaxControl for control commands; they linger for the channel's next
-// command for a while (handlerLinger, decision 0036). Close stops them all
+// command for a while (handlerLinger, decisions 0036 and 0041). Close stops them all
 // and waits for them (decision 0021).
 type Channel struct {
 	conn Conn
