@@ -896,6 +896,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	ctx := c.ctx
 	if cmd.Timeout > 0 {
 		hc := newHandlerCtx(c.ctx, time.Now().Add(cmd.Timeout))
+		hc.ownedByRun = true
 		defer hc.cancel()
 		ctx = hc
 	}

@@ -164,7 +164,7 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 			return nil, ctx.Err()
 		}
 	}
-	hctx, cancel := channel.Detach(ctx, c.runCtx)
+	hctx, cancel := channel.DetachInline(ctx, c.runCtx) // ctx is not used after this
 	r, err := c.runUser(hctx, h, cmd)
 	cancel()
 	return c.window.finish(cmd, f, r, err), err // the window's copy of r, which the channel sends as it is
