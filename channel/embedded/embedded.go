@@ -197,12 +197,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	if n > c.max {
 		return fmt.Errorf("embedded: send: %w: batch of %d frames is %d bytes, limit %d", channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
-	for _, f := range fs {
-		if err := c.enqueue(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.enqueue(fs...)
 }
 
 // closedErr fails a closed conn's Send even if the queue has room.
@@ -216,24 +211,30 @@ func (c *conn) closedErr() error {
 	return nil
 }
 
-// enqueue queues a copy of f, waiting for room.
-func (c *conn) enqueue(f *channel.Frame) error {
-	f = clone(f)
+// enqueue queues copies of fs in order, waiting for room as needed; the
+// receiver is woken once per call, not per frame.
+func (c *conn) enqueue(fs ...*channel.Frame) error {
 	q := c.self.out
 	q.mu.Lock()
-	for {
-		if err := c.closedErr(); err != nil {
-			q.mu.Unlock()
-			return err
+	for _, f := range fs {
+		f = clone(f)
+		for {
+			if err := c.closedErr(); err != nil {
+				q.mu.Unlock()
+				return err
+			}
+			if q.len() < queueLen {
+				break
+			}
+			if q.readers > 0 { // wake the receiver before waiting for it to make room
+				q.readable.Signal()
+			}
+			q.writers++
+			q.writable.Wait()
+			q.writers--
 		}
-		if q.len() < queueLen {
-			break
-		}
-		q.writers++
-		q.writable.Wait()
-		q.writers--
+		q.frames = append(q.frames, f)
 	}
-	q.frames = append(q.frames, f)
 	wake := q.readers > 0
 	q.mu.Unlock()
 	if wake {

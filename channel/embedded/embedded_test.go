@@ -293,3 +293,28 @@ func payloadOf(f *channel.Frame) []byte {
 	}
 	return f.Reply.Payload
 }
+
+// A batch larger than the queue goes out as the receiver makes room: the
+// sender wakes the receiver before it waits, and every frame arrives in order.
+func TestBatchLargerThanQueue(t *testing.T) {
+	a, b := pipe(t)
+	const n = 150
+	fs := make([]*channel.Frame, n)
+	for i := range fs {
+		fs[i] = &channel.Frame{Command: &command.Command{ID: strconv.Itoa(i), Type: "T"}}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.(channel.BatchSender).SendBatch(fs) }()
+	for i := range n {
+		f, err := b.Recv()
+		if err != nil {
+			t.Fatalf("Recv %d: %v", i, err)
+		}
+		if f.Command.ID != strconv.Itoa(i) {
+			t.Fatalf("frame %d has id %s", i, f.Command.ID)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("SendBatch = %v", err)
+	}
+}
