@@ -52,21 +52,85 @@ type result struct {
 	err   error
 }
 
-// The pools of a Channel (resultChans, timers) are per Channel, not per
-// process: channels and timers made inside a testing/synctest bubble must
-// never be used outside it, and a Channel lives in exactly one bubble.
+// A waiter is where a pending Send waits for its result: a buffered(1)
+// channel, and the timer of its deadline when its context has none, which
+// delivers the timeout on that same channel (expire). The caller then waits
+// on that one channel, plus its context's Done if it has one: a select over
+// the result, the context and a timer channel costs a third more, and the
+// timer channel must be linked into the runtime's timer heap each time the
+// caller blocks on it.
 //
-// resultChans recycles the buffered(1) channels on which pending calls wait,
-// so that Send does not allocate one per call. A channel goes back to the pool
-// only once nobody can send on it any more (see Channel.await).
-func newResultChan() any { return make(chan result, 1) }
+// Waiters are pooled per Channel, not per process: channels and timers made
+// inside a testing/synctest bubble must never be used outside it, and a
+// Channel lives in exactly one bubble. A waiter goes back to the pool only
+// once nobody can send on its channel any more: its result was taken, and
+// its timer stopped before it fired (a timer that fired may still run
+// expire; its waiter is left to the garbage collector).
+type waiter struct {
+	c     *Channel
+	ch    chan result
+	timer *time.Timer // made at the first use that needs it; runs expire
+	id    string      // the command id the timer expires; set before the timer is armed
+}
 
-// timers recycles the timers of Sends whose context has no deadline. Since Go
-// 1.23, Stop and Reset guarantee that a recycled timer delivers no stale value.
-func newTimer() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
+// expire is the deadline of a waiter's Send: if the call is still pending,
+// it takes it and delivers errExpired, as deliver delivers a reply.
+func (w *waiter) expire() {
+	c := w.c
+	c.mu.Lock()
+	p, ok := c.pending.get(w.id)
+	mine := ok && p.ch == w.ch
+	if mine {
+		c.removeLocked(w.id, p)
+	}
+	c.mu.Unlock()
+	if mine {
+		w.ch <- result{err: errExpired} // buffered(1), one sender: never blocks
+	}
+}
+
+// errExpired is the result of a call whose deadline (its waiter's timer)
+// passed; Send returns it as context.DeadlineExceeded (see finish).
+var errExpired = errors.New("channel: send deadline passed")
+
+// resultTaken is the error of submit when, waiting for room in the write
+// queue, it took the call's result (a timeout, or the channel's death).
+type resultTaken struct{ r result }
+
+func (e *resultTaken) Error() string { return "channel: result taken while waiting for room" }
+
+// isResultTaken reports whether err, from submit, is a *resultTaken
+// (waitRoom returns it unwrapped).
+func isResultTaken(err error) bool {
+	_, ok := err.(*resultTaken)
+	return ok
+}
+
+// getWaiter returns a waiter of c's pool, its channel empty.
+func (c *Channel) getWaiter() *waiter {
+	if w, _ := c.waiters.Get().(*waiter); w != nil {
+		return w
+	}
+	return &waiter{c: c, ch: make(chan result, 1)}
+}
+
+// arm starts w's timer: the call of id expires after d.
+func (w *waiter) arm(id string, d time.Duration) {
+	w.id = id
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.expire)
+		return
+	}
+	w.timer.Reset(d)
+}
+
+// putWaiter gives w back, its result taken; armed says its timer was armed.
+func (c *Channel) putWaiter(w *waiter, armed bool) {
+	if armed && !w.timer.Stop() {
+		return // fired: expire may still look at w
+	}
+	w.id = ""
+	c.waiters.Put(w)
 }
 
 // Channel runs the command/reply semantics over a Conn: it correlates replies
@@ -86,7 +150,7 @@ func newTimer() any {
 // goroutine is in Conn.Send or BatchSender.SendBatch at a time. Peer commands
 // run on handler goroutines, up to Config.MaxHandlers, plus up to
 // Config.MaxControl for control commands; they linger for the channel's next
-// command for a while (handlerLinger, decision 0036). Close stops them all
+// command for a while (handlerLinger, decisions 0036 and 0041). Close stops them all
 // and waits for them (decision 0021).
 type Channel struct {
 	conn Conn
@@ -117,15 +181,14 @@ type Channel struct {
 	hooks    []*doneHook  // AfterDone's, until shutdown runs them
 	hooksRun bool         // shutdown has taken hooks: AfterDone runs f at once
 
-	handling  atomic.Int64 // peer commands being handled
-	jobs      chan job     // unbuffered, to handler goroutines waiting for work (see dispatch); made by the reader at the first command
-	dieOnce   sync.Once    // guards the effects of shutdown
-	closeOnce sync.Once    // Close waits for the goroutines inside it: concurrent Closes wait too
+	handling  atomic.Int64              // peer commands being handled
+	workers   atomic.Pointer[workerSet] // handler goroutines (see dispatch); made by the reader at the first command
+	dieOnce   sync.Once                 // guards the effects of shutdown
+	closeOnce sync.Once                 // Close waits for the goroutines inside it: concurrent Closes wait too
 
 	dropLog *logthrottle.Throttle // "one-way command dropped" lines; made by the reader at the first drop
 
-	resultChans sync.Pool // of chan result; see newResultChan
-	timers      sync.Pool // of *time.Timer; see newTimer
+	waiters sync.Pool // of *waiter
 }
 
 // New starts a Channel over conn. Commands from the peer are answered by h; a
@@ -142,8 +205,6 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	c.resultChans.New = newResultChan
-	c.timers.New = newTimer
 	c.wg.Add(1)
 	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
 		go c.ownReadLoop()
@@ -267,24 +328,16 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		return nil, c.Notify(ctx, cmd)
 	}
 	// The deadline: ctx's, or timeout (else Config.DefaultTimeout) from now on
-	// a pooled timer (cheaper than a context per call), whichever comes first.
-	var (
-		timer   *time.Timer
-		expired <-chan time.Time
-	)
+	// the timer of a pooled waiter (cheaper than a context per call),
+	// whichever comes first.
+	armed := false
 	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) <= timeout) {
 		timeout = time.Until(dl)
 	} else {
 		if timeout <= 0 {
 			timeout = c.cfg.DefaultTimeout
 		}
-		timer = c.timers.Get().(*time.Timer)
-		timer.Reset(timeout)
-		expired = timer.C
-		defer func() {
-			timer.Stop()
-			c.timers.Put(timer)
-		}()
+		armed = true
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, err)
@@ -292,17 +345,19 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 
 	// The channel's own copy of cmd, whose Payload is still cmd's: it is
 	// copied only if the frame is queued (submit, borrowed), since a frame
-	// written inline is done with before Send returns.
-	cp := *cmd
-	cp.Metadata = maps.Clone(cmd.Metadata)
-	out := &cp
+	// written inline is done with before Send returns. The copy of a
+	// command written inline (the usual case one at a time) goes back to
+	// sentCommands once Send is done with it: nothing else refers to it.
+	out := sentCommands.Get().(*command.Command)
+	*out = *cmd
+	out.Metadata = maps.Clone(cmd.Metadata)
 	if out.ID == "" {
 		out.ID = newCommandID()
 	}
 	out.Timeout = max(timeout, time.Millisecond)
 	injectTrace(ctx, out)
 
-	ch := c.resultChans.Get().(chan result)
+	w := c.getWaiter()
 	control := IsControl(out.Type)
 	c.mu.Lock()
 	switch {
@@ -310,24 +365,27 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		// Checked under mu: shutdown cancels ctx before it takes pending, so a
 		// call registered after that would never be failed.
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, context.Cause(c.ctx))
 	case c.pending.has(out.ID):
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, ErrDuplicateID)
 	case control && c.pendCtl >= c.cfg.MaxControl,
 		!control && c.pending.len()-c.pendCtl >= c.cfg.MaxInFlight:
 		c.mu.Unlock()
-		c.resultChans.Put(ch)
+		c.putWaiter(w, false)
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
-	c.pending.put(out.ID, call{ch: ch, control: control})
+	c.pending.put(out.ID, call{ch: w.ch, control: control})
 	alone := c.pending.len() == 1
 	if control {
 		c.pendCtl++
 	}
 	c.mu.Unlock()
+	if armed {
+		w.arm(out.ID, timeout)
+	}
 
 	// A command alone in flight is written by its caller when the Conn is
 	// free: no goroutine switch before the wire (decision 0021), and on an
@@ -341,29 +399,50 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	if control && alone {
 		stall = time.AfterFunc(timeout, c.writeStalled)
 	}
-	err := c.submit(ctx, expired, Frame{Command: out}, alone, false, true)
+	wrote, err := c.submit(ctx, w.ch, Frame{Command: out}, alone, false, true)
 	if stall != nil {
 		stall.Stop()
 	}
+	if wrote {
+		defer recycleSent(out)
+	}
 	switch {
 	case err == nil:
+	case isResultTaken(err): // a timeout or the channel's death, while waiting for room
+		c.putWaiter(w, armed)
+		return c.finish(out, err.(*resultTaken).r)
 	case errors.Is(err, ErrClosed): // the channel died (shutdown fails every pending call)
-		r := <-ch
-		c.resultChans.Put(ch)
+		r := <-w.ch
+		c.putWaiter(w, armed)
 		return c.finish(out, r)
 	default:
-		return c.giveUp(out, ch, err)
+		return c.giveUp(out, w, armed, err)
 	}
 
-	select {
-	case r := <-ch:
-		c.resultChans.Put(ch)
-		return c.finish(out, r)
-	case <-ctx.Done():
-		return c.giveUp(out, ch, ctx.Err())
-	case <-expired:
-		return c.giveUp(out, ch, context.DeadlineExceeded)
+	var r result
+	if done := ctx.Done(); done == nil {
+		r = <-w.ch
+	} else {
+		select {
+		case r = <-w.ch:
+		case <-done:
+			return c.giveUp(out, w, armed, ctx.Err())
+		}
 	}
+	c.putWaiter(w, armed)
+	return c.finish(out, r)
+}
+
+// sentCommands recycles the channel's copies of the commands Send writes
+// inline (process-wide: plain memory).
+var sentCommands = sync.Pool{New: func() any { return new(command.Command) }}
+
+// recycleSent gives back cmd, a copy from sentCommands written inline: the
+// Conn does not keep a frame once Send returns, and Send's results copy what
+// they need of it.
+func recycleSent(cmd *command.Command) {
+	*cmd = command.Command{}
+	sentCommands.Put(cmd)
 }
 
 // errWriteStalled is why a channel dies when a control command's write is
@@ -389,6 +468,9 @@ func checkCommand(cmd *command.Command) error {
 
 // finish turns the result of a call into Send's return values.
 func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error) {
+	if r.err == errExpired {
+		return nil, fmt.Errorf("channel: send %s: no reply: %w", cmd, context.DeadlineExceeded)
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("channel: send %s: %w", cmd, r.err)
 	}
@@ -398,21 +480,22 @@ func (c *Channel) finish(cmd *command.Command, r result) (*command.Reply, error)
 // giveUp ends a call whose caller stopped waiting. If the result is already on
 // its way (a reply or the channel's death raced with the deadline), that result
 // wins; otherwise the pending entry is dropped, and a late reply is ignored.
-func (c *Channel) giveUp(cmd *command.Command, ch chan result, err error) (*command.Reply, error) {
+func (c *Channel) giveUp(cmd *command.Command, w *waiter, armed bool, err error) (*command.Reply, error) {
 	c.mu.Lock()
 	p, _ := c.pending.get(cmd.ID)
-	mine := p.ch == ch
+	mine := p.ch == w.ch
 	if mine {
 		c.removeLocked(cmd.ID, p)
 	}
 	c.mu.Unlock()
 	if !mine {
-		// deliver or shutdown took the entry and sends exactly once, promptly.
-		r := <-ch
-		c.resultChans.Put(ch)
+		// deliver, expire or shutdown took the entry and sends exactly
+		// once, promptly.
+		r := <-w.ch
+		c.putWaiter(w, armed)
 		return c.finish(cmd, r)
 	}
-	c.resultChans.Put(ch)
+	c.putWaiter(w, armed)
 	return nil, fmt.Errorf("channel: send %s: no reply: %w", cmd, err)
 }
 
@@ -455,7 +538,7 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 		out.ID = newCommandID()
 	}
 	injectTrace(ctx, out)
-	if err := c.enqueue(ctx, nil, Frame{Command: out}); err != nil {
+	if err := c.enqueue(ctx, Frame{Command: out}); err != nil {
 		return fmt.Errorf("channel: notify %s: %w", out, err)
 	}
 	return nil
@@ -517,6 +600,7 @@ func (c *Channel) shutdown(cause, tell error) {
 			cause = fmt.Errorf("%w: %w", ErrClosed, cause)
 		}
 		c.cancel(cause)
+		c.stopWorkers()
 		c.wmu.Lock()
 		c.wdead = true
 		clear(c.wq)
@@ -638,49 +722,136 @@ const handlerLinger = 250 * time.Millisecond
 // them in the bubble, and there are never more of them than the most
 // commands handled at once (MaxHandlers plus MaxControl). An idle channel
 // keeps none (decision 0036).
+//
+// A waiting goroutine waits on its own buffered(1) channel, the only thing
+// it waits on: the channel's death and the end of its lingering come to it
+// through that channel too (a job without a command), from shutdown and from
+// the workerSet's reaper. A select over a shared jobs channel, the channel's
+// Done and a linger timer cost a third more per command (decision 0041).
 func (c *Channel) dispatch(j job) {
-	if c.jobs == nil {
-		c.jobs = make(chan job) // unbuffered: a send succeeds only into a waiting goroutine
-	} else {
-		select {
-		case c.jobs <- j:
-			return
-		default:
+	ws := c.workers.Load()
+	if ws == nil {
+		ws = &workerSet{}
+		c.workers.Store(ws)
+	}
+	ws.mu.Lock()
+	if n := len(ws.idle); n > 0 {
+		w := ws.idle[n-1] // the most recent: its stack is the warmest
+		ws.idle[n-1] = nil
+		ws.idle = ws.idle[:n-1]
+		w.used = true
+		ws.mu.Unlock()
+		w.wake <- j // buffered(1), empty while w is idle: never blocks
+		return
+	}
+	ws.live++
+	if ws.live == 1 && !ws.dead {
+		if ws.reaper == nil {
+			ws.reaper = time.AfterFunc(handlerLinger, func() { c.reap(ws) })
+		} else {
+			ws.reaper.Reset(handlerLinger)
 		}
 	}
+	ws.mu.Unlock()
 	// Not wg.Go: on this hot path a plain go statement saves the
 	// allocation of wg.Go's wrapper closure.
 	c.wg.Add(1)
-	go c.work(j)
+	go c.work(j, ws)
+}
+
+// workerSet is the handler goroutines of a channel (see dispatch): how many
+// there are, and those waiting for a command, the most recent last.
+type workerSet struct {
+	mu     sync.Mutex
+	idle   []*worker
+	live   int         // handler goroutines running, idle or not
+	dead   bool        // the channel died: none waits any more
+	reaper *time.Timer // runs reap every handlerLinger while live > 0
+}
+
+// worker is a handler goroutine waiting for work: a job with no command on
+// wake tells it to end.
+type worker struct {
+	wake chan job // buffered(1)
+	used bool     // a command came since reap last looked; guarded by workerSet.mu
+}
+
+// reap ends the idle handler goroutines that got no command since it last
+// ran (they end between one and two times handlerLinger after their last
+// command), and runs again later while any are left.
+func (c *Channel) reap(ws *workerSet) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.dead {
+		return
+	}
+	kept := ws.idle[:0]
+	for _, w := range ws.idle {
+		if w.used {
+			w.used = false
+			kept = append(kept, w)
+			continue
+		}
+		ws.live--
+		w.wake <- job{} // idle: its buffer is empty
+	}
+	clear(ws.idle[len(kept):])
+	ws.idle = kept
+	if len(ws.idle) == 0 && cap(ws.idle) > 4 {
+		ws.idle = nil
+	}
+	if ws.live > 0 {
+		ws.reaper.Reset(handlerLinger)
+	}
+}
+
+// stopWorkers ends the idle handler goroutines when the channel dies; the
+// busy ones end once their command is answered (see park).
+func (c *Channel) stopWorkers() {
+	ws := c.workers.Load()
+	if ws == nil {
+		return // a worker started later sees the channel dead when it parks
+	}
+	ws.mu.Lock()
+	ws.dead = true
+	if ws.reaper != nil {
+		ws.reaper.Stop()
+	}
+	for _, w := range ws.idle {
+		w.wake <- job{}
+	}
+	ws.live -= len(ws.idle)
+	ws.idle = nil
+	ws.mu.Unlock()
 }
 
 // work is a handler goroutine, counted in wg: it handles j, then the
-// commands dispatch hands it, until none has come for handlerLinger (it
-// then ends within twice that) or the channel dies. jobs was made by the
-// reader before it started this goroutine and never changes.
-func (c *Channel) work(j job) {
+// commands dispatch hands it, until reap or stopWorkers tells it to end.
+func (c *Channel) work(j job, ws *workerSet) {
 	defer c.wg.Done()
-	c.handle(j.cmd, j.sem)
-	linger := time.NewTimer(handlerLinger)
-	defer linger.Stop()
-	used := false // a command came since linger was last armed
+	w := &worker{wake: make(chan job, 1), used: true}
 	for {
-		select {
-		case j := <-c.jobs:
-			used = true
-			c.handle(j.cmd, j.sem)
-		case <-linger.C:
-			if !used {
-				return
-			}
-			// Re-armed only here, not per command: the hot path touches no
-			// timer.
-			used = false
-			linger.Reset(handlerLinger)
-		case <-c.ctx.Done():
+		c.handle(j.cmd, j.sem)
+		if !c.park(ws, w) {
+			return
+		}
+		if j = <-w.wake; j.cmd == nil {
 			return
 		}
 	}
+}
+
+// park puts w among the idle workers of ws, or reports false if the channel
+// died (w then ends).
+func (c *Channel) park(ws *workerSet, w *worker) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.dead || c.ctx.Err() != nil {
+		ws.live--
+		return false
+	}
+	ws.idle = append(ws.idle, w)
+	return true
 }
 
 // handle runs cmd's handler, on a handler goroutine (see work); it gives
@@ -715,7 +886,7 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 		// the queue, whose writer batches them (Config.Coalesce).
 		alone := c.handling.Load() == 1
 		counted = false
-		_ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
+		_, _ = c.submit(context.Background(), nil, Frame{Reply: r}, alone, true, false)
 	}
 }
 
@@ -725,6 +896,7 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	ctx := c.ctx
 	if cmd.Timeout > 0 {
 		hc := newHandlerCtx(c.ctx, time.Now().Add(cmd.Timeout))
+		hc.ownedByRun = true
 		defer hc.cancel()
 		ctx = hc
 	}
@@ -762,29 +934,20 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 			Error: err.Error(), Code: codeInternal}
 	case r == nil:
 		r = &command.Reply{Status: command.StatusSucceeded}
-	case r.CommandID == cmd.ID && r.Type != "" && r.Status != command.StatusUnspecified:
-		return r // complete already (as built by command.Succeeded or Failed)
+	case r.IsCompleteFor(cmd):
+		return r // complete already (as built by command.Succeeded or Failed, or by the connector's window)
 	default:
-		cp := *r // the handler keeps its reply; the fields below are ours to set
+		cp := *r // the handler may share its reply between commands; the fields Complete sets are ours
 		r = &cp
 	}
-	r.CommandID = cmd.ID
-	if r.Type == "" {
-		r.Type = cmd.Type
-	}
-	if r.Status == command.StatusUnspecified {
-		r.Status = command.StatusSucceeded
-		if r.Error != "" {
-			r.Status = command.StatusError
-		}
-	}
+	r.Complete(cmd)
 	return r
 }
 
 // queueReply hands r to the writer, unless the channel dies first: the
 // reader's own replies (busy, malformed) never wait for the Conn.
 func (c *Channel) queueReply(r *command.Reply) {
-	_ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
+	_, _ = c.submit(context.Background(), nil, Frame{Reply: r}, false, false, false)
 }
 
 // Coalescing bounds (Config.Coalesce): a batch holds at most maxBatchFrames
@@ -813,9 +976,10 @@ const keptPendingHigh = 64
 
 // waitRoom waits, with c.wmu held, until wq has room for one more frame;
 // it returns with c.wmu held and nil, or with c.wmu released and the reason:
-// ctx's error, context.DeadlineExceeded when expired fires, or an error
-// wrapping ErrClosed when the channel died.
-func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error {
+// ctx's error, a *resultTaken when a result came on res (the waiter of the
+// Send whose frame this is: its deadline passed, or the channel died), or an
+// error wrapping ErrClosed when the channel died.
+func (c *Channel) waitRoom(ctx context.Context, res <-chan result) error {
 	for {
 		// c.ctx ends before shutdown sets wdead: a frame submitted in
 		// between (a handler woken by that very end, answering it) must
@@ -836,8 +1000,8 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 		case <-room:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-expired:
-			return context.DeadlineExceeded
+		case r := <-res:
+			return &resultTaken{r}
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
 		}
@@ -847,10 +1011,11 @@ func (c *Channel) waitRoom(ctx context.Context, expired <-chan time.Time) error 
 
 // enqueue queues f for the writer, starting the writer goroutine if none is
 // running. It blocks while Config.SendQueue frames are queued already (the
-// peer does not keep up), until ctx is done, expired fires or the channel
-// dies; see waitRoom for the errors.
-func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame) error {
-	return c.submit(ctx, expired, f, false, false, false)
+// peer does not keep up), until ctx is done or the channel dies; see
+// waitRoom for the errors.
+func (c *Channel) enqueue(ctx context.Context, f Frame) error {
+	_, err := c.submit(ctx, nil, f, false, false, false)
+	return err
 }
 
 // submit is enqueue, or with inline set, writes f on the calling goroutine
@@ -861,17 +1026,19 @@ func (c *Channel) enqueue(ctx context.Context, expired <-chan time.Time, f Frame
 // (under c.wmu, so that InFlight is 0 only once every reply is queued).
 // With borrowed set, f is a command whose Payload belongs to the caller: it
 // is copied before f is queued, as a queued frame may outlive the call.
-func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame, inline, handled, borrowed bool) error {
+// wrote reports that f was written on the calling goroutine (or its write
+// failed there): nothing refers to it any more.
+func (c *Channel) submit(ctx context.Context, res <-chan result, f Frame, inline, handled, borrowed bool) (wrote bool, err error) {
 	if borrowed && !inline {
 		f.Command.Payload = slices.Clone(f.Command.Payload)
 		borrowed = false
 	}
 	c.wmu.Lock()
-	if err := c.waitRoom(ctx, expired); err != nil {
+	if err := c.waitRoom(ctx, res); err != nil {
 		if handled {
 			c.handling.Add(-1)
 		}
-		return err
+		return false, err
 	}
 	if handled {
 		c.handling.Add(-1)
@@ -882,7 +1049,7 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	if c.writing {
 		c.wq = append(c.wq, f)
 		c.wmu.Unlock()
-		return nil
+		return false, nil
 	}
 	c.writing = true
 	if !inline {
@@ -891,12 +1058,12 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 			c.wparked = false
 			c.wwake <- struct{}{} // buffered(1), one send per park: never blocks
 			c.wmu.Unlock()
-			return nil
+			return false, nil
 		}
 		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
 		c.wmu.Unlock()
 		go c.writeLoop()
-		return nil
+		return false, nil
 	}
 	c.wmu.Unlock()
 	buf := writeBufs.Get().(*writeBuf) // f would escape to the heap
@@ -904,7 +1071,7 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 	buf.frames[0] = f
 	if !c.writeTaken(buf, 1, nil) {
 		c.releaseWriting()
-		return nil
+		return true, nil
 	}
 	// Frames queued meanwhile: write one batch of them too, the load that
 	// queued them is likely to go on; what is left then goes to a writer
@@ -916,25 +1083,25 @@ func (c *Channel) submit(ctx context.Context, expired <-chan time.Time, f Frame,
 		c.wmu.Unlock()
 		if !c.writeTaken(buf, n, bs) {
 			c.releaseWriting()
-			return nil
+			return true, nil
 		}
 		c.wmu.Lock()
 	}
 	if len(c.wq) == 0 || c.wdead {
 		c.writing = false
 		c.wmu.Unlock()
-		return nil
+		return true, nil
 	}
 	if c.wparked {
 		c.wparked = false
 		c.wwake <- struct{}{}
 		c.wmu.Unlock()
-		return nil
+		return true, nil
 	}
 	c.wg.Add(1)
 	c.wmu.Unlock()
 	go c.writeLoop()
-	return nil
+	return true, nil
 }
 
 // releaseWriting gives up the Conn's send side after a failed write.

@@ -30,6 +30,45 @@ func Detach(ctx, parent context.Context) (context.Context, context.CancelFunc) {
 	return hc, hc.cancel
 }
 
+// DetachInline is Detach for a handler that does the detached work itself,
+// before it returns, and no longer uses ctx, its own context, once it has
+// called DetachInline (nor do goroutines it started). The context returned
+// ends at ctx's deadline or when parent ends, not when the channel dies,
+// and at the latest when the handler returns: the channel then ends it, as
+// it ends the handler's own. Its values are parent's, and it keeps ctx's
+// trace span. It may be ctx itself, turned into a context of parent (no
+// allocation), and cancel may then do nothing until the handler returns.
+// The connector runs user handlers in such a context (Detach costs two
+// allocations per command).
+func DetachInline(ctx, parent context.Context) (context.Context, context.CancelFunc) {
+	if hc, ok := ctx.(*handlerCtx); ok && hc.reparent(parent) {
+		return hc, noCancel
+	}
+	return Detach(ctx, parent)
+}
+
+// noCancel is the cancel func of a context the channel ends itself.
+func noCancel() {}
+
+// reparent turns hc, a handler's own context (made by run), into a context
+// of parent, keeping its deadline (or parent's, if earlier), unless it was
+// armed or cancelled already. See DetachInline.
+func (c *handlerCtx) reparent(parent context.Context) bool {
+	if !c.ownedByRun {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed.Load() != nil || c.cancelled {
+		return false
+	}
+	c.parent = parent
+	if pd, ok := parent.Deadline(); ok && (c.deadline.IsZero() || pd.Before(c.deadline)) {
+		c.deadline = pd
+	}
+	return true
+}
+
 // handlerCtx is the context of one handler run: it ends at the sender's
 // deadline, when the channel dies, or when the run is over (cancel), like the
 // context.WithDeadline it replaces. It is built for the hot path: until
@@ -47,9 +86,10 @@ type handlerCtx struct {
 	parent   context.Context
 	deadline time.Time // zero: none
 
-	armed     atomic.Pointer[armedCtx] // the context.WithDeadline, once Done was asked for
-	mu        sync.Mutex               // serialises arming and cancel
-	cancelled bool                     // cancel came before arming; guarded by mu
+	armed      atomic.Pointer[armedCtx] // the context.WithDeadline, once Done was asked for
+	mu         sync.Mutex               // serialises arming and cancel
+	cancelled  bool                     // cancel came before arming; guarded by mu
+	ownedByRun bool                     // the handler's own context, cancelled by run: DetachInline may reparent it
 }
 
 // armedCtx is the standard context a handlerCtx delegates to once armed.

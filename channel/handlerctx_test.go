@@ -247,3 +247,80 @@ func BenchmarkHandlerContext(b *testing.B) {
 		}
 	}
 }
+
+// DetachInline turns a handler's own context into one of the new parent, in
+// place and without allocating: the deadline stays, the values are the new
+// parent's, the channel's death no longer ends it and the new parent's does.
+// A context already armed (or not a handler's own) is detached by Detach.
+func TestDetachInline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		chanCtx, chanDies := context.WithCancelCause(t.Context())
+		run, stopRun := context.WithCancel(context.WithValue(t.Context(), ctxKey{}, "run"))
+		defer stopRun()
+		own := func() *handlerCtx { // as Channel.run makes it
+			hc := newHandlerCtx(chanCtx, time.Now().Add(time.Second))
+			hc.ownedByRun = true
+			return hc
+		}
+
+		if n := testing.AllocsPerRun(10, func() {
+			hc := own()
+			_, cancel := DetachInline(hc, run)
+			cancel()
+			hc.cancel()
+		}); n > 1 {
+			t.Errorf("DetachInline allocates %v times with the handler context's own allocation, want 1", n)
+		}
+
+		handler := own()
+		work, cancel := DetachInline(handler, run)
+		defer cancel()
+		if work != context.Context(handler) {
+			t.Error("DetachInline made a new context for an unarmed handler context")
+		}
+		if dl, ok := work.Deadline(); !ok || !dl.Equal(time.Now().Add(time.Second)) {
+			t.Errorf("Deadline() = %v, %t, want the handler's", dl, ok)
+		}
+		if got := work.Value(ctxKey{}); got != "run" {
+			t.Errorf("Value() = %v, want the new parent's", got)
+		}
+		chanDies(errChannelDied)
+		synctest.Wait()
+		if err := work.Err(); err != nil {
+			t.Errorf("Err() after the channel died = %v, want nil", err)
+		}
+		done := work.Done()
+		stopRun()
+		<-done
+		wantEnded(t, work, context.Canceled, context.Canceled)
+		handler.cancel() // as run does when the handler returns
+
+		// Armed already: detached by Detach, the handler's own context unchanged.
+		chanCtx2, chanDies2 := context.WithCancelCause(t.Context())
+		armed := newHandlerCtx(chanCtx2, time.Now().Add(time.Second))
+		armed.ownedByRun = true
+		defer armed.cancel()
+		_ = armed.Done()
+		run2, stopRun2 := context.WithCancel(t.Context())
+		defer stopRun2()
+		work2, cancel2 := DetachInline(armed, run2)
+		defer cancel2()
+		if work2 == context.Context(armed) {
+			t.Fatal("DetachInline reparented an armed context")
+		}
+		chanDies2(errChannelDied)
+		<-armed.Done()
+		if err := work2.Err(); err != nil {
+			t.Errorf("the detached context's Err() after the channel died = %v, want nil", err)
+		}
+
+		// Not a handler's own context: never reparented.
+		other := newHandlerCtx(t.Context(), time.Time{})
+		defer other.cancel()
+		if w, c := DetachInline(other, run2); w == context.Context(other) {
+			t.Error("DetachInline reparented a context that run does not own")
+		} else {
+			c()
+		}
+	})
+}

@@ -109,3 +109,42 @@ func TestControlWriteStalledAtDeadline(t *testing.T) {
 		}
 	})
 }
+
+// A Send waiting for room in a full write queue still gives up at its
+// deadline (its waiter's timer delivers the timeout while it waits), and
+// leaves nothing pending.
+func TestSendDeadlineWhileWaitingForRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := embedded.Pipe()
+		stuck := &stuckConn{Conn: a, closed: make(chan struct{})}
+		ca := channel.New(stuck, nil, channel.Config{SendQueue: 1})
+		cb := channel.New(b, nil, channel.Config{})
+		defer cb.Close()
+		ctx := t.Context()
+		errs := make(chan error, 2)
+		for range 2 { // the first is written inline and blocks; the second fills the queue
+			go func() {
+				_, err := ca.SendTimeout(ctx, &command.Command{Type: "T"}, time.Hour)
+				errs <- err
+			}()
+			synctest.Wait()
+		}
+		start := time.Now()
+		_, err := ca.SendTimeout(ctx, &command.Command{Type: "T"}, 3*time.Second)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("SendTimeout() with the queue full = %v, want DeadlineExceeded", err)
+		}
+		if got := time.Since(start); got != 3*time.Second {
+			t.Errorf("SendTimeout() gave up after %v, want 3s", got)
+		}
+		if n := ca.InFlight(); n != 2 {
+			t.Errorf("InFlight() = %d after the timeout, want the 2 others", n)
+		}
+		_ = ca.Close()
+		for range 2 {
+			if err := <-errs; !errors.Is(err, channel.ErrClosed) {
+				t.Errorf("a Send cut by Close = %v, want ErrClosed", err)
+			}
+		}
+	})
+}

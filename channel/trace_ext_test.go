@@ -115,4 +115,9 @@ func TestDetachKeepsSpan(t *testing.T) {
 	if got := trace.SpanContextFromContext(hctx).SpanID(); got != span.SpanContext().SpanID() {
 		t.Errorf("Detach's context has span %s, want %s", got, span.SpanContext().SpanID())
 	}
+	ictx, icancel := channel.DetachInline(ctx, t.Context())
+	defer icancel()
+	if got := trace.SpanContextFromContext(ictx).SpanID(); got != span.SpanContext().SpanID() {
+		t.Errorf("DetachInline's context has span %s, want %s", got, span.SpanContext().SpanID())
+	}
 }

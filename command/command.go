@@ -84,6 +84,30 @@ func (r *Reply) Clone() *Reply {
 	return &out
 }
 
+// Complete sets the fields of r that a channel sets on a handler's reply to c
+// before sending it: CommandID to c's ID, an empty Type to c's type, and an
+// unspecified Status to SUCCEEDED (ERROR if Error is set). IsCompleteFor(c)
+// holds afterwards.
+func (r *Reply) Complete(c *Command) {
+	r.CommandID = c.ID
+	if r.Type == "" {
+		r.Type = c.Type
+	}
+	if r.Status == StatusUnspecified {
+		r.Status = StatusSucceeded
+		if r.Error != "" {
+			r.Status = StatusError
+		}
+	}
+}
+
+// IsCompleteFor reports whether Complete(c) would change nothing: r answers
+// c by id, and has a type and a status. A channel sends such a reply as it
+// is, without a copy.
+func (r *Reply) IsCompleteFor(c *Command) bool {
+	return r.CommandID == c.ID && r.Type != "" && r.Status != StatusUnspecified
+}
+
 // Succeeded reports whether the reply has StatusSucceeded.
 func (r *Reply) Succeeded() bool { return r != nil && r.Status == StatusSucceeded }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"regexp"
 	"testing"
 	"time"
@@ -232,5 +233,29 @@ func TestFailedAndSucceeded(t *testing.T) {
 	}
 	if c.String() != "T[id-1]" {
 		t.Errorf("String() = %q", c.String())
+	}
+}
+
+func TestReplyComplete(t *testing.T) {
+	c := &command.Command{ID: "1", Type: "DO"}
+	for _, tt := range []struct {
+		in, want command.Reply
+	}{
+		{command.Reply{}, command.Reply{CommandID: "1", Type: "DO", Status: command.StatusSucceeded}},
+		{command.Reply{Error: "no"}, command.Reply{CommandID: "1", Type: "DO", Status: command.StatusError, Error: "no"}},
+		{command.Reply{CommandID: "x", Type: "OTHER", Status: command.StatusPending},
+			command.Reply{CommandID: "1", Type: "OTHER", Status: command.StatusPending}},
+	} {
+		r := tt.in
+		if r.IsCompleteFor(c) {
+			t.Errorf("%+v.IsCompleteFor(%s) = true before Complete", tt.in, c)
+		}
+		r.Complete(c)
+		if !reflect.DeepEqual(r, tt.want) {
+			t.Errorf("Complete(%+v) = %+v, want %+v", tt.in, r, tt.want)
+		}
+		if !r.IsCompleteFor(c) {
+			t.Errorf("%+v.IsCompleteFor(%s) = false after Complete", r, c)
+		}
 	}
 }

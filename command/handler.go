@@ -18,6 +18,12 @@ var ErrUnknownCommand = errors.New("command: unknown command type")
 // carrying the error text, and the connection stays up. To answer "no", return
 // a reply built with Failed and a nil error. Handle must honour ctx: it is
 // cancelled when the sender stops waiting or the channel closes.
+//
+// The reply returned, and its Payload, belong to the channel from then on:
+// the handler must not modify them afterwards (the channel may write the
+// reply after Handle returns, and a connector's dedup window keeps it to
+// answer a duplicate). Returning the same reply, or payload, to many commands
+// is fine as long as nobody modifies it.
 type Handler interface {
 	Handle(ctx context.Context, c *Command) (*Reply, error)
 }

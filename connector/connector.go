@@ -72,7 +72,8 @@ type session struct {
 	heartbeat time.Duration               // silence after which the channel is taken for dead; 0: never
 	ready     chan struct{}               // closed once published; handlers wait for it
 	goodbye   chan command.GoodByePayload // buffered(1): the first GOOD_BYE wins
-	touch     chan struct{}               // buffered(1): a command arrived (heartbeat watchdog)
+	born      time.Time                   // when sess was made: last counts from it
+	last      atomic.Int64                // when the last command arrived, as time since born (heartbeat watchdog)
 	detached  bool                        // guarded by Connector.mu: no longer the live channel
 }
 
@@ -304,7 +305,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 		targetID:  reply.TargetID,
 		ready:     make(chan struct{}),
 		goodbye:   make(chan command.GoodByePayload, 1),
-		touch:     make(chan struct{}, 1),
+		born:      time.Now(),
 	}
 	if sess.targetID == "" {
 		sess.targetID = c.cfg.TargetID
@@ -375,11 +376,14 @@ func (c *Connector) await(ctx context.Context, sess *session) error {
 			return ErrClosed
 		case p := <-sess.goodbye:
 			return &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
-		case <-sess.touch:
-			if t != nil {
-				t.Reset(sess.heartbeat)
-			}
 		case <-silence:
+			// Commands do not wake this goroutine (one more goroutine switch
+			// and a timer reset per command): each records when it came, and
+			// the timer, when it fires, is put off by as much.
+			if quiet := time.Since(sess.born) - time.Duration(sess.last.Load()); quiet < sess.heartbeat {
+				t.Reset(sess.heartbeat - quiet)
+				continue
+			}
 			return fmt.Errorf("connector: channel %s: %w (no command for %s)", sess.channelID, ErrHeartbeatMissed, sess.heartbeat)
 		}
 	}

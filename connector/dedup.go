@@ -26,13 +26,12 @@ import (
 // is forgotten once delivered, so a retry runs the handler again; retrying a
 // failure is the point of a retry.
 type window struct {
-	mu      sync.Mutex
-	size    int
-	seed    maphash.Seed        // of digest
-	done    map[string]*outcome // completed, successful
-	order   []string            // ids of done, oldest at next once full
-	next    int
-	running map[string]*outcome
+	mu    sync.Mutex
+	size  int
+	seed  maphash.Seed        // of digest
+	ids   map[string]*outcome // running, and completed successfully (completed set)
+	order []string            // ids of the completed ones, oldest at next once full
+	next  int
 }
 
 // digest identifies a command's body: a 64-bit hash/maphash of its type and
@@ -60,11 +59,17 @@ func (w *window) digestOf(cmd *command.Command) digest {
 // done is made (under window.mu) by the first duplicate that waits for the
 // run, so that a command delivered once, nearly every command, costs no
 // channel.
+//
+// The reply of a successful run is kept in rep, allocated with the outcome:
+// it is the completed reply (command.Reply.Complete) that the channel sends,
+// the one copy of it (see finish).
 type outcome struct {
-	sum   digest // of the command that ran
-	done  chan struct{}
-	reply *command.Reply
-	err   error
+	sum       digest // of the command that ran
+	completed bool   // remembered in order; guarded by window.mu
+	done      chan struct{}
+	reply     *command.Reply // &rep after a successful run
+	err       error
+	rep       command.Reply
 }
 
 // joined is what join found for a command.
@@ -78,7 +83,7 @@ const (
 )
 
 func newWindow(size int) *window {
-	return &window{size: size, seed: maphash.MakeSeed(), done: make(map[string]*outcome), running: make(map[string]*outcome)}
+	return &window{size: size, seed: maphash.MakeSeed(), ids: make(map[string]*outcome)}
 }
 
 // join looks up id, whose command has the digest sum. It returns the outcome
@@ -88,15 +93,12 @@ func newWindow(size int) *window {
 func (w *window) join(id string, sum digest) (*outcome, joined) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if o := w.done[id]; o != nil {
-		if o.sum != sum {
+	if o := w.ids[id]; o != nil {
+		switch {
+		case o.sum != sum:
 			return nil, joinConflict
-		}
-		return o, joinDone
-	}
-	if o := w.running[id]; o != nil {
-		if o.sum != sum {
-			return nil, joinConflict
+		case o.completed:
+			return o, joinDone
 		}
 		if o.done == nil {
 			o.done = make(chan struct{})
@@ -104,41 +106,68 @@ func (w *window) join(id string, sum digest) (*outcome, joined) {
 		return o, joinRunning
 	}
 	o := &outcome{sum: sum}
-	w.running[id] = o
+	w.ids[id] = o
 	return o, joinNew
 }
 
-// finish records the outcome of the run of id and wakes those waiting for it.
-func (w *window) finish(id string, o *outcome, r *command.Reply, err error) {
-	o.reply, o.err = r.Clone(), err
-	w.mu.Lock()
-	delete(w.running, id)
-	if succeeded(r, err) {
-		w.rememberLocked(id, o)
+// finish records the outcome of the run of cmd and wakes those waiting for
+// it. It returns the reply for the channel to send: after a successful run,
+// the window's own copy of r, completed for cmd (command.Reply.Complete),
+// which the channel then sends as it is. That copy shares r's Payload (the
+// handler gives its reply up when it returns, see command.Handler), and
+// nothing modifies it: one copy serves the window, the channel and every
+// duplicate. After a failure, r itself (the window keeps a deep copy until
+// the failure is delivered to those waiting).
+func (w *window) finish(cmd *command.Command, o *outcome, r *command.Reply, err error) *command.Reply {
+	ok := succeeded(r, err)
+	if ok {
+		if r != nil {
+			o.rep = *r
+		} else {
+			o.rep = command.Reply{Status: command.StatusSucceeded}
+		}
+		o.rep.Complete(cmd)
+		o.reply = &o.rep
+	} else {
+		o.reply = r.Clone()
 	}
-	done := o.done // no duplicate can start waiting any more: id is not running
+	o.err = err
+	id := cmd.ID
+	w.mu.Lock()
+	if ok {
+		o.completed = true
+		w.rememberLocked(id)
+	} else {
+		delete(w.ids, id)
+	}
+	done := o.done // no duplicate can start waiting any more: id is completed or gone
 	w.mu.Unlock()
 	if done != nil {
 		close(done)
 	}
+	if ok {
+		return o.reply
+	}
+	return r
 }
 
-func (w *window) rememberLocked(id string, o *outcome) {
+// rememberLocked records that id, in ids already, completed; the oldest
+// completed id goes beyond size.
+func (w *window) rememberLocked(id string) {
 	if len(w.order) < w.size {
 		w.order = append(w.order, id)
 	} else {
-		delete(w.done, w.order[w.next])
+		delete(w.ids, w.order[w.next]) // completed: no run of its id can start while it is there
 		w.order[w.next] = id
 		w.next = (w.next + 1) % w.size
 	}
-	w.done[id] = o
 }
 
 // len returns how many completed outcomes are remembered.
 func (w *window) len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.done)
+	return len(w.order)
 }
 
 // succeeded reports whether a handler's result is a success, as the channel

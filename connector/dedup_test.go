@@ -17,16 +17,38 @@ func TestWindowJoinAndFinish(t *testing.T) {
 	if again, found := w.join("a", sum); again != run || found != joinRunning {
 		t.Fatalf("second join(a) = %v, %v; want to wait on the same run", again, found)
 	}
-	r := &command.Reply{CommandID: "a", Status: command.StatusSucceeded, Payload: []byte(`1`)}
-	w.finish("a", run, r, nil)
+	cmd := &command.Command{ID: "a", Type: "DO", Payload: []byte(`1`)}
+	r := &command.Reply{Payload: []byte(`1`)} // as a handler returns it: to be completed
+	sent := w.finish(cmd, run, r, nil)
 	select {
 	case <-run.done:
 	default:
 		t.Fatal("finish did not wake the waiters")
 	}
-	r.Payload[0] = '9' // the window keeps its own copy
-	if done, found := w.join("a", sum); found != joinDone || string(done.reply.Payload) != "1" {
-		t.Fatalf("join(a) after finish = %+v, %v; want the remembered reply", done, found)
+	want := command.Reply{CommandID: "a", Type: "DO", Status: command.StatusSucceeded, Payload: []byte(`1`)}
+	if sent == r || sent.CommandID != want.CommandID || sent.Type != want.Type || sent.Status != want.Status || string(sent.Payload) != "1" {
+		t.Fatalf("finish returned %+v; want a completed copy of the handler's reply, %+v", sent, want)
+	}
+	r.Status, r.Type = command.StatusError, "OTHER" // the handler's reply struct is not the window's
+	done, found := w.join("a", sum)
+	if found != joinDone || done.reply != sent || done.reply.Status != command.StatusSucceeded || done.reply.Type != "DO" {
+		t.Fatalf("join(a) after finish = %+v, %v; want the reply finish returned, unchanged", done, found)
+	}
+}
+
+func TestWindowFinishFailureKeepsACopy(t *testing.T) {
+	w := newWindow(2)
+	run, _ := w.join("a", 1)
+	r := &command.Reply{Status: command.StatusError, Error: "no", Payload: []byte(`1`)}
+	if sent := w.finish(&command.Command{ID: "a", Type: "DO"}, run, r, nil); sent != r {
+		t.Fatalf("finish after a failure returned %p, want the handler's reply %p (the channel completes it)", sent, r)
+	}
+	r.Payload[0] = '9'
+	if string(run.reply.Payload) != "1" {
+		t.Errorf("the failure kept for waiting duplicates is %q, want its own copy %q", run.reply.Payload, "1")
+	}
+	if w.len() != 0 {
+		t.Errorf("a failure is remembered: len() = %d, want 0", w.len())
 	}
 }
 
@@ -34,11 +56,12 @@ func TestWindowEvictsOldestFirst(t *testing.T) {
 	w := newWindow(3)
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
 		o, _ := w.join(id, 0)
-		w.finish(id, o, nil, nil)
+		w.finish(&command.Command{ID: id, Type: "DO"}, o, nil, nil)
 	}
 	for id, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true, "e": true} {
 		w.mu.Lock()
-		_, ok := w.done[id]
+		o, ok := w.ids[id]
+		ok = ok && o.completed
 		w.mu.Unlock()
 		if ok != want {
 			t.Errorf("%s remembered = %v, want %v", id, ok, want)
@@ -57,7 +80,7 @@ func TestWindowConflict(t *testing.T) {
 	if o, found := w.join("a", a2); o != nil || found != joinConflict {
 		t.Errorf("join(a, other body) while running = %v, %v; want a conflict", o, found)
 	}
-	w.finish("a", run, nil, nil)
+	w.finish(&command.Command{ID: "a", Type: "DO"}, run, nil, nil)
 	if o, found := w.join("a", a2); o != nil || found != joinConflict {
 		t.Errorf("join(a, other body) after finish = %v, %v; want a conflict", o, found)
 	}

@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
@@ -18,9 +19,8 @@ func (c *Connector) handler(sess *session) command.Handler {
 		if err := awaitReady(ctx, sess); err != nil {
 			return nil, err
 		}
-		select {
-		case sess.touch <- struct{}{}:
-		default:
+		if sess.heartbeat > 0 {
+			sess.last.Store(int64(time.Since(sess.born))) // the heartbeat watchdog (await) looks at it
 		}
 		switch cmd.Type {
 		case command.TypeGoodBye:
@@ -164,11 +164,10 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 			return nil, ctx.Err()
 		}
 	}
-	hctx, cancel := channel.Detach(ctx, c.runCtx)
+	hctx, cancel := channel.DetachInline(ctx, c.runCtx) // ctx is not used after this
 	r, err := c.runUser(hctx, h, cmd)
 	cancel()
-	c.window.finish(cmd.ID, f, r, err) // keeps its own copy of r
-	return r, err
+	return c.window.finish(cmd, f, r, err), err // the window's copy of r, which the channel sends as it is
 }
 
 // codeIDReused is the code of the ERROR reply to a command whose id the

@@ -59,28 +59,85 @@ func buildOptions(opts []Option) options {
 
 // end is the state of one end of a pipe, shared with the other end.
 type end struct {
-	once   sync.Once
-	closed chan struct{} // closed by this end's Close
-	done   atomic.Bool   // set just before closed is closed: a check without a select
+	once sync.Once
+	done atomic.Bool // set by this end's Close
+	in   *queue      // frames to this end
+	out  *queue      // frames from this end
 }
 
+// close marks the end closed and wakes whoever waits on either direction:
+// both look at the flags again.
 func (e *end) close() {
 	e.once.Do(func() {
 		e.done.Store(true)
-		close(e.closed)
+		e.in.wakeAll()
+		e.out.wakeAll()
 	})
 }
 
-// conn is one end of a pipe. Each direction is a buffered queue of frames;
-// each end has its own closed signal, so that closing one end can fail its own
+// queue is one direction of a pipe: the frames sent and not yet received,
+// at most queueLen of them. A receiver and a sender that have to wait do so
+// on a sync.Cond of the queue, which either end's Close also wakes: a wait
+// is one park and one wake-up, where a select over the frames and the two
+// closed signals locks and queues on three channels (measured: a third of
+// the twin's share of a round trip). The slice grows on demand, and is
+// dropped when it drains after growing beyond keptQueue: an idle pipe holds
+// no queue memory beyond that.
+type queue struct {
+	mu       sync.Mutex
+	frames   []*channel.Frame // frames[head:] are queued, oldest first
+	head     int
+	readable sync.Cond // a frame was queued, or an end closed
+	writable sync.Cond // a frame was taken, or an end closed
+	readers  int       // receivers waiting on readable
+	writers  int       // senders waiting on writable
+}
+
+// keptQueue is the most slots a drained queue keeps for reuse.
+const keptQueue = 8
+
+func newQueue() *queue {
+	q := &queue{}
+	q.readable.L = &q.mu
+	q.writable.L = &q.mu
+	return q
+}
+
+// wakeAll wakes every waiter of q, after an end closed.
+func (q *queue) wakeAll() {
+	q.mu.Lock()
+	q.readable.Broadcast()
+	q.writable.Broadcast()
+	q.mu.Unlock()
+}
+
+// len returns how many frames are queued; q.mu must be held.
+func (q *queue) len() int { return len(q.frames) - q.head }
+
+// pop takes the oldest frame; q.mu must be held and q not empty.
+func (q *queue) pop() *channel.Frame {
+	f := q.frames[q.head]
+	q.frames[q.head] = nil
+	q.head++
+	if q.head == len(q.frames) {
+		q.head = 0
+		if cap(q.frames) > keptQueue {
+			q.frames = nil
+		} else {
+			q.frames = q.frames[:0]
+		}
+	}
+	return f
+}
+
+// conn is one end of a pipe. Each direction is a bounded queue of frames;
+// each end has its own closed flag, so that closing one end can fail its own
 // calls at once while the other end still drains what was sent before (as a
 // network peer reads the data that preceded an orderly close).
 type conn struct {
-	self *end                  // this end
-	peer *end                  // the other end
-	in   <-chan *channel.Frame // frames from the peer
-	out  chan<- *channel.Frame // frames to the peer
-	max  int                   // frame size limit, see frameSize
+	self *end // this end
+	peer *end // the other end
+	max  int  // frame size limit, see frameSize
 	name string
 }
 
@@ -97,12 +154,11 @@ var (
 // channel.ErrClosed, as when a network peer goes away.
 func Pipe(opts ...Option) (a, b channel.Conn) {
 	o := buildOptions(opts)
-	ea := &end{closed: make(chan struct{})}
-	eb := &end{closed: make(chan struct{})}
-	ab := make(chan *channel.Frame, queueLen)
-	ba := make(chan *channel.Frame, queueLen)
-	return &conn{self: ea, peer: eb, in: ba, out: ab, max: o.maxFrameBytes, name: "embedded:a"},
-		&conn{self: eb, peer: ea, in: ab, out: ba, max: o.maxFrameBytes, name: "embedded:b"}
+	ab, ba := newQueue(), newQueue()
+	ea := &end{in: ba, out: ab}
+	eb := &end{in: ab, out: ba}
+	return &conn{self: ea, peer: eb, max: o.maxFrameBytes, name: "embedded:a"},
+		&conn{self: eb, peer: ea, max: o.maxFrameBytes, name: "embedded:b"}
 }
 
 // Send queues a deep copy of f for the peer. It blocks while the peer's queue
@@ -141,12 +197,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	if n > c.max {
 		return fmt.Errorf("embedded: send: %w: batch of %d frames is %d bytes, limit %d", channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
-	for _, f := range fs {
-		if err := c.enqueue(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.enqueue(fs...)
 }
 
 // closedErr fails a closed conn's Send even if the queue has room.
@@ -160,51 +211,66 @@ func (c *conn) closedErr() error {
 	return nil
 }
 
-// enqueue queues a copy of f, waiting for room. With room in the queue, it
-// costs one channel operation (a select over the closed signals too costs
-// several).
-func (c *conn) enqueue(f *channel.Frame) error {
-	f = clone(f)
-	select {
-	case c.out <- f:
-		return nil
-	default:
+// enqueue queues copies of fs in order, waiting for room as needed; the
+// receiver is woken once per call, not per frame.
+func (c *conn) enqueue(fs ...*channel.Frame) error {
+	q := c.self.out
+	q.mu.Lock()
+	for _, f := range fs {
+		f = clone(f)
+		for {
+			if err := c.closedErr(); err != nil {
+				q.mu.Unlock()
+				return err
+			}
+			if q.len() < queueLen {
+				break
+			}
+			if q.readers > 0 { // wake the receiver before waiting for it to make room
+				q.readable.Signal()
+			}
+			q.writers++
+			q.writable.Wait()
+			q.writers--
+		}
+		q.frames = append(q.frames, f)
 	}
-	select {
-	case c.out <- f:
-		return nil
-	case <-c.self.closed:
-		return fmt.Errorf("embedded: send: %w", channel.ErrClosed)
-	case <-c.peer.closed:
-		return fmt.Errorf("embedded: send: peer closed: %w", channel.ErrClosed)
+	wake := q.readers > 0
+	q.mu.Unlock()
+	if wake {
+		q.readable.Signal()
 	}
+	return nil
 }
 
 // Recv returns the next frame from the peer. After the peer closed, it
 // returns the frames still queued, then fails with channel.ErrClosed.
 func (c *conn) Recv() (*channel.Frame, error) {
-	if c.self.done.Load() {
-		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
-	}
-	select { // a frame waiting: one channel operation
-	case f := <-c.in:
-		return f, nil
-	default:
-	}
-	select {
-	case f := <-c.in:
-		return f, nil
-	case <-c.self.closed:
-		return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
-	case <-c.peer.closed:
-		// The peer's sends happened before its close: drain them first.
-		select {
-		case f := <-c.in:
-			return f, nil
-		default:
+	q := c.self.in
+	q.mu.Lock()
+	for {
+		if c.self.done.Load() {
+			q.mu.Unlock()
+			return nil, fmt.Errorf("embedded: recv: %w", channel.ErrClosed)
+		}
+		if q.len() > 0 {
+			break
+		}
+		if c.peer.done.Load() { // the peer's sends happened before its close: drained
+			q.mu.Unlock()
 			return nil, fmt.Errorf("embedded: recv: peer closed: %w", channel.ErrClosed)
 		}
+		q.readers++
+		q.readable.Wait()
+		q.readers--
 	}
+	f := q.pop()
+	wake := q.writers > 0
+	q.mu.Unlock()
+	if wake {
+		q.writable.Signal()
+	}
+	return f, nil
 }
 
 // Close closes this end, and with it the connection. It is idempotent.
@@ -238,21 +304,13 @@ func clone(f *channel.Frame) *channel.Frame {
 // inlinePayload is the largest payload allocated with its frame.
 const inlinePayload = 512
 
-// commandBox is a frame with its command; the larger boxes hold the payload
-// too, up to their size.
+// commandBox is a frame with its command. A payload of up to inlinePayload
+// bytes is allocated with them, in the smallest of a few buffer sizes that
+// holds it (32, 64, 96, 128, 256 or 512 bytes), so that a small frame costs
+// one allocation close to its size.
 type commandBox struct {
 	f channel.Frame
 	c command.Command
-}
-
-type commandBox128 struct {
-	commandBox
-	buf [128]byte
-}
-
-type commandBox512 struct {
-	commandBox
-	buf [inlinePayload]byte
 }
 
 // newCommandFrame returns a frame holding a copy of c whose Payload, of c's
@@ -264,11 +322,41 @@ func newCommandFrame(c *command.Command) (*channel.Frame, []byte) {
 	switch {
 	case c.Payload == nil:
 		b = new(commandBox)
+	case n <= 32:
+		x := new(struct {
+			commandBox
+			buf [32]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 64:
+		x := new(struct {
+			commandBox
+			buf [64]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 96:
+		x := new(struct {
+			commandBox
+			buf [96]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
 	case n <= 128:
-		x := new(commandBox128)
+		x := new(struct {
+			commandBox
+			buf [128]byte
+		})
+		b, p = &x.commandBox, x.buf[:n:n]
+	case n <= 256:
+		x := new(struct {
+			commandBox
+			buf [256]byte
+		})
 		b, p = &x.commandBox, x.buf[:n:n]
 	case n <= inlinePayload:
-		x := new(commandBox512)
+		x := new(struct {
+			commandBox
+			buf [inlinePayload]byte
+		})
 		b, p = &x.commandBox, x.buf[:n:n]
 	default:
 		b, p = new(commandBox), make([]byte, n)
@@ -285,16 +373,6 @@ type replyBox struct {
 	r command.Reply
 }
 
-type replyBox128 struct {
-	replyBox
-	buf [128]byte
-}
-
-type replyBox512 struct {
-	replyBox
-	buf [inlinePayload]byte
-}
-
 // newReplyFrame is newCommandFrame for a reply.
 func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
 	var b *replyBox
@@ -303,11 +381,41 @@ func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
 	switch {
 	case r.Payload == nil:
 		b = new(replyBox)
+	case n <= 32:
+		x := new(struct {
+			replyBox
+			buf [32]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 64:
+		x := new(struct {
+			replyBox
+			buf [64]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 96:
+		x := new(struct {
+			replyBox
+			buf [96]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
 	case n <= 128:
-		x := new(replyBox128)
+		x := new(struct {
+			replyBox
+			buf [128]byte
+		})
+		b, p = &x.replyBox, x.buf[:n:n]
+	case n <= 256:
+		x := new(struct {
+			replyBox
+			buf [256]byte
+		})
 		b, p = &x.replyBox, x.buf[:n:n]
 	case n <= inlinePayload:
-		x := new(replyBox512)
+		x := new(struct {
+			replyBox
+			buf [inlinePayload]byte
+		})
 		b, p = &x.replyBox, x.buf[:n:n]
 	default:
 		b, p = new(replyBox), make([]byte, n)

@@ -1,6 +1,7 @@
 package embedded_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -242,5 +243,78 @@ func TestMaxFrameBytes(t *testing.T) {
 	}
 	if err := a.Send(nil); !errors.Is(err, channel.ErrMalformedFrame) {
 		t.Errorf("Send(nil) = %v, want ErrMalformedFrame", err)
+	}
+}
+
+// TestCopiesEveryPayloadSize sends commands and replies of payload sizes
+// around every buffer size of the frame boxes: the peer gets an equal copy
+// that shares no memory with the sender's, whose capacity ends at its length
+// (an append copies), and a nil payload stays nil.
+func TestCopiesEveryPayloadSize(t *testing.T) {
+	a, b := pipe(t)
+	sizes := []int{-1, 0, 1, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 129, 255, 256, 257, 511, 512, 513, 4000}
+	for _, n := range sizes {
+		var p []byte
+		if n >= 0 {
+			p = make([]byte, n)
+			for i := range p {
+				p[i] = byte(i)
+			}
+		}
+		for _, f := range []*channel.Frame{
+			{Command: &command.Command{ID: "c", Type: "T", Payload: p}},
+			{Reply: &command.Reply{CommandID: "c", Type: "T", Payload: p}},
+		} {
+			if err := a.Send(f); err != nil {
+				t.Fatalf("send %d bytes: %v", n, err)
+			}
+			g, err := b.Recv()
+			if err != nil {
+				t.Fatalf("recv %d bytes: %v", n, err)
+			}
+			want, got := payloadOf(f), payloadOf(g)
+			switch {
+			case (want == nil) != (got == nil):
+				t.Errorf("%d bytes: got payload nil=%v, want nil=%v", n, got == nil, want == nil)
+			case !bytes.Equal(got, want):
+				t.Errorf("%d bytes: the copy differs", n)
+			case cap(got) != len(got):
+				t.Errorf("%d bytes: the copy's capacity is %d, want its length", n, cap(got))
+			case n > 0 && &got[0] == &want[0]:
+				t.Errorf("%d bytes: the copy shares the sender's memory", n)
+			}
+		}
+	}
+}
+
+func payloadOf(f *channel.Frame) []byte {
+	if f.Command != nil {
+		return f.Command.Payload
+	}
+	return f.Reply.Payload
+}
+
+// A batch larger than the queue goes out as the receiver makes room: the
+// sender wakes the receiver before it waits, and every frame arrives in order.
+func TestBatchLargerThanQueue(t *testing.T) {
+	a, b := pipe(t)
+	const n = 150
+	fs := make([]*channel.Frame, n)
+	for i := range fs {
+		fs[i] = &channel.Frame{Command: &command.Command{ID: strconv.Itoa(i), Type: "T"}}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.(channel.BatchSender).SendBatch(fs) }()
+	for i := range n {
+		f, err := b.Recv()
+		if err != nil {
+			t.Fatalf("Recv %d: %v", i, err)
+		}
+		if f.Command.ID != strconv.Itoa(i) {
+			t.Fatalf("frame %d has id %s", i, f.Command.ID)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("SendBatch = %v", err)
 	}
 }
