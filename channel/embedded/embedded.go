@@ -316,51 +316,7 @@ type commandBox struct {
 // newCommandFrame returns a frame holding a copy of c whose Payload, of c's
 // length (nil if c's is nil), is to be filled by the caller.
 func newCommandFrame(c *command.Command) (*channel.Frame, []byte) {
-	var b *commandBox
-	n := len(c.Payload)
-	var p []byte
-	switch {
-	case c.Payload == nil:
-		b = new(commandBox)
-	case n <= 32:
-		x := new(struct {
-			commandBox
-			buf [32]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	case n <= 64:
-		x := new(struct {
-			commandBox
-			buf [64]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	case n <= 96:
-		x := new(struct {
-			commandBox
-			buf [96]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	case n <= 128:
-		x := new(struct {
-			commandBox
-			buf [128]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	case n <= 256:
-		x := new(struct {
-			commandBox
-			buf [256]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	case n <= inlinePayload:
-		x := new(struct {
-			commandBox
-			buf [inlinePayload]byte
-		})
-		b, p = &x.commandBox, x.buf[:n:n]
-	default:
-		b, p = new(commandBox), make([]byte, n)
-	}
+	b, p := boxed[commandBox](c.Payload)
 	b.c = *c
 	b.c.Payload = p
 	b.f.Command = &b.c
@@ -375,55 +331,60 @@ type replyBox struct {
 
 // newReplyFrame is newCommandFrame for a reply.
 func newReplyFrame(r *command.Reply) (*channel.Frame, []byte) {
-	var b *replyBox
-	n := len(r.Payload)
-	var p []byte
-	switch {
-	case r.Payload == nil:
-		b = new(replyBox)
-	case n <= 32:
-		x := new(struct {
-			replyBox
-			buf [32]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	case n <= 64:
-		x := new(struct {
-			replyBox
-			buf [64]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	case n <= 96:
-		x := new(struct {
-			replyBox
-			buf [96]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	case n <= 128:
-		x := new(struct {
-			replyBox
-			buf [128]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	case n <= 256:
-		x := new(struct {
-			replyBox
-			buf [256]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	case n <= inlinePayload:
-		x := new(struct {
-			replyBox
-			buf [inlinePayload]byte
-		})
-		b, p = &x.replyBox, x.buf[:n:n]
-	default:
-		b, p = new(replyBox), make([]byte, n)
-	}
+	b, p := boxed[replyBox](r.Payload)
 	b.r = *r
 	b.r.Payload = p
 	b.f.Reply = &b.r
 	return &b.f, p
+}
+
+// boxed allocates a B (a commandBox or replyBox) and a buffer for a copy of
+// payload: for a payload of up to inlinePayload bytes, in one allocation, in
+// the smallest of the buffer sizes that holds it; a larger one apart. The
+// buffer is nil for a nil payload.
+func boxed[B any](payload []byte) (*B, []byte) {
+	n := len(payload)
+	switch {
+	case payload == nil:
+		return new(B), nil
+	case n <= 32:
+		x := new(struct {
+			b   B
+			buf [32]byte
+		})
+		return &x.b, x.buf[:n:n]
+	case n <= 64:
+		x := new(struct {
+			b   B
+			buf [64]byte
+		})
+		return &x.b, x.buf[:n:n]
+	case n <= 96:
+		x := new(struct {
+			b   B
+			buf [96]byte
+		})
+		return &x.b, x.buf[:n:n]
+	case n <= 128:
+		x := new(struct {
+			b   B
+			buf [128]byte
+		})
+		return &x.b, x.buf[:n:n]
+	case n <= 256:
+		x := new(struct {
+			b   B
+			buf [256]byte
+		})
+		return &x.b, x.buf[:n:n]
+	case n <= inlinePayload:
+		x := new(struct {
+			b   B
+			buf [inlinePayload]byte
+		})
+		return &x.b, x.buf[:n:n]
+	}
+	return new(B), make([]byte, n)
 }
 
 // batchOverhead approximates what a batch adds to the size of its frames.
