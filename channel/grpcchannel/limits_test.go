@@ -168,32 +168,39 @@ func TestHandshakeLimits(t *testing.T) {
 // given back at the HandshakeTimeout, and the next client gets through: no
 // place leaks.
 func TestHandshakePlaceOfAStreamNeverHandled(t *testing.T) {
-	ctx := testContext(t)
-	lis := listenTCP(t)
-	var refuse atomic.Bool
-	refuse.Store(true)
-	deny := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if refuse.Load() {
-			return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
-		}
-		return h(srv, ss)
-	})
-	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
-		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: 200 * time.Millisecond}),
-		grpcchannel.WithServerOptions(deny))
-	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
-	if c, err := d.Dial(ctx); err == nil {
-		_ = c.Close()
-		t.Fatal("Dial() through the refusing interceptor succeeded")
-	} else if status.Code(errors.Unwrap(err)) != codes.PermissionDenied && !strings.Contains(err.Error(), "refused by the caller's interceptor") {
-		t.Fatalf("Dial() = %v, want the interceptor's refusal", err)
+	// With a HandshakeTimeout the tap takes the place and its timer gives it
+	// back; without one (negative: no limit) the handler takes it, so there
+	// is nothing to give back.
+	for name, timeout := range map[string]time.Duration{"Timeout": 200 * time.Millisecond, "NoTimeout": -1} {
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			lis := listenTCP(t)
+			var refuse atomic.Bool
+			refuse.Store(true)
+			deny := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if refuse.Load() {
+					return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
+				}
+				return h(srv, ss)
+			})
+			srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+				MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: timeout}),
+				grpcchannel.WithServerOptions(deny))
+			d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+			if c, err := d.Dial(ctx); err == nil {
+				_ = c.Close()
+				t.Fatal("Dial() through the refusing interceptor succeeded")
+			} else if !strings.Contains(err.Error(), "refused by the caller's interceptor") {
+				t.Fatalf("Dial() = %v, want the interceptor's refusal", err)
+			}
+			refuse.Store(false)
+			waitUntil(t, ctx, "the unhandled stream's place given back", func() bool { return srv.Stats().Handshakes == 0 })
+			if got := srv.Stats().SilentStreams; got != 0 {
+				t.Errorf("Stats().SilentStreams = %d, want 0 (the stream was never handled, not silent)", got)
+			}
+			handshake(t, ctx, srv, d)
+		})
 	}
-	refuse.Store(false)
-	waitUntil(t, ctx, "the unhandled stream's place given back", func() bool { return srv.Stats().Handshakes == 0 })
-	if got := srv.Stats().SilentStreams; got != 0 {
-		t.Errorf("Stats().SilentStreams = %d, want 0 (the stream was never handled, not silent)", got)
-	}
-	handshake(t, ctx, srv, d)
 }
 
 // A stream that sends nothing is ended after HandshakeTimeout, whether or not

@@ -251,11 +251,12 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		abort = a.cancel
 	}
 	c := newConn(st, "server", s.maxFrameBytes, abort)
-	if a == nil {
+	if a == nil || a.unplaced {
 		// A server whose tap handle is not ours (a gRPC option of the
-		// caller's): the stream takes its place among the handshakes here.
+		// caller's), or without a HandshakeTimeout: the stream takes its
+		// place among the handshakes here.
 		var err error
-		if a, err = s.admit(ctx, c.peer.Source(), nil); err != nil {
+		if a, err = s.admit(ctx, c.peer.Source(), abort); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -323,6 +324,11 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		return nil, err // a connection over the limits (the interceptors refuse its other RPCs)
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	if s.limits.HandshakeTimeout <= 0 {
+		// No timer to give back the place of a stream whose handler never
+		// runs: the handler takes it (connect), as with a tap of the caller's.
+		return context.WithValue(ctx, admissionKey{}, &admission{s: s, cancel: cancel, unplaced: true}), nil
+	}
 	a, err := s.admit(ctx, peerInfo(ctx).Source(), cancel)
 	if err != nil {
 		cancel()
@@ -338,13 +344,14 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 // never ran (gRPC may end a stream between its tap handle and its handler, or
 // an interceptor of the caller's refuse it there), so that no place leaks.
 type admission struct {
-	s      *Server
-	src    string
-	cancel context.CancelFunc         // the stream's context; nil when admitted by the handler
-	state  atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
-	conn   *conn                      // set by claim before state becomes admClaimed
-	timer  atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
-	once   sync.Once                  // release
+	s        *Server
+	src      string
+	cancel   context.CancelFunc         // the stream's context; nil when the tap handle is not ours
+	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
+	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
+	conn     *conn                      // set by claim before state becomes admClaimed
+	timer    atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
+	once     sync.Once                  // release
 }
 
 const (
