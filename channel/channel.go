@@ -331,8 +331,18 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	// the timer of a pooled waiter (cheaper than a context per call),
 	// whichever comes first.
 	armed := false
+	// A handler's own context (a command forwarded or relayed by a
+	// handler) is not asked for its Done channel, which would make it a
+	// context.WithDeadline with a timer and a link to its channel (four
+	// allocations per command): the waiter's timer keeps its deadline, and
+	// the wait watches its channel's end directly.
+	hc, _ := ctx.(*handlerCtx)
+	if hc != nil && hc.armed.Load() != nil {
+		hc = nil
+	}
 	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) <= timeout) {
 		timeout = time.Until(dl)
+		armed = hc != nil
 	} else {
 		if timeout <= 0 {
 			timeout = c.cfg.DefaultTimeout
@@ -420,7 +430,13 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	}
 
 	var r result
-	if done := ctx.Done(); done == nil {
+	var done <-chan struct{}
+	if hc != nil {
+		done = hc.parentDone()
+	} else {
+		done = ctx.Done()
+	}
+	if done == nil {
 		r = <-w.ch
 	} else {
 		select {

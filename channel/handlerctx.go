@@ -82,6 +82,13 @@ func (c *handlerCtx) reparent(parent context.Context) bool {
 // asked for Done, which ended by its deadline (or by cancel) and whose parent
 // ended afterwards, reports the parent's cause, where a context.WithDeadline
 // would keep context.DeadlineExceeded (or context.Canceled); Err is the same.
+//
+// And one on purpose: a Channel's Send given a handlerCtx not armed yet waits
+// for its deadline and its parent's end directly, without arming it (see
+// Channel.send). Such a Send is therefore not cut short by cancel, that is
+// by the handler's return; only a goroutine that outlives its handler and
+// keeps using the handler's context could tell, and its Send still ends at
+// the sender's deadline or with the channel.
 type handlerCtx struct {
 	parent   context.Context
 	deadline time.Time // zero: none
@@ -107,6 +114,15 @@ func newHandlerCtx(parent context.Context, d time.Time) *handlerCtx {
 		d = pd
 	}
 	return &handlerCtx{parent: parent, deadline: d}
+}
+
+// parentDone returns the Done channel of the context hc ends with, its
+// deadline apart: the parent's (see Channel.send).
+func (c *handlerCtx) parentDone() <-chan struct{} {
+	c.mu.Lock()
+	p := c.parent
+	c.mu.Unlock()
+	return p.Done()
 }
 
 // Deadline returns the earlier of the sender's deadline and the parent's.
