@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
@@ -255,10 +256,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		// A server whose tap handle is not ours (a gRPC option of the
 		// caller's), or without a HandshakeTimeout: the stream takes its
 		// place among the handshakes here.
-		var err error
-		if a, err = s.admit(ctx, c.peer.Source(), abort); err != nil {
+		src := c.peer.Source()
+		if err := s.acquireHandshake(src); err != nil {
 			return nil, nil, err
 		}
+		a = s.newAdmission(src, abort)
 	}
 	if !a.claim(c) {
 		// Its HandshakeTimeout passed before this handler ran: the place is
@@ -306,7 +308,7 @@ type admissionKey struct{}
 
 // tap is the server's tap handle, which gRPC runs for every new stream before
 // it starts the stream's handler. A Connect stream takes its place among the
-// handshakes in flight here (admit), or is refused here: a refusal, the
+// handshakes in flight here (acquireHandshake), or is refused here: a refusal, the
 // commonest event of a fleet's simultaneous start, then costs gRPC no handler
 // goroutine, no stream set-up and no status written through the handler
 // (BenchmarkRefusedHandshake). An admitted stream gets a context its conn can
@@ -323,18 +325,29 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	if err := s.refusing.refusal(ctx); err != nil {
 		return nil, err // a connection over the limits (the interceptors refuse its other RPCs)
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	if s.limits.HandshakeTimeout <= 0 {
 		// No timer to give back the place of a stream whose handler never
 		// runs: the handler takes it (connect), as with a tap of the caller's.
+		ctx, cancel := context.WithCancel(ctx)
 		return context.WithValue(ctx, admissionKey{}, &admission{s: s, cancel: cancel, unplaced: true}), nil
 	}
-	a, err := s.admit(ctx, peerInfo(ctx).Source(), cancel)
-	if err != nil {
-		cancel()
+	// The place first: a refused stream costs no context.
+	src := peerSource(ctx)
+	if err := s.acquireHandshake(src); err != nil {
 		return nil, err
 	}
-	return context.WithValue(ctx, admissionKey{}, a), nil
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, admissionKey{}, s.newAdmission(src, cancel)), nil
+}
+
+// peerSource is the source (channel.PeerInfo.Source) of the peer of a
+// stream's context: its address only, not the TLS state peerInfo copies.
+func peerSource(ctx context.Context) string {
+	var info channel.PeerInfo
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		info.Addr = p.Addr.String()
+	}
+	return info.Source()
 }
 
 // admission is a Connect stream's place among the handshakes in flight, from
@@ -360,19 +373,26 @@ const (
 	admExpired
 )
 
-// admit takes a place among the handshakes in flight for a stream from src,
-// or refuses it with RESOURCE_EXHAUSTED.
-func (s *Server) admit(ctx context.Context, src string, cancel context.CancelFunc) (*admission, error) {
+// acquireHandshake takes a place among the handshakes in flight for a
+// stream from src, or refuses it with RESOURCE_EXHAUSTED.
+func (s *Server) acquireHandshake(src string) error {
 	if err := s.handshakes.acquire(src); err != nil {
 		s.refusedHandshakes.Add(1)
-		return nil, errHandshakesFull(err)
+		return errHandshakesFull(err)
 	}
+	return nil
+}
+
+// newAdmission records the place a stream from src took (acquireHandshake),
+// with its HandshakeTimeout's timer running; cancel ends the stream's
+// context (nil: not ours to end).
+func (s *Server) newAdmission(src string, cancel context.CancelFunc) *admission {
 	a := &admission{s: s, src: src, cancel: cancel}
 	if d := s.limits.HandshakeTimeout; d > 0 {
 		// A timer, not a goroutine.
 		a.timer.Store(time.AfterFunc(d, a.expire))
 	}
-	return a, nil
+	return a
 }
 
 // errHandshakesFull is the status of a stream refused because the
