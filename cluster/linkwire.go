@@ -146,15 +146,19 @@ func forwardCommand(ch state.ChannelID, cmd *command.Command) (*command.Command,
 	if id == "" {
 		id = command.NewID()
 	}
-	b := make([]byte, 0, 1+20+1+3+1+len(ch)+len(id))
-	b = append(b, 'f')
-	b = strconv.AppendUint(b, seq, 36)
-	b = append(b, '.')
-	b = strconv.AppendInt(b, int64(len(ch)), 10)
-	b = append(b, '.')
-	b = append(b, ch...)
-	b = append(b, id...)
-	return &command.Command{ID: string(b), Type: cmd.Type, Payload: cmd.Payload, Metadata: cmd.Metadata}, id
+	// One allocation for the id: the digits go through a buffer on the
+	// stack, and the Builder's string is its own buffer.
+	var num [20]byte
+	var sb strings.Builder
+	sb.Grow(1 + 13 + 1 + 20 + 1 + len(ch) + len(id))
+	sb.WriteByte('f')
+	sb.Write(strconv.AppendUint(num[:0], seq, 36))
+	sb.WriteByte('.')
+	sb.Write(strconv.AppendInt(num[:0], int64(len(ch)), 10))
+	sb.WriteByte('.')
+	sb.WriteString(string(ch))
+	sb.WriteString(id)
+	return &command.Command{ID: sb.String(), Type: cmd.Type, Payload: cmd.Payload, Metadata: cmd.Metadata}, id
 }
 
 // forwardedCommand unwraps a command received on a link: the channel it is

@@ -569,12 +569,13 @@ func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*com
 	if reply == nil {
 		return errorReply(cmd, errors.New("cluster: the local send returned neither a reply nor an error")), nil
 	}
-	out := *reply
-	out.CommandID = cmd.ID
-	if out.Type == typeLinkError { // a reply that mimics the link's error marker is the connector's own
-		out.Type = orig.Type
+	// The reply is the handler's to give (HandleForward): it is readdressed
+	// in place, not copied.
+	reply.CommandID = cmd.ID
+	if reply.Type == typeLinkError { // a reply that mimics the link's error marker is the connector's own
+		reply.Type = orig.Type
 	}
-	return &out, nil
+	return reply, nil
 }
 
 // raftError maps an error of a raft future to this package's errors.
@@ -754,12 +755,13 @@ func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID,
 	if err != nil {
 		return nil, err
 	}
-	out := *reply
-	out.CommandID = id
-	return &out, nil
+	reply.CommandID = id // the link's Send gave this reply to us alone: readdressed in place
+	return reply, nil
 }
 
-// HandleForward sets the receiving side of Forward.
+// HandleForward sets the receiving side of Forward. A reply h returns is
+// given to the Node, which may modify it (it readdresses it to the link's
+// command id): h must not keep it, nor return one it shares.
 func (n *Node) HandleForward(h func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)) {
 	n.fmu.Lock()
 	n.forward = h

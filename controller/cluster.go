@@ -38,7 +38,8 @@ type Cluster interface {
 	Forward(ctx context.Context, to state.NodeID, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
 	// HandleForward sets the receiving side of Forward: h delivers a command
 	// that another node forwarded to the local channel ch. h never forwards
-	// again: one hop, never two.
+	// again: one hop, never two. The reply h returns is the cluster's to
+	// send on and may be modified there: h must not keep it.
 	HandleForward(h func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error))
 
 	// WhileLeader calls fn each time this node becomes the leader, with a
