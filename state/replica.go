@@ -31,7 +31,11 @@ func (r *Replica) Apply(ops []Op) []Result {
 	var evs []Event
 	for i, op := range ops {
 		e, err := r.s.Apply(op)
-		evs = append(evs, e...)
+		if evs == nil {
+			evs = e // the commonest case, one op: its events as they are, not copied
+		} else {
+			evs = append(evs, e...)
+		}
 		if err != nil {
 			rs[i].Err = NewOpError(opKind(op), err)
 		}

@@ -224,6 +224,9 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 	}
 	s.Channels[c.ID] = &c
 	s.idx.add(&c)
+	if evs == nil {
+		evs = make([]Event, 0, 2) // registered, and (commonly) the target's first election
+	}
 	evs = append(evs, Event{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
 	if inherit && c.Active {
 		evs = append(evs, s.changePrimary(c.TargetID, c.ID)...)
