@@ -31,9 +31,14 @@ func (r *Replica) Apply(ops []Op) []Result {
 	var evs []Event
 	for i, op := range ops {
 		e, err := r.s.Apply(op)
-		if evs == nil {
-			evs = e // the commonest case, one op: its events as they are, not copied
-		} else {
+		switch {
+		case len(ops) == 1:
+			evs = e // one op: its events as they are, not copied
+		case evs == nil && len(e) > 0:
+			// A batch (the applier's registrations): room for about two
+			// events an op (registered, elected), grown once if need be.
+			evs = append(make([]Event, 0, max(2*len(ops), len(e))), e...)
+		default:
 			evs = append(evs, e...)
 		}
 		if err != nil {
