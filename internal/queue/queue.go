@@ -13,10 +13,11 @@
 //
 //  1. New(deliver, onPanic) makes a Dispatcher; Push may be called at once
 //     (values wait for Start).
-//  2. Start starts the goroutine that calls deliver, one value at a time, in
-//     Push order.
-//  3. Close delivers what is queued, then stops the goroutine and waits for
-//     it. Values pushed after Close are dropped.
+//  2. Start lets deliver be called, one value at a time, in Push order, from
+//     a goroutine that runs only while values are queued (an idle Dispatcher
+//     holds no goroutine).
+//  3. Close delivers what is queued and waits for it. Values pushed after
+//     Close are dropped.
 //
 // A panic in deliver is recovered and handed to onPanic (which logs it), so
 // one bad value does not stop the delivery of the next ones.
@@ -27,8 +28,11 @@ import (
 	"sync"
 )
 
-// Dispatcher delivers pushed values in order from one goroutine it owns. It
-// is safe for concurrent use. The zero value is not usable: use New.
+// Dispatcher delivers pushed values in order, one at a time, from a
+// goroutine it owns while it has values to deliver: the goroutine starts when
+// a value arrives with none running and returns once the queue is empty, so an
+// idle Dispatcher (a connector's, most of its life) holds no goroutine. It is
+// safe for concurrent use. The zero value is not usable: use New.
 type Dispatcher[T any] struct {
 	deliver func(T)
 	onPanic func(v T, p any)
@@ -37,23 +41,16 @@ type Dispatcher[T any] struct {
 	queue   []T
 	started bool
 	closed  bool
+	running bool // a drain goroutine is running (at most one: that keeps the order)
 
-	kick chan struct{} // buffered(1): the queue is not empty
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when the goroutine has returned
+	drains sync.WaitGroup // the drain goroutine, while running
 }
 
 // New returns a Dispatcher that calls deliver with each pushed value, and
 // onPanic with the value and the panic if deliver panics (nil: the panic is
 // logged with slog's default logger). A nil deliver makes Push a no-op.
 func New[T any](deliver func(T), onPanic func(v T, p any)) *Dispatcher[T] {
-	return &Dispatcher[T]{
-		deliver: deliver,
-		onPanic: onPanic,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
+	return &Dispatcher[T]{deliver: deliver, onPanic: onPanic}
 }
 
 // Push queues v for delivery. It never blocks, so it may be called under the
@@ -64,20 +61,16 @@ func (d *Dispatcher[T]) Push(v T) {
 		return
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
-		d.mu.Unlock()
 		return
 	}
 	d.queue = append(d.queue, v)
-	d.mu.Unlock()
-	select {
-	case d.kick <- struct{}{}:
-	default: // already signalled
-	}
+	d.drainLocked()
 }
 
-// Start starts the delivering goroutine. Calls after the first, and calls
-// after Close, do nothing.
+// Start lets values be delivered: those pushed so far, then every later one.
+// Calls after the first, and calls after Close, do nothing.
 func (d *Dispatcher[T]) Start() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -85,55 +78,49 @@ func (d *Dispatcher[T]) Start() {
 		return
 	}
 	d.started = true
-	go d.run()
+	d.drainLocked()
 }
 
-// Close stops accepting values, delivers those already queued, and returns
-// once the goroutine has returned. If Start was never called, the queued
-// values are dropped. Close is idempotent and safe to call concurrently; it
-// must not be called from deliver (it waits for the goroutine that runs it).
+// drainLocked starts the drain goroutine if there is something to deliver,
+// delivery has started, and none is running. d.mu must be held.
+func (d *Dispatcher[T]) drainLocked() {
+	if !d.started || d.running || len(d.queue) == 0 {
+		return
+	}
+	d.running = true
+	d.drains.Add(1)
+	go d.drain()
+}
+
+// Close stops accepting values, lets those already queued be delivered, and
+// returns once they have been and the drain goroutine has returned. If Start
+// was never called, the queued values are dropped. Close is idempotent and
+// safe to call concurrently; it must not be called from deliver (it waits for
+// the goroutine that runs it).
 func (d *Dispatcher[T]) Close() {
 	d.mu.Lock()
-	started, first := d.started, !d.closed
 	d.closed = true
-	if !started {
+	if !d.started {
 		d.queue = nil
 	}
 	d.mu.Unlock()
-	if first {
-		close(d.stop)
-	}
-	if started {
-		<-d.done
-	}
+	// No goroutine starts after closed is set, so this Wait races with no Add.
+	d.drains.Wait()
 }
 
-func (d *Dispatcher[T]) run() {
-	defer close(d.done)
-	for {
-		stopping := false
-		select {
-		case <-d.kick:
-		case <-d.stop:
-			stopping = true
-		}
-		d.drain()
-		if stopping {
-			return
-		}
-	}
-}
-
-// drain delivers until the queue is empty.
+// drain delivers until the queue is empty, then returns.
 func (d *Dispatcher[T]) drain() {
+	defer d.drains.Done()
 	for {
 		d.mu.Lock()
 		batch := d.queue
 		d.queue = nil
-		d.mu.Unlock()
 		if len(batch) == 0 {
+			d.running = false
+			d.mu.Unlock()
 			return
 		}
+		d.mu.Unlock()
 		for _, v := range batch {
 			d.call(v)
 		}

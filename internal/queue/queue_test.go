@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -231,4 +232,57 @@ func TestNilDeliverIgnoresPushes(t *testing.T) {
 	d.Start()
 	d.Push(1)
 	d.Close()
+}
+
+// An idle Dispatcher holds no goroutine: the one that delivers returns once
+// the queue is empty, and the next value starts another.
+func TestIdleHoldsNoGoroutine(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	got := make(chan int, 1)
+	d := queue.New(func(v int) { got <- v }, nil)
+	defer d.Close()
+	d.Start()
+	for v := range 3 {
+		d.Push(v)
+		select {
+		case g := <-got:
+			if g != v {
+				t.Fatalf("delivered %d, want %d", g, v)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("value %d not delivered within 10 s", v)
+		}
+		// goleak retries for a while: the drain goroutine has that long to return.
+		if err := goleak.Find(ignore); err != nil {
+			t.Fatalf("after delivering value %d, the idle Dispatcher still holds a goroutine: %v", v, err)
+		}
+	}
+}
+
+// A value pushed from deliver itself (the drain goroutine) is delivered by
+// that goroutine, after the values before it.
+func TestPushFromDeliver(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var r recorder
+	last := make(chan struct{})
+	var d *queue.Dispatcher[int]
+	d = queue.New(func(v int) {
+		r.add(v)
+		if v == 100 {
+			close(last)
+			return
+		}
+		d.Push(v + 1)
+	}, nil)
+	d.Start()
+	d.Push(0)
+	select {
+	case <-last:
+	case <-time.After(10 * time.Second):
+		t.Errorf("value 100 not delivered within 10 s")
+	}
+	d.Close()
+	if got := r.values(); !slices.Equal(got, seq(101)) {
+		t.Fatalf("delivered %v, want 0…100 in order", got)
+	}
 }
