@@ -101,8 +101,16 @@ func TestPartitionIsolateLeaderThenHeal(t *testing.T) {
 	h.Network().Heal()
 	caughtUp := waitCaughtUp(ctx, t, h)
 	caughtUpIn := time.Since(healed)
-	if caughtUp.ID != leader.ID {
-		t.Errorf("leader after heal = %s, want %s (the one the majority elected)", caughtUp.ID, leader.ID)
+	// The rejoining node must not take the leadership by disrupting the
+	// majority (pre-vote). The majority's own leader may still change hands
+	// between its two members on a loaded machine (a heartbeat late by more
+	// than the election timeout), which is raft doing its job.
+	switch caughtUp.ID {
+	case leader.ID:
+	case old.ID:
+		t.Errorf("leader after heal = %s, the node that was isolated; want %s, elected by the majority", caughtUp.ID, leader.ID)
+	default:
+		t.Logf("leader after heal = %s: the majority's leadership moved from %s meanwhile", caughtUp.ID, leader.ID)
 	}
 	// Gossip and links are back both ways: the rejoined node reaches the
 	// leader (an Apply over its link) and the leader reaches it (a forward).
