@@ -3,6 +3,7 @@ package clustertest_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,14 +47,15 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 	// just after the previous handler returned: a busy answer until then is
 	// retried (a bounded number of times), as a caller would.
 	notBusy := func(send func() error) error {
-		var err error
-		for i := 0; i < 50; i++ {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
 			var busy *channel.BusyError
-			if err = send(); !errors.As(err, &busy) {
+			err := send()
+			if !errors.As(err, &busy) || time.Now().After(deadline) {
 				return err
 			}
+			runtime.Gosched() // the slot frees as the handler's goroutine finishes
 		}
-		return err
 	}
 	for _, m := range others {
 		ctl := e.ctl(m)
@@ -109,16 +111,13 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 		// (The connector frees a handler slot just after the previous
 		// handler returned: a busy answer until then is retried.)
 		var start time.Time
-		for i := 0; ; i++ {
+		err = notBusy(func() error {
 			tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
 			start = time.Now()
-			_, err = ctl.ctrl.Send(tctx, "t-any", &command.Command{ID: command.NewID(), Type: typeBlock})
-			cancel()
-			var busy *channel.BusyError
-			if !errors.As(err, &busy) || i == 50 {
-				break
-			}
-		}
+			_, err := ctl.ctrl.Send(tctx, "t-any", &command.Command{ID: command.NewID(), Type: typeBlock})
+			return err
+		})
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("%s: BLOCK with a 300ms deadline = %v, want context.DeadlineExceeded", m.ID, err)
 		}
@@ -131,8 +130,10 @@ func TestAnyNodeSendsToAnyTarget(t *testing.T) {
 		bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
 		first := make(chan error, 1)
 		go func() {
-			_, err := ctl.ctrl.Send(bctx, "t-any", &command.Command{ID: command.NewID(), Type: typeBlock})
-			first <- err
+			first <- notBusy(func() error {
+				_, err := ctl.ctrl.Send(bctx, "t-any", &command.Command{ID: command.NewID(), Type: typeBlock})
+				return err
+			})
 		}()
 		waitFor(t, "a BLOCK running", func() bool { return blocked.Load() == 1 })
 		var busy *channel.BusyError
