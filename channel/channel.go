@@ -196,6 +196,31 @@ type Channel struct {
 // closed when the Channel closes. Config values that are zero (or negative)
 // mean their default; see Config.Validate to reject negative values early.
 func New(conn Conn, h command.Handler, cfg Config) *Channel {
+	c := newChannel(conn, h, cfg)
+	c.wg.Add(1)
+	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
+		go c.ownReadLoop()
+	}
+	return c
+}
+
+// NewHosted is New for an owner with a goroutine that would otherwise only
+// wait for the Channel to end (a connector's Run): it returns the Channel and
+// its read loop, which the caller must run once, promptly, on that goroutine.
+// The loop returns once the Channel is dead (the peer closed, the transport
+// broke, or Close or CloseWithCause was called, from another goroutine); an
+// owner that must end the Channel on events of its own (a deadline, a
+// signal) closes it from their callbacks. Close waits for the loop like for
+// the Channel's other goroutines. The Conn's ReaderHost, if it has one, is
+// not used.
+func NewHosted(conn Conn, h command.Handler, cfg Config) (*Channel, func()) {
+	c := newChannel(conn, h, cfg)
+	c.wg.Add(1)
+	return c, c.hostedReadLoop
+}
+
+// newChannel is a Channel over conn, without its read loop.
+func newChannel(conn Conn, h command.Handler, cfg Config) *Channel {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	c := &Channel{
@@ -205,14 +230,11 @@ func New(conn Conn, h command.Handler, cfg Config) *Channel {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	c.wg.Add(1)
-	if h, ok := conn.(ReaderHost); !ok || !h.HostReader(c.hostedReadLoop) {
-		go c.ownReadLoop()
-	}
 	return c
 }
 
-// hostedReadLoop is the read loop run by a ReaderHost on its own goroutine.
+// hostedReadLoop is the read loop run by a ReaderHost, or by NewHosted's
+// caller, on a goroutine of theirs.
 func (c *Channel) hostedReadLoop() {
 	defer c.wg.Done()
 	c.readLoop()

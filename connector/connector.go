@@ -69,12 +69,19 @@ type session struct {
 	endpoint  int
 	channelID string
 	targetID  string
-	heartbeat time.Duration               // silence after which the channel is taken for dead; 0: never
-	ready     chan struct{}               // closed once published; handlers wait for it
-	goodbye   chan command.GoodByePayload // buffered(1): the first GOOD_BYE wins
-	born      time.Time                   // when sess was made: last counts from it
-	last      atomic.Int64                // when the last command arrived, as time since born (heartbeat watchdog)
-	detached  bool                        // guarded by Connector.mu: no longer the live channel
+	loop      func()        // the channel's read loop, run by serve (channel.NewHosted)
+	heartbeat time.Duration // silence after which the channel is taken for dead; 0: never
+	ready     chan struct{} // closed once published; handlers wait for it
+	born      time.Time     // when sess was made: last counts from it
+	last      atomic.Int64  // when the last command arrived, as time since born (heartbeat watchdog)
+	detached  bool          // guarded by Connector.mu: no longer the live channel
+
+	mu      sync.Mutex  // protects the fields below
+	cause   error       // why the session ends, when something other than the channel's death ends it; the first wins
+	closing bool        // a Close of ch has been started
+	over    bool        // serve is done: nothing may start a goroutine for this session any more
+	linger  *time.Timer // after GOOD_BYE: closes ch if the controller does not
+	silence *time.Timer // the heartbeat watchdog (watchSilence)
 }
 
 // New returns a Connector that will connect to the first reachable of
@@ -304,7 +311,6 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 		channelID: reply.ChannelID,
 		targetID:  reply.TargetID,
 		ready:     make(chan struct{}),
-		goodbye:   make(chan command.GoodByePayload, 1),
 		born:      time.Now(),
 	}
 	if sess.targetID == "" {
@@ -315,7 +321,10 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	}
 	chCfg := c.cfg.Channel
 	chCfg.Coalesce = slices.Contains(reply.Capabilities, command.CapabilityBatch)
-	sess.ch = channel.New(conn, c.handler(sess), chCfg)
+	// The read loop runs on Run's goroutine (serve), which would otherwise
+	// only wait for the channel to end: a connected connector owns one
+	// goroutine fewer.
+	sess.ch, sess.loop = channel.NewHosted(conn, c.handler(sess), chCfg)
 
 	c.mu.Lock()
 	c.sess = sess
@@ -329,64 +338,91 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	return sess, nil
 }
 
-// serve waits until sess ends, detaches it and closes its channel. It returns
-// why it ended.
+// serve runs sess's read loop until sess ends, then detaches sess and closes
+// its channel; it returns why sess ended. The loop returns when the channel
+// dies; whatever else ends sess (ctx done, a GOOD_BYE the controller does not
+// follow with a close, silence past the heartbeat) closes the channel from a
+// callback (end), which ends the loop.
 func (c *Connector) serve(ctx context.Context, sess *session) error {
-	cause := c.await(ctx, sess)
-	c.detach(sess)
-	var gb *GoodByeError
-	if errors.As(cause, &gb) {
-		// Let the SUCCEEDED reply reach the controller: it closes the channel
-		// once it has it. Bounded, in case it does not.
-		t := time.NewTimer(goodByeLinger)
-		select {
-		case <-sess.ch.Done():
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+	stopCtx := context.AfterFunc(ctx, func() { c.end(sess, ErrClosed) })
+	if sess.heartbeat > 0 {
+		sess.mu.Lock()
+		sess.silence = time.AfterFunc(sess.heartbeat, func() { c.watchSilence(sess) })
+		sess.mu.Unlock()
 	}
-	c.closeChannel(sess.ch)
+
+	sess.loop()
+
+	sess.mu.Lock()
+	sess.over = true
+	cause := sess.cause
+	for _, t := range []*time.Timer{sess.linger, sess.silence} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	sess.mu.Unlock()
+	stopCtx()
+	if cause == nil {
+		cause = fmt.Errorf("connector: channel %s: %w", sess.channelID, sess.ch.Err())
+	}
+	c.detach(sess)
+	c.closeChannel(sess.ch) // dead already; this lets its Close finish on a goroutine Run waits for
 	return cause
 }
 
-// await blocks until sess must end and returns why: the channel died, ctx is
-// done, the controller said GOOD_BYE, or it fell silent past the heartbeat.
-func (c *Connector) await(ctx context.Context, sess *session) error {
-	var silence <-chan time.Time // nil (never fires) without a heartbeat
-	var t *time.Timer
-	if sess.heartbeat > 0 {
-		t = time.NewTimer(sess.heartbeat)
-		defer t.Stop()
-		silence = t.C
+// end ends sess for cause, unless something ended it first: it records cause
+// and closes the channel on a goroutine Run waits for (a stuck handler must not
+// hold anyone up), which ends serve's read loop. Once serve is done it does
+// nothing.
+func (c *Connector) end(sess *session, cause error) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.over {
+		return
 	}
-	for {
-		select {
-		case <-sess.ch.Done():
-			// A controller closes right after it has our GOOD_BYE reply, and
-			// the handler queued the GOOD_BYE before it made that reply: look
-			// for it, or a GOOD_BYE would pass for a plain drop.
-			select {
-			case p := <-sess.goodbye:
-				return &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
-			default:
-			}
-			return fmt.Errorf("connector: channel %s: %w", sess.channelID, sess.ch.Err())
-		case <-ctx.Done():
-			return ErrClosed
-		case p := <-sess.goodbye:
-			return &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
-		case <-silence:
-			// Commands do not wake this goroutine (one more goroutine switch
-			// and a timer reset per command): each records when it came, and
-			// the timer, when it fires, is put off by as much.
-			if quiet := time.Since(sess.born) - time.Duration(sess.last.Load()); quiet < sess.heartbeat {
-				t.Reset(sess.heartbeat - quiet)
-				continue
-			}
-			return fmt.Errorf("connector: channel %s: %w (no command for %s)", sess.channelID, ErrHeartbeatMissed, sess.heartbeat)
-		}
+	if sess.cause == nil {
+		sess.cause = cause
 	}
+	if !sess.closing {
+		sess.closing = true
+		c.wg.Go(func() { _ = sess.ch.Close() })
+	}
+}
+
+// goodByeReceived ends sess on the controller's GOOD_BYE: the first one is recorded
+// as the cause, sess is detached at once, and the channel is closed after
+// goodByeLinger unless the controller closes it first (it does once it has
+// the reply: the linger lets the reply out).
+func (c *Connector) goodByeReceived(sess *session, p command.GoodByePayload) {
+	sess.mu.Lock()
+	if sess.over || sess.cause != nil {
+		sess.mu.Unlock()
+		return // a GOOD_BYE (or something else) is already ending sess
+	}
+	sess.cause = &GoodByeError{TargetID: sess.targetID, ChannelID: sess.channelID, Reconnect: p.Reconnect}
+	sess.linger = time.AfterFunc(goodByeLinger, func() { c.end(sess, nil) })
+	sess.mu.Unlock()
+	c.detach(sess)
+}
+
+// watchSilence is the heartbeat watchdog's timer function: commands do not
+// reset the timer (a reset per command), each records when it came, and the
+// timer, when it fires, is put off by as much; after heartbeat of silence it
+// ends sess.
+func (c *Connector) watchSilence(sess *session) {
+	sess.mu.Lock()
+	if sess.over {
+		sess.mu.Unlock()
+		return
+	}
+	if quiet := time.Since(sess.born) - time.Duration(sess.last.Load()); quiet < sess.heartbeat {
+		sess.silence.Reset(sess.heartbeat - quiet)
+		sess.mu.Unlock()
+		return
+	}
+	sess.mu.Unlock()
+	c.end(sess, fmt.Errorf("connector: channel %s: %w (no command for %s)", sess.channelID, ErrHeartbeatMissed, sess.heartbeat))
 }
 
 // detach makes sess no longer the live channel: Send stops using it, and the

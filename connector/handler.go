@@ -20,7 +20,7 @@ func (c *Connector) handler(sess *session) command.Handler {
 			return nil, err
 		}
 		if sess.heartbeat > 0 {
-			sess.last.Store(int64(time.Since(sess.born))) // the heartbeat watchdog (await) looks at it
+			sess.last.Store(int64(time.Since(sess.born))) // the heartbeat watchdog (watchSilence) looks at it
 		}
 		switch cmd.Type {
 		case command.TypeGoodBye:
@@ -60,17 +60,15 @@ func badPayload(cmd *command.Command, err error) *command.Reply {
 	return r
 }
 
-// goodBye answers GOOD_BYE with SUCCEEDED and tells Run's loop, which detaches
-// the channel, lets the reply out, closes, and reconnects or stops.
+// goodBye answers GOOD_BYE with SUCCEEDED, having ended the session
+// (goodByeReceived): the channel is detached, the reply goes out, the channel
+// closes, and Run reconnects or stops.
 func (c *Connector) goodBye(sess *session, cmd *command.Command) (*command.Reply, error) {
 	p, err := command.Decode[command.GoodByePayload](cmd.Payload)
 	if err != nil {
 		return badPayload(cmd, err), nil
 	}
-	select {
-	case sess.goodbye <- p:
-	default: // a GOOD_BYE is already being acted on
-	}
+	c.goodByeReceived(sess, p)
 	c.log.Info("connector: GOOD_BYE received", "channelId", sess.channelID, "reconnect", p.Reconnect)
 	return command.Succeeded(cmd, command.GoodByeReplyPayload{TargetID: p.TargetID})
 }
