@@ -145,12 +145,15 @@
 //
 // # Goroutines
 //
-// Run owns: the notifier, which runs OnState and OnPrimary one at a time, in
-// order, with no lock held; one goroutine per closing channel (a handler
-// stuck on a closed channel must not delay the reconnection); and, through
-// each channel.Channel, its reader, writer and handler goroutines (user
-// handlers run on the latter). All end before Run returns, and Close waits
-// for Run.
+// Run's own goroutine reads the live channel (channel.NewHosted). Run owns:
+// the notifier, which runs OnState and OnPrimary one at a time, in order, with
+// no lock held, on a goroutine that exists only while it has events to
+// deliver; one goroutine per closing channel (a handler stuck on a closed
+// channel must not delay the reconnection); and, through each
+// channel.Channel, its writer and handler goroutines, each only while busy
+// (user handlers run on the latter). A connected, idle connector thus owns no
+// goroutine besides Run's (gRPC keeps one of its own per stream). All end
+// before Run returns, and Close waits for Run.
 // Callbacks and handlers must not call Close (cancel Run's context instead).
 //
 // # Compared with the reference
