@@ -168,9 +168,12 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint
 	ready := newCountdown(n)
 	var addr string
 	var stop func()
+	quiet := func(context.Context) error { return nil } // the raw server has no follow-up work
 	switch kind {
 	case "exchange":
-		addr, stop, err = startIdleController(ready)
+		var m *idleMetrics
+		addr, stop, m, err = startIdleController(ready)
+		quiet = m.quiet
 	case "raw":
 		addr, stop, err = startIdleRaw(ready)
 	default:
@@ -215,6 +218,9 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint
 	}
 	// Let the registrations' follow-up work (primary notices, events) end
 	// before the snapshot: the figure is for idle clients.
+	if err := quiet(ctx); err != nil {
+		return footprint{}, err
+	}
 	select {
 	case <-time.After(idleSettle):
 	case <-ctx.Done():
@@ -256,10 +262,12 @@ func (c *countdown) left() int { return int(max(c.n.Load(), 0)) }
 // startIdleController runs a controller with its gRPC server on loopback,
 // counting registered channels on ready. Its limits are raised only where
 // they would refuse the benchmark's clients (all from one address).
-func startIdleController(ready *countdown) (addr string, stop func(), err error) {
+func startIdleController(ready *countdown) (addr string, stop func(), m *idleMetrics, err error) {
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "bench"
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	m = &idleMetrics{}
+	cfg.Metrics = m
 	cfg.OnEvent = func(ev controller.Event) {
 		if ev.Kind == controller.EventChannelRegistered {
 			ready.count()
@@ -274,11 +282,11 @@ func startIdleController(ready *countdown) (addr string, stop func(), err error)
 	}))
 	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran, served := make(chan struct{}), make(chan struct{})
@@ -290,7 +298,50 @@ func startIdleController(ready *countdown) (addr string, stop func(), err error)
 		<-ran
 		srv.Stop()
 		<-served
-	}, nil
+	}, m, nil
+}
+
+// idleMetrics is the controller's Metrics in the memory pair: it keeps only
+// the count of PRIMARY notices pending, so that the snapshot waits until the
+// controller has told every connector its primary (with the clients on the
+// same 2 cores, notices to 2,000 connectors with a connection each could
+// still be in flight at the end of idleSettle).
+type idleMetrics struct {
+	pending atomic.Int64
+	reports atomic.Int64
+}
+
+func (*idleMetrics) Sent(command.Type, time.Duration, error)             {}
+func (*idleMetrics) Handled(command.Type, time.Duration, command.Status) {}
+func (*idleMetrics) HelloRejected(string)                                {}
+func (*idleMetrics) HealthCheckFailed(string)                            {}
+func (*idleMetrics) HealthSweep(time.Duration)                           {}
+
+func (m *idleMetrics) PrimaryNoticesPending(n int) {
+	m.pending.Store(int64(n))
+	m.reports.Add(1)
+}
+
+// quiet waits until no PRIMARY notice has been pending for half a second.
+func (m *idleMetrics) quiet(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var since time.Time
+	for {
+		switch {
+		case m.pending.Load() != 0 || m.reports.Load() == 0:
+			since = time.Time{}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= 500*time.Millisecond:
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("PRIMARY notices still pending (%d): %w", m.pending.Load(), ctx.Err())
+		}
+	}
 }
 
 // idleRawServer is the smallest raw gRPC server a user would write for
