@@ -267,7 +267,7 @@ func (g *gauge) release(src string) {
 	g.mu.Lock()
 	g.unper(src)
 	if g.q != nil {
-		if w := g.q.freed(); w != nil {
+		if w := g.freed(); w != nil {
 			g.mu.Unlock()
 			w.grant() // the place changes hands: total unchanged
 			return

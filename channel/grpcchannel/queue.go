@@ -51,8 +51,9 @@ type inLine struct {
 
 	queued, granted, expired bool // under the gauge's mu
 
-	ready chan struct{} // closed when it is given a place (granted) or its budget expires (expired)
-	timer *time.Timer   // the budget
+	gone  <-chan struct{} // the stream's context's Done: a stream whose client has gone is passed over
+	ready chan struct{}   // closed when it is given a place (granted) or its budget expires (expired)
+	timer *time.Timer     // the budget
 }
 
 // admits reports whether a stream arriving now would be served within the
@@ -96,16 +97,24 @@ func (q *waitQueue) unlink(w *inLine) {
 
 // freed records a place freed up and returns the stream at the head of the
 // line, now granted the place (call its grant once the gauge is unlocked),
-// or nil when no one waits.
-func (q *waitQueue) freed() *inLine {
+// or nil when no one waits. Streams whose context has ended (the client went
+// away; their handler, when it runs, finds them out of the line) are passed
+// over: g.mu held.
+func (g *gauge) freed() *inLine {
+	q := g.q
 	q.meter.add(time.Now())
-	w := q.head
-	if w == nil {
-		return nil
+	for w := q.head; w != nil; w = q.head {
+		select {
+		case <-w.gone:
+			g.leave(w)
+			continue
+		default:
+		}
+		q.unlink(w)
+		w.granted = true
+		return w
 	}
-	q.unlink(w)
-	w.granted = true
-	return w
+	return nil
 }
 
 // grant completes the hand-over of a place to w (gauge.release): its

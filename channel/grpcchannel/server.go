@@ -350,7 +350,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		// with the gauge locked, before the waiter can be given one.
 		qctx, cancel := context.WithCancel(ctx)
 		a := &admission{s: s, src: src, cancel: cancel}
-		a.w = &inLine{a: a, ready: make(chan struct{})}
+		a.w = &inLine{a: a, gone: qctx.Done(), ready: make(chan struct{})}
 		a.w.timer = time.AfterFunc(s.limits.HandshakeQueueWait, a.w.expire)
 		queued = context.WithValue(qctx, admissionKey{}, a)
 		return a.w
@@ -380,15 +380,13 @@ func (s *Server) awaitPlace(ctx context.Context, a *admission) error {
 	g := s.handshakes
 	g.mu.Lock()
 	granted, expired := w.granted, w.expired
-	left := g.leave(w)
+	g.leave(w)
 	g.mu.Unlock()
 	a.w = nil // the waiter is done with; the admission lives as long as the stream
 	if granted {
 		return nil
 	}
-	if left {
-		w.timer.Stop()
-	}
+	w.timer.Stop() // out of the line (left here, expired, or passed over once its context ended)
 	a.cancel()
 	switch {
 	case expired:
