@@ -30,7 +30,8 @@ import (
 // (about 8 KiB per pending handshake after this change, see the decision
 // record); the caps per source leave headroom for a site of connectors behind
 // one NAT address reconnecting at once, which is refused with
-// RESOURCE_EXHAUSTED and retried with backoff rather than queued.
+// RESOURCE_EXHAUSTED and retried with backoff (rather than queued, unless
+// HandshakeQueueWait turns the handshake queue on).
 //
 // DefaultMaxConnections is only the fallback of DefaultServerLimits when the
 // process's file-descriptor limit cannot be read (not Unix): the default cap
@@ -86,8 +87,9 @@ type ServerLimits struct {
 	// MaxHandshakes bounds the handshakes in flight on the Server, and
 	// MaxHandshakesPerSource those from one source. A Connect stream over
 	// either is refused at once with RESOURCE_EXHAUSTED (Dial fails with an
-	// error wrapping ErrUnavailable and channel.ErrLimitExceeded). Defaults
-	// 1,000 and 100.
+	// error wrapping ErrUnavailable and channel.ErrLimitExceeded), unless
+	// the handshake queue (HandshakeQueueWait) takes it in line. Defaults
+	// 4,000 and 100.
 	MaxHandshakes          int
 	MaxHandshakesPerSource int
 	// HandshakeQueueWait turns on the handshake queue (decision 0044) when
@@ -105,8 +107,8 @@ type ServerLimits struct {
 	// (negative); it needs a HandshakeTimeout and a MaxHandshakes.
 	HandshakeQueueWait time.Duration
 	// MaxQueuedHandshakes bounds the streams queued at once whatever the
-	// rate (each holds a gRPC stream and its handler goroutine, about 10
-	// KiB). Default 16,000; negative: bounded by HandshakeQueueWait only.
+	// rate (each holds a gRPC stream and its handler goroutine). Default
+	// 16,000; negative: bounded by HandshakeQueueWait only.
 	MaxQueuedHandshakes int
 	// HandshakeTimeout is how long a Connect stream may stay silent: a
 	// stream whose first frame (the HELLO) has not been received this long
