@@ -337,6 +337,7 @@ func (m *measure) start(ctx context.Context, ctrl *ctrlProc, fl fleet, t0 time.T
 	note := fmt.Sprintf("%d connectors (%d per target), %d client processes (%s), simultaneous start; last HELLO reply at %s (as the clients last reported it); the slowest /metrics scrape meanwhile %v",
 		o.N, o.PerTarget, o.Clients, gogc, since(connAt, t0), maxScrape.Round(time.Millisecond))
 	m.add("register_s", "s", regAt.Sub(t0).Seconds(), m.startTarget(), false, note+fmt.Sprintf("; controller-side count polled every 100 ms; 99.9 %% at %s", since(most, t0)))
+	m.logTransport(ctx, ctrl, "start")
 	m.add("primary_s", "s", toldAt.Sub(t0).Seconds(), m.startTarget(), false, "the last connector's first PRIMARY notice (its role and epoch), from the start")
 	return nil
 }
@@ -567,9 +568,31 @@ func (m *measure) storm(ctx context.Context, ctrl *ctrlProc, fl fleet, name stri
 		target = 20
 	}
 	m.add("storm_"+name+"_back_s", "s", allAt.Sub(back).Seconds(), target, false, note)
+	m.logTransport(ctx, next, "storm "+name)
 	m.add("storm_"+name+"_peak_per_s", "connections/s", float64(peak), 0, true,
 		fmt.Sprintf("the busiest second of reconnections (%.0f s after the return)", float64(peakAt)-float64(back.Unix())))
 	return next, nil
+}
+
+// logTransport logs the gRPC transport's refusals before HELLO and its
+// handshake queue (exchange_grpc_*) since the controller started.
+func (m *measure) logTransport(ctx context.Context, ctrl *ctrlProc, phase string) {
+	met, _, err := ctrl.metrics(ctx)
+	if err != nil {
+		m.o.logf("%s: transport metrics: %v", phase, err)
+		return
+	}
+	r := func(reason string) float64 {
+		return met[`exchange_grpc_handshake_refusals_total{reason="`+reason+`"}`]
+	}
+	served := met["exchange_grpc_handshake_queue_wait_seconds_count"]
+	wait := 0.0
+	if served > 0 {
+		wait = met["exchange_grpc_handshake_queue_wait_seconds_sum"] / served
+	}
+	m.o.logf("%s: controller's handshake refusals: limit %.0f, queue_full %.0f, queue_timeout %.0f; served from the queue %.0f (mean wait %.2f s); connections refused %.0f, silent streams %.0f",
+		phase, r("limit"), r("queue_full"), r("queue_timeout"), served, wait,
+		met["exchange_grpc_connections_refused_total"], met["exchange_grpc_silent_streams_total"])
 }
 
 // since says how long after from t came, or "never" for a zero t.

@@ -30,7 +30,8 @@ import (
 // (about 8 KiB per pending handshake after this change, see the decision
 // record); the caps per source leave headroom for a site of connectors behind
 // one NAT address reconnecting at once, which is refused with
-// RESOURCE_EXHAUSTED and retried with backoff rather than queued.
+// RESOURCE_EXHAUSTED and retried with backoff (rather than queued, unless
+// HandshakeQueueWait turns the handshake queue on).
 //
 // DefaultMaxConnections is only the fallback of DefaultServerLimits when the
 // process's file-descriptor limit cannot be read (not Unix): the default cap
@@ -44,6 +45,10 @@ const (
 	DefaultHandshakeTimeout        = 5 * time.Second
 	DefaultConnectionTimeout       = 5 * time.Second
 	DefaultMaxConnectionIdle       = 30 * time.Second
+	// The handshake queue (queue.go; decision 0044): off by default
+	// (DefaultHandshakeQueueWait negative) until bench/scale shows it pays.
+	DefaultHandshakeQueueWait  = -1 * time.Second
+	DefaultMaxQueuedHandshakes = 16000
 )
 
 // ServerLimits bounds what clients can hold on a Server before their channel
@@ -82,10 +87,29 @@ type ServerLimits struct {
 	// MaxHandshakes bounds the handshakes in flight on the Server, and
 	// MaxHandshakesPerSource those from one source. A Connect stream over
 	// either is refused at once with RESOURCE_EXHAUSTED (Dial fails with an
-	// error wrapping ErrUnavailable and channel.ErrLimitExceeded). Defaults
-	// 1,000 and 100.
+	// error wrapping ErrUnavailable and channel.ErrLimitExceeded), unless
+	// the handshake queue (HandshakeQueueWait) takes it in line. Defaults
+	// 4,000 and 100.
 	MaxHandshakes          int
 	MaxHandshakesPerSource int
+	// HandshakeQueueWait turns on the handshake queue (decision 0044) when
+	// positive: a Connect stream over MaxHandshakes (within its source's
+	// limit) waits, in arrival order, for a place to free up instead of
+	// being refused, as long as it should get one within this budget at the
+	// rate places have freed up over the last 2 s (at least MaxHandshakes
+	// per budget before any has freed up). Its gRPC handler waits; the
+	// client's Dial waits for the server's header. A stream that would wait
+	// longer is refused at once, and one still queued when its budget has
+	// passed is refused then, with the same RESOURCE_EXHAUSTED as at the
+	// limit. A queued stream counts against its source's
+	// MaxHandshakesPerSource. Keep it well under the connectors' HELLO
+	// timeout (10 s from the dial): 4 s is suggested. Default off
+	// (negative); it needs a HandshakeTimeout and a MaxHandshakes.
+	HandshakeQueueWait time.Duration
+	// MaxQueuedHandshakes bounds the streams queued at once whatever the
+	// rate (each holds a gRPC stream and its handler goroutine). Default
+	// 16,000; negative: bounded by HandshakeQueueWait only.
+	MaxQueuedHandshakes int
 	// HandshakeTimeout is how long a Connect stream may stay silent: a
 	// stream whose first frame (the HELLO) has not been received this long
 	// after it opened is ended with DEADLINE_EXCEEDED. The rest of the
@@ -117,6 +141,8 @@ func DefaultServerLimits() ServerLimits {
 		MaxConnectionsPerSource: DefaultMaxConnectionsPerSource,
 		MaxHandshakes:           DefaultMaxHandshakes,
 		MaxHandshakesPerSource:  DefaultMaxHandshakesPerSource,
+		HandshakeQueueWait:      DefaultHandshakeQueueWait,
+		MaxQueuedHandshakes:     DefaultMaxQueuedHandshakes,
 		HandshakeTimeout:        DefaultHandshakeTimeout,
 		ConnectionTimeout:       DefaultConnectionTimeout,
 		MaxConnectionIdle:       DefaultMaxConnectionIdle,
@@ -133,6 +159,8 @@ func WithLimits(l ServerLimits) ServerOption {
 		setInt(&d.MaxConnectionsPerSource, l.MaxConnectionsPerSource)
 		setInt(&d.MaxHandshakes, l.MaxHandshakes)
 		setInt(&d.MaxHandshakesPerSource, l.MaxHandshakesPerSource)
+		setDuration(&d.HandshakeQueueWait, l.HandshakeQueueWait)
+		setInt(&d.MaxQueuedHandshakes, l.MaxQueuedHandshakes)
 		setDuration(&d.HandshakeTimeout, l.HandshakeTimeout)
 		setDuration(&d.ConnectionTimeout, l.ConnectionTimeout)
 		setDuration(&d.MaxConnectionIdle, l.MaxConnectionIdle)
@@ -158,19 +186,37 @@ type ServerStats struct {
 	Connections, Handshakes int
 	// RefusedConnections and RefusedHandshakes count those refused by a
 	// limit; SilentStreams those ended by HandshakeTimeout. All since
-	// NewServer.
+	// NewServer. RefusedHandshakes includes the handshake queue's refusals.
 	RefusedConnections, RefusedHandshakes, SilentStreams uint64
+
+	// The handshake queue (ServerLimits.HandshakeQueueWait): streams queued
+	// now; of RefusedHandshakes, those refused because the queue would not
+	// serve them within its budget (QueueFull) and those that waited out
+	// their budget in it (QueueTimeouts); the streams it served (given a
+	// place) and their total wait. Zero without a queue.
+	Queued                   int
+	QueueFull, QueueTimeouts uint64
+	QueueServed              uint64
+	QueueWait                time.Duration
 }
 
 // Stats returns the current counts.
 func (s *Server) Stats() ServerStats {
-	return ServerStats{
+	st := ServerStats{
 		Connections:        s.connCount.count(),
 		Handshakes:         s.handshakes.count(),
 		RefusedConnections: s.refusedConns.Load(),
 		RefusedHandshakes:  s.refusedHandshakes.Load(),
 		SilentStreams:      s.silentStreams.Load(),
 	}
+	if q := s.handshakes.q; q != nil {
+		st.Queued = s.handshakes.queued()
+		st.QueueFull = q.full.Load()
+		st.QueueTimeouts = q.timeouts.Load()
+		st.QueueServed = q.served.Load()
+		st.QueueWait = time.Duration(q.waited.Load())
+	}
+	return st
 }
 
 // gauge counts holders in total and per source, under a limit for each (≤ 0:
@@ -181,8 +227,9 @@ type gauge struct {
 	full        error // the refusal at max
 
 	mu    sync.Mutex
-	total int
-	per   map[string]int
+	total int            // places taken (queued streams are not counted)
+	per   map[string]int // places taken and streams queued, by source
+	q     *waitQueue     // nil: no queue (queue.go)
 }
 
 func newGauge(what string, max, perMax int) *gauge {
@@ -203,7 +250,7 @@ func (g *gauge) acquire(src string) error {
 	n := g.per[src]
 	if g.perMax > 0 && n >= g.perMax {
 		g.mu.Unlock()
-		return fmt.Errorf("grpcchannel: %w: %d %s in flight from %s (limit %d)", channel.ErrLimitExceeded, n, g.what, src, g.perMax)
+		return g.perSourceFull(n, src)
 	}
 	g.total++
 	g.per[src] = n + 1
@@ -211,11 +258,29 @@ func (g *gauge) acquire(src string) error {
 	return nil
 }
 
-// release undoes one acquire from src.
+// perSourceFull is the refusal at src's limit, with n from src.
+func (g *gauge) perSourceFull(n int, src string) error {
+	return fmt.Errorf("grpcchannel: %w: %d %s in flight from %s (limit %d)", channel.ErrLimitExceeded, n, g.what, src, g.perMax)
+}
+
+// release undoes one acquire from src. With a queue, the place goes to the
+// stream at its head, if any, instead (queue.go).
 func (g *gauge) release(src string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.unper(src)
+	if g.q != nil {
+		if w := g.freed(); w != nil {
+			g.mu.Unlock()
+			w.grant() // the place changes hands: total unchanged
+			return
+		}
+	}
 	g.total--
+	g.mu.Unlock()
+}
+
+// unper takes one off src's count; g.mu held.
+func (g *gauge) unper(src string) {
 	if n := g.per[src] - 1; n > 0 {
 		g.per[src] = n
 	} else {

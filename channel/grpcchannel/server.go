@@ -96,6 +96,11 @@ func NewServer(opts ...ServerOption) *Server {
 		done:          make(chan struct{}),
 		links:         newLinks(o.maxFrameBytes),
 	}
+	if l.HandshakeQueueWait > 0 && l.MaxHandshakes > 0 && l.HandshakeTimeout > 0 {
+		// The queue is served by the tap's places (queue.go), which need
+		// the HandshakeTimeout's timer.
+		s.handshakes.q = newWaitQueue(l.HandshakeQueueWait, l.MaxQueuedHandshakes, l.MaxHandshakes)
+	}
 	gopts := []grpc.ServerOption{
 		grpc.InTapHandle(s.tap),
 		grpc.KeepaliveParams(kp),
@@ -243,10 +248,16 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 // this goroutine its read loop: then it returns the loop to run.
 func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	ctx := st.Context()
+	a, _ := ctx.Value(admissionKey{}).(*admission)
+	if a != nil && a.w != nil {
+		// Queued by the tap: wait for a place (queue.go).
+		if err := s.awaitPlace(ctx, a); err != nil {
+			return nil, nil, err
+		}
+	}
 	if s.isClosed() {
 		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	a, _ := ctx.Value(admissionKey{}).(*admission)
 	var abort context.CancelFunc
 	if a != nil {
 		abort = a.cancel
@@ -333,11 +344,58 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	}
 	// The place first: a refused stream costs no context.
 	src := peerSource(ctx)
-	if err := s.acquireHandshake(src); err != nil {
-		return nil, err
+	var queued context.Context
+	w, err := s.handshakes.enter(src, func() *inLine {
+		// Over the node's limit, in line for a place (queue.go): called
+		// with the gauge locked, before the waiter can be given one.
+		qctx, cancel := context.WithCancel(ctx)
+		a := &admission{s: s, src: src, cancel: cancel}
+		a.w = &inLine{a: a, gone: qctx.Done(), ready: make(chan struct{})}
+		a.w.timer = time.AfterFunc(s.limits.HandshakeQueueWait, a.w.expire)
+		queued = context.WithValue(qctx, admissionKey{}, a)
+		return a.w
+	})
+	if err != nil {
+		s.refusedHandshakes.Add(1)
+		return nil, errHandshakesFull(err)
+	}
+	if w != nil {
+		return queued, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	return context.WithValue(ctx, admissionKey{}, s.newAdmission(src, cancel)), nil
+}
+
+// awaitPlace waits until the queued stream of a is given a place, and
+// returns nil then; or it takes the stream out of the line and returns its
+// status: RESOURCE_EXHAUSTED when its budget ran out (as at the limit),
+// UNAVAILABLE when the server closed, or the end of the stream's context.
+func (s *Server) awaitPlace(ctx context.Context, a *admission) error {
+	w := a.w
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	g := s.handshakes
+	g.mu.Lock()
+	granted, expired := w.granted, w.expired
+	g.leave(w)
+	g.mu.Unlock()
+	a.w = nil // the waiter is done with; the admission lives as long as the stream
+	if granted {
+		return nil
+	}
+	w.timer.Stop() // out of the line (left here, expired, or passed over once its context ended)
+	a.cancel()
+	switch {
+	case expired:
+		return errHandshakesFull(g.full)
+	case s.isClosed():
+		return status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
+	default:
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // peerSource is the source (channel.PeerInfo.Source) of the peer of a
@@ -361,6 +419,7 @@ type admission struct {
 	src      string
 	cancel   context.CancelFunc         // the stream's context; nil when the tap handle is not ours
 	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
+	w        *inLine                    // in the handshake queue, until its handler has waited for a place (queue.go)
 	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
 	conn     *conn                      // set by claim before state becomes admClaimed
 	timer    atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released

@@ -79,6 +79,8 @@ type limitFlags struct {
 	conns, connsPerSrc int
 	handshakes         int
 	handshakesPerSrc   int
+	queueWait          time.Duration // the gRPC handshake queue (decision 0044)
+	maxQueued          int
 	handshakeTimeout   time.Duration
 	connTimeout        time.Duration
 	connIdle           time.Duration
@@ -94,6 +96,8 @@ func (l *limitFlags) register(fl *pflag.FlagSet) {
 	fl.IntVar(&l.connsPerSrc, "max-connections-per-source", d.MaxConnectionsPerSource, "connections open at once from one IP address (IPv6: one /64) (negative: no limit)")
 	fl.IntVar(&l.handshakes, "max-handshakes", d.MaxHandshakes, "channels not yet past HELLO at once; more are refused with RESOURCE_EXHAUSTED (WebSocket: 503) (negative: no limit)")
 	fl.IntVar(&l.handshakesPerSrc, "max-handshakes-per-source", d.MaxHandshakesPerSource, "channels not yet past HELLO at once from one source (negative: no limit)")
+	fl.DurationVar(&l.queueWait, "handshake-queue-wait", d.HandshakeQueueWait, "gRPC: a channel over --max-handshakes waits in line for a place, rather than being refused, if it should get one within this long at the rate places free up; refused when it has waited this long (negative: no queue, refuse at once)")
+	fl.IntVar(&l.maxQueued, "max-queued-handshakes", d.MaxQueuedHandshakes, "gRPC: channels waiting in line for a handshake place at most (negative: bounded by --handshake-queue-wait only)")
 	fl.DurationVar(&l.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "a channel that has sent nothing (no HELLO) this long is closed (negative: never)")
 	fl.DurationVar(&l.connTimeout, "connection-timeout", d.ConnectionTimeout, "bound on a new connection's TLS handshake and HTTP/2 preface (negative: gRPC's 120s)")
 	fl.DurationVar(&l.connIdle, "max-connection-idle", d.MaxConnectionIdle, "a connection without any stream this long is closed with GOAWAY (negative: never)")
@@ -125,6 +129,8 @@ func (l limitFlags) server() grpcchannel.ServerLimits {
 		MaxConnectionsPerSource: l.connsPerSrc,
 		MaxHandshakes:           l.handshakes,
 		MaxHandshakesPerSource:  l.handshakesPerSrc,
+		HandshakeQueueWait:      l.queueWait,
+		MaxQueuedHandshakes:     l.maxQueued,
 		HandshakeTimeout:        l.handshakeTimeout,
 		ConnectionTimeout:       l.connTimeout,
 		MaxConnectionIdle:       l.connIdle,
@@ -342,6 +348,7 @@ func runController(ctx context.Context, f controllerFlags, stdout, stderr io.Wri
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	src := &lateSource{}
 	m := metrics.NewController(reg, src)
+	reg.MustRegister(transportCollector{srv}) // the gRPC transport's limits before HELLO (transport_metrics.go)
 
 	cfg := controller.DefaultConfig()
 	cfg.Logger = log

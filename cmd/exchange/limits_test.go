@@ -40,12 +40,15 @@ func TestLimitFlags(t *testing.T) {
 	t.Setenv("EXCHANGE_MAX_CONNECTIONS", "-1")
 	t.Setenv("EXCHANGE_FAILED_HELLO_BURST", "4")
 	t.Setenv("EXCHANGE_MAX_STREAMS_PER_CONNECTION", "8")
-	l = parse("--max-streams-per-connection=4")
+	t.Setenv("EXCHANGE_HANDSHAKE_QUEUE_WAIT", "4s")
+	l = parse("--max-streams-per-connection=4", "--max-queued-handshakes=100")
 	want := grpcchannel.DefaultServerLimits()
 	want.MaxHandshakesPerSource = 7
 	want.HandshakeTimeout = 2 * time.Second
 	want.MaxConnections = -1
 	want.MaxConcurrentStreams = 4 // the flag wins over EXCHANGE_MAX_STREAMS_PER_CONNECTION
+	want.HandshakeQueueWait = 4 * time.Second
+	want.MaxQueuedHandshakes = 100
 	if diff := cmp.Diff(want, l.server()); diff != "" {
 		t.Errorf("limits from the environment (-want +got):\n%s", diff)
 	}
