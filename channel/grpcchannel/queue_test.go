@@ -92,20 +92,7 @@ func TestHandshakeQueueServesInOrder(t *testing.T) {
 	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
 
 	// Three places, held by accepted silent streams.
-	var held []channel.Conn
-	for range 3 {
-		c, err := d.Dial(ctx)
-		if err != nil {
-			t.Fatalf("Dial() within the limit = %v", err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		b, err := srv.Accept(ctx)
-		if err != nil {
-			t.Fatalf("Accept() = %v", err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		held = append(held, b)
-	}
+	held := holdPlaces(t, ctx, srv, d, 3)
 	// Three more, queued one after the other (before any place has freed
 	// up the line admits MaxHandshakes per budget).
 	var waiting []<-chan dialResult
