@@ -91,6 +91,11 @@ type queue struct {
 	writable sync.Cond // a frame was taken, or an end closed
 	readers  int       // receivers waiting on readable
 	writers  int       // senders waiting on writable
+
+	// take is the receiving Channel's frame path (channel.InlineReceiver),
+	// nil until it registers: a frame sent while the receiver waits with
+	// nothing queued is offered to it on the sending goroutine, under mu.
+	take func(*channel.Frame) bool
 }
 
 // keptQueue is the most slots a drained queue keeps for reuse.
@@ -142,9 +147,10 @@ type conn struct {
 }
 
 var (
-	_ channel.Conn        = (*conn)(nil)
-	_ channel.PeerInfoer  = (*conn)(nil)
-	_ channel.BatchSender = (*conn)(nil)
+	_ channel.Conn           = (*conn)(nil)
+	_ channel.PeerInfoer     = (*conn)(nil)
+	_ channel.BatchSender    = (*conn)(nil)
+	_ channel.InlineReceiver = (*conn)(nil)
 )
 
 // Pipe returns the two ends of an in-process connection. Closing either end
@@ -212,7 +218,8 @@ func (c *conn) closedErr() error {
 }
 
 // enqueue queues copies of fs in order, waiting for room as needed; the
-// receiver is woken once per call, not per frame.
+// receiver is woken once per call, not per frame. A frame the receiving
+// Channel takes at once (see takeInline) is not queued.
 func (c *conn) enqueue(fs ...*channel.Frame) error {
 	q := c.self.out
 	q.mu.Lock()
@@ -222,6 +229,10 @@ func (c *conn) enqueue(fs ...*channel.Frame) error {
 			if err := c.closedErr(); err != nil {
 				q.mu.Unlock()
 				return err
+			}
+			if q.takeInline(f) {
+				f = nil
+				break
 			}
 			if q.len() < queueLen {
 				break
@@ -233,14 +244,35 @@ func (c *conn) enqueue(fs ...*channel.Frame) error {
 			q.writable.Wait()
 			q.writers--
 		}
-		q.frames = append(q.frames, f)
+		if f != nil {
+			q.frames = append(q.frames, f)
+		}
 	}
-	wake := q.readers > 0
+	wake := q.readers > 0 && q.len() > 0
 	q.mu.Unlock()
 	if wake {
 		q.readable.Signal()
 	}
 	return nil
+}
+
+// takeInline offers f to the receiving Channel's frame path when the
+// receiver waits in Recv with nothing queued: everything sent before f has
+// been received, and q.mu, held until take returns, keeps any other frame
+// from being received meanwhile (channel.InlineReceiver). It reports
+// whether f was taken. q.mu must be held.
+func (q *queue) takeInline(f *channel.Frame) bool {
+	return q.take != nil && q.readers > 0 && q.len() == 0 && q.take(f)
+}
+
+// ReceiveInline registers take as the frame path of this end's Channel (see
+// channel.InlineReceiver): the peer's frames are offered to it while this
+// end's reader waits with nothing queued.
+func (c *conn) ReceiveInline(take func(*channel.Frame) bool) {
+	q := c.self.in
+	q.mu.Lock()
+	q.take = take
+	q.mu.Unlock()
 }
 
 // Recv returns the next frame from the peer. After the peer closed, it

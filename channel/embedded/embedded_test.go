@@ -318,3 +318,5 @@ func TestBatchLargerThanQueue(t *testing.T) {
 		t.Fatalf("SendBatch = %v", err)
 	}
 }
+
+func TestInlineReceiver(t *testing.T) { channeltest.TestInlineReceiver(t, pipe) }
