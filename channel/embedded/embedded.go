@@ -9,6 +9,13 @@
 // they could not over a network), and frames larger than the limit fail with
 // channel.ErrFrameTooLarge, as they would over gRPC.
 //
+// A Conn is a channel.InlineReceiver: a frame sent while the receiving
+// Channel's reader waits with nothing queued is handed, as the receiver's
+// own copy, to that Channel on the sending goroutine (a reply completes its
+// call, a command goes to a handler goroutine) instead of waking the reader:
+// one goroutine switch less per frame (decision 0043). Both ends of a pipe
+// must therefore live in the same testing/synctest bubble, if any.
+//
 // # Usage
 //
 //	lis := embedded.Listen()                          // controller side: a channel.Listener
