@@ -230,6 +230,9 @@ func newChannel(conn Conn, h command.Handler, cfg Config) *Channel {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	if ir, ok := conn.(InlineReceiver); ok {
+		ir.ReceiveInline(c.takeInline)
+	}
 	return c
 }
 
@@ -693,15 +696,49 @@ func (c *Channel) readLoop() {
 			return
 		}
 		if f.Reply != nil {
-			if !c.deliver(f.Reply.CommandID, result{reply: f.Reply}) {
-				c.cfg.Logger.Debug("channel: late or unknown reply ignored", "commandId", f.Reply.CommandID, "type", f.Reply.Type)
-			}
+			c.receiveReply(f.Reply)
 			continue
 		}
 		if sem := c.admit(f.Command); sem != nil {
 			c.dispatch(job{cmd: f.Command, sem: sem})
 		}
 	}
+}
+
+// receiveReply completes the call r answers, if it still waits.
+func (c *Channel) receiveReply(r *command.Reply) {
+	if !c.deliver(r.CommandID, result{reply: r}) {
+		c.cfg.Logger.Debug("channel: late or unknown reply ignored", "commandId", r.CommandID, "type", r.Type)
+	}
+}
+
+// takeInline is the reader's step for one frame, as an InlineReceiver runs
+// it on the peer's sending goroutine while the reader waits (which makes it
+// exclusive with the reader, as dispatch requires). It takes a well-formed
+// reply, and a well-formed command within its bounds, and does with them
+// what the reader would. It leaves the rest to the reader: a malformed
+// frame (the reader answers or closes on it), and a command beyond its
+// bounds (the reader's busy reply may wait for room in the write queue; a
+// dropped one-way command is logged by the reader).
+func (c *Channel) takeInline(f *Frame) bool {
+	if f.Validate() != nil {
+		return false
+	}
+	if f.Reply != nil {
+		c.receiveReply(f.Reply)
+		return true
+	}
+	sem, limit := &c.sem, c.cfg.MaxHandlers
+	if IsControl(f.Command.Type) {
+		sem, limit = &c.ctlSem, c.cfg.MaxControl
+	}
+	if sem.Add(1) > int64(limit) {
+		sem.Add(-1)
+		return false
+	}
+	c.handling.Add(1)
+	c.dispatch(job{cmd: f.Command, sem: sem})
+	return true
 }
 
 // admit takes a handler token for cmd and returns its semaphore, or answers
@@ -750,10 +787,12 @@ type job struct {
 const handlerLinger = 250 * time.Millisecond
 
 // dispatch hands j to a handler goroutine of the channel waiting for work,
-// or starts one. Only the reader calls it. A goroutine that has handled a
-// command lingers (handlerLinger) for the next one: its stack has grown to
-// the depth of the handler and of the transport's encoding once, and stays
-// grown, instead of growing again on a fresh goroutine for every command
+// or starts one. Only the reader calls it, or takeInline in its stead while
+// it waits in Recv: one at a time all the same, and while the reader, counted
+// in wg, is alive. A goroutine that has handled a command lingers
+// (handlerLinger) for the next one: its stack has grown to the depth of the
+// handler and of the transport's encoding once, and stays grown, instead of
+// growing again on a fresh goroutine for every command
 // (measured: a fifth of the CPU of a sequential round trip). The goroutines
 // are the channel's own, counted in wg like the handlers they are: Close
 // stops and waits for them, a channel in a testing/synctest bubble keeps

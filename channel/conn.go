@@ -187,3 +187,34 @@ type ReaderHost interface {
 	// still unblock Recv. It is called at most once per Conn.
 	HostReader(loop func()) bool
 }
+
+// InlineReceiver is implemented by Conns that can hand a frame from the peer
+// to the receiving Channel on the goroutine that sent it, instead of
+// queueing it for Recv: the embedded twin, whose two ends are in one
+// process (there switched off outside tests for now: decision 0043). What the reader does with a frame never blocks when the frame is
+// a reply (it completes the call waiting for it) or a command admitted
+// within the bounds (it hands it to a handler goroutine), so the sending
+// goroutine can do it while the reader sleeps. That saves the reader's
+// wake-up: a goroutine switch for each direction of a round trip (decision
+// 0043). The handler still never runs on the goroutine that reads, nor on
+// the sender's: it runs on a handler goroutine, as always.
+//
+// New calls ReceiveInline once, before it starts reading, with the
+// Channel's frame path. From then on the Conn may, instead of returning a
+// frame from Recv, call take with it, on the peer's sending goroutine,
+// under three conditions that make the two indistinguishable for the
+// Channel:
+//   - the frame is the receiver's own copy, as Recv would return it (the two
+//     ends share no memory);
+//   - the reader waits in Recv and nothing is queued before the frame: what
+//     was received before it has been taken by the reader already;
+//   - no other frame is received, by Recv or take, before take returns:
+//     take runs as one step of the reader, in order.
+//
+// take does not block. It reports false when it leaves the frame to the
+// reader (one that needs an answer from the reader, or a command beyond the
+// bounds, whose busy reply may wait for room to write): the Conn then queues
+// it for Recv as usual.
+type InlineReceiver interface {
+	ReceiveInline(take func(*Frame) bool)
+}

@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"sync"
 
@@ -28,31 +27,29 @@ import (
 type window struct {
 	mu    sync.Mutex
 	size  int
-	seed  maphash.Seed        // of digest
+	seed  maphash.Seed        // of digest, for payloads
+	tseed maphash.Seed        // of digest, for types
 	ids   map[string]*outcome // running, and completed successfully (completed set)
 	order []string            // ids of the completed ones, oldest at next once full
 	next  int
 }
 
-// digest identifies a command's body: a 64-bit hash/maphash of its type and
-// payload, under a seed drawn at random for each window. It costs 8 bytes per
-// remembered command and no allocation. maphash is not a cryptographic hash,
-// but with a secret random seed two different bodies share a digest with
-// probability 2⁻⁶⁴, and a sender cannot aim for a collision; a collision would
-// only matter to a sender that reuses an id for a different command anyway.
+// digest identifies a command's body: the 64-bit hash/maphash of its payload
+// xor that of its type, each under a seed of its own drawn at random for each
+// window. It costs 8 bytes per remembered command and no allocation. maphash
+// is not a cryptographic hash, but with secret random seeds two different
+// bodies share a digest with probability 2⁻⁶⁴, and a sender cannot aim for a
+// collision; a collision would only matter to a sender that reuses an id for
+// a different command anyway.
 type digest uint64
 
-// digestOf returns the digest of cmd's type and payload. The type's length
-// comes first, so that no other split of the same bytes into a type and a
-// payload is hashed the same.
+// digestOf returns the digest of cmd's type and payload. They are hashed
+// apart, under independent seeds, so that no other split of the same bytes
+// into a type and a payload is hashed the same, and two bodies that differ
+// in either share a digest with probability 2⁻⁶⁴. (maphash.Bytes and String
+// hash in one call: a fifth of the cost of a maphash.Hash written to.)
 func (w *window) digestOf(cmd *command.Command) digest {
-	var h maphash.Hash
-	h.SetSeed(w.seed)
-	var n [binary.MaxVarintLen64]byte
-	_, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(len(cmd.Type)))])
-	_, _ = h.WriteString(string(cmd.Type))
-	_, _ = h.Write(cmd.Payload)
-	return digest(h.Sum64())
+	return digest(maphash.Bytes(w.seed, cmd.Payload) ^ maphash.String(w.tseed, string(cmd.Type)))
 }
 
 // outcome is one run of a handler: done is closed once reply and err are set.
@@ -83,7 +80,7 @@ const (
 )
 
 func newWindow(size int) *window {
-	return &window{size: size, seed: maphash.MakeSeed(), ids: make(map[string]*outcome)}
+	return &window{size: size, seed: maphash.MakeSeed(), tseed: maphash.MakeSeed(), ids: make(map[string]*outcome)}
 }
 
 // join looks up id, whose command has the digest sum. It returns the outcome

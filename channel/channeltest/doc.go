@@ -18,6 +18,9 @@
 //     channel.Config.Coalesce set, plus a burst that must go out in batches.
 //   - RunBenchmarks measures Channel.Send over the transport, sequentially and
 //     with 64 commands in flight, with and without coalescing.
+//   - TestInlineReceiver, for a Conn that is a channel.InlineReceiver (the
+//     embedded twin), checks that frames handed to the receiving Channel on
+//     the sender's goroutine keep the order and copies Recv guarantees.
 //
 // FaultConn is a decorator that injects faults (stalls, dropped frames, failed
 // sends) into any Conn, for tests of health checks and stalled peers. It

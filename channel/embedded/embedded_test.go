@@ -318,3 +318,17 @@ func TestBatchLargerThanQueue(t *testing.T) {
 		t.Fatalf("SendBatch = %v", err)
 	}
 }
+
+// inlinePipe is pipe with the InlineReceiver fast path on (off by default,
+// decision 0043).
+func inlinePipe(t testing.TB) (channel.Conn, channel.Conn) {
+	a, b := embedded.Pipe(embedded.WithInline())
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	return a, b
+}
+
+func TestInlineReceiver(t *testing.T) { channeltest.TestInlineReceiver(t, inlinePipe) }
+
+// TestConformanceInline runs the Channel suite with the fast path on: the
+// Channel's side of it (takeInline) keeps every semantic the suite checks.
+func TestConformanceInline(t *testing.T) { channeltest.TestChannel(t, inlinePipe) }
