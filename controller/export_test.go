@@ -27,3 +27,6 @@ func (c *Controller) CheckHealth(ctx context.Context, id string) bool {
 	c.checkHealth(ctx, lc)
 	return lc.lastHealthy.Load() != before
 }
+
+// Deliver is the receiving side of a forwarded command (Cluster.Forward).
+var Deliver = (*Controller).deliver

@@ -102,7 +102,9 @@ func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *comma
 		return nil, errors.New("controller: deliver needs a command")
 	}
 	if c.ctx.Err() != nil {
-		return nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, ErrClosed)
+		// Also ErrForwardingUnavailable: the node a command was forwarded
+		// to is going away, which its sender can act on (another node, later).
+		return nil, fmt.Errorf("controller: deliver %s to channel %s: node %s is closing: %w: %w", cmd, ch, c.nodeID, ErrClosed, ErrForwardingUnavailable)
 	}
 	lc := c.localChannel(string(ch))
 	if lc == nil {

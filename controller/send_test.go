@@ -260,3 +260,18 @@ func TestSendFollowsRegistryChanges(t *testing.T) {
 		t.Errorf("Send() with no channel left = %v, want ErrNoChannel", err)
 	}
 }
+
+// A forwarded command that reaches a closing controller fails with
+// ErrClosed and ErrForwardingUnavailable: its sender, on another node, can
+// tell the node went away (the cluster's link carries the second one) and
+// try another node later.
+func TestDeliverToClosedController(t *testing.T) {
+	h := newHarness(t, fastConfig())
+	if err := h.ctrl.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	_, err := controller.Deliver(h.ctrl, t.Context(), "ch-1", command.MustCommand("ECHO", "hi"))
+	if !errors.Is(err, controller.ErrClosed) || !errors.Is(err, controller.ErrForwardingUnavailable) {
+		t.Fatalf("deliver on a closed controller = %v, want ErrClosed and ErrForwardingUnavailable", err)
+	}
+}
