@@ -47,8 +47,8 @@ func (d *Dialer) String() string { return d.target }
 // connect: the first Dial does. It fails only on invalid options: one of
 // WithTLS or WithInsecure is required.
 //
-// Defaults: keepalive pings every 10 s with a 5 s timeout (allowed without
-// streams), frames up to 4 MiB each way.
+// Defaults: keepalive pings after 15 s of silence with a 5 s timeout (allowed
+// without streams), frames up to 4 MiB each way.
 func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 	o := defaultDialOptions()
 	for _, opt := range opts {
