@@ -142,9 +142,11 @@ type pump struct {
 	wake   chan struct{} // capacity 1
 	cancel func()
 	limit  int
-	mu     sync.Mutex // protects in and lost
-	in     []state.Event
-	lost   uint64
+	// cluster is the view the first stream opened on: run compares from it.
+	cluster controller.ClusterInfo
+	mu      sync.Mutex // protects in and lost
+	in      []state.Event
+	lost    uint64
 }
 
 // receive is the subscription: under the replica's lock, it only queues.
@@ -195,6 +197,10 @@ func (h *hub) join() (*stream, error) {
 	if h.pump == nil {
 		p := &pump{stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1), limit: h.intake}
 		p.cancel = h.src.Subscribe(p.receive)
+		// The cluster view the stream's changes are counted from: taken now,
+		// before the client hears that its stream is open, so that a change
+		// made after that is reported (not taken for the starting point).
+		p.cluster = h.ex.Cluster()
 		h.pump = p
 		go h.run(p)
 	}
@@ -251,7 +257,7 @@ func (h *hub) run(p *pump) {
 	defer close(p.done)
 	defer p.cancel()
 	connectors := h.connectors()
-	cluster := h.ex.Cluster()
+	cluster := p.cluster
 	tick := time.NewTicker(h.poll)
 	defer tick.Stop()
 	var spare []state.Event
