@@ -264,7 +264,7 @@ func (c *Connector) endpointName(ep int) string {
 }
 
 // lostReason says in plain words why a channel was lost, given what ended it
-// (await's cause) and the channel's Err, and whether that was abnormal.
+// (serve's cause) and the channel's Err, and whether that was abnormal.
 func lostReason(cause, chErr error) (string, bool) {
 	var gb *GoodByeError
 	switch {
