@@ -10,10 +10,14 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/exchangekit/exchange/channel"
@@ -194,4 +198,19 @@ func issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x5
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// refusingInterceptor is a server option of the caller's whose stream
+// interceptor refuses every stream (PermissionDenied) until refuse is
+// cleared: gRPC then ends a stream between the tap handle and its handler.
+func refusingInterceptor() (refuse *atomic.Bool, deny grpc.ServerOption) {
+	refuse = new(atomic.Bool)
+	refuse.Store(true)
+	deny = grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if refuse.Load() {
+			return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
+		}
+		return h(srv, ss)
+	})
+	return refuse, deny
 }

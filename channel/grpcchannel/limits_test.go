@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,14 +174,7 @@ func TestHandshakePlaceOfAStreamNeverHandled(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := testContext(t)
 			lis := listenTCP(t)
-			var refuse atomic.Bool
-			refuse.Store(true)
-			deny := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-				if refuse.Load() {
-					return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
-				}
-				return h(srv, ss)
-			})
+			refuse, deny := refusingInterceptor()
 			srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
 				MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: timeout}),
 				grpcchannel.WithServerOptions(deny))

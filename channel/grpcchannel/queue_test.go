@@ -5,13 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
@@ -384,14 +379,7 @@ func TestHandshakeQueueStreamNeverHandled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testContext(t)
 			lis := listenTCP(t)
-			var refuse atomic.Bool
-			refuse.Store(true)
-			deny := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-				if refuse.Load() {
-					return status.Error(codes.PermissionDenied, "refused by the caller's interceptor")
-				}
-				return h(srv, ss)
-			})
+			refuse, deny := refusingInterceptor()
 			srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
 				MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: tc.timeout,
 				HandshakeQueueWait: tc.budget}), grpcchannel.WithServerOptions(deny))
