@@ -119,9 +119,11 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 			c.log.Info("controller: stale connection attempt not registered; closing it", "channel", lc.id,
 				"target", lc.targetID, "connector", lc.connectorID, "instance", lc.instance, "attempt", lc.attempt, "err", err)
 			c.dropLocal(lc, causeSuperseded)
-		case lc.ch.Err() != nil: // died while registering: unregister it (in case it was applied after all)
-			c.log.Info("controller: channel closed before its registration; not registered", "channel", lc.id,
-				"target", lc.targetID, "connector", lc.connectorID)
+		case lc.ch.Err() != nil:
+			// Died while registering: unregister it, in case the registration
+			// was applied after all (the wait for it was cut short). Logged as
+			// any other channel's end, with why, so that one search finds it.
+			c.logClosed(ctx, lc, "registration", "interrupted")
 			c.dropLocal(lc, nil)
 		default:
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
@@ -152,15 +154,21 @@ func (c *Controller) watch(ctx context.Context, lc *local) {
 		if ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
 			return
 		}
-		reason, abnormal := lc.closeReason()
-		level := slog.LevelInfo
-		if abnormal {
-			level = slog.LevelWarn
-		}
-		c.log.Log(ctx, level, "controller: channel closed", "channel", lc.id, "target", lc.targetID,
-			"connector", lc.connectorID, "reason", reason)
+		c.logClosed(ctx, lc)
 		c.dropLocal(lc, nil)
 	})
+}
+
+// logClosed logs the end of lc's channel, with why: at WARN when that was
+// abnormal, else at INFO.
+func (c *Controller) logClosed(ctx context.Context, lc *local, attrs ...any) {
+	reason, abnormal := lc.closeReason()
+	level := slog.LevelInfo
+	if abnormal {
+		level = slog.LevelWarn
+	}
+	c.log.Log(ctx, level, "controller: channel closed", append([]any{"channel", lc.id, "target", lc.targetID,
+		"connector", lc.connectorID, "reason", reason}, attrs...)...)
 }
 
 // retireLater retires lc on a goroutine of its own (retire may wait for a
