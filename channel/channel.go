@@ -413,6 +413,7 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 		return nil, fmt.Errorf("channel: send %s: %w", out, &BusyError{RetryAfter: c.cfg.RetryAfter})
 	}
 	c.pending.put(out.ID, call{ch: w.ch, control: control})
+	c.addTotal(1)
 	alone := c.pending.len() == 1
 	if control {
 		c.pendCtl++
@@ -603,8 +604,22 @@ func (c *Channel) deliver(id string, r result) bool {
 // removeLocked drops the pending call p of id. c.mu must be held.
 func (c *Channel) removeLocked(id string, p call) {
 	c.pending.del(id)
+	c.addTotal(-1)
 	if p.control {
 		c.pendCtl--
+	}
+}
+
+// addHandling counts d more peer commands being handled (InFlight).
+func (c *Channel) addHandling(d int64) {
+	c.handling.Add(d)
+	c.addTotal(d)
+}
+
+// addTotal adds d to Config.InFlightTotal, if set.
+func (c *Channel) addTotal(d int64) {
+	if t := c.cfg.InFlightTotal; t != nil {
+		t.Add(d)
 	}
 }
 
@@ -654,6 +669,7 @@ func (c *Channel) shutdown(cause, tell error) {
 		}
 		c.mu.Lock()
 		pending := c.pending.takeAll()
+		c.addTotal(-int64(len(pending)))
 		c.pendCtl = 0
 		hooks := c.hooks
 		c.hooks, c.hooksRun = nil, true
@@ -736,7 +752,7 @@ func (c *Channel) takeInline(f *Frame) bool {
 		sem.Add(-1)
 		return false
 	}
-	c.handling.Add(1)
+	c.addHandling(1)
 	c.dispatch(job{cmd: f.Command, sem: sem})
 	return true
 }
@@ -770,7 +786,7 @@ func (c *Channel) admit(cmd *command.Command) *atomic.Int64 {
 		c.queueReply(r)
 		return nil
 	}
-	c.handling.Add(1)
+	c.addHandling(1)
 	return sem
 }
 
@@ -937,7 +953,7 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 	counted := true // cmd counts in handling (InFlight) until its reply is written or queued
 	defer func() {
 		if counted {
-			c.handling.Add(-1)
+			c.addHandling(-1)
 		}
 		sem.Add(-1)
 	}()
@@ -1113,12 +1129,12 @@ func (c *Channel) submit(ctx context.Context, res <-chan result, f Frame, inline
 	c.wmu.Lock()
 	if err := c.waitRoom(ctx, res); err != nil {
 		if handled {
-			c.handling.Add(-1)
+			c.addHandling(-1)
 		}
 		return false, err
 	}
 	if handled {
-		c.handling.Add(-1)
+		c.addHandling(-1)
 	}
 	if borrowed && c.writing { // queued after all
 		f.Command.Payload = slices.Clone(f.Command.Payload)

@@ -370,6 +370,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	}
 	chCfg := c.cfg.Channel
 	chCfg.Coalesce = coalesce
+	chCfg.InFlightTotal = &c.inFlight
 	chCfg.Logger = channelLogger(chCfg.Logger, lc.id, lc.targetID)
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
 	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere

@@ -49,6 +49,7 @@ type Controller struct {
 	turn        atomic.Uint64 // rotates ties in routing
 	routes      routeCache    // targets' routes, kept between state changes
 	isolated    atomic.Bool   // cut off from the leader: connectors sent away
+	inFlight    atomic.Int64  // InFlight summed over this node's channels (Counts)
 
 	failures   *failureLimiter       // failed HELLOs per source
 	refusedLog *logthrottle.Throttle // "HELLO refused" lines

@@ -145,19 +145,15 @@ type Counts struct {
 
 // Counts returns the registry's sizes without listing it: the registry
 // counts are counters the state keeps up to date, read in O(1) under its
-// lock, so a scrape never holds up registrations. LocalInFlight sums this
-// node's live channels, outside the state's lock.
+// lock, so a scrape never holds up registrations. LocalInFlight is a counter
+// too, kept by this node's channels as their calls and handlers come and go
+// (channel.Config.InFlightTotal).
 func (c *Controller) Counts() Counts {
 	var n Counts
 	c.store.View(func(s *state.State) {
 		n = Counts{Channels: s.ChannelCount(), ActiveChannels: s.ActiveChannelCount(),
 			Targets: s.TargetCount(), Primaries: s.PrimaryCount()}
 	})
-	c.mu.Lock()
-	locals := slices.Collect(maps.Values(c.local))
-	c.mu.Unlock()
-	for _, lc := range locals {
-		n.LocalInFlight += lc.ch.InFlight()
-	}
+	n.LocalInFlight = int(c.inFlight.Load())
 	return n
 }
