@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -70,7 +71,9 @@ const presizeBytes = 12 << 10
 // handshake's depth) they would take 8 KiB slots among the handlers' ones
 // and, once gone, leave each span that still holds a handler's stack
 // partly empty but in use: 4–5 KiB per idle connector after a storm
-// (docs/benchmarks.md, "Memory per idle connector, second pass").
+// (docs/benchmarks.md, "Memory per idle connector, second pass"). The
+// goroutines that send PRIMARY notices, up to PrimaryConcurrency at once
+// in a storm, call it too (third pass).
 //
 //go:noinline
 func presize() {
@@ -81,22 +84,26 @@ func presize() {
 //go:noinline
 func presizeSink(*[presizeBytes]byte) {}
 
-// serveConn runs one connection: handshake, channel, registration; then it
-// leaves the channel to watch, and its goroutine ends.
+// serveConn runs one connection's handshake, then queues its channel's
+// registration and returns: the registration's outcome is handled when it
+// comes (register), and no goroutine waits for it.
 func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	lc := c.handshake(ctx, conn)
 	if lc == nil {
 		return
 	}
+	c.register(ctx, lc)
+}
+
+// register queues the registration of lc's channel. A channel with a
+// connector id takes over that connector's other channels of the target,
+// wherever they are held, unless it is a stale attempt of the same
+// connector instance (decision 0018). The registration is dropped if the
+// channel dies before it is applied (the connector gave up on it): a dead
+// channel has nothing to take over.
+func (c *Controller) register(ctx context.Context, lc *local) {
 	lc.registeredAt = time.Now()
-	// The registration is dropped if the channel dies before it is applied
-	// (the connector gave up on it): a dead channel has nothing to take over.
-	rctx, cancel := context.WithCancel(ctx)
-	stop := lc.ch.AfterDone(cancel)
-	// A channel with a connector id takes over that connector's other
-	// channels of the target, wherever they are held, unless it is a stale
-	// attempt of the same connector instance (decision 0018).
-	err := c.applier.register(rctx, lc.connectorID != "", state.Channel{
+	ch := state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
@@ -106,11 +113,35 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 		Metadata:     lc.metadata,
 		Instance:     lc.instance,
 		Attempt:      lc.attempt,
+	}
+	lc.metadata = nil // the state keeps it; the local copy is not needed
+	gone := new(atomic.Bool)
+	stop := lc.ch.AfterDone(func() {
+		if gone.CompareAndSwap(false, true) {
+			c.registrationFailed(ctx, lc, fmt.Errorf("register channel %s: %w", lc.id, lc.ch.Err()))
+		}
 	})
-	stop()
-	cancel()
-	lc.metadata = nil // stored in the state now; the local copy is not needed
-	if err != nil {
+	c.applier.registerThen(lc.connectorID != "", ch, gone, func(err error) {
+		// On the applier's goroutine: nothing here may block.
+		stop()
+		if err != nil {
+			c.registrationFailed(ctx, lc, err)
+			return
+		}
+		lc.registered.Store(true)
+		c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
+		c.kickPrimary()
+		c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
+			"connector", lc.connectorID, "peer", lc.peer.Addr)
+		c.watch(ctx, lc)
+	})
+}
+
+// registrationFailed closes lc, whose registration failed with err or was
+// given up because its channel died, on a goroutine of its own (closing a
+// channel waits for its read loop).
+func (c *Controller) registrationFailed(ctx context.Context, lc *local, err error) {
+	c.watchers.goIfOpen(func() {
 		switch {
 		case ctx.Err() != nil: // closing: Close owns the channel
 		case errors.Is(err, state.ErrSuperseded):
@@ -121,22 +152,16 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 			c.dropLocal(lc, causeSuperseded)
 		case lc.ch.Err() != nil:
 			// Died while registering: unregister it, in case the registration
-			// was applied after all (the wait for it was cut short). Logged as
-			// any other channel's end, with why, so that one search finds it.
+			// was applied after all (it was given up while being applied).
+			// Logged as any other channel's end, with why, so that one search
+			// finds it.
 			c.logClosed(ctx, lc, "registration", "interrupted")
 			c.dropLocal(lc, nil)
 		default:
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
 			c.dropLocal(lc, &channel.CloseCause{Reason: "registration failed", Detail: err.Error(), Abnormal: true})
 		}
-		return
-	}
-	lc.registered.Store(true)
-	c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
-	c.kickPrimary()
-	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
-		"connector", lc.connectorID, "peer", lc.peer.Addr)
-	c.watch(ctx, lc)
+	})
 }
 
 // watch unregisters lc the moment its channel dies, without a goroutine

@@ -84,6 +84,10 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 		notices, next := c.planPrimaries(tr, now, full)
 		for _, n := range notices {
 			wg.Go(func() {
+				// Its stack out of the 8 KiB spans of the Connect handlers:
+				// PrimaryConcurrency of these come and go during a
+				// registration storm (see presize).
+				presize()
 				err := c.tellPrimary(ctx, n)
 				select {
 				case results <- primaryResult{notice: n, err: err}:
