@@ -88,11 +88,11 @@ func presizeSink(*[presizeBytes]byte) {}
 // registration and returns: the registration's outcome is handled when it
 // comes (register), and no goroutine waits for it.
 func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
-	lc := c.handshake(ctx, conn)
+	lc, metadata := c.handshake(ctx, conn)
 	if lc == nil {
 		return
 	}
-	c.register(ctx, lc)
+	c.register(ctx, lc, metadata)
 }
 
 // register queues the registration of lc's channel. A channel with a
@@ -101,20 +101,20 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 // connector instance (decision 0018). The registration is dropped if the
 // channel dies before it is applied (the connector gave up on it): a dead
 // channel has nothing to take over.
-func (c *Controller) register(ctx context.Context, lc *local) {
-	lc.registeredAt = time.Now()
+func (c *Controller) register(ctx context.Context, lc *local, metadata map[string]string) {
+	now := time.Now()
+	lc.registeredAt = now.UnixNano()
 	ch := state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
 		NodeID:       c.nodeID,
 		Active:       true,
-		RegisteredAt: lc.registeredAt,
-		Metadata:     lc.metadata,
+		RegisteredAt: now,
+		Metadata:     metadata,
 		Instance:     lc.instance,
 		Attempt:      lc.attempt,
 	}
-	lc.metadata = nil // the state keeps it; the local copy is not needed
 	gone := new(atomic.Bool)
 	stop := lc.ch.AfterDone(func() {
 		if gone.CompareAndSwap(false, true) {
@@ -278,23 +278,25 @@ func invalidHello(cmd *command.Command, err error) *command.Reply {
 	return r
 }
 
-// handshake runs the HELLO exchange and starts the channel. It returns nil
-// when the connection was refused or broke (conn is then closed).
-func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
+// handshake runs the HELLO exchange and starts the channel; it returns the
+// channel's metadata too (the state keeps it, the local record does not).
+// It returns a nil *local when the connection was refused or broke (conn is
+// then closed).
+func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, map[string]string) {
 	peer := channel.Peer(conn)
 	if max := c.cfg.MaxChannels; max > 0 && c.localCount() >= max {
 		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s holds %d channels, its limit; connect to another node",
 			channel.ErrLimitExceeded, c.nodeID, max))
-		return nil
+		return nil, nil
 	}
 	if c.isolated.Load() {
 		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s is cut off from the cluster's leader; connect to another node",
 			channel.ErrLimitExceeded, c.nodeID))
-		return nil
+		return nil, nil
 	}
 	if src := peer.Source(); c.failures.blocked(src, time.Now()) {
 		c.limited(ctx, conn, src)
-		return nil
+		return nil, nil
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
 	defer cancel()
@@ -303,6 +305,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 		said     command.HelloPayload // what the HELLO said (identity only), for the refusal's log line
 		refusal  string               // metrics reason when the decider refused
 		lc       *local
+		metadata map[string]string
 		coalesce bool // the connector accepts batch frames
 	)
 	decide := func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error) {
@@ -371,8 +374,8 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			instance:    hello.Instance,
 			attempt:     hello.Attempt,
 			peer:        peer,
-			metadata:    req.Metadata,
 		}
+		metadata = req.Metadata
 		maxInFlight := c.cfg.Channel.MaxHandlers
 		if maxInFlight == 0 {
 			maxInFlight = channel.DefaultMaxHandlers
@@ -391,7 +394,7 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	_, _, err := channel.AcceptHello(hctx, conn, decide)
 	if err != nil {
 		c.refused(ctx, hctx, conn, peer, said, refusal, err)
-		return nil
+		return nil, nil
 	}
 	chCfg := c.cfg.Channel
 	chCfg.Coalesce = coalesce
@@ -399,9 +402,9 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
 	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere
 		_ = lc.ch.Close()
-		return nil
+		return nil, nil
 	}
-	return lc
+	return lc, metadata
 }
 
 // refused handles a failed handshake: count it, let the connector read the

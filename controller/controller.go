@@ -69,11 +69,11 @@ type local struct {
 	instance    string // the connector instance and attempt its HELLO said (0/"" if none)
 	attempt     uint64
 	peer        channel.PeerInfo
-	metadata    map[string]string // until registered
 	ch          *channel.Channel
 	lastHealthy atomic.Int64 // unix nanoseconds of the last healthy reply; 0: none yet
-	// registeredAt is when the channel's registration was asked for.
-	registeredAt time.Time
+	// registeredAt is when the channel's registration was asked for, in
+	// unix nanoseconds (the state keeps the time.Time).
+	registeredAt int64
 
 	// registered is set once the channel is in the state; from then on, its
 	// absence from the state means another node (or a take-over) removed it.

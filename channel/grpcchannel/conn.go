@@ -34,8 +34,7 @@ type stream interface {
 // any time, more than once.
 type conn struct {
 	st    stream
-	side  string // "client" or "server", for error messages
-	max   int    // largest frame sent, in encoded bytes
+	max   int // largest frame sent, in encoded bytes
 	peer  channel.PeerInfo
 	abort context.CancelFunc // cancels the stream (on the server side, its context: see Server.tap); may be nil on the server side
 
@@ -47,32 +46,43 @@ type conn struct {
 	// they need no lock.
 	in    inbound
 	queue []*channel.Frame
-	// batched says whether the frame Recv returned last came in a batch;
-	// used only by the reader too (see RecvBatched).
-	batched bool
 
 	closeOnce sync.Once
-	done      chan struct{} // closed by Close
-	status    error         // server side: how the stream ends; written before done is closed
-
 	// Server side only: heard is set once a frame has been received (the
-	// stream is no longer silent); handshakeDone gives back the stream's
-	// place among the handshakes in flight, once (HandshakeComplete, which
-	// then drops it; it is read and written only under handshakeOnce).
-	heard         atomic.Bool
+	// stream is no longer silent).
+	heard  atomic.Bool
+	done   chan struct{} // closed by Close
+	status error         // server side: how the stream ends; written before done is closed
+
+	// Server side only: handshakeDone gives back the stream's place among
+	// the handshakes in flight, once (HandshakeComplete, which then drops
+	// it; it is read and written only under handshakeOnce).
 	handshakeOnce sync.Once
+	// hosting is set once HostReader hands the read loop over: from then
+	// on a Close must cancel the stream's context (abort), because the
+	// handler goroutine that would end the stream by returning is blocked
+	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
+	// status: before that, Close only closes done, and the handler returns.
+	hosting       atomic.Bool
 	handshakeDone func()
 	// host, on the server side, is where the Connect handler takes the
 	// read loop it runs (HostReader); nil on the client side, on a
 	// server whose streams cannot be aborted while the handler runs, and
 	// once the handler has taken the loop.
 	host chan func()
-	// hosting is set once HostReader hands the read loop over: from then
-	// on a Close must cancel the stream's context (abort), because the
-	// handler goroutine that would end the stream by returning is blocked
-	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
-	// status: before that, Close only closes done, and the handler returns.
-	hosting atomic.Bool
+
+	client bool // the client's end of the stream (else the server's), for Close and error messages
+	// batched says whether the frame Recv returned last came in a batch;
+	// used only by the reader too (see RecvBatched).
+	batched bool
+}
+
+// side names the conn's end of the stream in error messages.
+func (c *conn) side() string {
+	if c.client {
+		return "client"
+	}
+	return "server"
 }
 
 var (
@@ -86,14 +96,14 @@ var (
 	_ channel.ReaderHost         = (*conn)(nil)
 )
 
-func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
+func newConn(st stream, client bool, maxFrameBytes int, abort context.CancelFunc) *conn {
 	return &conn{
-		st:    st,
-		side:  side,
-		max:   maxFrameBytes,
-		peer:  peerInfo(st.Context()),
-		abort: abort,
-		done:  make(chan struct{}),
+		st:     st,
+		client: client,
+		max:    maxFrameBytes,
+		peer:   peerInfo(st.Context()),
+		abort:  abort,
+		done:   make(chan struct{}),
 	}
 }
 
@@ -102,14 +112,14 @@ func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc
 // before anything is written; the conn stays usable.
 func (c *conn) Send(f *channel.Frame) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side(), channel.ErrClosed)
 	}
 	if err := checkFrame(f); err != nil {
 		return err
 	}
 	n := frameSize(f)
 	if n > c.max {
-		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side, channel.ErrFrameTooLarge, n, c.max)
+		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side(), channel.ErrFrameTooLarge, n, c.max)
 	}
 	c.out = outbound{frame: f, size: n}
 	err := c.st.SendMsg(&c.out)
@@ -128,7 +138,7 @@ func (c *conn) Send(f *channel.Frame) error {
 // capability.
 func (c *conn) SendBatch(fs []*channel.Frame) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side(), channel.ErrClosed)
 	}
 	for _, f := range fs {
 		if err := checkFrame(f); err != nil {
@@ -139,7 +149,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	n := 1 + protowire.SizeBytes(framesLen)
 	if n > c.max {
 		return fmt.Errorf("grpcchannel: %s send: %w: batch of %d frames is %d bytes encoded, limit %d",
-			c.side, channel.ErrFrameTooLarge, len(fs), n, c.max)
+			c.side(), channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
 	c.out = outbound{batch: fs, isBatch: true, size: n, framesLen: framesLen}
 	err := c.st.SendMsg(&c.out)
@@ -155,7 +165,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 func (c *conn) Recv() (*channel.Frame, error) {
 	for {
 		if c.closed() {
-			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side, channel.ErrClosed)
+			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side(), channel.ErrClosed)
 		}
 		if len(c.queue) > 0 {
 			f := c.queue[0]
@@ -203,7 +213,7 @@ func (c *conn) Close() error {
 // cancelStream cancels the stream: always on the client side, on the server
 // side only while the Connect handler hosts the read loop (see hosting).
 func (c *conn) cancelStream() {
-	if c.abort != nil && (c.side == "client" || c.hosting.Load()) {
+	if c.abort != nil && (c.client || c.hosting.Load()) {
 		c.abort()
 	}
 }
@@ -279,9 +289,9 @@ func (c *conn) closed() bool {
 // is ErrClosed, whatever gRPC made of the cancellation.
 func (c *conn) translate(op string, err error) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s %s: %w", c.side, op, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s %s: %w", c.side(), op, channel.ErrClosed)
 	}
-	return translate(c.side+" "+op, err)
+	return translate(c.side()+" "+op, err)
 }
 
 // peerInfo extracts the peer's address and TLS state from a stream context.

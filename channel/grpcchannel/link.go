@@ -114,7 +114,7 @@ func serveStream(st grpc.BidiStreamingServer[pb.Frame, pb.Frame], maxFrameBytes 
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return err
 	}
-	c := newConn(st, "server", maxFrameBytes, nil)
+	c := newConn(st, false, maxFrameBytes, nil)
 	select {
 	case conns <- c:
 	case <-done:

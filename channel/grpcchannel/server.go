@@ -248,7 +248,7 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 // this goroutine its read loop: then it returns the loop to run.
 func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	ctx := st.Context()
-	a, _ := ctx.Value(admissionKey{}).(*admission)
+	a, _ := ctx.Value(admissionKey{}).(*admission) // its stream's context (tap), not the handler's
 	if a != nil && a.w != nil {
 		// Queued by the tap: wait for a place (queue.go).
 		if err := s.awaitPlace(ctx, a); err != nil {
@@ -262,7 +262,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if a != nil {
 		abort = a.cancel
 	}
-	c := newConn(st, "server", s.maxFrameBytes, abort)
+	c := newConn(st, false, s.maxFrameBytes, abort)
 	if a == nil || a.unplaced {
 		// A server whose tap handle is not ours (a gRPC option of the
 		// caller's), or without a HandshakeTimeout: the stream takes its
@@ -340,7 +340,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		// No timer to give back the place of a stream whose handler never
 		// runs: the handler takes it (connect), as with a tap of the caller's.
 		ctx, cancel := context.WithCancel(ctx)
-		return context.WithValue(ctx, admissionKey{}, &admission{s: s, cancel: cancel, unplaced: true}), nil
+		return (&admission{s: s, cancel: cancel, unplaced: true}).stream(ctx), nil
 	}
 	// The place first: a refused stream costs no context.
 	src := peerSource(ctx)
@@ -352,7 +352,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		a := &admission{s: s, src: src, cancel: cancel}
 		a.w = &inLine{a: a, gone: qctx.Done(), ready: make(chan struct{})}
 		a.w.timer = time.AfterFunc(s.limits.HandshakeQueueWait, a.w.expire)
-		queued = context.WithValue(qctx, admissionKey{}, a)
+		queued = a.stream(qctx)
 		return a.w
 	})
 	if err != nil {
@@ -363,7 +363,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		return queued, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	return context.WithValue(ctx, admissionKey{}, s.newAdmission(src, cancel)), nil
+	return s.newAdmission(src, cancel).stream(ctx), nil
 }
 
 // awaitPlace waits until the queued stream of a is given a place, and
@@ -414,7 +414,13 @@ func peerSource(ctx context.Context) string {
 // whose handler has claimed it, and gives back the place of one whose handler
 // never ran (gRPC may end a stream between its tap handle and its handler, or
 // an interceptor of the caller's refuse it there), so that no place leaks.
+//
+// The admission is the stream's context too (stream): the context the tap
+// handle gives gRPC, carrying itself as the value of admissionKey, which
+// saves a context.WithValue per stream.
 type admission struct {
+	context.Context // the stream's, made by the tap: see stream
+
 	s        *Server
 	src      string
 	cancel   context.CancelFunc         // the stream's context; nil when the tap handle is not ours
@@ -424,6 +430,21 @@ type admission struct {
 	conn     *conn                      // set by claim before state becomes admClaimed
 	timer    atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
 	once     sync.Once                  // release
+}
+
+// stream makes a the stream's context: ctx, carrying a as the value of
+// admissionKey.
+func (a *admission) stream(ctx context.Context) context.Context {
+	a.Context = ctx
+	return a
+}
+
+// Value returns a for admissionKey, else ctx's value.
+func (a *admission) Value(key any) any {
+	if _, ok := key.(admissionKey); ok {
+		return a
+	}
+	return a.Context.Value(key)
 }
 
 const (
