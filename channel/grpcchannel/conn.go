@@ -3,11 +3,13 @@ package grpcchannel
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/exchangekit/exchange/channel"
@@ -33,10 +35,14 @@ type stream interface {
 // broken caller. Close and CloseWithError may be called from any goroutine at
 // any time, more than once.
 type conn struct {
-	st    stream
-	max   int // largest frame sent, in encoded bytes
-	peer  channel.PeerInfo
-	abort context.CancelFunc // cancels the stream (on the server side, its context: see Server.tap); may be nil on the server side
+	st     stream
+	max    int32 // largest frame sent, in encoded bytes
+	client bool  // the client's end of the stream (else the server's), for Close and error messages
+	// batched says whether the frame Recv returned last came in a batch;
+	// used only by the reader (see RecvBatched).
+	batched bool
+	peer    channel.PeerInfo
+	end     streamEnder // ends the stream under a blocked Recv (see cancelStream); nil on a link's server side
 
 	// out is the message Send and SendBatch hand to gRPC, which encodes it
 	// before SendMsg returns; used only by the single writer.
@@ -59,10 +65,9 @@ type conn struct {
 	// it; it is read and written only under handshakeOnce).
 	handshakeOnce sync.Once
 	// hosting is set once HostReader hands the read loop over: from then
-	// on a Close must cancel the stream's context (abort), because the
-	// handler goroutine that would end the stream by returning is blocked
-	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
-	// status: before that, Close only closes done, and the handler returns.
+	// on a Close must end the stream itself (end), because the handler
+	// goroutine that would end it by returning is blocked in Recv. Before
+	// that, Close only closes done, and the handler returns.
 	hosting       atomic.Bool
 	handshakeDone func()
 	// host, on the server side, is where the Connect handler takes the
@@ -70,11 +75,23 @@ type conn struct {
 	// server whose streams cannot be aborted while the handler runs, and
 	// once the handler has taken the loop.
 	host chan func()
+}
 
-	client bool // the client's end of the stream (else the server's), for Close and error messages
-	// batched says whether the frame Recv returned last came in a batch;
-	// used only by the reader too (see RecvBatched).
-	batched bool
+// streamEnder ends a stream with a status, from any goroutine, making a Recv
+// blocked on it return. On the server side it is gRPC's transport stream,
+// which sends the status (trailers) and cancels the stream's context, as it
+// does when a handler returns; on the client side, clientCancel.
+type streamEnder interface {
+	WriteStatus(*status.Status) error
+}
+
+// clientCancel ends a client stream by cancelling its context (the server
+// sees CANCELLED); a client has no status to send.
+type clientCancel context.CancelFunc
+
+func (f clientCancel) WriteStatus(*status.Status) error {
+	f()
+	return nil
 }
 
 // side names the conn's end of the stream in error messages.
@@ -96,13 +113,13 @@ var (
 	_ channel.ReaderHost         = (*conn)(nil)
 )
 
-func newConn(st stream, client bool, maxFrameBytes int, abort context.CancelFunc) *conn {
+func newConn(st stream, client bool, maxFrameBytes int, end streamEnder) *conn {
 	return &conn{
 		st:     st,
 		client: client,
-		max:    maxFrameBytes,
+		max:    int32(min(maxFrameBytes, math.MaxInt32)),
 		peer:   peerInfo(st.Context()),
-		abort:  abort,
+		end:    end,
 		done:   make(chan struct{}),
 	}
 }
@@ -118,7 +135,7 @@ func (c *conn) Send(f *channel.Frame) error {
 		return err
 	}
 	n := frameSize(f)
-	if n > c.max {
+	if n > int(c.max) {
 		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side(), channel.ErrFrameTooLarge, n, c.max)
 	}
 	c.out = outbound{frame: f, size: n}
@@ -147,7 +164,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	}
 	framesLen := framesSize(fs)
 	n := 1 + protowire.SizeBytes(framesLen)
-	if n > c.max {
+	if n > int(c.max) {
 		return fmt.Errorf("grpcchannel: %s send: %w: batch of %d frames is %d bytes encoded, limit %d",
 			c.side(), channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
@@ -196,11 +213,11 @@ func (c *conn) Recv() (*channel.Frame, error) {
 // batch message; it may be called only by the goroutine that calls Recv.
 func (c *conn) RecvBatched() bool { return c.batched }
 
-// Close ends the stream: on the client side by cancelling it (the server sees
-// CANCELLED), on the server side by returning from the Connect handler with
-// status OK (the client sees the end of the stream), or, while that handler
-// runs the Channel's read loop (HostReader), by cancelling the stream's
-// context (the client sees CANCELLED). Pending and later Send and Recv calls
+// Close ends the stream: on the client side by cancelling it (the server
+// sees CANCELLED), on the server side with status OK (the client sees the
+// end of the stream): by returning from the Connect handler, or, while that
+// handler runs the Channel's read loop (HostReader), through gRPC's
+// transport stream (streamEnder). Pending and later Send and Recv calls
 // fail with an error wrapping channel.ErrClosed.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
@@ -210,11 +227,12 @@ func (c *conn) Close() error {
 	return nil
 }
 
-// cancelStream cancels the stream: always on the client side, on the server
-// side only while the Connect handler hosts the read loop (see hosting).
+// cancelStream ends the stream under a blocked Recv: always on the client
+// side, on the server side only while the Connect handler hosts the read
+// loop (see hosting), with the status the handler would have returned.
 func (c *conn) cancelStream() {
-	if c.abort != nil && (c.client || c.hosting.Load()) {
-		c.abort()
+	if c.end != nil && (c.client || c.hosting.Load()) {
+		_ = c.end.WriteStatus(status.Convert(c.status))
 	}
 }
 
@@ -250,7 +268,7 @@ func (c *conn) HandshakeComplete() {
 // conn to close (channel.ReaderHost). It reports false on the client side,
 // and when the stream has ended already.
 func (c *conn) HostReader(loop func()) bool {
-	if c.host == nil || c.abort == nil {
+	if c.host == nil || c.end == nil {
 		return false
 	}
 	c.hosting.Store(true) // before Recv can start: a Close from now on cancels the stream

@@ -258,11 +258,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if s.isClosed() {
 		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	var abort context.CancelFunc
-	if a != nil {
-		abort = a.cancel
-	}
-	c := newConn(st, false, s.maxFrameBytes, abort)
+	// gRPC's transport stream ends the stream with a status from any
+	// goroutine (it cancels the stream's context too), which a Close needs
+	// while this goroutine hosts the read loop, blocked in Recv.
+	end, _ := grpc.ServerTransportStreamFromContext(ctx).(streamEnder)
+	c := newConn(st, false, s.maxFrameBytes, end)
 	if a == nil || a.unplaced {
 		// A server whose tap handle is not ours (a gRPC option of the
 		// caller's), or without a HandshakeTimeout: the stream takes its
@@ -271,11 +271,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		if err := s.acquireHandshake(src); err != nil {
 			return nil, nil, err
 		}
-		a = s.newAdmission(src, abort)
+		a = s.newAdmission(src)
 	}
 	if !a.claim(c) {
 		// Its HandshakeTimeout passed before this handler ran: the place is
-		// given back and the stream's context cancelled already.
+		// given back already.
 		return nil, nil, status.Error(codes.DeadlineExceeded, fmt.Sprintf("grpcchannel: %v: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
 	}
 	c.handshakeDone = a.release
@@ -322,10 +322,12 @@ type admissionKey struct{}
 // handshakes in flight here (acquireHandshake), or is refused here: a refusal, the
 // commonest event of a fleet's simultaneous start, then costs gRPC no handler
 // goroutine, no stream set-up and no status written through the handler
-// (BenchmarkRefusedHandshake). An admitted stream gets a context its conn can
-// cancel: cancelling it makes the stream's Recv and Send return at once while
-// the handler goroutine still runs, which the read loop that goroutine hosts
-// (channel.ReaderHost) needs for Close.
+// (BenchmarkRefusedHandshake). An admitted stream's context carries its
+// admission, and nothing more: no cancellable context of ours (a Close ends
+// a stream whose handler hosts the read loop through gRPC's transport
+// stream, see connect), which saved a child context, the map of children it
+// adds to gRPC's stream context, and two done channels, about 0.5 KiB per
+// idle stream.
 func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if info.FullMethodName != pb.Exchange_Connect_FullMethodName {
 		return ctx, nil
@@ -339,8 +341,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	if s.limits.HandshakeTimeout <= 0 {
 		// No timer to give back the place of a stream whose handler never
 		// runs: the handler takes it (connect), as with a tap of the caller's.
-		ctx, cancel := context.WithCancel(ctx)
-		return (&admission{s: s, cancel: cancel, unplaced: true}).stream(ctx), nil
+		return (&admission{s: s, unplaced: true}).stream(ctx), nil
 	}
 	// The place first: a refused stream costs no context.
 	src := peerSource(ctx)
@@ -348,11 +349,10 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	w, err := s.handshakes.enter(src, func() *inLine {
 		// Over the node's limit, in line for a place (queue.go): called
 		// with the gauge locked, before the waiter can be given one.
-		qctx, cancel := context.WithCancel(ctx)
-		a := &admission{s: s, src: src, cancel: cancel}
-		a.w = &inLine{a: a, gone: qctx.Done(), ready: make(chan struct{})}
+		a := &admission{s: s, src: src}
+		a.w = &inLine{a: a, gone: ctx.Done(), ready: make(chan struct{})}
 		a.w.timer = time.AfterFunc(s.limits.HandshakeQueueWait, a.w.expire)
-		queued = a.stream(qctx)
+		queued = a.stream(ctx)
 		return a.w
 	})
 	if err != nil {
@@ -362,8 +362,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	if w != nil {
 		return queued, nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	return s.newAdmission(src, cancel).stream(ctx), nil
+	return s.newAdmission(src).stream(ctx), nil
 }
 
 // awaitPlace waits until the queued stream of a is given a place, and
@@ -387,7 +386,6 @@ func (s *Server) awaitPlace(ctx context.Context, a *admission) error {
 		return nil
 	}
 	w.timer.Stop() // out of the line (left here, expired, or passed over once its context ended)
-	a.cancel()
 	switch {
 	case expired:
 		return errHandshakesFull(g.full)
@@ -423,7 +421,6 @@ type admission struct {
 
 	s        *Server
 	src      string
-	cancel   context.CancelFunc         // the stream's context; nil when the tap handle is not ours
 	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
 	w        *inLine                    // in the handshake queue, until its handler has waited for a place (queue.go)
 	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
@@ -464,10 +461,9 @@ func (s *Server) acquireHandshake(src string) error {
 }
 
 // newAdmission records the place a stream from src took (acquireHandshake),
-// with its HandshakeTimeout's timer running; cancel ends the stream's
-// context (nil: not ours to end).
-func (s *Server) newAdmission(src string, cancel context.CancelFunc) *admission {
-	a := &admission{s: s, src: src, cancel: cancel}
+// with its HandshakeTimeout's timer running.
+func (s *Server) newAdmission(src string) *admission {
+	a := &admission{s: s, src: src}
 	if d := s.limits.HandshakeTimeout; d > 0 {
 		// A timer, not a goroutine.
 		a.timer.Store(time.AfterFunc(d, a.expire))
@@ -492,10 +488,7 @@ func (a *admission) claim(c *conn) bool {
 // handler hosts), or, when no handler claimed it, given up.
 func (a *admission) expire() {
 	if a.state.CompareAndSwap(admPending, admExpired) {
-		a.release()
-		if a.cancel != nil {
-			a.cancel()
-		}
+		a.release() // the handler, if it ever runs, ends the stream (claim fails)
 		return
 	}
 	c := a.conn
