@@ -427,7 +427,9 @@ func TestHostedCloseEndsWithItsStatus(t *testing.T) {
 	}{
 		{"CloseWithError", func(c channel.Conn) {
 			_ = c.(channel.CloseWithErrorer).CloseWithError(fmt.Errorf("%w: hosted", channel.ErrMalformedFrame))
-		}, func(err error) bool { return errors.Is(err, channel.ErrMalformedFrame) && strings.Contains(err.Error(), "hosted") }},
+		}, func(err error) bool {
+			return errors.Is(err, channel.ErrMalformedFrame) && strings.Contains(err.Error(), "hosted")
+		}},
 		{"Close", func(c channel.Conn) { _ = c.Close() }, func(err error) bool {
 			return errors.Is(err, channel.ErrClosed) && strings.Contains(err.Error(), "stream ended by peer")
 		}},
