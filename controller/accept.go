@@ -95,6 +95,29 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 	c.register(ctx, lc, metadata)
 }
 
+// serveOnHandler is serveConn on a goroutine of the listener's, which hands
+// it each connection (connHandlerListener): the gRPC server's Connect
+// handler, which then hosts the channel's read loop (decision 0048). Close
+// waits for the handshakes it runs.
+func (c *Controller) serveOnHandler(conn channel.Conn) {
+	if !c.handlers.enter() {
+		_ = conn.Close() // closing: the connector will reconnect elsewhere
+		return
+	}
+	defer c.handlers.exit()
+	c.serveConn(c.ctx, conn)
+}
+
+// connHandlerListener is a Listener that can hand each new connection to a
+// function on a goroutine of its own, instead of returning it from Accept
+// (grpcchannel.Server.HandleConns: the stream's Connect handler, which would
+// otherwise only wait). The function must make the connection's Channel
+// before it returns (the goroutine then runs its read loop) and must not
+// wait for that Channel to close.
+type connHandlerListener interface {
+	HandleConns(serve func(channel.Conn))
+}
+
 // register queues the registration of lc's channel. A channel with a
 // connector id takes over that connector's other channels of the target,
 // wherever they are held, unless it is a stale attempt of the same
@@ -400,8 +423,12 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, 
 	chCfg.Coalesce = coalesce
 	chCfg.Logger = channelLogger(chCfg.Logger, lc.id, lc.targetID)
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
-	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere
-		_ = lc.ch.Close()
+	if !c.addLocal(lc) {
+		// Closing: the connector will reconnect elsewhere. The Channel dies
+		// of its conn's end; not lc.ch.Close, which waits for the read loop:
+		// on a Connect handler's goroutine (serveOnHandler) that loop runs
+		// only once this returns.
+		_ = conn.Close()
 		return nil, nil
 	}
 	return lc, metadata

@@ -40,6 +40,7 @@ type Controller struct {
 
 	workers   sync.WaitGroup // accept loop, connections until registered, health loop, primary notifier
 	watchers  gate           // the work done when a registered channel dies or is retired (see watch)
+	handlers  gate           // handshakes run on the listener's goroutines (serveOnHandler)
 	applierWG sync.WaitGroup // the applier: stops with ctx, after the workers
 
 	applier     *applier
@@ -213,6 +214,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	if c.cfg.RebalanceDelay > 0 {
 		c.workers.Go(func() { c.rebalance(c.ctx) })
 	}
+	if hl, ok := c.lis.(connHandlerListener); ok {
+		// Handshakes on the listener's goroutines (decision 0048); the
+		// accept loop still runs, for the listener's end.
+		hl.HandleConns(c.serveOnHandler)
+	}
 	lisErr := make(chan error, 1)
 	c.workers.Go(func() { lisErr <- c.acceptLoop(c.ctx) })
 	c.mu.Unlock()
@@ -266,6 +272,7 @@ func (c *Controller) Close() error {
 
 		c.cancel()
 		_ = c.lis.Close()
+		c.handlers.closeAndWait()
 		c.workers.Wait()
 		c.watchers.closeAndWait()
 

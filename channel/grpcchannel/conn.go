@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -57,25 +58,37 @@ type conn struct {
 	// Server side only: heard is set once a frame has been received (the
 	// stream is no longer silent).
 	heard  atomic.Bool
-	done   chan struct{} // closed by Close
-	status error         // server side: how the stream ends; written before done is closed
+	done   chan struct{}  // closed by Close
+	status *status.Status // server side: how the stream ends (nil: OK); written before done is closed
 
 	// Server side only: handshakeDone gives back the stream's place among
 	// the handshakes in flight, once (HandshakeComplete, which then drops
 	// it; it is read and written only under handshakeOnce).
 	handshakeOnce sync.Once
-	// hosting is set once HostReader hands the read loop over: from then
-	// on a Close must end the stream itself (end), because the handler
-	// goroutine that would end it by returning is blocked in Recv. Before
-	// that, Close only closes done, and the handler returns.
-	hosting       atomic.Bool
+	// hosting is set (to hostReader) once HostReader hands the read loop
+	// over, and (to hostServe) while the Connect handler runs the Server's
+	// HandleConns function: from then on a Close must end the stream
+	// itself (end), because the handler goroutine that would end it by
+	// returning may be blocked in Recv. Before that, Close only closes
+	// done, and the handler returns.
+	hosting       atomic.Int32
 	handshakeDone func()
 	// host, on the server side, is where the Connect handler takes the
 	// read loop it runs (HostReader); nil on the client side, on a
 	// server whose streams cannot be aborted while the handler runs, and
 	// once the handler has taken the loop.
 	host chan func()
+	// loop is the read loop HostReader was given while the handler ran the
+	// Server's HandleConns function, for the handler to run next.
+	loop func()
 }
+
+// What the Connect handler's goroutine does for the conn (hosting).
+const (
+	hostNone   int32 = iota
+	hostServe        // runs the Server's HandleConns function on it
+	hostReader       // runs the Channel's read loop
+)
 
 // streamEnder ends a stream with a status, from any goroutine, making a Recv
 // blocked on it return. On the server side it is gRPC's transport stream,
@@ -231,8 +244,12 @@ func (c *conn) Close() error {
 // side, on the server side only while the Connect handler hosts the read
 // loop (see hosting), with the status the handler would have returned.
 func (c *conn) cancelStream() {
-	if c.end != nil && (c.client || c.hosting.Load()) {
-		_ = c.end.WriteStatus(status.Convert(c.status))
+	if c.end != nil && (c.client || c.hosting.Load() != hostNone) {
+		st := c.status
+		if st == nil {
+			st = status.New(codes.OK, "")
+		}
+		_ = c.end.WriteStatus(st)
 	}
 }
 
@@ -244,7 +261,7 @@ func (c *conn) cancelStream() {
 // Only the first Close or CloseWithError counts.
 func (c *conn) CloseWithError(err error) error {
 	c.closeOnce.Do(func() {
-		c.status = closeStatus(err)
+		c.status = status.Convert(closeStatus(err))
 		close(c.done)
 		c.cancelStream()
 	})
@@ -268,10 +285,20 @@ func (c *conn) HandshakeComplete() {
 // conn to close (channel.ReaderHost). It reports false on the client side,
 // and when the stream has ended already.
 func (c *conn) HostReader(loop func()) bool {
+	if c.hosting.Load() == hostServe {
+		// Called by the Server's HandleConns function, which runs on the
+		// handler's goroutine: the handler runs loop once it returns.
+		if c.closed() || c.st.Context().Err() != nil {
+			return false
+		}
+		c.hosting.Store(hostReader)
+		c.loop = loop
+		return true
+	}
 	if c.host == nil || c.end == nil {
 		return false
 	}
-	c.hosting.Store(true) // before Recv can start: a Close from now on cancels the stream
+	c.hosting.Store(hostReader) // before Recv can start: a Close from now on ends the stream
 	select {
 	case c.host <- loop:
 		return true
@@ -286,7 +313,7 @@ func (c *conn) HostReader(loop func()) bool {
 // conn is closed.
 func (c *conn) endStatus() error {
 	<-c.done
-	return c.status
+	return c.status.Err()
 }
 
 // PeerInfo returns the remote address and, over TLS, the connection state; on

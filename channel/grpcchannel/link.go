@@ -124,7 +124,7 @@ func serveStream(st grpc.BidiStreamingServer[pb.Frame, pb.Frame], maxFrameBytes 
 	}
 	select {
 	case <-c.done:
-		return c.status
+		return c.status.Err()
 	case <-ctx.Done():
 		// The client went away, keepalive failed, or the server stopped: the
 		// stream is over. The owner learns it from Recv or Send.

@@ -52,8 +52,9 @@ type Server struct {
 	refusedHandshakes atomic.Uint64
 	silentStreams     atomic.Uint64
 
-	conns     chan *conn    // Connect handlers → Accept
-	done      chan struct{} // closed by Close
+	conns     chan *conn                         // Connect handlers → Accept
+	serve     atomic.Pointer[func(channel.Conn)] // HandleConns's function, run by the Connect handlers
+	done      chan struct{}                      // closed by Close
 	closeOnce sync.Once
 
 	links *links // the Cluster service and its listener (link.go)
@@ -189,6 +190,27 @@ func (s *Server) Accept(ctx context.Context) (channel.Conn, error) {
 	}
 }
 
+// HandleConns makes the Connect handler of every later stream hand its Conn
+// to serve, on the handler's own goroutine, instead of to Accept: serve runs
+// the handshake (HELLO) and makes the Conn's Channel, and returns; the
+// handler goroutine, which would otherwise only wait for the Conn to close,
+// then runs the Channel's read loop (channel.ReaderHost). A connection then
+// costs its owner no goroutine even during its handshake (decision 0048).
+//
+// serve must make the Conn's Channel, if any, before it returns (a
+// HostReader call after that reports false: the Channel runs a reader of
+// its own), and must not close that Channel and wait for it (Channel.Close
+// waits for the read loop, which runs once serve has returned); it may
+// close the Conn, with a status (CloseWithError), also while it is blocked
+// in the Conn's Recv on the same goroutine. A serve that returns without
+// hosting a read loop leaves the handler waiting until the Conn is closed,
+// as Accept's caller would. Streams taken by Accept before stay there, and
+// so does every stream of a gRPC transport that cannot end a stream from
+// another goroutine (never the case with grpc.Server).
+func (s *Server) HandleConns(serve func(channel.Conn)) {
+	s.serve.Store(&serve)
+}
+
 // Close stops accepting channels: pending and later Accept calls fail with
 // channel.ErrClosed, Connect streams not yet accepted and new ones are refused
 // with UNAVAILABLE, and the health service turns NOT_SERVING. Conns already
@@ -283,6 +305,9 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return nil, nil, err
 	}
+	if serve := s.serve.Load(); serve != nil && c.end != nil {
+		return s.serveHere(ctx, c, *serve)
+	}
 	c.host = make(chan func())
 	closing := s.done
 	for accepted := false; ; {
@@ -297,7 +322,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 			c.host = nil // used once; HostReader is done with it
 			return c, loop, nil
 		case <-c.done:
-			return nil, nil, c.status
+			return nil, nil, c.status.Err()
 		case <-closing:
 			if !accepted {
 				return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
@@ -305,12 +330,34 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 			closing = nil // Close does not end accepted streams
 		case <-ctx.Done():
 			if c.closed() { // Close cancels the stream's context too
-				return nil, nil, c.status
+				return nil, nil, c.status.Err()
 			}
 			// The client went away, keepalive failed, or the server stopped: the
 			// stream is over. The owner learns it from Recv or Send.
 			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
+	}
+}
+
+// serveHere is connect for a Server with HandleConns: serve runs on this
+// goroutine, and the read loop of the Channel it made (HostReader) is
+// returned, to run next.
+func (s *Server) serveHere(ctx context.Context, c *conn, serve func(channel.Conn)) (*conn, func(), error) {
+	c.hosting.Store(hostServe)
+	serve(c)
+	c.hosting.CompareAndSwap(hostServe, hostNone)
+	if loop := c.loop; loop != nil {
+		c.loop = nil
+		return c, loop, nil
+	}
+	select {
+	case <-c.done:
+		return nil, nil, c.status.Err()
+	case <-ctx.Done():
+		if c.closed() {
+			return nil, nil, c.status.Err()
+		}
+		return nil, nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
