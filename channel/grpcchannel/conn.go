@@ -54,12 +54,16 @@ type conn struct {
 	in    inbound
 	queue []*channel.Frame
 
-	closeOnce sync.Once
+	// The first Close sets status and isClosed under mu, and closes done if
+	// a waiter made it (doneChan): an idle conn whose Connect handler hosts
+	// the read loop never waits on one, and so has none.
+	mu       sync.Mutex
+	isClosed atomic.Bool
 	// Server side only: heard is set once a frame has been received (the
 	// stream is no longer silent).
 	heard  atomic.Bool
-	done   chan struct{}  // closed by Close
-	status *status.Status // server side: how the stream ends (nil: OK); written before done is closed
+	done   chan struct{}  // made by doneChan, closed by Close
+	status *status.Status // server side: how the stream ends (nil: OK); written before isClosed
 
 	// Server side only: handshakeDone gives back the stream's place among
 	// the handshakes in flight, once (HandshakeComplete, which then drops
@@ -133,7 +137,6 @@ func newConn(st stream, client bool, maxFrameBytes int, end streamEnder) *conn {
 		max:    int32(min(maxFrameBytes, math.MaxInt32)),
 		peer:   peerInfo(st.Context()),
 		end:    end,
-		done:   make(chan struct{}),
 	}
 }
 
@@ -233,11 +236,39 @@ func (c *conn) RecvBatched() bool { return c.batched }
 // transport stream (streamEnder). Pending and later Send and Recv calls
 // fail with an error wrapping channel.ErrClosed.
 func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
-		close(c.done)
-		c.cancelStream()
-	})
+	c.closeWith(nil)
 	return nil
+}
+
+// closeWith closes the conn, the first time, with st as its status (nil:
+// OK).
+func (c *conn) closeWith(st *status.Status) {
+	c.mu.Lock()
+	if c.isClosed.Load() {
+		c.mu.Unlock()
+		return
+	}
+	c.status = st
+	c.isClosed.Store(true)
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
+	c.cancelStream()
+}
+
+// doneChan returns a channel closed once the conn is closed, made at the
+// first call.
+func (c *conn) doneChan() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.isClosed.Load() {
+			close(c.done)
+		}
+	}
+	return c.done
 }
 
 // cancelStream ends the stream under a blocked Recv: always on the client
@@ -260,11 +291,9 @@ func (c *conn) cancelStream() {
 // otherwise. A client cannot send a status, so on the client side it is Close.
 // Only the first Close or CloseWithError counts.
 func (c *conn) CloseWithError(err error) error {
-	c.closeOnce.Do(func() {
-		c.status = status.Convert(closeStatus(err))
-		close(c.done)
-		c.cancelStream()
-	})
+	if !c.closed() {
+		c.closeWith(status.Convert(closeStatus(err)))
+	}
 	return nil
 }
 
@@ -302,7 +331,7 @@ func (c *conn) HostReader(loop func()) bool {
 	select {
 	case c.host <- loop:
 		return true
-	case <-c.done:
+	case <-c.doneChan():
 		return false
 	case <-c.st.Context().Done():
 		return false
@@ -312,7 +341,9 @@ func (c *conn) HostReader(loop func()) bool {
 // endStatus is the status a Connect handler ends its stream with once the
 // conn is closed.
 func (c *conn) endStatus() error {
-	<-c.done
+	if !c.closed() {
+		<-c.doneChan()
+	}
 	return c.status.Err()
 }
 
@@ -322,12 +353,7 @@ func (c *conn) endStatus() error {
 func (c *conn) PeerInfo() channel.PeerInfo { return c.peer }
 
 func (c *conn) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
+	return c.isClosed.Load()
 }
 
 // translate maps a stream error; once the conn is closed locally every error

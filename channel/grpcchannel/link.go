@@ -123,7 +123,7 @@ func serveStream(st grpc.BidiStreamingServer[pb.Frame, pb.Frame], maxFrameBytes 
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	select {
-	case <-c.done:
+	case <-c.doneChan():
 		return c.status.Err()
 	case <-ctx.Done():
 		// The client went away, keepalive failed, or the server stopped: the

@@ -309,6 +309,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		return s.serveHere(ctx, c, *serve)
 	}
 	c.host = make(chan func())
+	done := c.doneChan()
 	closing := s.done
 	for accepted := false; ; {
 		var handoff chan<- *conn
@@ -321,7 +322,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		case loop := <-c.host:
 			c.host = nil // used once; HostReader is done with it
 			return c, loop, nil
-		case <-c.done:
+		case <-done:
 			return nil, nil, c.status.Err()
 		case <-closing:
 			if !accepted {
@@ -351,7 +352,7 @@ func (s *Server) serveHere(ctx context.Context, c *conn, serve func(channel.Conn
 		return c, loop, nil
 	}
 	select {
-	case <-c.done:
+	case <-c.doneChan():
 		return nil, nil, c.status.Err()
 	case <-ctx.Done():
 		if c.closed() {
