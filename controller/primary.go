@@ -264,10 +264,11 @@ func (c *Controller) tellPrimary(ctx context.Context, n primary.Notice) error {
 	if lc == nil {
 		return fmt.Errorf("tell channel %s: %w", n.ChannelID, channel.ErrClosed)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
-	defer cancel()
 	cmd := command.MustCommand(command.TypePrimary, command.PrimaryPayload{Primary: n.Want.Primary, Epoch: n.Want.Epoch})
-	reply, err := lc.ch.Send(ctx, cmd)
+	// The deadline on the channel's pooled timer, not a context per notice
+	// (its timer and done channel were garbage a registration storm left
+	// between the channels' long-lived records).
+	reply, err := lc.ch.SendTimeout(ctx, cmd, c.cfg.HealthTimeout)
 	if err != nil {
 		return fmt.Errorf("tell channel %s primary=%t epoch=%d: %w", n.ChannelID, n.Want.Primary, n.Want.Epoch, err)
 	}
