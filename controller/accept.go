@@ -321,8 +321,17 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, 
 		c.limited(ctx, conn, src)
 		return nil, nil
 	}
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
-	defer cancel()
+	// The HELLO's deadline is a timer that closes conn; ctx still ends the
+	// handshake through AcceptHello. (A context per handshake, with its
+	// timer, done channel and map of children, was garbage a registration
+	// storm left between the channels' long-lived records.) The
+	// Authenticator gets a context with the deadline.
+	deadline := time.Now().Add(c.cfg.HelloTimeout)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(c.cfg.HelloTimeout, func() {
+		timedOut.Store(true)
+		_ = conn.Close()
+	})
 
 	var (
 		said     command.HelloPayload // what the HELLO said (identity only), for the refusal's log line
@@ -357,7 +366,9 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, 
 		target := req.TargetID
 		if a := c.cfg.Authenticator; a != nil {
 			var err error
-			target, err = a.Authenticate(ctx, req)
+			actx, cancel := context.WithDeadline(ctx, deadline)
+			target, err = a.Authenticate(actx, req)
+			cancel()
 			if err != nil {
 				refusal = "unauthenticated"
 				if errors.Is(err, ErrUnauthenticated) {
@@ -414,9 +425,15 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, 
 		})
 	}
 
-	_, _, err := channel.AcceptHello(hctx, conn, decide)
+	_, _, err := channel.AcceptHello(ctx, conn, decide)
+	if !timer.Stop() && err == nil {
+		err = fmt.Errorf("channel: hello: %w", channel.ErrClosed) // the deadline passed as the reply went out
+	}
+	if timedOut.Load() {
+		err = fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+	}
 	if err != nil {
-		c.refused(ctx, hctx, conn, peer, said, refusal, err)
+		c.refused(ctx, timedOut.Load(), conn, peer, said, refusal, err)
 		return nil, nil
 	}
 	chCfg := c.cfg.Channel
@@ -436,14 +453,14 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, 
 
 // refused handles a failed handshake: count it, let the connector read the
 // refusal, close the connection.
-func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer channel.PeerInfo, said command.HelloPayload,
+func (c *Controller) refused(ctx context.Context, timedOut bool, conn channel.Conn, peer channel.PeerInfo, said command.HelloPayload,
 	refusal string, err error) {
 	reason := refusal
 	switch {
 	case ctx.Err() != nil: // closing: not the connector's fault
 		reason = ""
 	case reason != "":
-	case errors.Is(hctx.Err(), context.DeadlineExceeded):
+	case timedOut:
 		reason = "timeout"
 	case errors.Is(err, channel.ErrProtocol), errors.Is(err, channel.ErrMalformedFrame):
 		reason = "protocol"
