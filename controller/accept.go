@@ -154,8 +154,10 @@ func (c *Controller) register(ctx context.Context, lc *local, metadata map[strin
 		lc.registered.Store(true)
 		c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
 		c.kickPrimary()
-		c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
-			"connector", lc.connectorID, "peer", lc.peer.Addr)
+		if c.log.Enabled(ctx, slog.LevelInfo) { // else its arguments are garbage all the same
+			c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
+				"connector", lc.connectorID, "peer", lc.peer.Addr)
+		}
 		c.watch(ctx, lc)
 	})
 }

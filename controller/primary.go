@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -276,10 +277,14 @@ func (c *Controller) tellPrimary(ctx context.Context, n primary.Notice) error {
 		return fmt.Errorf("tell channel %s primary=%t epoch=%d: reply %s: %s", n.ChannelID, n.Want.Primary,
 			n.Want.Epoch, reply.Status, reply.Error)
 	}
+	// Only a line that is logged makes its arguments (boxed, they are
+	// garbage left between the channels' records in a registration storm).
 	if n.Want.Primary {
-		c.log.Info("controller: primary elected; its connector was told", "target", lc.targetID,
-			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
-	} else {
+		if c.log.Enabled(ctx, slog.LevelInfo) {
+			c.log.Info("controller: primary elected; its connector was told", "target", lc.targetID,
+				"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
+		}
+	} else if c.log.Enabled(ctx, slog.LevelDebug) {
 		c.log.Debug("controller: channel told it is not the primary", "target", lc.targetID,
 			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
 	}
