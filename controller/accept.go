@@ -158,7 +158,7 @@ func (c *Controller) register(ctx context.Context, lc *local, metadata map[strin
 			c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
 				"connector", lc.connectorID, "peer", lc.peer.Addr)
 		}
-		c.watch(ctx, lc)
+		c.watch(lc)
 	})
 }
 
@@ -193,18 +193,21 @@ func (c *Controller) registrationFailed(ctx context.Context, lc *local, err erro
 // while it lives (decision 0021): the channel runs the function below when
 // it dies. The other end of a registered channel, retire (when the state
 // no longer has it, see retireUnregistered), and this one exclude each
-// other through lc.ended; once ctx is done neither runs, as Close says
+// other through lc.ended; once c.ctx is done neither runs, as Close says
 // goodbye to and unregisters every channel itself.
-func (c *Controller) watch(ctx context.Context, lc *local) {
+//
+// The hook is kept for the channel's life: it holds only c and lc (the
+// controller's context is c.ctx), 24 bytes rather than 48.
+func (c *Controller) watch(lc *local) {
 	lc.ch.AfterDone(func() {
 		if !c.watchers.enter() {
 			return // closing
 		}
 		defer c.watchers.exit()
-		if ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
+		if c.ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
 			return
 		}
-		c.logClosed(ctx, lc)
+		c.logClosed(c.ctx, lc)
 		c.dropLocal(lc, nil)
 	})
 }
