@@ -469,12 +469,12 @@ type admission struct {
 
 	s        *Server
 	src      string
-	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
 	w        *inLine                    // in the handshake queue, until its handler has waited for a place (queue.go)
-	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
 	conn     *conn                      // set by claim before state becomes admClaimed
 	timer    atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
-	once     sync.Once                  // release
+	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
+	released atomic.Bool                // release ran (80 bytes in all, kept for the stream's life: no sync.Once)
+	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
 }
 
 // stream makes a the stream's context: ctx, carrying a as the value of
@@ -548,14 +548,15 @@ func (a *admission) expire() {
 
 // release gives the place back, once: past HELLO, or the stream is over.
 func (a *admission) release() {
-	a.once.Do(func() {
-		a.s.handshakes.release(a.src)
-		if t := a.timer.Swap(nil); t != nil {
-			// Past HELLO: the timer's memory goes now, not at its expiry
-			// (the stream's context keeps the admission for its life).
-			t.Stop()
-		}
-	})
+	if !a.released.CompareAndSwap(false, true) {
+		return
+	}
+	a.s.handshakes.release(a.src)
+	if t := a.timer.Swap(nil); t != nil {
+		// Past HELLO: the timer's memory goes now, not at its expiry
+		// (the stream's context keeps the admission for its life).
+		t.Stop()
+	}
 }
 
 func (s *Server) isClosed() bool {
