@@ -47,6 +47,10 @@ const (
 	envIdleAddr   = "EXCHANGE_BENCH_IDLE_ADDR"
 	envIdleN      = "EXCHANGE_BENCH_IDLE_N"
 	envIdleConns  = "EXCHANGE_BENCH_IDLE_CONNS" // 0: a connection per stream
+	// envIdleStorms, in the measured server's process only: how many times a
+	// whole fleet of clients connects and is killed (its connections reset)
+	// before the measured one connects: the figure after reconnect storms.
+	envIdleStorms = "EXCHANGE_BENCH_IDLE_STORMS"
 )
 
 // memoryPairs are the memory figures: KiB per idle connector (stream).
@@ -165,17 +169,19 @@ func idleServerMain(kind string) int {
 func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	g := &idleGauge{}
 	ready := newCountdown(n)
+	g.ready.Store(ready)
 	var addr string
 	var stop func()
 	quiet := func(context.Context) error { return nil } // the raw server has no follow-up work
 	switch kind {
 	case "exchange":
 		var m *idleMetrics
-		addr, stop, m, err = startIdleController(ready)
+		addr, stop, m, err = startIdleController(g)
 		quiet = m.quiet
 	case "raw":
-		addr, stop, err = startIdleRaw(ready)
+		addr, stop, err = startIdleRaw(g)
 	default:
 		err = fmt.Errorf("unknown server %q", kind)
 	}
@@ -185,6 +191,14 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint
 	defer stop()
 	beforeH, beforeS := inUse()
 	beforeG := runtime.NumGoroutine()
+	storms, _ := strconv.Atoi(os.Getenv(envIdleStorms))
+	for round := range storms {
+		if err := idleStorm(ctx, kind, addr, n, conns, g); err != nil {
+			return footprint{}, fmt.Errorf("storm %d: %w", round+1, err)
+		}
+	}
+	ready = newCountdown(n)
+	g.ready.Store(ready)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envIdleServer+"=") })
@@ -239,6 +253,67 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint
 	return fp, nil
 }
 
+// idleGauge is what the measured server reports of its clients: the
+// countdown of the fleet connecting now, and how many are connected.
+type idleGauge struct {
+	ready atomic.Pointer[countdown]
+	live  atomic.Int64
+}
+
+func (g *idleGauge) connected() {
+	g.live.Add(1)
+	g.ready.Load().count()
+}
+
+func (g *idleGauge) gone() { g.live.Add(-1) }
+
+// idleStorm connects a fleet of n clients to the server at addr, waits until
+// all are connected, kills their process (their connections reset), and
+// waits until the server has let every one of them go.
+func idleStorm(ctx context.Context, kind, addr string, n, conns int, g *idleGauge) error {
+	ready := newCountdown(n)
+	g.ready.Store(ready)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, envIdleServer+"=") || strings.HasPrefix(kv, envIdleStorms+"=")
+	})
+	cmd.Env = append(env, envIdleClient+"="+kind, envIdleAddr+"="+addr,
+		envIdleN+"="+strconv.Itoa(n), envIdleConns+"="+strconv.Itoa(conns))
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	defer stdin.Close()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-ready.done:
+	case werr := <-exited:
+		return fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for g.live.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%d clients still held after their process was killed: %w", g.live.Load(), ctx.Err())
+		}
+	}
+	return nil
+}
+
 // countdown closes done when n events have been counted.
 type countdown struct {
 	n    atomic.Int64
@@ -262,15 +337,18 @@ func (c *countdown) left() int { return int(max(c.n.Load(), 0)) }
 // startIdleController runs a controller with its gRPC server on loopback,
 // counting registered channels on ready. Its limits are raised only where
 // they would refuse the benchmark's clients (all from one address).
-func startIdleController(ready *countdown) (addr string, stop func(), m *idleMetrics, err error) {
+func startIdleController(g *idleGauge) (addr string, stop func(), m *idleMetrics, err error) {
 	cfg := controller.DefaultConfig()
 	cfg.NodeID = "bench"
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	m = &idleMetrics{}
 	cfg.Metrics = m
 	cfg.OnEvent = func(ev controller.Event) {
-		if ev.Kind == controller.EventChannelRegistered {
-			ready.count()
+		switch ev.Kind {
+		case controller.EventChannelRegistered:
+			g.connected()
+		case controller.EventChannelUnregistered:
+			g.gone()
 		}
 	}
 	srv := grpcchannel.NewServer(grpcchannel.WithLimits(grpcchannel.ServerLimits{
@@ -349,7 +427,7 @@ func (m *idleMetrics) quiet(ctx context.Context) error {
 // own goroutine (no writer goroutine, no queue).
 type idleRawServer struct {
 	exchangepb.UnimplementedExchangeServer
-	ready *countdown
+	g *idleGauge
 }
 
 func (s idleRawServer) Connect(stream exchangepb.Exchange_ConnectServer) error {
@@ -366,15 +444,16 @@ func (s idleRawServer) Connect(stream exchangepb.Exchange_ConnectServer) error {
 		}
 		if first {
 			first = false
-			s.ready.count()
+			s.g.connected()
+			defer s.g.gone()
 		}
 	}
 }
 
 // startIdleRaw runs an idleRawServer on a default grpc.Server on loopback.
-func startIdleRaw(ready *countdown) (addr string, stop func(), err error) {
+func startIdleRaw(g *idleGauge) (addr string, stop func(), err error) {
 	gs := grpc.NewServer()
-	exchangepb.RegisterExchangeServer(gs, idleRawServer{ready: ready})
+	exchangepb.RegisterExchangeServer(gs, idleRawServer{g: g})
 	nl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err

@@ -170,16 +170,17 @@ type Channel struct {
 	wmu     sync.Mutex
 	wq      []Frame
 	writing bool
-	wdead   bool          // set by shutdown: no writer starts any more
-	wroom   chan struct{} // made by a caller waiting for room in a full wq; closed when the writer takes frames
-	wparked bool          // the writer goroutine waits (writerLinger) for more, without owning Conn.Send
-	wwake   chan struct{} // buffered(1): wakes the parked writer, which then owns Conn.Send; nil without one
+	wdead   bool // set by shutdown: no writer starts any more
+	wparked bool // the writer goroutine waits (writerLinger) for more, without owning Conn.Send
+	// hooksRun is set under mu (below), not wmu: it only shares the word.
+	hooksRun bool          // shutdown has taken hooks: AfterDone runs f at once
+	wroom    chan struct{} // made by a caller waiting for room in a full wq; closed when the writer takes frames
+	wwake    chan struct{} // buffered(1): wakes the parked writer, which then owns Conn.Send; nil without one
 
-	mu       sync.Mutex   // protects pending, pendCtl, hooks and hooksRun
-	pending  pendingCalls // command id → call with a buffered(1) result channel; emptied for good by shutdown
-	pendCtl  int          // how many of pending are control commands
-	hooks    []*doneHook  // AfterDone's, until shutdown runs them
-	hooksRun bool         // shutdown has taken hooks: AfterDone runs f at once
+	mu      sync.Mutex   // protects pending, pendCtl, hooks and hooksRun
+	pending pendingCalls // command id → call with a buffered(1) result channel; emptied for good by shutdown
+	pendCtl int          // how many of pending are control commands
+	hooks   *doneHook    // AfterDone's, a list, newest first, until shutdown runs them
 
 	handling  atomic.Int64              // peer commands being handled
 	workers   atomic.Pointer[workerSet] // handler goroutines (see dispatch); made by the reader at the first command
@@ -256,29 +257,34 @@ func (c *Channel) ownReadLoop() {
 // and costs less than an AfterFunc on Done's context (which links a child,
 // and a map for it, into the channel's context): a few words per hook.
 func (c *Channel) AfterDone(f func()) (stop func() bool) {
-	h := &doneHook{f: f}
 	c.mu.Lock()
 	if c.hooksRun {
 		c.mu.Unlock()
 		go f()
 		return func() bool { return false }
 	}
-	c.hooks = append(c.hooks, h)
+	h := &doneHook{f: f, next: c.hooks}
+	c.hooks = h
 	c.mu.Unlock()
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		i := slices.Index(c.hooks, h)
-		if i < 0 {
-			return false // started, or about to (shutdown took it)
+		for p := &c.hooks; *p != nil; p = &(*p).next {
+			if *p == h {
+				*p = h.next
+				return true
+			}
 		}
-		c.hooks = slices.Delete(c.hooks, i, i+1)
-		return true
+		return false // started, or about to (shutdown took it)
 	}
 }
 
-// doneHook is a function AfterDone arranged to run when the channel dies.
-type doneHook struct{ f func() }
+// doneHook is a function AfterDone arranged to run when the channel dies,
+// in the Channel's list of them.
+type doneHook struct {
+	f    func()
+	next *doneHook
+}
 
 // Done returns a channel that is closed when the Channel dies: closed locally,
 // closed by the peer, or broken.
@@ -674,7 +680,7 @@ func (c *Channel) shutdown(cause, tell error) {
 		hooks := c.hooks
 		c.hooks, c.hooksRun = nil, true
 		c.mu.Unlock()
-		for _, h := range hooks {
+		for h := hooks; h != nil; h = h.next {
 			go h.f()
 		}
 		for _, p := range pending {

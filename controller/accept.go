@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exchangekit/exchange/channel"
@@ -70,7 +71,9 @@ const presizeBytes = 12 << 10
 // handshake's depth) they would take 8 KiB slots among the handlers' ones
 // and, once gone, leave each span that still holds a handler's stack
 // partly empty but in use: 4–5 KiB per idle connector after a storm
-// (docs/benchmarks.md, "Memory per idle connector, second pass").
+// (docs/benchmarks.md, "Memory per idle connector, second pass"). The
+// goroutines that send PRIMARY notices, up to PrimaryConcurrency at once
+// in a storm, call it too (third pass).
 //
 //go:noinline
 func presize() {
@@ -81,36 +84,89 @@ func presize() {
 //go:noinline
 func presizeSink(*[presizeBytes]byte) {}
 
-// serveConn runs one connection: handshake, channel, registration; then it
-// leaves the channel to watch, and its goroutine ends.
+// serveConn runs one connection's handshake, then queues its channel's
+// registration and returns: the registration's outcome is handled when it
+// comes (register), and no goroutine waits for it.
 func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
-	lc := c.handshake(ctx, conn)
+	lc, metadata := c.handshake(ctx, conn)
 	if lc == nil {
 		return
 	}
-	lc.registeredAt = time.Now()
-	// The registration is dropped if the channel dies before it is applied
-	// (the connector gave up on it): a dead channel has nothing to take over.
-	rctx, cancel := context.WithCancel(ctx)
-	stop := lc.ch.AfterDone(cancel)
-	// A channel with a connector id takes over that connector's other
-	// channels of the target, wherever they are held, unless it is a stale
-	// attempt of the same connector instance (decision 0018).
-	err := c.applier.register(rctx, lc.connectorID != "", state.Channel{
+	c.register(ctx, lc, metadata)
+}
+
+// serveOnHandler is serveConn on a goroutine of the listener's, which hands
+// it each connection (connHandlerListener): the gRPC server's Connect
+// handler, which then hosts the channel's read loop (decision 0048). Close
+// waits for the handshakes it runs.
+func (c *Controller) serveOnHandler(conn channel.Conn) {
+	if !c.handlers.enter() {
+		_ = conn.Close() // closing: the connector will reconnect elsewhere
+		return
+	}
+	defer c.handlers.exit()
+	c.serveConn(c.ctx, conn)
+}
+
+// connHandlerListener is a Listener that can hand each new connection to a
+// function on a goroutine of its own, instead of returning it from Accept
+// (grpcchannel.Server.HandleConns: the stream's Connect handler, which would
+// otherwise only wait). The function must make the connection's Channel
+// before it returns (the goroutine then runs its read loop) and must not
+// wait for that Channel to close.
+type connHandlerListener interface {
+	HandleConns(serve func(channel.Conn))
+}
+
+// register queues the registration of lc's channel. A channel with a
+// connector id takes over that connector's other channels of the target,
+// wherever they are held, unless it is a stale attempt of the same
+// connector instance (decision 0018). The registration is dropped if the
+// channel dies before it is applied (the connector gave up on it): a dead
+// channel has nothing to take over.
+func (c *Controller) register(ctx context.Context, lc *local, metadata map[string]string) {
+	now := time.Now()
+	lc.registeredAt = now.UnixNano()
+	ch := state.Channel{
 		ID:           lc.id,
 		TargetID:     lc.targetID,
 		ConnectorID:  lc.connectorID,
 		NodeID:       c.nodeID,
 		Active:       true,
-		RegisteredAt: lc.registeredAt,
-		Metadata:     lc.metadata,
+		RegisteredAt: now,
+		Metadata:     metadata,
 		Instance:     lc.instance,
 		Attempt:      lc.attempt,
+	}
+	gone := new(atomic.Bool)
+	stop := lc.ch.AfterDone(func() {
+		if gone.CompareAndSwap(false, true) {
+			c.registrationFailed(ctx, lc, fmt.Errorf("register channel %s: %w", lc.id, lc.ch.Err()))
+		}
 	})
-	stop()
-	cancel()
-	lc.metadata = nil // stored in the state now; the local copy is not needed
-	if err != nil {
+	c.applier.registerThen(lc.connectorID != "", ch, gone, func(err error) {
+		// On the applier's goroutine: nothing here may block.
+		stop()
+		if err != nil {
+			c.registrationFailed(ctx, lc, err)
+			return
+		}
+		lc.registered.Store(true)
+		c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
+		c.kickPrimary()
+		if c.log.Enabled(ctx, slog.LevelInfo) { // else its arguments are garbage all the same
+			c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
+				"connector", lc.connectorID, "peer", lc.peer.Addr)
+		}
+		c.watch(lc)
+	})
+}
+
+// registrationFailed closes lc, whose registration failed with err or was
+// given up because its channel died, on a goroutine of its own (closing a
+// channel waits for its read loop).
+func (c *Controller) registrationFailed(ctx context.Context, lc *local, err error) {
+	c.watchers.goIfOpen(func() {
 		switch {
 		case ctx.Err() != nil: // closing: Close owns the channel
 		case errors.Is(err, state.ErrSuperseded):
@@ -121,40 +177,37 @@ func (c *Controller) serveConn(ctx context.Context, conn channel.Conn) {
 			c.dropLocal(lc, causeSuperseded)
 		case lc.ch.Err() != nil:
 			// Died while registering: unregister it, in case the registration
-			// was applied after all (the wait for it was cut short). Logged as
-			// any other channel's end, with why, so that one search finds it.
+			// was applied after all (it was given up while being applied).
+			// Logged as any other channel's end, with why, so that one search
+			// finds it.
 			c.logClosed(ctx, lc, "registration", "interrupted")
 			c.dropLocal(lc, nil)
 		default:
 			c.log.Error("controller: cannot register channel; closing it", "channel", lc.id, "target", lc.targetID, "err", err)
 			c.dropLocal(lc, &channel.CloseCause{Reason: "registration failed", Detail: err.Error(), Abnormal: true})
 		}
-		return
-	}
-	lc.registered.Store(true)
-	c.dirty.markChannel(lc.id) // the notifier also closes it if the state unregistered it meanwhile
-	c.kickPrimary()
-	c.log.Info("controller: channel registered", "channel", lc.id, "target", lc.targetID,
-		"connector", lc.connectorID, "peer", lc.peer.Addr)
-	c.watch(ctx, lc)
+	})
 }
 
 // watch unregisters lc the moment its channel dies, without a goroutine
 // while it lives (decision 0021): the channel runs the function below when
 // it dies. The other end of a registered channel, retire (when the state
 // no longer has it, see retireUnregistered), and this one exclude each
-// other through lc.ended; once ctx is done neither runs, as Close says
+// other through lc.ended; once c.ctx is done neither runs, as Close says
 // goodbye to and unregisters every channel itself.
-func (c *Controller) watch(ctx context.Context, lc *local) {
+//
+// The hook is kept for the channel's life: it holds only c and lc (the
+// controller's context is c.ctx), 24 bytes rather than 48.
+func (c *Controller) watch(lc *local) {
 	lc.ch.AfterDone(func() {
 		if !c.watchers.enter() {
 			return // closing
 		}
 		defer c.watchers.exit()
-		if ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
+		if c.ctx.Err() != nil || !lc.ended.CompareAndSwap(false, true) {
 			return
 		}
-		c.logClosed(ctx, lc)
+		c.logClosed(c.ctx, lc)
 		c.dropLocal(lc, nil)
 	})
 }
@@ -253,31 +306,43 @@ func invalidHello(cmd *command.Command, err error) *command.Reply {
 	return r
 }
 
-// handshake runs the HELLO exchange and starts the channel. It returns nil
-// when the connection was refused or broke (conn is then closed).
-func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
+// handshake runs the HELLO exchange and starts the channel; it returns the
+// channel's metadata too (the state keeps it, the local record does not).
+// It returns a nil *local when the connection was refused or broke (conn is
+// then closed).
+func (c *Controller) handshake(ctx context.Context, conn channel.Conn) (*local, map[string]string) {
 	peer := channel.Peer(conn)
 	if max := c.cfg.MaxChannels; max > 0 && c.localCount() >= max {
 		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s holds %d channels, its limit; connect to another node",
 			channel.ErrLimitExceeded, c.nodeID, max))
-		return nil
+		return nil, nil
 	}
 	if c.isolated.Load() {
 		c.refuseBeforeHello(ctx, conn, fmt.Errorf("controller: %w: node %s is cut off from the cluster's leader; connect to another node",
 			channel.ErrLimitExceeded, c.nodeID))
-		return nil
+		return nil, nil
 	}
 	if src := peer.Source(); c.failures.blocked(src, time.Now()) {
 		c.limited(ctx, conn, src)
-		return nil
+		return nil, nil
 	}
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.HelloTimeout)
-	defer cancel()
+	// The HELLO's deadline is a timer that closes conn; ctx still ends the
+	// handshake through AcceptHello. (A context per handshake, with its
+	// timer, done channel and map of children, was garbage a registration
+	// storm left between the channels' long-lived records.) The
+	// Authenticator gets a context with the deadline.
+	deadline := time.Now().Add(c.cfg.HelloTimeout)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(c.cfg.HelloTimeout, func() {
+		timedOut.Store(true)
+		_ = conn.Close()
+	})
 
 	var (
 		said     command.HelloPayload // what the HELLO said (identity only), for the refusal's log line
 		refusal  string               // metrics reason when the decider refused
 		lc       *local
+		metadata map[string]string
 		coalesce bool // the connector accepts batch frames
 	)
 	decide := func(ctx context.Context, cmd *command.Command, hello command.HelloPayload) (*command.Reply, error) {
@@ -306,7 +371,9 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 		target := req.TargetID
 		if a := c.cfg.Authenticator; a != nil {
 			var err error
-			target, err = a.Authenticate(ctx, req)
+			actx, cancel := context.WithDeadline(ctx, deadline)
+			target, err = a.Authenticate(actx, req)
+			cancel()
 			if err != nil {
 				refusal = "unauthenticated"
 				if errors.Is(err, ErrUnauthenticated) {
@@ -346,8 +413,8 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 			instance:    hello.Instance,
 			attempt:     hello.Attempt,
 			peer:        peer,
-			metadata:    req.Metadata,
 		}
+		metadata = req.Metadata
 		maxInFlight := c.cfg.Channel.MaxHandlers
 		if maxInFlight == 0 {
 			maxInFlight = channel.DefaultMaxHandlers
@@ -363,33 +430,43 @@ func (c *Controller) handshake(ctx context.Context, conn channel.Conn) *local {
 		})
 	}
 
-	_, _, err := channel.AcceptHello(hctx, conn, decide)
+	_, _, err := channel.AcceptHello(ctx, conn, decide)
+	if !timer.Stop() && err == nil {
+		err = fmt.Errorf("channel: hello: %w", channel.ErrClosed) // the deadline passed as the reply went out
+	}
+	if timedOut.Load() {
+		err = fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+	}
 	if err != nil {
-		c.refused(ctx, hctx, conn, peer, said, refusal, err)
-		return nil
+		c.refused(ctx, timedOut.Load(), conn, peer, said, refusal, err)
+		return nil, nil
 	}
 	chCfg := c.cfg.Channel
 	chCfg.Coalesce = coalesce
 	chCfg.InFlightTotal = &c.inFlight
 	chCfg.Logger = channelLogger(chCfg.Logger, lc.id, lc.targetID)
 	lc.ch = channel.New(conn, c.cfg.Handler, chCfg)
-	if !c.addLocal(lc) { // closing: the connector will reconnect elsewhere
-		_ = lc.ch.Close()
-		return nil
+	if !c.addLocal(lc) {
+		// Closing: the connector will reconnect elsewhere. The Channel dies
+		// of its conn's end; not lc.ch.Close, which waits for the read loop:
+		// on a Connect handler's goroutine (serveOnHandler) that loop runs
+		// only once this returns.
+		_ = conn.Close()
+		return nil, nil
 	}
-	return lc
+	return lc, metadata
 }
 
 // refused handles a failed handshake: count it, let the connector read the
 // refusal, close the connection.
-func (c *Controller) refused(ctx, hctx context.Context, conn channel.Conn, peer channel.PeerInfo, said command.HelloPayload,
+func (c *Controller) refused(ctx context.Context, timedOut bool, conn channel.Conn, peer channel.PeerInfo, said command.HelloPayload,
 	refusal string, err error) {
 	reason := refusal
 	switch {
 	case ctx.Err() != nil: // closing: not the connector's fault
 		reason = ""
 	case reason != "":
-	case errors.Is(hctx.Err(), context.DeadlineExceeded):
+	case timedOut:
 		reason = "timeout"
 	case errors.Is(err, channel.ErrProtocol), errors.Is(err, channel.ErrMalformedFrame):
 		reason = "protocol"

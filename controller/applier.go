@@ -39,13 +39,27 @@ type applier struct {
 	kick  chan struct{} // buffered(1)
 }
 
-// applyReq is one queued op; done (buffered 1) receives its outcome, or is
-// nil for ops nobody waits for. gone is set when the waiter gave up: the op
-// is dropped if it was not taken yet.
+// applyReq is one queued op. A registration has a waiter: then is called
+// with its outcome (on the applier's goroutine: it must not block); other
+// ops have none. gone settles a
+// registration once: whoever sets it first, the applier delivering the
+// outcome or the waiter giving up, owns the outcome, and an op whose waiter
+// gave up is dropped if it was not taken yet.
 type applyReq struct {
 	op   state.Op
-	done chan error
+	then func(error)
 	gone *atomic.Bool
+}
+
+// settle delivers the outcome of r to its waiter, unless the waiter gave up
+// first.
+func (r applyReq) settle(err error) {
+	if r.gone != nil && !r.gone.CompareAndSwap(false, true) {
+		return
+	}
+	if r.then != nil {
+		r.then(err)
+	}
 }
 
 // retryLogInterval bounds the warnings of operations retried in a loop
@@ -67,22 +81,17 @@ func (a *applier) push(reqs ...applyReq) {
 	}
 }
 
-// register queues the registration of ch (taking over its connector's other
-// channels of the target if takeOver is set; see state.RegisterChannel) and
-// waits until it is applied or ctx is done.
-func (a *applier) register(ctx context.Context, takeOver bool, ch state.Channel) error {
-	done, gone := make(chan error, 1), new(atomic.Bool)
+// registerThen queues the registration of ch (taking over its connector's
+// other channels of the target if takeOver is set; see
+// state.RegisterChannel), without waiting: then receives its outcome, once, on the applier's
+// goroutine (it must not block), unless the caller sets gone first (with
+// CompareAndSwap(false, true): whoever sets it owns the outcome), which
+// gives the registration up: dropped if it was not taken yet, else its
+// outcome is not delivered. It never settles if the applier stops first
+// (the controller is closing).
+func (a *applier) registerThen(takeOver bool, ch state.Channel, gone *atomic.Bool, then func(error)) {
 	op := state.Op{Register: &state.RegisterChannel{Channel: ch, TakeOver: takeOver}}
-	a.push(applyReq{op: op, done: done, gone: gone})
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		// Not applied yet, and now never will be; if it is being applied,
-		// the caller's unregistration (queued after it) removes it.
-		gone.Store(true)
-		return fmt.Errorf("register channel %s: %w", ch.ID, ctx.Err())
-	}
+	a.push(applyReq{op: op, then: then, gone: gone})
 }
 
 // unregister queues the unregistration of channel id; it does not wait.
@@ -175,9 +184,9 @@ func (a *applier) apply(ctx context.Context, batch []applyReq) bool {
 		switch {
 		case r.op.Register != nil:
 			if res.OK() || res.Err.Code == state.CodeExists { // exists: an earlier try of this very op
-				r.done <- nil
+				r.settle(nil)
 			} else {
-				r.done <- fmt.Errorf("register channel %s: %w", r.op.Register.Channel.ID, res.Err)
+				r.settle(fmt.Errorf("register channel %s: %w", r.op.Register.Channel.ID, res.Err))
 			}
 		case res.OK() || res.Err.Code == state.CodeNotFound:
 		default: // cannot happen for unregistrations and node removals; never retried for ever

@@ -40,6 +40,7 @@ type Controller struct {
 
 	workers   sync.WaitGroup // accept loop, connections until registered, health loop, primary notifier
 	watchers  gate           // the work done when a registered channel dies or is retired (see watch)
+	handlers  gate           // handshakes run on the listener's goroutines (serveOnHandler)
 	applierWG sync.WaitGroup // the applier: stops with ctx, after the workers
 
 	applier     *applier
@@ -70,11 +71,11 @@ type local struct {
 	instance    string // the connector instance and attempt its HELLO said (0/"" if none)
 	attempt     uint64
 	peer        channel.PeerInfo
-	metadata    map[string]string // until registered
 	ch          *channel.Channel
 	lastHealthy atomic.Int64 // unix nanoseconds of the last healthy reply; 0: none yet
-	// registeredAt is when the channel's registration was asked for.
-	registeredAt time.Time
+	// registeredAt is when the channel's registration was asked for, in
+	// unix nanoseconds (the state keeps the time.Time).
+	registeredAt int64
 
 	// registered is set once the channel is in the state; from then on, its
 	// absence from the state means another node (or a take-over) removed it.
@@ -214,6 +215,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	if c.cfg.RebalanceDelay > 0 {
 		c.workers.Go(func() { c.rebalance(c.ctx) })
 	}
+	if hl, ok := c.lis.(connHandlerListener); ok {
+		// Handshakes on the listener's goroutines (decision 0048); the
+		// accept loop still runs, for the listener's end.
+		hl.HandleConns(c.serveOnHandler)
+	}
 	lisErr := make(chan error, 1)
 	c.workers.Go(func() { lisErr <- c.acceptLoop(c.ctx) })
 	c.mu.Unlock()
@@ -267,6 +273,7 @@ func (c *Controller) Close() error {
 
 		c.cancel()
 		_ = c.lis.Close()
+		c.handlers.closeAndWait()
 		c.workers.Wait()
 		c.watchers.closeAndWait()
 

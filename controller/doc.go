@@ -91,9 +91,13 @@
 // ending calls Close):
 //
 //   - accept loop (1): Listener.Accept until the controller closes;
-//   - connection (1 per connection): handshake, registration, then waits for
-//     the channel to die and unregisters it; the channel itself runs its own
-//     reader, writer and handler goroutines (package channel);
+//   - connection: the handshake, then the registration is queued (its
+//     outcome is handled on the applier's goroutine); over gRPC on the
+//     Connect handler's goroutine (grpcchannel.Server.HandleConns, which
+//     then runs the channel's reader), else on a goroutine per connection
+//     until the handshake ends; a registered channel's death runs its
+//     unregistration (Channel.AfterDone); the channel runs its writer and
+//     handler goroutines while in use (package channel);
 //   - health loop (1), and per round up to HealthConcurrency checks, waited
 //     for before the next round;
 //   - primary notifier (1), and up to PrimaryConcurrency PRIMARY sends, at

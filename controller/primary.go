@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -84,6 +85,10 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 		notices, next := c.planPrimaries(tr, now, full)
 		for _, n := range notices {
 			wg.Go(func() {
+				// Its stack out of the 8 KiB spans of the Connect handlers:
+				// PrimaryConcurrency of these come and go during a
+				// registration storm (see presize).
+				presize()
 				err := c.tellPrimary(ctx, n)
 				select {
 				case results <- primaryResult{notice: n, err: err}:
@@ -260,10 +265,11 @@ func (c *Controller) tellPrimary(ctx context.Context, n primary.Notice) error {
 	if lc == nil {
 		return fmt.Errorf("tell channel %s: %w", n.ChannelID, channel.ErrClosed)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
-	defer cancel()
 	cmd := command.MustCommand(command.TypePrimary, command.PrimaryPayload{Primary: n.Want.Primary, Epoch: n.Want.Epoch})
-	reply, err := lc.ch.Send(ctx, cmd)
+	// The deadline on the channel's pooled timer, not a context per notice
+	// (its timer and done channel were garbage a registration storm left
+	// between the channels' long-lived records).
+	reply, err := lc.ch.SendTimeout(ctx, cmd, c.cfg.HealthTimeout)
 	if err != nil {
 		return fmt.Errorf("tell channel %s primary=%t epoch=%d: %w", n.ChannelID, n.Want.Primary, n.Want.Epoch, err)
 	}
@@ -271,10 +277,14 @@ func (c *Controller) tellPrimary(ctx context.Context, n primary.Notice) error {
 		return fmt.Errorf("tell channel %s primary=%t epoch=%d: reply %s: %s", n.ChannelID, n.Want.Primary,
 			n.Want.Epoch, reply.Status, reply.Error)
 	}
+	// Only a line that is logged makes its arguments (boxed, they are
+	// garbage left between the channels' records in a registration storm).
 	if n.Want.Primary {
-		c.log.Info("controller: primary elected; its connector was told", "target", lc.targetID,
-			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
-	} else {
+		if c.log.Enabled(ctx, slog.LevelInfo) {
+			c.log.Info("controller: primary elected; its connector was told", "target", lc.targetID,
+				"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
+		}
+	} else if c.log.Enabled(ctx, slog.LevelDebug) {
 		c.log.Debug("controller: channel told it is not the primary", "target", lc.targetID,
 			"channel", n.ChannelID, "connector", lc.connectorID, "epoch", n.Want.Epoch)
 	}

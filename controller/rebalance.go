@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -81,7 +82,7 @@ func (c *Controller) rebalanceRound(ctx context.Context, live int) {
 	}
 	// The newest channels move first: the oldest have been here longest and
 	// are the likeliest to be primaries' successors.
-	slices.SortFunc(movable, func(a, b *local) int { return b.registeredAt.Compare(a.registeredAt) })
+	slices.SortFunc(movable, func(a, b *local) int { return cmp.Compare(b.registeredAt, a.registeredAt) })
 	movable = movable[:min(len(movable), excess)]
 	if len(movable) == 0 {
 		return

@@ -229,9 +229,9 @@ func (s *State) register(c Channel, takeOver bool) ([]Event, error) {
 	}
 	evs = append(evs, Event{Kind: ChannelRegistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
 	if inherit && c.Active {
-		evs = append(evs, s.changePrimary(c.TargetID, c.ID)...)
+		evs = s.changePrimary(evs, c.TargetID, c.ID)
 	}
-	return append(evs, s.elect(c.TargetID)...), nil
+	return s.elect(evs, c.TargetID), nil
 }
 
 // laterAttempt returns a channel of c's target and connector from the same
@@ -295,8 +295,9 @@ func (s *State) unregister(id string) []Event {
 		return nil
 	}
 	s.removeChannel(c)
-	evs := []Event{{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}}
-	return append(evs, s.elect(c.TargetID)...)
+	evs := make([]Event, 1, 2) // unregistered, and (commonly) the target's election
+	evs[0] = Event{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID}
+	return s.elect(evs, c.TargetID)
 }
 
 func (s *State) removeChannel(c *Channel) {
@@ -325,7 +326,7 @@ func (s *State) removeNode(node string, upTo uint64) []Event {
 		evs = append(evs, Event{Kind: ChannelUnregistered, TargetID: c.TargetID, ChannelID: c.ID, NodeID: c.NodeID})
 	}
 	for _, t := range slices.Sorted(maps.Keys(targets)) {
-		evs = append(evs, s.elect(t)...)
+		evs = s.elect(evs, t)
 	}
 	return evs
 }
@@ -340,16 +341,16 @@ func (s *State) setPrimary(target, channelID string) ([]Event, error) {
 			return nil, fmt.Errorf("set primary of %s to %s: channel %w for that target", target, channelID, ErrNotFound)
 		}
 	}
-	return s.changePrimary(target, channelID), nil
+	return s.changePrimary(nil, target, channelID), nil
 }
 
-// elect applies Elect's decision for target; once the target's last channel
-// is gone, it also drops the target's Primaries entry (the State's epoch
-// counter, not the entry, keeps its epochs growing).
-func (s *State) elect(target string) []Event {
-	var evs []Event
+// elect applies Elect's decision for target, appending its event to evs;
+// once the target's last channel is gone, it also drops the target's
+// Primaries entry (the State's epoch counter, not the entry, keeps its
+// epochs growing).
+func (s *State) elect(evs []Event, target string) []Event {
 	if next, change := Elect(s, target); change {
-		evs = s.changePrimary(target, next)
+		evs = s.changePrimary(evs, target, next)
 	}
 	if s.idx.targets[target] == nil {
 		if p := s.Primaries[target]; p != nil && p.ChannelID != "" {
@@ -360,18 +361,19 @@ func (s *State) elect(target string) []Event {
 	return evs
 }
 
-// changePrimary makes next target's primary; a change takes the next epoch.
-func (s *State) changePrimary(target, next string) []Event {
+// changePrimary makes next target's primary, appending the change's event
+// to evs; a change takes the next epoch.
+func (s *State) changePrimary(evs []Event, target, next string) []Event {
 	p := s.Primaries[target]
 	if p == nil {
 		if next == "" {
-			return nil
+			return evs
 		}
 		p = &Primary{}
 		s.Primaries[target] = p
 	}
 	if p.ChannelID == next {
-		return nil
+		return evs
 	}
 	s.Epoch++
 	switch {
@@ -382,9 +384,9 @@ func (s *State) changePrimary(target, next string) []Event {
 	}
 	p.ChannelID, p.Epoch = next, s.Epoch
 	if next == "" {
-		return []Event{{Kind: PrimaryEvicted, TargetID: target, Epoch: p.Epoch}}
+		return append(evs, Event{Kind: PrimaryEvicted, TargetID: target, Epoch: p.Epoch})
 	}
-	return []Event{{Kind: PrimaryElected, TargetID: target, ChannelID: next, NodeID: s.Channels[next].NodeID, Epoch: p.Epoch}}
+	return append(evs, Event{Kind: PrimaryElected, TargetID: target, ChannelID: next, NodeID: s.Channels[next].NodeID, Epoch: p.Epoch})
 }
 
 // Elect decides target's primary: it returns the channel that should be

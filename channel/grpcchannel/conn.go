@@ -3,11 +3,14 @@ package grpcchannel
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/exchangekit/exchange/channel"
@@ -33,11 +36,14 @@ type stream interface {
 // broken caller. Close and CloseWithError may be called from any goroutine at
 // any time, more than once.
 type conn struct {
-	st    stream
-	side  string // "client" or "server", for error messages
-	max   int    // largest frame sent, in encoded bytes
-	peer  channel.PeerInfo
-	abort context.CancelFunc // cancels the stream (on the server side, its context: see Server.tap); may be nil on the server side
+	st     stream
+	max    int32 // largest frame sent, in encoded bytes
+	client bool  // the client's end of the stream (else the server's), for Close and error messages
+	// batched says whether the frame Recv returned last came in a batch;
+	// used only by the reader (see RecvBatched).
+	batched bool
+	peer    channel.PeerInfo
+	end     streamEnder // ends the stream under a blocked Recv (see cancelStream); nil on a link's server side
 
 	// out is the message Send and SendBatch hand to gRPC, which encodes it
 	// before SendMsg returns; used only by the single writer.
@@ -47,32 +53,70 @@ type conn struct {
 	// they need no lock.
 	in    inbound
 	queue []*channel.Frame
-	// batched says whether the frame Recv returned last came in a batch;
-	// used only by the reader too (see RecvBatched).
-	batched bool
 
-	closeOnce sync.Once
-	done      chan struct{} // closed by Close
-	status    error         // server side: how the stream ends; written before done is closed
-
+	// The first Close sets status and isClosed under mu, and closes done if
+	// a waiter made it (doneChan): an idle conn whose Connect handler hosts
+	// the read loop never waits on one, and so has none.
+	mu       sync.Mutex
+	isClosed atomic.Bool
 	// Server side only: heard is set once a frame has been received (the
-	// stream is no longer silent); handshakeDone gives back the stream's
-	// place among the handshakes in flight, once (HandshakeComplete, which
-	// then drops it; it is read and written only under handshakeOnce).
-	heard         atomic.Bool
+	// stream is no longer silent).
+	heard  atomic.Bool
+	done   chan struct{}  // made by doneChan, closed by Close
+	status *status.Status // server side: how the stream ends (nil: OK); written before isClosed
+
+	// Server side only: handshakeDone gives back the stream's place among
+	// the handshakes in flight, once (HandshakeComplete, which then drops
+	// it; it is read and written only under handshakeOnce).
 	handshakeOnce sync.Once
+	// hosting is set (to hostReader) once HostReader hands the read loop
+	// over, and (to hostServe) while the Connect handler runs the Server's
+	// HandleConns function: from then on a Close must end the stream
+	// itself (end), because the handler goroutine that would end it by
+	// returning may be blocked in Recv. Before that, Close only closes
+	// done, and the handler returns.
+	hosting       atomic.Int32
 	handshakeDone func()
 	// host, on the server side, is where the Connect handler takes the
 	// read loop it runs (HostReader); nil on the client side, on a
 	// server whose streams cannot be aborted while the handler runs, and
 	// once the handler has taken the loop.
 	host chan func()
-	// hosting is set once HostReader hands the read loop over: from then
-	// on a Close must cancel the stream's context (abort), because the
-	// handler goroutine that would end the stream by returning is blocked
-	// in Recv. gRPC then ends the stream CANCELLED, not with the handler's
-	// status: before that, Close only closes done, and the handler returns.
-	hosting atomic.Bool
+	// loop is the read loop HostReader was given while the handler ran the
+	// Server's HandleConns function, for the handler to run next.
+	loop func()
+}
+
+// What the Connect handler's goroutine does for the conn (hosting).
+const (
+	hostNone   int32 = iota
+	hostServe        // runs the Server's HandleConns function on it
+	hostReader       // runs the Channel's read loop
+)
+
+// streamEnder ends a stream with a status, from any goroutine, making a Recv
+// blocked on it return. On the server side it is gRPC's transport stream,
+// which sends the status (trailers) and cancels the stream's context, as it
+// does when a handler returns; on the client side, clientCancel.
+type streamEnder interface {
+	WriteStatus(*status.Status) error
+}
+
+// clientCancel ends a client stream by cancelling its context (the server
+// sees CANCELLED); a client has no status to send.
+type clientCancel context.CancelFunc
+
+func (f clientCancel) WriteStatus(*status.Status) error {
+	f()
+	return nil
+}
+
+// side names the conn's end of the stream in error messages.
+func (c *conn) side() string {
+	if c.client {
+		return "client"
+	}
+	return "server"
 }
 
 var (
@@ -86,14 +130,13 @@ var (
 	_ channel.ReaderHost         = (*conn)(nil)
 )
 
-func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc) *conn {
+func newConn(st stream, client bool, maxFrameBytes int, end streamEnder) *conn {
 	return &conn{
-		st:    st,
-		side:  side,
-		max:   maxFrameBytes,
-		peer:  peerInfo(st.Context()),
-		abort: abort,
-		done:  make(chan struct{}),
+		st:     st,
+		client: client,
+		max:    int32(min(maxFrameBytes, math.MaxInt32)),
+		peer:   peerInfo(st.Context()),
+		end:    end,
 	}
 }
 
@@ -102,14 +145,14 @@ func newConn(st stream, side string, maxFrameBytes int, abort context.CancelFunc
 // before anything is written; the conn stays usable.
 func (c *conn) Send(f *channel.Frame) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side(), channel.ErrClosed)
 	}
 	if err := checkFrame(f); err != nil {
 		return err
 	}
 	n := frameSize(f)
-	if n > c.max {
-		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side, channel.ErrFrameTooLarge, n, c.max)
+	if n > int(c.max) {
+		return fmt.Errorf("grpcchannel: %s send: %w: %d bytes encoded, limit %d", c.side(), channel.ErrFrameTooLarge, n, c.max)
 	}
 	c.out = outbound{frame: f, size: n}
 	err := c.st.SendMsg(&c.out)
@@ -128,7 +171,7 @@ func (c *conn) Send(f *channel.Frame) error {
 // capability.
 func (c *conn) SendBatch(fs []*channel.Frame) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s send: %w", c.side, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s send: %w", c.side(), channel.ErrClosed)
 	}
 	for _, f := range fs {
 		if err := checkFrame(f); err != nil {
@@ -137,9 +180,9 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 	}
 	framesLen := framesSize(fs)
 	n := 1 + protowire.SizeBytes(framesLen)
-	if n > c.max {
+	if n > int(c.max) {
 		return fmt.Errorf("grpcchannel: %s send: %w: batch of %d frames is %d bytes encoded, limit %d",
-			c.side, channel.ErrFrameTooLarge, len(fs), n, c.max)
+			c.side(), channel.ErrFrameTooLarge, len(fs), n, c.max)
 	}
 	c.out = outbound{batch: fs, isBatch: true, size: n, framesLen: framesLen}
 	err := c.st.SendMsg(&c.out)
@@ -155,7 +198,7 @@ func (c *conn) SendBatch(fs []*channel.Frame) error {
 func (c *conn) Recv() (*channel.Frame, error) {
 	for {
 		if c.closed() {
-			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side, channel.ErrClosed)
+			return nil, fmt.Errorf("grpcchannel: %s recv: %w", c.side(), channel.ErrClosed)
 		}
 		if len(c.queue) > 0 {
 			f := c.queue[0]
@@ -186,25 +229,58 @@ func (c *conn) Recv() (*channel.Frame, error) {
 // batch message; it may be called only by the goroutine that calls Recv.
 func (c *conn) RecvBatched() bool { return c.batched }
 
-// Close ends the stream: on the client side by cancelling it (the server sees
-// CANCELLED), on the server side by returning from the Connect handler with
-// status OK (the client sees the end of the stream), or, while that handler
-// runs the Channel's read loop (HostReader), by cancelling the stream's
-// context (the client sees CANCELLED). Pending and later Send and Recv calls
+// Close ends the stream: on the client side by cancelling it (the server
+// sees CANCELLED), on the server side with status OK (the client sees the
+// end of the stream): by returning from the Connect handler, or, while that
+// handler runs the Channel's read loop (HostReader), through gRPC's
+// transport stream (streamEnder). Pending and later Send and Recv calls
 // fail with an error wrapping channel.ErrClosed.
 func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
-		close(c.done)
-		c.cancelStream()
-	})
+	c.closeWith(nil)
 	return nil
 }
 
-// cancelStream cancels the stream: always on the client side, on the server
-// side only while the Connect handler hosts the read loop (see hosting).
+// closeWith closes the conn, the first time, with st as its status (nil:
+// OK).
+func (c *conn) closeWith(st *status.Status) {
+	c.mu.Lock()
+	if c.isClosed.Load() {
+		c.mu.Unlock()
+		return
+	}
+	c.status = st
+	c.isClosed.Store(true)
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
+	c.cancelStream()
+}
+
+// doneChan returns a channel closed once the conn is closed, made at the
+// first call.
+func (c *conn) doneChan() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.isClosed.Load() {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// cancelStream ends the stream under a blocked Recv: always on the client
+// side, on the server side only while the Connect handler hosts the read
+// loop (see hosting), with the status the handler would have returned.
 func (c *conn) cancelStream() {
-	if c.abort != nil && (c.side == "client" || c.hosting.Load()) {
-		c.abort()
+	if c.end != nil && (c.client || c.hosting.Load() != hostNone) {
+		st := c.status
+		if st == nil {
+			st = status.New(codes.OK, "")
+		}
+		_ = c.end.WriteStatus(st)
 	}
 }
 
@@ -215,11 +291,9 @@ func (c *conn) cancelStream() {
 // otherwise. A client cannot send a status, so on the client side it is Close.
 // Only the first Close or CloseWithError counts.
 func (c *conn) CloseWithError(err error) error {
-	c.closeOnce.Do(func() {
-		c.status = closeStatus(err)
-		close(c.done)
-		c.cancelStream()
-	})
+	if !c.closed() {
+		c.closeWith(status.Convert(closeStatus(err)))
+	}
 	return nil
 }
 
@@ -240,14 +314,24 @@ func (c *conn) HandshakeComplete() {
 // conn to close (channel.ReaderHost). It reports false on the client side,
 // and when the stream has ended already.
 func (c *conn) HostReader(loop func()) bool {
-	if c.host == nil || c.abort == nil {
+	if c.hosting.Load() == hostServe {
+		// Called by the Server's HandleConns function, which runs on the
+		// handler's goroutine: the handler runs loop once it returns.
+		if c.closed() || c.st.Context().Err() != nil {
+			return false
+		}
+		c.hosting.Store(hostReader)
+		c.loop = loop
+		return true
+	}
+	if c.host == nil || c.end == nil {
 		return false
 	}
-	c.hosting.Store(true) // before Recv can start: a Close from now on cancels the stream
+	c.hosting.Store(hostReader) // before Recv can start: a Close from now on ends the stream
 	select {
 	case c.host <- loop:
 		return true
-	case <-c.done:
+	case <-c.doneChan():
 		return false
 	case <-c.st.Context().Done():
 		return false
@@ -257,8 +341,10 @@ func (c *conn) HostReader(loop func()) bool {
 // endStatus is the status a Connect handler ends its stream with once the
 // conn is closed.
 func (c *conn) endStatus() error {
-	<-c.done
-	return c.status
+	if !c.closed() {
+		<-c.doneChan()
+	}
+	return c.status.Err()
 }
 
 // PeerInfo returns the remote address and, over TLS, the connection state; on
@@ -267,21 +353,16 @@ func (c *conn) endStatus() error {
 func (c *conn) PeerInfo() channel.PeerInfo { return c.peer }
 
 func (c *conn) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
+	return c.isClosed.Load()
 }
 
 // translate maps a stream error; once the conn is closed locally every error
 // is ErrClosed, whatever gRPC made of the cancellation.
 func (c *conn) translate(op string, err error) error {
 	if c.closed() {
-		return fmt.Errorf("grpcchannel: %s %s: %w", c.side, op, channel.ErrClosed)
+		return fmt.Errorf("grpcchannel: %s %s: %w", c.side(), op, channel.ErrClosed)
 	}
-	return translate(c.side+" "+op, err)
+	return translate(c.side()+" "+op, err)
 }
 
 // peerInfo extracts the peer's address and TLS state from a stream context.

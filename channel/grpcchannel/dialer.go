@@ -134,7 +134,7 @@ func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 		abort()
 		return nil, d.dialError(err)
 	}
-	return newConn(st, "client", d.maxFrameBytes, abort), nil
+	return newConn(st, true, d.maxFrameBytes, clientCancel(abort)), nil
 }
 
 // awaitAccepted waits for the header the server sends when its Connect

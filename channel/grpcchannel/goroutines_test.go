@@ -3,6 +3,8 @@ package grpcchannel_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -106,4 +108,96 @@ func TestIdleChannelGoroutines(t *testing.T) {
 			t.Errorf("idle goroutines in %s = %d, want none", f, got)
 		}
 	}
+}
+
+// With HandleConns, the Connect handler runs the owner's function on its own
+// goroutine and then the read loop of the Channel that function made: the
+// handshake takes no goroutine of the owner's either. A Close while that
+// function is blocked in Recv ends the stream with the status given (here
+// RESOURCE_EXHAUSTED, as a refusal before HELLO), and a function that makes
+// no Channel leaves the stream to end when its Conn is closed.
+func TestHandleConnsServesOnTheHandler(t *testing.T) {
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis)
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+	mux := command.NewMux()
+	mux.RegisterFunc("ECHO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
+		return &command.Reply{Payload: c.Payload}, nil
+	})
+	const serveFrame = "grpcchannel_test.TestHandleConnsServesOnTheHandler.func"
+	type served struct {
+		conn    channel.Conn
+		handler bool // serve ran on a Connect handler's goroutine
+	}
+	conns := make(chan served, 1)
+	mode := make(chan string, 1)
+	srv.HandleConns(func(c channel.Conn) {
+		s := served{conn: c, handler: countStacks(currentStack(), "grpcchannel.(*Server).Connect(") == 1}
+		switch <-mode {
+		case "channel":
+			ch := channel.New(c, mux, channel.Config{})
+			t.Cleanup(func() { _ = ch.Close() })
+		case "refuse":
+			// Blocked in Recv (no HELLO comes) until another goroutine closes.
+			stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+			defer stop()
+			conns <- s
+			_, _ = c.Recv()
+			return
+		}
+		conns <- s
+	})
+	take := func() served {
+		t.Helper()
+		select {
+		case s := <-conns:
+			if !s.handler {
+				t.Error("HandleConns function ran off the Connect handler's goroutine")
+			}
+			return s
+		case <-ctx.Done():
+			t.Fatal("HandleConns function never ran")
+			return served{}
+		}
+	}
+
+	// A Channel: its read loop runs on the handler once the function returned.
+	mode <- "channel"
+	a, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	ca := channel.New(a, nil, channel.Config{})
+	t.Cleanup(func() { _ = ca.Close() })
+	take()
+	if r, err := ca.Send(ctx, command.MustCommand("ECHO", "x")); err != nil || r.Status != command.StatusSucceeded {
+		t.Fatalf("Send() = %v, %v; want the server Channel's answer", r, err)
+	}
+	if got := countStacks(goroutineStacks(), "grpcchannel.(*Server).Connect(", "channel.(*Channel).hostedReadLoop("); got != 1 {
+		t.Errorf("Connect handlers hosting the read loop = %d, want 1", got)
+	}
+	if got := countStacks(goroutineStacks(), serveFrame); got != 0 {
+		t.Errorf("goroutines in the HandleConns function = %d after it returned, want 0", got)
+	}
+
+	// A refusal while the function is blocked in Recv: the status reaches
+	// the client, and the function returns.
+	mode <- "refuse"
+	b, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	s := take()
+	_ = s.conn.(channel.CloseWithErrorer).CloseWithError(fmt.Errorf("%w: no room", channel.ErrLimitExceeded))
+	if _, err := recvWithin(t, ctx, b); !errors.Is(err, channel.ErrLimitExceeded) {
+		t.Errorf("client Recv() = %v, want ErrLimitExceeded (RESOURCE_EXHAUSTED)", err)
+	}
+}
+
+// currentStack returns the stack of the calling goroutine.
+func currentStack() []string {
+	buf := make([]byte, 64<<10)
+	return []string{string(buf[:runtime.Stack(buf, false)])}
 }

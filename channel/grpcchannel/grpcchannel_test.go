@@ -414,6 +414,58 @@ func TestCloseWithErrorMalformed(t *testing.T) {
 	}
 }
 
+// A Close of a server Conn whose Connect handler hosts a read loop, blocked
+// in Recv, ends the stream with the status it gives (through gRPC's
+// transport stream), as the handler's return does when it hosts none: the
+// client sees INVALID_ARGUMENT for a malformed frame, and the plain end of
+// the stream (OK) after a Close, not CANCELLED; the hosted Recv returns.
+func TestHostedCloseEndsWithItsStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(channel.Conn)
+		check func(error) bool
+	}{
+		{"CloseWithError", func(c channel.Conn) {
+			_ = c.(channel.CloseWithErrorer).CloseWithError(fmt.Errorf("%w: hosted", channel.ErrMalformedFrame))
+		}, func(err error) bool {
+			return errors.Is(err, channel.ErrMalformedFrame) && strings.Contains(err.Error(), "hosted")
+		}},
+		{"Close", func(c channel.Conn) { _ = c.Close() }, func(err error) bool {
+			return errors.Is(err, channel.ErrClosed) && strings.Contains(err.Error(), "stream ended by peer")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			a, b := bufconnPipe(t)
+			reading, ended := make(chan struct{}), make(chan error, 1)
+			if !b.(channel.ReaderHost).HostReader(func() {
+				close(reading)
+				_, err := b.Recv()
+				ended <- err
+			}) {
+				t.Fatal("HostReader() = false on a live server Conn")
+			}
+			select {
+			case <-reading:
+			case <-ctx.Done():
+				t.Fatal("the hosted loop never ran")
+			}
+			tc.close(b)
+			if _, err := recvWithin(t, ctx, a); !tc.check(err) {
+				t.Errorf("client Recv() = %v", err)
+			}
+			select {
+			case err := <-ended:
+				if !errors.Is(err, channel.ErrClosed) {
+					t.Errorf("hosted Recv() = %v, want ErrClosed", err)
+				}
+			case <-ctx.Done():
+				t.Fatal("the hosted Recv did not return after Close")
+			}
+		})
+	}
+}
+
 // rawClient opens a Connect stream with the generated client, to send what
 // our Conn never would.
 func rawClient(t *testing.T, ctx context.Context) (pb.Exchange_ConnectClient, *grpcchannel.Server) {

@@ -114,7 +114,7 @@ func serveStream(st grpc.BidiStreamingServer[pb.Frame, pb.Frame], maxFrameBytes 
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return err
 	}
-	c := newConn(st, "server", maxFrameBytes, nil)
+	c := newConn(st, false, maxFrameBytes, nil)
 	select {
 	case conns <- c:
 	case <-done:
@@ -123,8 +123,8 @@ func serveStream(st grpc.BidiStreamingServer[pb.Frame, pb.Frame], maxFrameBytes 
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	select {
-	case <-c.done:
-		return c.status
+	case <-c.doneChan():
+		return c.status.Err()
 	case <-ctx.Done():
 		// The client went away, keepalive failed, or the server stopped: the
 		// stream is over. The owner learns it from Recv or Send.

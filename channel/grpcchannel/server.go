@@ -52,8 +52,9 @@ type Server struct {
 	refusedHandshakes atomic.Uint64
 	silentStreams     atomic.Uint64
 
-	conns     chan *conn    // Connect handlers → Accept
-	done      chan struct{} // closed by Close
+	conns     chan *conn                         // Connect handlers → Accept
+	serve     atomic.Pointer[func(channel.Conn)] // HandleConns's function, run by the Connect handlers
+	done      chan struct{}                      // closed by Close
 	closeOnce sync.Once
 
 	links *links // the Cluster service and its listener (link.go)
@@ -189,6 +190,27 @@ func (s *Server) Accept(ctx context.Context) (channel.Conn, error) {
 	}
 }
 
+// HandleConns makes the Connect handler of every later stream hand its Conn
+// to serve, on the handler's own goroutine, instead of to Accept: serve runs
+// the handshake (HELLO) and makes the Conn's Channel, and returns; the
+// handler goroutine, which would otherwise only wait for the Conn to close,
+// then runs the Channel's read loop (channel.ReaderHost). A connection then
+// costs its owner no goroutine even during its handshake (decision 0048).
+//
+// serve must make the Conn's Channel, if any, before it returns (a
+// HostReader call after that reports false: the Channel runs a reader of
+// its own), and must not close that Channel and wait for it (Channel.Close
+// waits for the read loop, which runs once serve has returned); it may
+// close the Conn, with a status (CloseWithError), also while it is blocked
+// in the Conn's Recv on the same goroutine. A serve that returns without
+// hosting a read loop leaves the handler waiting until the Conn is closed,
+// as Accept's caller would. Streams taken by Accept before stay there, and
+// so does every stream of a gRPC transport that cannot end a stream from
+// another goroutine (never the case with grpc.Server).
+func (s *Server) HandleConns(serve func(channel.Conn)) {
+	s.serve.Store(&serve)
+}
+
 // Close stops accepting channels: pending and later Accept calls fail with
 // channel.ErrClosed, Connect streams not yet accepted and new ones are refused
 // with UNAVAILABLE, and the health service turns NOT_SERVING. Conns already
@@ -248,7 +270,7 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 // this goroutine its read loop: then it returns the loop to run.
 func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	ctx := st.Context()
-	a, _ := ctx.Value(admissionKey{}).(*admission)
+	a, _ := ctx.Value(admissionKey{}).(*admission) // its stream's context (tap), not the handler's
 	if a != nil && a.w != nil {
 		// Queued by the tap: wait for a place (queue.go).
 		if err := s.awaitPlace(ctx, a); err != nil {
@@ -258,11 +280,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if s.isClosed() {
 		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
-	var abort context.CancelFunc
-	if a != nil {
-		abort = a.cancel
-	}
-	c := newConn(st, "server", s.maxFrameBytes, abort)
+	// gRPC's transport stream ends the stream with a status from any
+	// goroutine (it cancels the stream's context too), which a Close needs
+	// while this goroutine hosts the read loop, blocked in Recv.
+	end, _ := grpc.ServerTransportStreamFromContext(ctx).(streamEnder)
+	c := newConn(st, false, s.maxFrameBytes, end)
 	if a == nil || a.unplaced {
 		// A server whose tap handle is not ours (a gRPC option of the
 		// caller's), or without a HandshakeTimeout: the stream takes its
@@ -271,11 +293,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		if err := s.acquireHandshake(src); err != nil {
 			return nil, nil, err
 		}
-		a = s.newAdmission(src, abort)
+		a = s.newAdmission(src)
 	}
 	if !a.claim(c) {
 		// Its HandshakeTimeout passed before this handler ran: the place is
-		// given back and the stream's context cancelled already.
+		// given back already.
 		return nil, nil, status.Error(codes.DeadlineExceeded, fmt.Sprintf("grpcchannel: %v: no HELLO within %v", errSilent, s.limits.HandshakeTimeout))
 	}
 	c.handshakeDone = a.release
@@ -283,7 +305,11 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if err := st.SendHeader(acceptedHeader); err != nil {
 		return nil, nil, err
 	}
+	if serve := s.serve.Load(); serve != nil && c.end != nil {
+		return s.serveHere(ctx, c, *serve)
+	}
 	c.host = make(chan func())
+	done := c.doneChan()
 	closing := s.done
 	for accepted := false; ; {
 		var handoff chan<- *conn
@@ -296,8 +322,8 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 		case loop := <-c.host:
 			c.host = nil // used once; HostReader is done with it
 			return c, loop, nil
-		case <-c.done:
-			return nil, nil, c.status
+		case <-done:
+			return nil, nil, c.status.Err()
 		case <-closing:
 			if !accepted {
 				return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
@@ -305,12 +331,34 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 			closing = nil // Close does not end accepted streams
 		case <-ctx.Done():
 			if c.closed() { // Close cancels the stream's context too
-				return nil, nil, c.status
+				return nil, nil, c.status.Err()
 			}
 			// The client went away, keepalive failed, or the server stopped: the
 			// stream is over. The owner learns it from Recv or Send.
 			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
+	}
+}
+
+// serveHere is connect for a Server with HandleConns: serve runs on this
+// goroutine, and the read loop of the Channel it made (HostReader) is
+// returned, to run next.
+func (s *Server) serveHere(ctx context.Context, c *conn, serve func(channel.Conn)) (*conn, func(), error) {
+	c.hosting.Store(hostServe)
+	serve(c)
+	c.hosting.CompareAndSwap(hostServe, hostNone)
+	if loop := c.loop; loop != nil {
+		c.loop = nil
+		return c, loop, nil
+	}
+	select {
+	case <-c.doneChan():
+		return nil, nil, c.status.Err()
+	case <-ctx.Done():
+		if c.closed() {
+			return nil, nil, c.status.Err()
+		}
+		return nil, nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
@@ -322,10 +370,12 @@ type admissionKey struct{}
 // handshakes in flight here (acquireHandshake), or is refused here: a refusal, the
 // commonest event of a fleet's simultaneous start, then costs gRPC no handler
 // goroutine, no stream set-up and no status written through the handler
-// (BenchmarkRefusedHandshake). An admitted stream gets a context its conn can
-// cancel: cancelling it makes the stream's Recv and Send return at once while
-// the handler goroutine still runs, which the read loop that goroutine hosts
-// (channel.ReaderHost) needs for Close.
+// (BenchmarkRefusedHandshake). An admitted stream's context carries its
+// admission, and nothing more: no cancellable context of ours (a Close ends
+// a stream whose handler hosts the read loop through gRPC's transport
+// stream, see connect), which saved a child context, the map of children it
+// adds to gRPC's stream context, and two done channels, about 0.5 KiB per
+// idle stream.
 func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if info.FullMethodName != pb.Exchange_Connect_FullMethodName {
 		return ctx, nil
@@ -339,8 +389,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	if s.limits.HandshakeTimeout <= 0 {
 		// No timer to give back the place of a stream whose handler never
 		// runs: the handler takes it (connect), as with a tap of the caller's.
-		ctx, cancel := context.WithCancel(ctx)
-		return context.WithValue(ctx, admissionKey{}, &admission{s: s, cancel: cancel, unplaced: true}), nil
+		return (&admission{s: s, unplaced: true}).stream(ctx), nil
 	}
 	// The place first: a refused stream costs no context.
 	src := peerSource(ctx)
@@ -348,11 +397,10 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	w, err := s.handshakes.enter(src, func() *inLine {
 		// Over the node's limit, in line for a place (queue.go): called
 		// with the gauge locked, before the waiter can be given one.
-		qctx, cancel := context.WithCancel(ctx)
-		a := &admission{s: s, src: src, cancel: cancel}
-		a.w = &inLine{a: a, gone: qctx.Done(), ready: make(chan struct{})}
+		a := &admission{s: s, src: src}
+		a.w = &inLine{a: a, gone: ctx.Done(), ready: make(chan struct{})}
 		a.w.timer = time.AfterFunc(s.limits.HandshakeQueueWait, a.w.expire)
-		queued = context.WithValue(qctx, admissionKey{}, a)
+		queued = a.stream(ctx)
 		return a.w
 	})
 	if err != nil {
@@ -362,8 +410,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	if w != nil {
 		return queued, nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	return context.WithValue(ctx, admissionKey{}, s.newAdmission(src, cancel)), nil
+	return s.newAdmission(src).stream(ctx), nil
 }
 
 // awaitPlace waits until the queued stream of a is given a place, and
@@ -387,7 +434,6 @@ func (s *Server) awaitPlace(ctx context.Context, a *admission) error {
 		return nil
 	}
 	w.timer.Stop() // out of the line (left here, expired, or passed over once its context ended)
-	a.cancel()
 	switch {
 	case expired:
 		return errHandshakesFull(g.full)
@@ -414,16 +460,36 @@ func peerSource(ctx context.Context) string {
 // whose handler has claimed it, and gives back the place of one whose handler
 // never ran (gRPC may end a stream between its tap handle and its handler, or
 // an interceptor of the caller's refuse it there), so that no place leaks.
+//
+// The admission is the stream's context too (stream): the context the tap
+// handle gives gRPC, carrying itself as the value of admissionKey, which
+// saves a context.WithValue per stream.
 type admission struct {
+	context.Context // the stream's, made by the tap: see stream
+
 	s        *Server
 	src      string
-	cancel   context.CancelFunc         // the stream's context; nil when the tap handle is not ours
-	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
 	w        *inLine                    // in the handshake queue, until its handler has waited for a place (queue.go)
-	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
 	conn     *conn                      // set by claim before state becomes admClaimed
 	timer    atomic.Pointer[time.Timer] // nil without a HandshakeTimeout, and once released
-	once     sync.Once                  // release
+	state    atomic.Int32               // admPending, then admClaimed (by the handler) or admExpired (by the timer)
+	released atomic.Bool                // release ran (80 bytes in all, kept for the stream's life: no sync.Once)
+	unplaced bool                       // made by the tap without a place (no HandshakeTimeout to bound it): the handler takes one
+}
+
+// stream makes a the stream's context: ctx, carrying a as the value of
+// admissionKey.
+func (a *admission) stream(ctx context.Context) context.Context {
+	a.Context = ctx
+	return a
+}
+
+// Value returns a for admissionKey, else ctx's value.
+func (a *admission) Value(key any) any {
+	if _, ok := key.(admissionKey); ok {
+		return a
+	}
+	return a.Context.Value(key)
 }
 
 const (
@@ -443,10 +509,9 @@ func (s *Server) acquireHandshake(src string) error {
 }
 
 // newAdmission records the place a stream from src took (acquireHandshake),
-// with its HandshakeTimeout's timer running; cancel ends the stream's
-// context (nil: not ours to end).
-func (s *Server) newAdmission(src string, cancel context.CancelFunc) *admission {
-	a := &admission{s: s, src: src, cancel: cancel}
+// with its HandshakeTimeout's timer running.
+func (s *Server) newAdmission(src string) *admission {
+	a := &admission{s: s, src: src}
 	if d := s.limits.HandshakeTimeout; d > 0 {
 		// A timer, not a goroutine.
 		a.timer.Store(time.AfterFunc(d, a.expire))
@@ -471,10 +536,7 @@ func (a *admission) claim(c *conn) bool {
 // handler hosts), or, when no handler claimed it, given up.
 func (a *admission) expire() {
 	if a.state.CompareAndSwap(admPending, admExpired) {
-		a.release()
-		if a.cancel != nil {
-			a.cancel()
-		}
+		a.release() // the handler, if it ever runs, ends the stream (claim fails)
 		return
 	}
 	c := a.conn
@@ -486,14 +548,15 @@ func (a *admission) expire() {
 
 // release gives the place back, once: past HELLO, or the stream is over.
 func (a *admission) release() {
-	a.once.Do(func() {
-		a.s.handshakes.release(a.src)
-		if t := a.timer.Swap(nil); t != nil {
-			// Past HELLO: the timer's memory goes now, not at its expiry
-			// (the stream's context keeps the admission for its life).
-			t.Stop()
-		}
-	})
+	if !a.released.CompareAndSwap(false, true) {
+		return
+	}
+	a.s.handshakes.release(a.src)
+	if t := a.timer.Swap(nil); t != nil {
+		// Past HELLO: the timer's memory goes now, not at its expiry
+		// (the stream's context keeps the admission for its life).
+		t.Stop()
+	}
 }
 
 func (s *Server) isClosed() bool {

@@ -44,13 +44,22 @@ type Notice struct {
 	Want      Want
 }
 
+// entry is what the Tracker keeps per channel: 24 bytes, as one is kept for
+// every idle channel (the told Want flattened, notBefore in unix
+// nanoseconds).
 type entry struct {
-	told      Want
-	hasTold   bool
-	inFlight  bool
-	failures  int
-	notBefore time.Time
+	toldEpoch   uint64
+	notBefore   int64 // unix nanoseconds; 0: none
+	failures    int32
+	toldPrimary bool
+	hasTold     bool
+	inFlight    bool
 }
+
+func (e *entry) told() Want { return Want{Primary: e.toldPrimary, Epoch: e.toldEpoch} }
+
+// heldBack reports whether e's retry is not due at now.
+func (e *entry) heldBack(now time.Time) bool { return e.notBefore > now.UnixNano() }
 
 // Tracker remembers, per channel, the last Want told successfully, the
 // notification in flight and the retry backoff, and which channels are to be
@@ -125,7 +134,7 @@ func (t *Tracker) Sync(ids []string) {
 // O(channels compared + retries waiting).
 func (t *Tracker) PlanMarked(now time.Time, want func(id string) (w Want, ok bool), limit int) (notices []Notice, next time.Time) {
 	for id := range t.waiting {
-		if e := t.m[id]; e == nil || !e.notBefore.After(now) {
+		if e := t.m[id]; e == nil || !e.heldBack(now) {
 			delete(t.waiting, id)
 			t.Mark(id)
 		}
@@ -147,10 +156,10 @@ func (t *Tracker) PlanMarked(now time.Time, want func(id string) (w Want, ok boo
 			e = &entry{}
 			t.m[id] = e
 		}
-		if e.inFlight || (e.hasTold && e.told == w) {
+		if e.inFlight || (e.hasTold && e.told() == w) {
 			continue // in flight: Done marks it again
 		}
-		if e.notBefore.After(now) {
+		if e.heldBack(now) {
 			t.waiting[id] = struct{}{}
 			continue
 		}
@@ -171,7 +180,7 @@ func (t *Tracker) PlanMarked(now time.Time, want func(id string) (w Want, ok boo
 		t.head = 0
 	}
 	for id := range t.waiting {
-		if nb := t.m[id].notBefore; next.IsZero() || nb.Before(next) {
+		if nb := time.Unix(0, t.m[id].notBefore); next.IsZero() || nb.Before(next) {
 			next = nb
 		}
 	}
@@ -199,12 +208,12 @@ func (t *Tracker) Done(now time.Time, id string, w Want, ok bool) {
 	e.inFlight = false
 	t.inFlight--
 	if ok {
-		e.told, e.hasTold = w, true
-		e.failures, e.notBefore = 0, time.Time{}
+		e.toldPrimary, e.toldEpoch, e.hasTold = w.Primary, w.Epoch, true
+		e.failures, e.notBefore = 0, 0
 		t.Mark(id)
 		return
 	}
-	e.notBefore = now.Add(t.retry.Ceiling(e.failures))
+	e.notBefore = now.Add(t.retry.Ceiling(int(e.failures))).UnixNano()
 	e.failures++
 	t.waiting[id] = struct{}{}
 }
@@ -217,7 +226,7 @@ func (t *Tracker) forget(id string) {
 // Told returns what channel id was last told successfully.
 func (t *Tracker) Told(id string) (Want, bool) {
 	if e := t.m[id]; e != nil && e.hasTold {
-		return e.told, true
+		return e.told(), true
 	}
 	return Want{}, false
 }
