@@ -1,7 +1,12 @@
 package bench
 
 import (
+	"context"
+	"os"
+	"runtime/pprof"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,5 +39,55 @@ func BenchmarkEmbeddedSideBySide(b *testing.B) {
 		slices.Sort(rs)
 		b.ReportMetric(results.Median(ratios[i]), "ratio"+key("", c)[1:])
 		b.ReportMetric(rs[0], "min"+key("", c)[1:])
+	}
+}
+
+// BenchmarkEmbeddedStress is the stress that found decision 0043's lost
+// round trip: the embedded twin (fast path on) and raw Go channels take
+// turns in slices of 100 ms, one at a time and 64 in flight, as
+// BenchmarkEmbeddedSideBySide's rounds do, but every round trip is bounded
+// by 10 s and a stuck one fails at once with a goroutine dump on stderr.
+// One iteration is one round (14 slices per concurrency); run it with
+// -benchtime Nx and -count to repeat.
+func BenchmarkEmbeddedStress(b *testing.B) {
+	embRT, chanRT := exchangeEmbedded(b), rawGoChan(b)
+	slice := func(rt roundTrip, conc int) error {
+		deadline := time.Now().Add(sliceLen)
+		var first atomic.Pointer[error]
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				for once := true; (once || time.Now().Before(deadline)) && first.Load() == nil; once = false {
+					ctx, cancel := context.WithTimeout(b.Context(), 10*time.Second)
+					err := rt(ctx)
+					cancel()
+					if err != nil {
+						first.CompareAndSwap(nil, &err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := first.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}
+	for b.Loop() {
+		for _, c := range []int{1, inFlight} {
+			for s := range 7 {
+				for j := range 2 {
+					rt := embRT
+					if (j+s)%2 == 1 {
+						rt = chanRT
+					}
+					if err := slice(rt, c); err != nil {
+						_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+						b.Fatalf("%d in flight, slice %d: %v", c, s, err)
+					}
+				}
+			}
+		}
 	}
 }
