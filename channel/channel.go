@@ -1283,7 +1283,12 @@ func (c *Channel) writeLoop() {
 			}
 			c.wparked = false
 			c.wwake = nil
-			if cap(c.wq) > keptQueueCap {
+			// Parked, the writer does not own the queue: a Send writing
+			// inline may own it, with frames queued behind its own that it
+			// writes next. Only an empty queue may be dropped (dropping a
+			// full one lost those frames: a reply lost that way left its
+			// Send waiting until its deadline, decision 0043).
+			if len(c.wq) == 0 && cap(c.wq) > keptQueueCap {
 				c.wq = nil
 			}
 			c.wmu.Unlock()

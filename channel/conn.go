@@ -191,7 +191,7 @@ type ReaderHost interface {
 // InlineReceiver is implemented by Conns that can hand a frame from the peer
 // to the receiving Channel on the goroutine that sent it, instead of
 // queueing it for Recv: the embedded twin, whose two ends are in one
-// process (there switched off outside tests for now: decision 0043). What the reader does with a frame never blocks when the frame is
+// process. What the reader does with a frame never blocks when the frame is
 // a reply (it completes the call waiting for it) or a command admitted
 // within the bounds (it hands it to a handler goroutine), so the sending
 // goroutine can do it while the reader sleeps. That saves the reader's

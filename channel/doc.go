@@ -99,7 +99,7 @@
 // reader's step for a frame on the peer's sending goroutine while the reader
 // waits with nothing queued: a reply completes its call, a command within
 // its bounds goes to a handler goroutine, never run there (decision 0043;
-// the embedded twin has it, switched off outside tests for now). An idle Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
+// the embedded twin does so on every pipe). An idle Channel thus owns one goroutine, or none. Close cancels them and waits for all of them. A
 // handler's context starts a timer (and links itself to the channel's
 // context) only when the handler asks for its Done channel; most never do. Hello and AcceptHello start no goroutine (they use
 // context.AfterFunc to close the Conn if their context ends).

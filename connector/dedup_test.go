@@ -2,6 +2,7 @@ package connector
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/exchangekit/exchange/command"
@@ -125,5 +126,32 @@ func TestSucceeded(t *testing.T) {
 		if got := succeeded(tt.r, tt.err); got != tt.want {
 			t.Errorf("succeeded(%+v, %v) = %v, want %v", tt.r, tt.err, got, tt.want)
 		}
+	}
+}
+
+// BenchmarkWindow is the dedup window's share of a round trip: join and
+// finish for a command with a fresh id, as every command delivered once
+// costs, in a window of 16 and of the default 1,024 (where the eviction of
+// the oldest id touches an entry long out of the cache in a real process;
+// less so in this loop). docs/benchmarks.md ("Round trip, sixth pass:
+// embedded") has the window's cost in the whole round trip.
+func BenchmarkWindow(b *testing.B) {
+	for _, size := range []int{16, DefaultDedupWindow} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			w := newWindow(size)
+			ids := make([]string, 1<<16)
+			for i := range ids {
+				ids[i] = command.NewID()
+			}
+			payload := make([]byte, 64)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				cmd := &command.Command{ID: ids[i%len(ids)], Type: "ECHO", Payload: payload}
+				i++
+				o, _ := w.join(cmd.ID, w.digestOf(cmd))
+				_ = w.finish(cmd, o, &command.Reply{Status: command.StatusSucceeded, Payload: cmd.Payload}, nil)
+			}
+		})
 	}
 }

@@ -9,11 +9,10 @@
 // they could not over a network), and frames larger than the limit fail with
 // channel.ErrFrameTooLarge, as they would over gRPC.
 //
-// A Conn is a channel.InlineReceiver, switched off: the fast path that hands
-// a frame, while the receiving Channel's reader waits with nothing queued,
-// to that Channel on the sending goroutine (one goroutine switch less per
-// frame) is kept for tests only, until a round trip it lost under stress is
-// explained (decision 0043).
+// A Conn is a channel.InlineReceiver: while the receiving Channel's reader
+// waits with nothing queued, a frame is handed to that Channel on the
+// sending goroutine (a reply completes its call, a command goes to a handler
+// goroutine), which saves a goroutine switch per frame (decision 0043).
 //
 // # Usage
 //
@@ -42,16 +41,14 @@ type Option interface{ apply(*options) }
 
 type options struct {
 	maxFrameBytes int
-	inline        bool // hand frames to the receiving Channel on the sender's goroutine (see ReceiveInline)
+	noInline      bool // every frame goes to Recv: ReceiveInline registers nothing (withoutInline)
 }
 
-// withInline makes the pipe hand frames to the receiving Channel on the
-// sending goroutine while its reader waits (channel.InlineReceiver). It is
-// off by default, and unexported: under stress the fast path lost a round
-// trip about once in 40 runs of bench's BenchmarkEmbeddedSideBySide, cause
-// not found yet (decision 0043). Tests turn it on to keep its contract and
-// the Channel's side of it checked.
-func withInline() Option { return optionFunc(func(o *options) { o.inline = true }) }
+// withoutInline makes the pipe leave every frame to the receiver's Recv,
+// as a network twin does: ReceiveInline registers nothing. Tests use it to
+// keep the reader's path checked over the embedded twin, whose pipes
+// otherwise hand frames over on the sending goroutine (decision 0043).
+func withoutInline() Option { return optionFunc(func(o *options) { o.noInline = true }) }
 
 type optionFunc func(*options)
 
@@ -160,7 +157,7 @@ type conn struct {
 	self   *end // this end
 	peer   *end // the other end
 	max    int  // frame size limit, see frameSize
-	inline bool // ReceiveInline registers its take (withInline)
+	inline bool // ReceiveInline registers its take (unless withoutInline)
 	name   string
 }
 
@@ -181,8 +178,8 @@ func Pipe(opts ...Option) (a, b channel.Conn) {
 	ab, ba := newQueue(), newQueue()
 	ea := &end{in: ba, out: ab}
 	eb := &end{in: ab, out: ba}
-	return &conn{self: ea, peer: eb, max: o.maxFrameBytes, inline: o.inline, name: "embedded:a"},
-		&conn{self: eb, peer: ea, max: o.maxFrameBytes, inline: o.inline, name: "embedded:b"}
+	return &conn{self: ea, peer: eb, max: o.maxFrameBytes, inline: !o.noInline, name: "embedded:a"},
+		&conn{self: eb, peer: ea, max: o.maxFrameBytes, inline: !o.noInline, name: "embedded:b"}
 }
 
 // Send queues a deep copy of f for the peer. It blocks while the peer's queue
@@ -285,9 +282,8 @@ func (q *queue) takeInline(f *channel.Frame) bool {
 
 // ReceiveInline registers take as the frame path of this end's Channel (see
 // channel.InlineReceiver): the peer's frames are offered to it while this
-// end's reader waits with nothing queued. It does so only on a pipe made
-// with withInline (tests); otherwise every frame goes to Recv, as the
-// contract allows.
+// end's reader waits with nothing queued. A pipe made withoutInline (tests)
+// registers nothing: every frame goes to Recv, as the contract allows.
 func (c *conn) ReceiveInline(take func(*channel.Frame) bool) {
 	if !c.inline {
 		return

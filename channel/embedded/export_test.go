@@ -1,4 +1,4 @@
 package embedded
 
-// WithInline is withInline, for the tests of the InlineReceiver fast path.
-var WithInline = withInline
+// WithoutInline is withoutInline, for the tests of the reader's path.
+var WithoutInline = withoutInline
