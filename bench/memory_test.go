@@ -197,39 +197,12 @@ func idleFootprint(ctx context.Context, kind string, n, conns int) (fp footprint
 			return footprint{}, fmt.Errorf("storm %d: %w", round+1, err)
 		}
 	}
-	ready = newCountdown(n)
-	g.ready.Store(ready)
-
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envIdleServer+"=") })
-	cmd.Env = append(env, envIdleClient+"="+kind, envIdleAddr+"="+addr,
-		envIdleN+"="+strconv.Itoa(n), envIdleConns+"="+strconv.Itoa(conns))
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	stdin, err := cmd.StdinPipe()
+	kill, err := connectFleet(ctx, kind, addr, n, conns, g)
 	if err != nil {
 		return footprint{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		return footprint{}, err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		// The clients need no goodbye: killed, their connections reset at
-		// once. (A child whose parent dies sees its stdin close and exits.)
-		_ = cmd.Process.Kill()
-		<-exited
-		_ = stdin.Close()
-	}()
-	select {
-	case <-ready.done:
-	case werr := <-exited:
-		exited <- werr
-		return footprint{}, fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
-	case <-ctx.Done():
-		return footprint{}, fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
-	}
+	// The clients need no goodbye: killed, their connections reset at once.
+	defer kill()
 	// Let the registrations' follow-up work (primary notices, events) end
 	// before the snapshot: the figure is for idle clients.
 	if err := quiet(ctx); err != nil {
@@ -271,6 +244,29 @@ func (g *idleGauge) gone() { g.live.Add(-1) }
 // all are connected, kills their process (their connections reset), and
 // waits until the server has let every one of them go.
 func idleStorm(ctx context.Context, kind, addr string, n, conns int, g *idleGauge) error {
+	kill, err := connectFleet(ctx, kind, addr, n, conns, g)
+	if err != nil {
+		return err
+	}
+	kill()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for g.live.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%d clients still held after their process was killed: %w", g.live.Load(), ctx.Err())
+		}
+	}
+	return nil
+}
+
+// connectFleet starts a child process of n idle clients of kind, connecting
+// to the server at addr (over conns connections, or one each when conns is
+// 0), and waits until the server has counted all of them in g. kill kills the
+// process (the clients' connections reset at once) and waits for it; a child
+// whose parent dies sees its stdin close and exits.
+func connectFleet(ctx context.Context, kind, addr string, n, conns int, g *idleGauge) (kill func(), err error) {
 	ready := newCountdown(n)
 	g.ready.Store(ready)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -283,35 +279,29 @@ func idleStorm(ctx context.Context, kind, addr string, n, conns int, g *idleGaug
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer stdin.Close()
 	if err := cmd.Start(); err != nil {
-		return err
+		_ = stdin.Close()
+		return nil, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	select {
-	case <-ready.done:
-	case werr := <-exited:
-		return fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
-	case <-ctx.Done():
+	kill = func() {
 		_ = cmd.Process.Kill()
 		<-exited
-		return fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
+		_ = stdin.Close()
 	}
-	_ = cmd.Process.Kill()
-	<-exited
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for g.live.Load() > 0 {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("%d clients still held after their process was killed: %w", g.live.Load(), ctx.Err())
-		}
+	select {
+	case <-ready.done:
+		return kill, nil
+	case werr := <-exited:
+		_ = stdin.Close()
+		return nil, fmt.Errorf("clients exited (%v) with %d of %d connected:\n%s", werr, n-ready.left(), n, logs.String())
+	case <-ctx.Done():
+		kill()
+		return nil, fmt.Errorf("%d of %d clients connected: %w", n-ready.left(), n, ctx.Err())
 	}
-	return nil
 }
 
 // countdown closes done when n events have been counted.

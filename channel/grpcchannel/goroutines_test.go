@@ -53,10 +53,7 @@ func TestIdleChannelGoroutines(t *testing.T) {
 	lis := listenTCP(t)
 	srv := startServer(t, lis)
 	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
-	mux := command.NewMux()
-	mux.RegisterFunc("ECHO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
-		return &command.Reply{Payload: c.Payload}, nil
-	})
+	mux := echoMux()
 	for range n {
 		a, b := connect(t, srv, d)
 		ca := channel.New(a, mux, channel.Config{})
@@ -121,10 +118,7 @@ func TestHandleConnsServesOnTheHandler(t *testing.T) {
 	lis := listenTCP(t)
 	srv := startServer(t, lis)
 	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
-	mux := command.NewMux()
-	mux.RegisterFunc("ECHO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
-		return &command.Reply{Payload: c.Payload}, nil
-	})
+	mux := echoMux()
 	const serveFrame = "grpcchannel_test.TestHandleConnsServesOnTheHandler.func"
 	type served struct {
 		conn    channel.Conn
@@ -200,4 +194,13 @@ func TestHandleConnsServesOnTheHandler(t *testing.T) {
 func currentStack() []string {
 	buf := make([]byte, 64<<10)
 	return []string{string(buf[:runtime.Stack(buf, false)])}
+}
+
+// echoMux answers ECHO with the command's payload.
+func echoMux() *command.Mux {
+	mux := command.NewMux()
+	mux.RegisterFunc("ECHO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
+		return &command.Reply{Payload: c.Payload}, nil
+	})
+	return mux
 }
