@@ -56,6 +56,9 @@ type status struct {
 	Accepts   map[int64]int  `json:"accepts,omitempty"`
 	RSSKiB    int64          `json:"rssKiB"`
 	Errors    map[string]int `json:"errors,omitempty"` // attempt failures by kind since the last status
+	// Examples holds, for each kind first seen since the last status, the
+	// text of that first failure.
+	Examples map[string]string `json:"examples,omitempty"`
 }
 
 const statusEvery = 200 * time.Millisecond
@@ -149,6 +152,10 @@ type client struct {
 	mu      sync.Mutex
 	accepts map[int64]int  // connections per unix second, since the last status
 	errs    map[string]int // failed attempts by kind, since the last status
+	// examples holds the first failure's text of each kind in seen, until
+	// the next status reports it.
+	examples map[string]string
+	seen     map[string]bool
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -161,13 +168,15 @@ func newClient(cfg clientConfig) (*client, error) {
 		cfg.PerTarget = 1
 	}
 	c := &client{
-		cfg:     cfg,
-		conns:   make([]*connector.Connector, cfg.Count),
-		connAt:  make([]atomic.Int64, cfg.Count),
-		toldAt:  make([]atomic.Int64, cfg.Count),
-		primary: make([]atomic.Bool, cfg.Count),
-		accepts: map[int64]int{},
-		errs:    map[string]int{},
+		cfg:      cfg,
+		conns:    make([]*connector.Connector, cfg.Count),
+		connAt:   make([]atomic.Int64, cfg.Count),
+		toldAt:   make([]atomic.Int64, cfg.Count),
+		primary:  make([]atomic.Bool, cfg.Count),
+		accepts:  map[int64]int{},
+		errs:     map[string]int{},
+		examples: map[string]string{},
+		seen:     map[string]bool{},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
@@ -240,8 +249,13 @@ func (c *client) onState(i int, sc connector.StateChange) {
 	case connector.StateDisconnected:
 		c.connAt[i].Store(0)
 		if sc.Err != nil && sc.ChannelID == "" { // a failed attempt
+			kind := errorKind(sc.Err)
 			c.mu.Lock()
-			c.errs[errorKind(sc.Err)]++
+			c.errs[kind]++
+			if !c.seen[kind] {
+				c.seen[kind] = true
+				c.examples[kind] = sc.Err.Error()
+			}
 			c.mu.Unlock()
 		}
 	}
@@ -296,6 +310,9 @@ func (c *client) status() status {
 	}
 	if len(c.errs) > 0 {
 		s.Errors, c.errs = c.errs, map[string]int{}
+	}
+	if len(c.examples) > 0 {
+		s.Examples, c.examples = c.examples, map[string]string{}
 	}
 	c.mu.Unlock()
 	s.RSSKiB, _ = rssKiB(os.Getpid())

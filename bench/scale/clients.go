@@ -28,6 +28,8 @@ type clientProc struct {
 	failure string
 	accepts map[int64]int  // summed over the process's life
 	errs    map[string]int // summed
+	// examples holds the first failure's text of each kind.
+	examples map[string]string
 }
 
 // startClient re-executes this binary as a client for cfg.
@@ -57,7 +59,7 @@ func startClient(self string, args []string, gogc int, cfg clientConfig, logPath
 		logf.Close()
 		return nil, fmt.Errorf("start client: %w", err)
 	}
-	c := &clientProc{cfg: cfg, cmd: cmd, stdin: in, done: make(chan struct{}), accepts: map[int64]int{}, errs: map[string]int{}}
+	c := &clientProc{cfg: cfg, cmd: cmd, stdin: in, done: make(chan struct{}), accepts: map[int64]int{}, errs: map[string]int{}, examples: map[string]string{}}
 	go func() {
 		defer close(c.done)
 		defer logf.Close()
@@ -84,7 +86,12 @@ func startClient(self string, args []string, gogc int, cfg clientConfig, logPath
 				for k, v := range s.Errors {
 					c.errs[k] += v
 				}
-				s.Accepts, s.Errors = nil, nil
+				for k, v := range s.Examples {
+					if _, ok := c.examples[k]; !ok {
+						c.examples[k] = v
+					}
+				}
+				s.Accepts, s.Errors, s.Examples = nil, nil, nil
 				c.last = s
 			}
 			c.mu.Unlock()
@@ -211,6 +218,22 @@ func (f fleet) errors() map[string]int {
 		c.mu.Lock()
 		for k, v := range c.errs {
 			m[k] += v
+		}
+		c.mu.Unlock()
+	}
+	return m
+}
+
+// errorExamples returns, for each kind of failed attempt, the text of the
+// first one a client reported.
+func (f fleet) errorExamples() map[string]string {
+	m := map[string]string{}
+	for _, c := range f {
+		c.mu.Lock()
+		for k, v := range c.examples {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
 		}
 		c.mu.Unlock()
 	}

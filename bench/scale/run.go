@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -252,6 +253,12 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 	fails := fl.errors()
 	if len(fails) > 0 {
 		o.logf("failed connection attempts over the run: %v", fails)
+		examples := fl.errorExamples()
+		for _, k := range slices.Sorted(maps.Keys(fails)) {
+			if ex, ok := examples[k]; ok {
+				o.logf("  %s, the first: %s", k, ex)
+			}
+		}
 	}
 	return m.rs, nil
 }
