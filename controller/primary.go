@@ -114,9 +114,12 @@ func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool
 	full = full || all
 	c.retireUnregistered(channels, full)
 	if full {
+		// Sorted outside c.mu: at 100k channels a sort holds the lock long
+		// enough to keep registrations (addLocal) waiting.
 		c.mu.Lock()
-		ids := slices.Sorted(maps.Keys(c.local))
+		ids := slices.Collect(maps.Keys(c.local))
 		c.mu.Unlock()
+		slices.Sort(ids)
 		tr.Sync(ids)
 	} else {
 		if len(targets) > 0 {
