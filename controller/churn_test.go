@@ -114,6 +114,10 @@ func TestOnePrimaryPerTargetUnderChurn(t *testing.T) {
 	}
 	var last error
 	h.waitFor("primaries to settle", func() bool { last = settled(); return last == nil })
+	// Every call and handler of the churned channels, the PRIMARY notices to
+	// channels that died under them included, is given back to the in-flight
+	// counter (channel.Config.InFlightTotal).
+	h.waitFor("nothing left in flight", func() bool { return h.ctrl.Counts().LocalInFlight == 0 })
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	for _, e := range store.errs {
