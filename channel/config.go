@@ -66,9 +66,11 @@ type Config struct {
 	// library. Its methods must be fast and must not block.
 	Observer Observer
 	// InFlightTotal, if set, is kept equal to the sum of InFlight over every
-	// Channel made with this Config that is still open: each adds to it as
-	// its count changes. A holder of many channels reads their total from it
-	// instead of walking them (a metrics scrape at 100,000 channels).
+	// Channel made with this Config: each adds to it as its count changes,
+	// and a closed Channel's count is back to zero once Close has returned
+	// (its calls failed, its handlers ended). A holder of many channels reads
+	// their total from it instead of walking them (a metrics scrape at
+	// 100,000 channels).
 	InFlightTotal *atomic.Int64
 }
 
