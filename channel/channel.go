@@ -392,7 +392,8 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	out := sentCommands.Get().(*command.Command)
 	*out = *cmd
 	out.Metadata = maps.Clone(cmd.Metadata)
-	if out.ID == "" {
+	out.FreshID = out.ID == ""
+	if out.FreshID {
 		out.ID = newCommandID()
 	}
 	out.Timeout = max(timeout, time.Millisecond)
@@ -582,7 +583,8 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	}
 	out := cmd.Clone()
 	out.OneWay = true
-	if out.ID == "" {
+	out.FreshID = out.ID == ""
+	if out.FreshID {
 		out.ID = newCommandID()
 	}
 	injectTrace(ctx, out)

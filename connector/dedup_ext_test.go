@@ -268,3 +268,38 @@ func TestDedupRefusesReusedIDWhileRunning(t *testing.T) {
 		t.Errorf("handler ran %d times, want 1", n)
 	}
 }
+
+// TestDedupSkipsFreshIDs: a command whose id its sender's channel made for
+// that delivery alone (command.Command.FreshID) never comes again, so the
+// window neither remembers it nor answers it; a command with the caller's
+// own id is remembered even if the caller claims it fresh.
+func TestDedupSkipsFreshIDs(t *testing.T) {
+	ctx := testContext(t)
+	var runs atomic.Int32
+	c, _, p := connected(ctx, t, testConfig(t), countingMux(&runs))
+	for want := int32(1); want <= 2; want++ {
+		r, err := p.ch.Send(ctx, &command.Command{Type: "DO"})
+		if err != nil {
+			t.Fatalf("Send(DO) = %v", err)
+		}
+		if n, err := command.Decode[int32](r.Payload); err != nil || n != want {
+			t.Fatalf("reply %d (%v), want run %d", n, err, want)
+		}
+	}
+	if got := connector.WindowLen(c); got != 0 {
+		t.Errorf("window holds %d after two commands with fresh ids, want 0", got)
+	}
+	r, err := p.ch.Send(ctx, &command.Command{ID: "own", Type: "DO", FreshID: true})
+	if err != nil {
+		t.Fatalf("Send(DO own) = %v", err)
+	}
+	if n, _ := command.Decode[int32](r.Payload); n != 3 {
+		t.Fatalf("reply %d, want run 3", n)
+	}
+	if n := sendID(ctx, t, p, "own"); n != 3 || runs.Load() != 3 {
+		t.Errorf("the caller's id again: reply %d, runs %d; want 3 from the window", n, runs.Load())
+	}
+	if got := connector.WindowLen(c); got != 1 {
+		t.Errorf("window holds %d, want 1 (the caller's id)", got)
+	}
+}

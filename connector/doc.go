@@ -133,7 +133,9 @@
 // insertion order and forgets the oldest beyond DedupWindow (default 1024); a
 // retry arriving after that runs the handler again, so handlers with side
 // effects that must never repeat should still be idempotent. The built-ins
-// (HELLO, GOOD_BYE, PRIMARY, HEALTH_CHECK) are not deduplicated.
+// (HELLO, GOOD_BYE, PRIMARY, HEALTH_CHECK) are not deduplicated, nor are
+// commands whose id their sender's channel made for that delivery alone
+// (command.Command.FreshID: sent without an id; no retry can carry it).
 //
 // To make this work, a user handler runs with a context that ends at the
 // command's deadline or when Run ends, but not when the channel drops (it

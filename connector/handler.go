@@ -142,7 +142,9 @@ func (c *Connector) user(ctx context.Context, cmd *command.Command) (*command.Re
 	if !ok {
 		return nil, fmt.Errorf("%w %q", command.ErrUnknownCommand, cmd.Type)
 	}
-	if c.window == nil {
+	if c.window == nil || cmd.FreshID {
+		// An id its sender made for this delivery alone never comes
+		// again (command.Command.FreshID): nothing to remember.
 		return h.Handle(ctx, cmd)
 	}
 	f, found := c.window.join(cmd.ID, c.window.digestOf(cmd))

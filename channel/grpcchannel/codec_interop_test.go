@@ -24,9 +24,9 @@ import (
 // messages a peer built from exchange.proto sends and receives.
 var (
 	interopCmd = &channel.Frame{Command: &command.Command{ID: "c1", Type: "SET", Payload: []byte(`{"k":"v"}`),
-		Metadata: map[string]string{"trace": "t-1", "tenant": "ü"}, Timeout: 1500 * time.Millisecond}}
+		Metadata: map[string]string{"trace": "t-1", "tenant": "ü"}, Timeout: 1500 * time.Millisecond, FreshID: true}}
 	interopCmdPB = &pb.Frame{Kind: &pb.Frame_Command{Command: &pb.Command{Id: "c1", Type: "SET", Payload: []byte(`{"k":"v"}`),
-		Metadata: map[string]string{"trace": "t-1", "tenant": "ü"}, TimeoutMs: 1500}}}
+		Metadata: map[string]string{"trace": "t-1", "tenant": "ü"}, TimeoutMs: 1500, FreshId: true}}}
 	interopReply = &channel.Frame{Reply: &command.Reply{CommandID: "c1", Type: "SET", Status: command.StatusError,
 		Payload: []byte(`{}`), Error: "busy", RetryAfter: 2 * time.Second, Code: 429}}
 	interopReplyPB = &pb.Frame{Kind: &pb.Frame_Reply{Reply: &pb.Reply{CommandId: "c1", Type: "SET", Status: pb.Status_STATUS_ERROR,

@@ -136,7 +136,8 @@ func checkEncodeEquivalent(t *testing.T, f *channel.Frame, batch []*channel.Fram
 var codecFrames = []*channel.Frame{
 	{Command: &command.Command{ID: "1", Type: "HELLO", Payload: []byte(`{"targetId":"t"}`), Timeout: time.Second}},
 	{Command: &command.Command{ID: "2", Type: "EVENT", Metadata: map[string]string{"k": "v", "": "", "trace": ""}, OneWay: true}},
-	{Command: &command.Command{ID: "3", Type: "T", Payload: make([]byte, 3000), Timeout: time.Nanosecond}},
+	{Command: &command.Command{ID: "3", Type: "T", Payload: make([]byte, 3000), Timeout: time.Nanosecond, FreshID: true}},
+	{Command: &command.Command{ID: "6", Type: "T", OneWay: true, FreshID: true}},
 	{Command: &command.Command{ID: "4", Type: "T", Timeout: -time.Second, Metadata: map[string]string{}}},
 	{Command: &command.Command{ID: "5", Type: "T", Timeout: math.MaxInt64}},
 	{Command: &command.Command{}},
@@ -400,7 +401,7 @@ func FuzzCodecEncode(f *testing.F) {
 			fr = &channel.Frame{Reply: &command.Reply{CommandID: id, Type: command.Type(typ), Status: command.Status(status),
 				Payload: payload, Error: errText, RetryAfter: time.Duration(d), Code: code}}
 		} else {
-			c := &command.Command{ID: id, Type: command.Type(typ), Payload: payload, OneWay: oneWay, Timeout: time.Duration(d)}
+			c := &command.Command{ID: id, Type: command.Type(typ), Payload: payload, OneWay: oneWay, Timeout: time.Duration(d), FreshID: code%2 != 0}
 			if mk != "" || mv != "" {
 				c.Metadata = map[string]string{mk: mv, strings.ToUpper(mk) + "2": mv + mv}
 			}

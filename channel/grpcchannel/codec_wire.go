@@ -34,6 +34,7 @@ const (
 	tagCommandMetadata = 4<<3 | 2
 	tagCommandOneWay   = 5<<3 | 0
 	tagCommandTimeout  = 6<<3 | 0
+	tagCommandFreshID  = 7<<3 | 0
 
 	tagEntryKey   = 1<<3 | 2
 	tagEntryValue = 2<<3 | 2
@@ -79,6 +80,9 @@ func commandSize(c *command.Command) int {
 		n += 1 + protowire.SizeBytes(sizeEntry(k, v))
 	}
 	if c.OneWay {
+		n += 2
+	}
+	if c.FreshID {
 		n += 2
 	}
 	return n + sizeVarint(uint64(durationToMillis(c.Timeout)))
@@ -156,7 +160,11 @@ func appendCommand(b []byte, c *command.Command) []byte {
 	if c.OneWay {
 		b = append(b, tagCommandOneWay, 1)
 	}
-	return appendVarint(b, tagCommandTimeout, uint64(durationToMillis(c.Timeout)))
+	b = appendVarint(b, tagCommandTimeout, uint64(durationToMillis(c.Timeout)))
+	if c.FreshID {
+		b = append(b, tagCommandFreshID, 1)
+	}
+	return b
 }
 
 func appendReply(b []byte, r *command.Reply) []byte {
@@ -563,6 +571,10 @@ func decodeCommand(b []byte, depth int, c *command.Command) error {
 			var v uint64
 			v, n, err = consumeVarint(b)
 			c.Timeout = millisToDuration(int64(v))
+		case num == 7 && typ == protowire.VarintType:
+			var v uint64
+			v, n, err = consumeVarint(b)
+			c.FreshID = v != 0
 		default:
 			n, err = skipField(num, typ, b)
 		}

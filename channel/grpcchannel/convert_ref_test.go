@@ -46,6 +46,7 @@ func toProto(f *channel.Frame) (*pb.Frame, error) {
 		box.c.Metadata = c.Metadata
 		box.c.OneWay = c.OneWay
 		box.c.TimeoutMs = durationToMillis(c.Timeout)
+		box.c.FreshId = c.FreshID
 		box.k.Command = &box.c
 		box.f.Kind = &box.k
 		return &box.f, nil
@@ -115,6 +116,7 @@ func fromProto(m *pb.Frame) *channel.Frame {
 			Metadata: c.Metadata,
 			OneWay:   c.OneWay,
 			Timeout:  millisToDuration(c.TimeoutMs),
+			FreshID:  c.FreshId,
 		}}
 		box.f.Command = &box.c
 		return &box.f

@@ -288,7 +288,13 @@ type Command struct {
 	// implementation cancels the handler's context after timeout_ms), because
 	// a reply after that is dropped by the sender. 0 means unknown: the
 	// receiver applies no deadline of its own.
-	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// fresh_id says that id was made by the sending channel for this one
+	// delivery (the command had none): no command with this id is ever sent
+	// again, so the receiver need not remember it to deduplicate retries (the
+	// Go connector's dedup window skips it). false (the default, and what
+	// senders that do not know the field send) keeps deduplication by id.
+	FreshId       bool `protobuf:"varint,7,opt,name=fresh_id,json=freshId,proto3" json:"fresh_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +369,13 @@ func (x *Command) GetTimeoutMs() int64 {
 		return x.TimeoutMs
 	}
 	return 0
+}
+
+func (x *Command) GetFreshId() bool {
+	if x != nil {
+		return x.FreshId
+	}
+	return false
 }
 
 // Reply answers the Command whose id is command_id.
@@ -492,7 +505,7 @@ const file_exchange_v1_exchange_proto_rawDesc = "" +
 	"\x05batch\x18\x03 \x01(\v2\x13.exchange.v1.FramesH\x00R\x05batchB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x06Frames\x12*\n" +
-	"\x06frames\x18\x01 \x03(\v2\x12.exchange.v1.FrameR\x06frames\"\xfc\x01\n" +
+	"\x06frames\x18\x01 \x03(\v2\x12.exchange.v1.FrameR\x06frames\"\x97\x02\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -500,7 +513,8 @@ const file_exchange_v1_exchange_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v2\".exchange.v1.Command.MetadataEntryR\bmetadata\x12\x17\n" +
 	"\aone_way\x18\x05 \x01(\bR\x06oneWay\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x1a;\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12\x19\n" +
+	"\bfresh_id\x18\a \x01(\bR\afreshId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x01\n" +
