@@ -995,11 +995,17 @@ func (c *Channel) handle(cmd *command.Command, sem *atomic.Int64) {
 // nil when no reply should be sent.
 func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	ctx := c.ctx
+	// The handler's context and the channel's copy of its reply (see the
+	// default case below) in one allocation: both are needed for nearly
+	// every command, and live about as long.
+	var box *runBox
 	if cmd.Timeout > 0 {
-		hc := newHandlerCtx(c.ctx, time.Now().Add(cmd.Timeout))
-		hc.ownedByRun = true
-		defer hc.cancel()
-		ctx = hc
+		box = &runBox{hc: handlerCtx{parent: c.ctx, deadline: time.Now().Add(cmd.Timeout), ownedByRun: true}}
+		if pd, ok := c.ctx.Deadline(); ok && pd.Before(box.hc.deadline) {
+			box.hc.deadline = pd
+		}
+		defer box.hc.cancel()
+		ctx = &box.hc
 	}
 	ctx, span := startHandleSpan(ctx, cmd)
 	if span != nil {
@@ -1038,11 +1044,25 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	case r.IsCompleteFor(cmd):
 		return r // complete already (as built by command.Succeeded or Failed, or by the connector's window)
 	default:
-		cp := *r // the handler may share its reply between commands; the fields Complete sets are ours
-		r = &cp
+		// The handler may share its reply between commands; the fields
+		// Complete sets are ours.
+		if box != nil {
+			box.reply = *r
+			r = &box.reply
+		} else {
+			cp := *r
+			r = &cp
+		}
 	}
 	r.Complete(cmd)
 	return r
+}
+
+// runBox is what run allocates for a command with a deadline: its handler's
+// context, and room for the channel's copy of the reply.
+type runBox struct {
+	hc    handlerCtx
+	reply command.Reply
 }
 
 // queueReply hands r to the writer, unless the channel dies first: the
