@@ -114,6 +114,8 @@ func clientMain(in io.Reader, out io.Writer) int {
 			}
 		}
 	})
+	var prof phaseProfile
+	defer prof.stop()
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
@@ -121,6 +123,10 @@ func clientMain(in io.Reader, out io.Writer) int {
 			stopProfile := startClientProfile(cfg.First)
 			defer stopProfile()
 			c.start()
+		case strings.HasPrefix(line, "profile "):
+			prof.start(strings.TrimPrefix(line, "profile "))
+		case line == "profile-stop":
+			prof.stop()
 		case strings.HasPrefix(line, "mark "):
 			ns, err := strconv.ParseInt(strings.TrimPrefix(line, "mark "), 10, 64)
 			if err == nil {
@@ -368,4 +374,32 @@ func startClientProfile(first int) (stop func()) {
 	}
 	t := time.AfterFunc(clientProfileFor, end)
 	return func() { t.Stop(); end() }
+}
+
+// phaseProfile is the CPU profile of one phase that the orchestrator asked
+// for ("profile <path>" … "profile-stop", with -client-profiles).
+type phaseProfile struct{ f *os.File }
+
+// start begins a CPU profile written to path, ending the current one first.
+// A profile already running from clientProfileEnv makes it a no-op.
+func (p *phaseProfile) start(path string) {
+	p.stop()
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return
+	}
+	p.f = f
+}
+
+func (p *phaseProfile) stop() {
+	if p.f == nil {
+		return
+	}
+	pprof.StopCPUProfile()
+	_ = p.f.Close()
+	p.f = nil
 }
