@@ -272,6 +272,8 @@ func errorKind(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case strings.Contains(err.Error(), "throttled by the client"):
+		return "throttled" // refused by the Dialer itself (decision 0049), before the server's limit
 	case strings.Contains(err.Error(), "limit"):
 		return "limit"
 	case strings.Contains(err.Error(), "refused"):
