@@ -38,6 +38,9 @@ type clientConfig struct {
 	// one connection (one Dialer) per connector.
 	Conns    int    `json:"conns"`
 	SourceIP string `json:"sourceIP"` // local address to dial from (127.0.0.x), or ""
+	// NoThrottle turns off the Dialers' adaptive throttling
+	// (grpcchannel.WithoutThrottle, decision 0049).
+	NoThrottle bool `json:"noThrottle,omitempty"`
 }
 
 // status is what a client reports on stdout, one JSON line every
@@ -193,7 +196,11 @@ func newClient(cfg clientConfig) (*client, error) {
 		return d.DialContext(ctx, "tcp", addr)
 	}
 	newDialer := func() (*grpcchannel.Dialer, error) {
-		d, err := grpcchannel.NewDialer(cfg.Addr, grpcchannel.WithInsecure(), grpcchannel.WithContextDialer(dial))
+		opts := []grpcchannel.DialOption{grpcchannel.WithInsecure(), grpcchannel.WithContextDialer(dial)}
+		if cfg.NoThrottle {
+			opts = append(opts, grpcchannel.WithoutThrottle())
+		}
+		d, err := grpcchannel.NewDialer(cfg.Addr, opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -89,6 +89,7 @@ type config struct {
 	startProfile       time.Duration
 	controllerFlags    string
 	clientGOGC         int
+	noThrottle         bool
 	dir                string
 }
 
@@ -117,6 +118,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.startProfile, "start-profile", 20*time.Second, "length of the CPU profile taken from the start (with -profiles)")
 	fs.StringVar(&c.controllerFlags, "controller-flags", "", "more flags for the controller, space-separated (they override the tool's: --max-handshakes 20000)")
 	fs.IntVar(&c.clientGOGC, "client-gogc", 200, "GOGC of the client processes (the simulated fleet; the controller keeps the default); 0: the environment's")
+	fs.BoolVar(&c.noThrottle, "no-throttle", false, "turn off the client Dialers' adaptive throttling (grpcchannel.WithoutThrottle, decision 0049), to compare")
 	fs.StringVar(&c.dir, "dir", "", "directory for logs (default: a temporary one, removed unless the run fails)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -215,7 +217,7 @@ func measureAll(ctx context.Context, c config, out, log io.Writer) error {
 			Shared: shared, ConnsPerClient: c.connsPerClient, Disk: c.disk,
 			Settle: c.settle, Idle: c.idle, HealthInterval: c.healthInterval,
 			SendFor: c.sendFor, Workers: c.workers, Outage: c.outage, Stable: c.stable,
-			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, ClientProfiles: c.clientProfiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), ClientGOGC: c.clientGOGC, Log: log,
+			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, ClientProfiles: c.clientProfiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), ClientGOGC: c.clientGOGC, NoThrottle: c.noThrottle, Log: log,
 		}
 		o.Dir = filepath.Join(dir, o.label())
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {

@@ -46,6 +46,7 @@ type options struct {
 	StartProfile   time.Duration // length of the CPU profile from the start
 	ExtraFlags     []string      // more controller flags, after the tool's
 	ClientGOGC     int           // GOGC of the client processes; 0: the environment's
+	NoThrottle     bool          // the clients' Dialers without adaptive throttling
 	Log            io.Writer     // progress
 }
 
@@ -101,7 +102,7 @@ func (o options) logf(format string, args ...any) {
 
 // run measures one size: see the package documentation.
 func run(ctx context.Context, o options) (_ []results.Result, err error) {
-	o.logf("starting (load %s); controller flags %v", loadAvg(), o.controllerArgs("G", "H", "R", "T")[1:])
+	o.logf("starting (load %s); controller flags %v; client Dialers' throttle %v", loadAvg(), o.controllerArgs("G", "H", "R", "T")[1:], !o.NoThrottle)
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -156,7 +157,7 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 		if i == o.Clients-1 {
 			n = o.N - per*(o.Clients-1)
 		}
-		cfg := clientConfig{Addr: grpcAddr, First: i * per, Count: n, PerTarget: o.PerTarget, SourceIP: fmt.Sprintf("127.0.0.%d", 10+i)}
+		cfg := clientConfig{Addr: grpcAddr, First: i * per, Count: n, PerTarget: o.PerTarget, SourceIP: fmt.Sprintf("127.0.0.%d", 10+i), NoThrottle: o.NoThrottle}
 		if o.Shared {
 			cfg.Conns = o.ConnsPerClient
 		}
