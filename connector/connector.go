@@ -296,7 +296,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	defer cancel()
 	conn, err := c.dialers[ep].Dial(actx)
 	if err != nil {
-		return nil, fmt.Errorf("connector: dial endpoint %s: %w", c.endpointName(ep), err)
+		return nil, &attemptError{op: "dial", endpoint: c.endpointName(ep), err: err}
 	}
 	reply, err := channel.Hello(actx, conn, command.HelloPayload{
 		TargetID:        c.cfg.TargetID,
@@ -310,7 +310,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	})
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("connector: hello on endpoint %s: %w", c.endpointName(ep), err)
+		return nil, &attemptError{op: "hello on", endpoint: c.endpointName(ep), err: err}
 	}
 	sess := &session{
 		endpoint:  ep,

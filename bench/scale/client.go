@@ -276,16 +276,17 @@ func (c *client) onState(i int, sc connector.StateChange) {
 
 // errorKind names an attempt failure coarsely, for the report.
 func errorKind(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return ""
-	case strings.Contains(err.Error(), "throttled by the client"):
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "throttled by the client"):
 		return "throttled" // refused by the Dialer itself (decision 0049), before the server's limit
-	case strings.Contains(err.Error(), "limit"):
+	case strings.Contains(msg, "limit"):
 		return "limit"
-	case strings.Contains(err.Error(), "refused"):
+	case strings.Contains(msg, "refused"):
 		return "refused"
-	case strings.Contains(err.Error(), "deadline"):
+	case strings.Contains(msg, "deadline"):
 		return "timeout"
 	default:
 		return "other"
