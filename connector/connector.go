@@ -59,8 +59,8 @@ type Connector struct {
 	targetID  string        // adopted from the last HELLO reply
 	primary   bool
 	epoch     uint64
-	maxEpoch  map[string]uint64         // target → highest PRIMARY epoch seen
-	events    *queue.Dispatcher[func()] // the notifier: runs callbacks in order (notify.go)
+	maxEpoch  map[string]uint64        // target → highest PRIMARY epoch seen
+	events    *queue.Dispatcher[event] // the notifier: runs callbacks in order (notify.go)
 }
 
 // session is one live channel.
@@ -124,7 +124,7 @@ func New(cfg Config, mux *command.Mux, endpoints ...channel.Dialer) (*Connector,
 		targetID:  cfg.TargetID,
 		maxEpoch:  make(map[string]uint64),
 	}
-	c.events = newNotifier(c.log)
+	c.events = newNotifier(cfg, c.log)
 	if cfg.DedupWindow > 0 {
 		c.window = newWindow(cfg.DedupWindow)
 	}
@@ -183,6 +183,8 @@ func (c *Connector) Run(ctx context.Context) error {
 // loop is Run's body. It returns the last endpoint used and Run's result.
 func (c *Connector) loop(ctx context.Context) (int, error) {
 	failures, ep := 0, 0
+	var wait sleeper // one timer for every backoff wait of this Run
+	defer wait.stop()
 	for {
 		if ctx.Err() != nil {
 			return ep, nil
@@ -202,11 +204,13 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 			}
 			delay := c.policy.Delay(failures, c.int64n)
 			failures++
-			c.log.Warn("connector: connection attempt failed", "endpoint", c.endpointName(ep), "attempt", failures,
-				"err", err, "retryIn", delay)
+			if c.log.Enabled(ctx, slog.LevelWarn) { // the arguments alone cost allocations, per attempt of a storm
+				c.log.Warn("connector: connection attempt failed", "endpoint", c.endpointName(ep), "attempt", failures,
+					"err", err, "retryIn", delay)
+			}
 			c.setState(StateChange{State: StateDisconnected, Endpoint: ep, Err: err, Delay: delay})
 			ep = (ep + 1) % len(c.dialers)
-			if !sleep(ctx, delay) {
+			if !wait.sleep(ctx, delay) {
 				return ep, nil
 			}
 			continue
@@ -241,14 +245,16 @@ func (c *Connector) loop(ctx context.Context) (int, error) {
 		if abnormal {
 			level = slog.LevelWarn
 		}
-		c.log.Log(ctx, level, "connector: channel lost", "endpoint", c.endpointName(sess.endpoint),
-			"channelId", sess.channelID, "reason", reason, "retryIn", delay, "stopping", stop)
+		if c.log.Enabled(ctx, level) {
+			c.log.Log(ctx, level, "connector: channel lost", "endpoint", c.endpointName(sess.endpoint),
+				"channelId", sess.channelID, "reason", reason, "retryIn", delay, "stopping", stop)
+		}
 		c.setState(StateChange{State: StateDisconnected, Endpoint: sess.endpoint,
 			ChannelID: sess.channelID, TargetID: sess.targetID, Err: cause, Delay: delay})
 		if stop {
 			return ep, result
 		}
-		if !sleep(ctx, delay) {
+		if !wait.sleep(ctx, delay) {
 			return ep, nil
 		}
 	}
@@ -290,7 +296,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	defer cancel()
 	conn, err := c.dialers[ep].Dial(actx)
 	if err != nil {
-		return nil, fmt.Errorf("connector: dial endpoint %s: %w", c.endpointName(ep), err)
+		return nil, &attemptError{op: "dial", endpoint: c.endpointName(ep), err: err}
 	}
 	reply, err := channel.Hello(actx, conn, command.HelloPayload{
 		TargetID:        c.cfg.TargetID,
@@ -304,7 +310,7 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	})
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("connector: hello on endpoint %s: %w", c.endpointName(ep), err)
+		return nil, &attemptError{op: "hello on", endpoint: c.endpointName(ep), err: err}
 	}
 	sess := &session{
 		endpoint:  ep,
@@ -334,7 +340,9 @@ func (c *Connector) connect(ctx context.Context, ep int) (*session, error) {
 	c.enqueueState(StateChange{State: StateConnected, Endpoint: ep, ChannelID: sess.channelID, TargetID: sess.targetID})
 	c.mu.Unlock()
 	close(sess.ready)
-	c.log.Info("connector: connected", "endpoint", c.endpointName(ep), "channelId", sess.channelID, "targetId", sess.targetID)
+	if c.log.Enabled(ctx, slog.LevelInfo) {
+		c.log.Info("connector: connected", "endpoint", c.endpointName(ep), "channelId", sess.channelID, "targetId", sess.targetID)
+	}
 	return sess, nil
 }
 
@@ -452,18 +460,33 @@ func (c *Connector) closeChannel(ch *channel.Channel) {
 	<-ch.Done()
 }
 
+// sleeper waits out backoff delays with one timer, made by its first wait
+// and reset for the next ones: a reconnect loop in a storm waits after every
+// attempt.
+type sleeper struct{ t *time.Timer }
+
 // sleep waits d, or until ctx is done; it reports whether the wait ran out.
-func sleep(ctx context.Context, d time.Duration) bool {
+func (s *sleeper) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	if s.t == nil {
+		s.t = time.NewTimer(d)
+	} else {
+		s.t.Reset(d) // since Go 1.23 a Reset timer delivers no stale value
+	}
 	select {
-	case <-t.C:
+	case <-s.t.C:
 		return true
 	case <-ctx.Done():
+		s.t.Stop()
 		return false
+	}
+}
+
+func (s *sleeper) stop() {
+	if s.t != nil {
+		s.t.Stop()
 	}
 }
 

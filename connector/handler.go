@@ -77,7 +77,7 @@ func (c *Connector) goodBye(sess *session, cmd *command.Command) (*command.Reply
 // the highest seen for the target is stale and ignored; one for a channel that
 // is no longer live is ignored too. Both are answered SUCCEEDED anyway.
 func (c *Connector) primaryCmd(sess *session, cmd *command.Command) (*command.Reply, error) {
-	p, err := command.Decode[command.PrimaryPayload](cmd.Payload)
+	p, err := decodePrimary(cmd.Payload)
 	if err != nil {
 		return badPayload(cmd, err), nil
 	}

@@ -38,6 +38,9 @@ type clientConfig struct {
 	// one connection (one Dialer) per connector.
 	Conns    int    `json:"conns"`
 	SourceIP string `json:"sourceIP"` // local address to dial from (127.0.0.x), or ""
+	// NoThrottle turns off the Dialers' adaptive throttling
+	// (grpcchannel.WithoutThrottle, decision 0049).
+	NoThrottle bool `json:"noThrottle,omitempty"`
 }
 
 // status is what a client reports on stdout, one JSON line every
@@ -114,6 +117,8 @@ func clientMain(in io.Reader, out io.Writer) int {
 			}
 		}
 	})
+	var prof phaseProfile
+	defer prof.stop()
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
@@ -121,6 +126,10 @@ func clientMain(in io.Reader, out io.Writer) int {
 			stopProfile := startClientProfile(cfg.First)
 			defer stopProfile()
 			c.start()
+		case strings.HasPrefix(line, "profile "):
+			prof.start(strings.TrimPrefix(line, "profile "))
+		case line == "profile-stop":
+			prof.stop()
 		case strings.HasPrefix(line, "mark "):
 			ns, err := strconv.ParseInt(strings.TrimPrefix(line, "mark "), 10, 64)
 			if err == nil {
@@ -187,7 +196,11 @@ func newClient(cfg clientConfig) (*client, error) {
 		return d.DialContext(ctx, "tcp", addr)
 	}
 	newDialer := func() (*grpcchannel.Dialer, error) {
-		d, err := grpcchannel.NewDialer(cfg.Addr, grpcchannel.WithInsecure(), grpcchannel.WithContextDialer(dial))
+		opts := []grpcchannel.DialOption{grpcchannel.WithInsecure(), grpcchannel.WithContextDialer(dial)}
+		if cfg.NoThrottle {
+			opts = append(opts, grpcchannel.WithoutThrottle())
+		}
+		d, err := grpcchannel.NewDialer(cfg.Addr, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -263,14 +276,17 @@ func (c *client) onState(i int, sc connector.StateChange) {
 
 // errorKind names an attempt failure coarsely, for the report.
 func errorKind(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return ""
-	case strings.Contains(err.Error(), "limit"):
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "throttled by the client"):
+		return "throttled" // refused by the Dialer itself (decision 0049), before the server's limit
+	case strings.Contains(msg, "limit"):
 		return "limit"
-	case strings.Contains(err.Error(), "refused"):
+	case strings.Contains(msg, "refused"):
 		return "refused"
-	case strings.Contains(err.Error(), "deadline"):
+	case strings.Contains(msg, "deadline"):
 		return "timeout"
 	default:
 		return "other"
@@ -368,4 +384,32 @@ func startClientProfile(first int) (stop func()) {
 	}
 	t := time.AfterFunc(clientProfileFor, end)
 	return func() { t.Stop(); end() }
+}
+
+// phaseProfile is the CPU profile of one phase that the orchestrator asked
+// for ("profile <path>" … "profile-stop", with -client-profiles).
+type phaseProfile struct{ f *os.File }
+
+// start begins a CPU profile written to path, ending the current one first.
+// A profile already running from clientProfileEnv makes it a no-op.
+func (p *phaseProfile) start(path string) {
+	p.stop()
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return
+	}
+	p.f = f
+}
+
+func (p *phaseProfile) stop() {
+	if p.f == nil {
+		return
+	}
+	pprof.StopCPUProfile()
+	_ = p.f.Close()
+	p.f = nil
 }

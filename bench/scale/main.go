@@ -33,9 +33,12 @@
 // most with the controller for the machine's 2 cores. The controller keeps
 // Go's defaults.
 //
-// With EXCHANGE_SCALE_CLIENT_PROFILE=DIR in its environment, every client
-// process saves a CPU profile of its first 20 s after the start in DIR
-// (client-<first connector>.cpu.pprof): what the simulated fleet spends.
+// With -client-profiles DIR every client process saves a CPU profile of each
+// phase in DIR, from the start (or the kill) until every connector is back:
+// <label>-client-<i>-start.cpu.pprof, -storm-immediate, -storm-outage: what
+// the simulated fleet, our connector library, spends. (The older
+// EXCHANGE_SCALE_CLIENT_PROFILE=DIR in the environment saves the first 20 s
+// after the start as client-<first connector>.cpu.pprof.)
 //
 // Usage (from bench/):
 //
@@ -82,9 +85,11 @@ type config struct {
 	bin                string
 	results            string
 	profiles           string
+	clientProfiles     string
 	startProfile       time.Duration
 	controllerFlags    string
 	clientGOGC         int
+	noThrottle         bool
 	dir                string
 }
 
@@ -109,9 +114,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.bin, "exchange", "", "the exchange binary (default: built from the main module)")
 	fs.StringVar(&c.results, "results", "results/latest.json", "results file to merge into")
 	fs.StringVar(&c.profiles, "profiles", "", "directory for the controller's pprof profiles (start, idle, send CPU; heap; goroutines)")
+	fs.StringVar(&c.clientProfiles, "client-profiles", "", "directory for the client processes' CPU profiles, one per client and phase: <label>-client-<i>-<start|storm-immediate|storm-outage>.cpu.pprof, each from the phase's start (the broadcast start, the kill) until the fleet is all back")
 	fs.DurationVar(&c.startProfile, "start-profile", 20*time.Second, "length of the CPU profile taken from the start (with -profiles)")
 	fs.StringVar(&c.controllerFlags, "controller-flags", "", "more flags for the controller, space-separated (they override the tool's: --max-handshakes 20000)")
 	fs.IntVar(&c.clientGOGC, "client-gogc", 200, "GOGC of the client processes (the simulated fleet; the controller keeps the default); 0: the environment's")
+	fs.BoolVar(&c.noThrottle, "no-throttle", false, "turn off the client Dialers' adaptive throttling (grpcchannel.WithoutThrottle, decision 0049), to compare")
 	fs.StringVar(&c.dir, "dir", "", "directory for logs (default: a temporary one, removed unless the run fails)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -188,9 +195,19 @@ func measureAll(ctx context.Context, c config, out, log io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if c.profiles != "" {
-		if err := os.MkdirAll(c.profiles, 0o755); err != nil {
+	if c.clientProfiles != "" {
+		// The clients write there: make it absolute.
+		abs, err := filepath.Abs(c.clientProfiles)
+		if err != nil {
 			return err
+		}
+		c.clientProfiles = abs
+	}
+	for _, d := range []string{c.profiles, c.clientProfiles} {
+		if d != "" {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
 		}
 	}
 	var all []results.Result
@@ -200,7 +217,7 @@ func measureAll(ctx context.Context, c config, out, log io.Writer) error {
 			Shared: shared, ConnsPerClient: c.connsPerClient, Disk: c.disk,
 			Settle: c.settle, Idle: c.idle, HealthInterval: c.healthInterval,
 			SendFor: c.sendFor, Workers: c.workers, Outage: c.outage, Stable: c.stable,
-			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), ClientGOGC: c.clientGOGC, Log: log,
+			Storms: c.storms, Wait: c.wait, Profiles: c.profiles, ClientProfiles: c.clientProfiles, StartProfile: c.startProfile, ExtraFlags: strings.Fields(c.controllerFlags), ClientGOGC: c.clientGOGC, NoThrottle: c.noThrottle, Log: log,
 		}
 		o.Dir = filepath.Join(dir, o.label())
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {

@@ -42,9 +42,11 @@ type options struct {
 	Storms         bool
 	Wait           time.Duration // bound on every wait for the fleet
 	Profiles       string        // directory for pprof profiles; "" for none
+	ClientProfiles string        // directory for the clients' per-phase CPU profiles; "" for none
 	StartProfile   time.Duration // length of the CPU profile from the start
 	ExtraFlags     []string      // more controller flags, after the tool's
 	ClientGOGC     int           // GOGC of the client processes; 0: the environment's
+	NoThrottle     bool          // the clients' Dialers without adaptive throttling
 	Log            io.Writer     // progress
 }
 
@@ -100,7 +102,7 @@ func (o options) logf(format string, args ...any) {
 
 // run measures one size: see the package documentation.
 func run(ctx context.Context, o options) (_ []results.Result, err error) {
-	o.logf("starting (load %s); controller flags %v", loadAvg(), o.controllerArgs("G", "H", "R", "T")[1:])
+	o.logf("starting (load %s); controller flags %v; client Dialers' throttle %v", loadAvg(), o.controllerArgs("G", "H", "R", "T")[1:], !o.NoThrottle)
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -155,7 +157,7 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 		if i == o.Clients-1 {
 			n = o.N - per*(o.Clients-1)
 		}
-		cfg := clientConfig{Addr: grpcAddr, First: i * per, Count: n, PerTarget: o.PerTarget, SourceIP: fmt.Sprintf("127.0.0.%d", 10+i)}
+		cfg := clientConfig{Addr: grpcAddr, First: i * per, Count: n, PerTarget: o.PerTarget, SourceIP: fmt.Sprintf("127.0.0.%d", 10+i), NoThrottle: o.NoThrottle}
 		if o.Shared {
 			cfg.Conns = o.ConnsPerClient
 		}
@@ -189,9 +191,12 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 		})
 	}
 	cpuProfile("start", o.StartProfile)
+	m.clientProfile(fl, "start")
 	t0 := time.Now()
 	fl.broadcast("start")
-	if err := m.start(ctx, ctrl, fl, t0); err != nil {
+	err = m.start(ctx, ctrl, fl, t0)
+	m.clientProfileStop(fl)
+	if err != nil {
 		return nil, err
 	}
 
@@ -530,6 +535,8 @@ func (m *measure) storm(ctx context.Context, ctrl *ctrlProc, fl fleet, name stri
 	o := m.o
 	mark := time.Now()
 	fl.broadcast(fmt.Sprintf("mark %d", mark.UnixNano()))
+	m.clientProfile(fl, "storm-"+name)
+	defer m.clientProfileStop(fl)
 	ctrl.kill()
 	if err := sleep(ctx, outage); err != nil {
 		return ctrl, err
@@ -579,6 +586,23 @@ func (m *measure) storm(ctx context.Context, ctrl *ctrlProc, fl fleet, name stri
 	m.add("storm_"+name+"_peak_per_s", "connections/s", float64(peak), 0, true,
 		fmt.Sprintf("the busiest second of reconnections (%.0f s after the return)", float64(peakAt)-float64(back.Unix())))
 	return next, nil
+}
+
+// clientProfile asks every client process for a CPU profile of the phase
+// that begins (with ClientProfiles), until clientProfileStop.
+func (m *measure) clientProfile(fl fleet, phase string) {
+	if m.o.ClientProfiles == "" {
+		return
+	}
+	for i, c := range fl {
+		_ = c.send("profile " + filepath.Join(m.o.ClientProfiles, fmt.Sprintf("%s-client-%d-%s.cpu.pprof", m.label, i, phase)))
+	}
+}
+
+func (m *measure) clientProfileStop(fl fleet) {
+	if m.o.ClientProfiles != "" {
+		fl.broadcast("profile-stop")
+	}
 }
 
 // logTransport logs the gRPC transport's refusals before HELLO and its

@@ -35,6 +35,7 @@ func TestScaleEndToEnd(t *testing.T) {
 		"-settle", "200ms", "-idle", "1s", "-health-interval", "500ms", "-send-for", "1s", "-workers", "4",
 		"-outage", "300ms", "-start-profile", "1s", "-stable", "0s", "-wait", "60s",
 		"-results", resultsPath, "-dir", filepath.Join(dir, "logs"), "-profiles", filepath.Join(dir, "profiles"),
+		"-client-profiles", filepath.Join(dir, "client-profiles"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +76,11 @@ func TestScaleEndToEnd(t *testing.T) {
 	for _, p := range []string{"conn-200-start.cpu.pprof", "conn-200-heap.pprof", "shared-200-idle.cpu.pprof"} {
 		if fi, err := os.Stat(filepath.Join(dir, "profiles", p)); err != nil || fi.Size() == 0 {
 			t.Errorf("profile %s: %v", p, err)
+		}
+	}
+	for _, p := range []string{"conn-200-client-0-start.cpu.pprof", "shared-200-client-0-storm-immediate.cpu.pprof", "shared-200-client-0-storm-outage.cpu.pprof"} {
+		if fi, err := os.Stat(filepath.Join(dir, "client-profiles", p)); err != nil || fi.Size() == 0 {
+			t.Errorf("client profile %s: %v", p, err)
 		}
 	}
 	if t.Failed() {

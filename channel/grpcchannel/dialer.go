@@ -34,6 +34,10 @@ type Dialer struct {
 	open          openFunc // opens a Connect or, with WithLinkService, a Link stream
 	maxFrameBytes int
 	attempts      *attempts
+	throttle      *throttle // nil: WithoutThrottle
+	// throttled is the error of a stream the Dialer refuses itself (made
+	// once: a refusal allocates nothing).
+	throttled error
 }
 
 var _ channel.Dialer = (*Dialer)(nil)
@@ -92,13 +96,19 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpcchannel: new client for %q: %w", target, err)
 	}
-	return &Dialer{
+	d := &Dialer{
 		target:        target,
 		cc:            cc,
 		open:          streamOpener(cc, o.link),
 		maxFrameBytes: o.maxFrameBytes,
 		attempts:      a,
-	}, nil
+		throttled: fmt.Errorf("grpcchannel: dial %s: %w: %w: throttled by the client: the server refused most of this Dialer's recent streams",
+			target, ErrUnavailable, channel.ErrLimitExceeded),
+	}
+	if !o.noThrottle {
+		d.throttle = newThrottle()
+	}
+	return d, nil
 }
 
 // Dial opens a channel: a new Connect stream (a Link stream with
@@ -114,9 +124,18 @@ func NewDialer(target string, opts ...DialOption) (*Dialer, error) {
 // refused the stream because too many handshakes are in flight (a
 // *channel.LimitError when the refusal carried a retry hint), channel.ErrClosed when the Dialer is closed
 // or the server does not serve the Exchange service, or ctx's error.
+//
+// While the server refuses most of a Dialer's streams at its limits, Dial
+// refuses a share of new ones itself, at once, without opening them
+// (adaptive throttling, decision 0049; see WithoutThrottle), with an error
+// that wraps ErrUnavailable and channel.ErrLimitExceeded, as the server's
+// refusal does.
 func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	if err := d.awaitConnectivity(ctx); err != nil {
 		return nil, err
+	}
+	if !d.throttle.admit() {
+		return nil, d.throttled
 	}
 	// The stream lives until Conn.Close, not until ctx ends; ctx bounds only
 	// its opening.
@@ -132,8 +151,12 @@ func (d *Dialer) Dial(ctx context.Context) (channel.Conn, error) {
 	}
 	if err != nil {
 		abort()
+		if status.Code(err) == codes.ResourceExhausted {
+			d.throttle.answered(false)
+		}
 		return nil, d.dialError(err)
 	}
+	d.throttle.answered(true)
 	return newConn(st, true, d.maxFrameBytes, clientCancel(abort)), nil
 }
 

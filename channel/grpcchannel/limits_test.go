@@ -435,7 +435,9 @@ func BenchmarkRefusedHandshake(b *testing.B) {
 	lis := listenTCP(b)
 	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
 		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
-	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure())
+	// Without the Dialer's throttle, which would soon refuse most of these
+	// itself (decision 0049): this measures the server's refusal.
+	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure(), grpcchannel.WithoutThrottle())
 	dialPending(b, ctx, srv, d) // the one handshake in flight, for the whole benchmark
 	b.ReportAllocs()
 	for b.Loop() {
@@ -445,4 +447,92 @@ func BenchmarkRefusedHandshake(b *testing.B) {
 			b.Fatal("Dial() over the handshake limit succeeded")
 		}
 	}
+}
+
+// BenchmarkThrottledHandshake: the same refused stream once the Dialer's
+// throttle has learnt that the server refuses nearly everything (decision
+// 0049): most Dials are refused by the Dialer itself, with no stream.
+func BenchmarkThrottledHandshake(b *testing.B) {
+	ctx := testContext(b)
+	lis := listenTCP(b)
+	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
+	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure())
+	dialPending(b, ctx, srv, d)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := d.Dial(ctx)
+		if err == nil {
+			_ = c.Close()
+			b.Fatal("Dial() over the handshake limit succeeded")
+		}
+	}
+	b.ReportMetric(float64(srv.Stats().RefusedHandshakes)/float64(b.N), "server-refusals/op")
+}
+
+// A Dialer whose streams the server keeps refusing at its handshake limit
+// refuses most of the next ones itself, with the same kind of error and
+// without opening a stream; with WithoutThrottle every one reaches the
+// server; and once the server takes streams again, so does the Dialer
+// (decision 0049).
+func TestDialerThrottlesRefusedStreams(t *testing.T) {
+	ctx := testContext(t)
+	const dials = 400
+	run := func(t *testing.T, opts ...grpcchannel.DialOption) (local int, server uint64, d *grpcchannel.Dialer, srv *grpcchannel.Server, pending channel.Conn) {
+		lis := listenTCP(t)
+		srv = startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
+			MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
+		d = newDialer(t, lis.Addr().String(), append([]grpcchannel.DialOption{grpcchannel.WithInsecure()}, opts...)...)
+		pending = dialPending(t, ctx, srv, d)
+		for range dials {
+			c, err := d.Dial(ctx)
+			if err == nil {
+				_ = c.Close()
+				t.Fatal("Dial() over the handshake limit succeeded")
+			}
+			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
+				t.Fatalf("Dial() over the limit = %v, want ErrLimitExceeded and ErrUnavailable", err)
+			}
+			if strings.Contains(err.Error(), "throttled by the client") {
+				local++
+			}
+		}
+		return local, srv.Stats().RefusedHandshakes, d, srv, pending
+	}
+	t.Run("on by default", func(t *testing.T) {
+		local, server, d, srv, pending := run(t)
+		if local+int(server) != dials {
+			t.Errorf("%d refused by the Dialer + %d by the server, want %d in all", local, server, dials)
+		}
+		// The first 64 answers reach the server; after that p ≥ 64/65 and
+		// grows: expected well over 300 local refusals.
+		if local < dials/2 || server < 64 {
+			t.Errorf("%d of %d refused by the Dialer, %d by the server; want most by the Dialer, at least 64 by the server", local, dials, server)
+		}
+		// The server takes streams again: the pending handshake ends, and
+		// the Dialer gets a stream within a bounded number of tries (each
+		// local refusal lowers nothing, but every stream that goes through
+		// is accepted and counted).
+		_ = pending.Close()
+		waitUntil(t, ctx, "the handshake place given back", func() bool { return srv.Stats().Handshakes == 0 })
+		for i := 0; ; i++ {
+			c, err := d.Dial(ctx)
+			if err == nil {
+				_ = c.Close()
+				break
+			}
+			if !strings.Contains(err.Error(), "throttled by the client") {
+				t.Fatalf("Dial() with a free place = %v", err)
+			}
+			if i > 100_000 {
+				t.Fatal("the Dialer still refuses everything after 100,000 tries")
+			}
+		}
+	})
+	t.Run("WithoutThrottle", func(t *testing.T) {
+		local, server, _, _, _ := run(t, grpcchannel.WithoutThrottle())
+		if local != 0 || server != dials {
+			t.Errorf("%d refused by the Dialer, %d by the server; want 0 and %d", local, server, dials)
+		}
+	})
 }

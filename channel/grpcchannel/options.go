@@ -67,6 +67,7 @@ type dialOptions struct {
 	dialer        func(ctx context.Context, addr string) (net.Conn, error)
 	grpcOpts      []grpc.DialOption
 	link          bool // open Link streams (WithLinkService)
+	noThrottle    bool // WithoutThrottle
 }
 
 func defaultServerOptions() serverOptions {
@@ -235,6 +236,18 @@ func WithServerOptions(opts ...grpc.ServerOption) ServerOption {
 // replace the one the Dialer's streams need.
 func WithDialOptions(opts ...grpc.DialOption) DialOption {
 	return option{dial: func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }}
+}
+
+// WithoutThrottle turns off the Dialer's adaptive throttling (decision
+// 0049): by default, once the server has answered at least 64 of a Dialer's
+// streams in the last 2 s, mostly by refusing them at its handshake limit
+// (RESOURCE_EXHAUSTED), Dial refuses a new stream itself with probability
+// (requests − 2·accepts) / (requests + 1), at once and without opening it,
+// with an error that wraps ErrUnavailable and channel.ErrLimitExceeded, as
+// the server's refusal does. It matters only for a Dialer shared by many
+// connectors; one connector on a Dialer of its own never reaches 64.
+func WithoutThrottle() DialOption {
+	return option{dial: func(o *dialOptions) { o.noThrottle = true }}
 }
 
 // WithContextDialer replaces the function that opens the network connection

@@ -39,6 +39,7 @@ type Dispatcher[T any] struct {
 
 	mu      sync.Mutex // protects the fields below
 	queue   []T
+	spare   []T // an empty array for the queue, kept by drain (keepCap)
 	started bool
 	closed  bool
 	running bool // a drain goroutine is running (at most one: that keeps the order)
@@ -108,21 +109,36 @@ func (d *Dispatcher[T]) Close() {
 	d.drains.Wait()
 }
 
-// drain delivers until the queue is empty, then returns.
+// keepCap bounds the capacity of a delivered batch's array that drain keeps
+// (as spare) for the values that come next, also while idle: a Dispatcher
+// that gets a value or two at a time (a connector's state changes, two per
+// refused connection attempt) then allocates nothing per Push, and one that
+// took a burst does not hold its array.
+const keepCap = 2
+
+// drain delivers until the queue is empty, then returns. Values pushed while
+// a batch is delivered go into the spare array, and the delivered batch's
+// array becomes the next spare.
 func (d *Dispatcher[T]) drain() {
 	defer d.drains.Done()
 	for {
 		d.mu.Lock()
 		batch := d.queue
-		d.queue = nil
 		if len(batch) == 0 {
 			d.running = false
 			d.mu.Unlock()
 			return
 		}
+		d.queue, d.spare = d.spare, nil
 		d.mu.Unlock()
 		for _, v := range batch {
 			d.call(v)
+		}
+		if cap(batch) <= keepCap {
+			clear(batch) // let the delivered values go
+			d.mu.Lock()
+			d.spare = batch[:0]
+			d.mu.Unlock()
 		}
 	}
 }
