@@ -392,9 +392,8 @@ func (c *Channel) send(ctx context.Context, cmd *command.Command, timeout time.D
 	out := sentCommands.Get().(*command.Command)
 	*out = *cmd
 	out.Metadata = maps.Clone(cmd.Metadata)
-	out.FreshID = out.ID == ""
-	if out.FreshID {
-		out.ID = newCommandID()
+	if out.ID == "" {
+		out.ID, out.FreshID = newCommandID(), true
 	}
 	out.Timeout = max(timeout, time.Millisecond)
 	injectTrace(ctx, out)
@@ -583,9 +582,8 @@ func (c *Channel) Notify(ctx context.Context, cmd *command.Command) error {
 	}
 	out := cmd.Clone()
 	out.OneWay = true
-	out.FreshID = out.ID == ""
-	if out.FreshID {
-		out.ID = newCommandID()
+	if out.ID == "" {
+		out.ID, out.FreshID = newCommandID(), true
 	}
 	injectTrace(ctx, out)
 	if err := c.enqueue(ctx, Frame{Command: out}); err != nil {

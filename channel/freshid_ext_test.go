@@ -11,8 +11,8 @@ import (
 )
 
 // TestFreshID checks command.Command.FreshID as the peer's handler sees it:
-// set on a command (or event) the channel gave an id of its own, clear on
-// one whose caller gave the id, whatever the caller set it to.
+// set on a command (or event) the channel gave an id of its own, and on one
+// whose caller gave the id and said it is fresh; clear otherwise.
 func TestFreshID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -47,7 +47,7 @@ func TestFreshID(t *testing.T) {
 		{"no id", command.Command{Type: "DO"}, true},
 		{"no id, caller says not fresh", command.Command{Type: "DO", FreshID: false}, true},
 		{"caller's id", command.Command{ID: "mine", Type: "DO"}, false},
-		{"caller's id, caller says fresh", command.Command{ID: "mine-2", Type: "DO", FreshID: true}, false},
+		{"caller's id, caller says fresh", command.Command{ID: "mine-2", Type: "DO", FreshID: true}, true},
 	} {
 		cmd := tc.cmd
 		r, err := ca.Send(ctx, &cmd)
@@ -68,7 +68,7 @@ func TestFreshID(t *testing.T) {
 	if got := next(); !got.FreshID || !got.OneWay {
 		t.Errorf("event without id: FreshID %v OneWay %v, want both", got.FreshID, got.OneWay)
 	}
-	if err := ca.Notify(ctx, &command.Command{ID: "ev", Type: "EVENT", FreshID: true}); err != nil {
+	if err := ca.Notify(ctx, &command.Command{ID: "ev", Type: "EVENT"}); err != nil {
 		t.Fatalf("Notify() = %v", err)
 	}
 	if got := next(); got.FreshID {

@@ -139,12 +139,15 @@ var forwardSeq atomic.Uint64
 
 // forwardCommand wraps cmd, for channel ch, as the command sent on a link,
 // and returns it with the id the command goes by (cmd's, or the link's when
-// cmd has none: a channel fills in an empty id, and so does the link).
+// cmd has none: a channel fills in an empty id, and so does the link). An id
+// the link makes is made for this forward alone, as a channel's is: the link
+// command says so (FreshID), and so does the command delivered on the other
+// node, whose connector then keeps no dedup entry for it (decision 0051).
 func forwardCommand(ch state.ChannelID, cmd *command.Command) (*command.Command, string) {
 	seq := forwardSeq.Add(1)
-	id := cmd.ID
+	id, fresh := cmd.ID, cmd.FreshID
 	if id == "" {
-		id = command.NewID()
+		id, fresh = command.NewID(), true
 	}
 	// One allocation for the id: the digits go through a buffer on the
 	// stack, and the Builder's string is its own buffer.
@@ -158,7 +161,7 @@ func forwardCommand(ch state.ChannelID, cmd *command.Command) (*command.Command,
 	sb.WriteByte('.')
 	sb.WriteString(string(ch))
 	sb.WriteString(id)
-	return &command.Command{ID: sb.String(), Type: cmd.Type, Payload: cmd.Payload, Metadata: cmd.Metadata}, id
+	return &command.Command{ID: sb.String(), Type: cmd.Type, Payload: cmd.Payload, Metadata: cmd.Metadata, FreshID: fresh}, id
 }
 
 // forwardedCommand unwraps a command received on a link: the channel it is
@@ -181,5 +184,5 @@ func forwardedCommand(lc *command.Command) (state.ChannelID, *command.Command, b
 	if id == "" {
 		return "", nil, false
 	}
-	return state.ChannelID(ch), &command.Command{ID: id, Type: lc.Type, Payload: lc.Payload, Metadata: lc.Metadata}, true
+	return state.ChannelID(ch), &command.Command{ID: id, Type: lc.Type, Payload: lc.Payload, Metadata: lc.Metadata, FreshID: lc.FreshID}, true
 }

@@ -35,6 +35,26 @@ func TestForwardAddressRoundTrip(t *testing.T) {
 			t.Errorf("command changed on the way (-sent +received):\n%s", d)
 		}
 	}
+	// Without an id, the link makes one for this forward alone, and says so
+	// (FreshID) on the link and to the receiving node; a caller's id is not
+	// fresh unless the caller says it is.
+	for _, tc := range []struct {
+		cmd       *command.Command
+		wantFresh bool
+	}{
+		{&command.Command{Type: "T"}, true},
+		{&command.Command{ID: "mine", Type: "T"}, false},
+		{&command.Command{ID: "mine", Type: "T", FreshID: true}, true},
+	} {
+		lc, id := forwardCommand("c1", tc.cmd)
+		_, got, ok := forwardedCommand(lc)
+		if !ok || id == "" || got.ID != id || (tc.cmd.ID != "" && id != tc.cmd.ID) {
+			t.Fatalf("forward of %+v: id %q, received %+v (ok %v)", tc.cmd, id, got, ok)
+		}
+		if lc.FreshID != tc.wantFresh || got.FreshID != tc.wantFresh {
+			t.Errorf("forward of %+v: FreshID on the link %v, received %v; want %v", tc.cmd, lc.FreshID, got.FreshID, tc.wantFresh)
+		}
+	}
 	for _, bad := range []string{"", "x", "f", "f1", "f1.", "f1.x.ab", "f1.5.ab", "f1.2.ab", "f1.-1.ab"} {
 		if _, _, ok := forwardedCommand(&command.Command{ID: bad, Type: "T"}); ok {
 			t.Errorf("forwardedCommand(%q) accepted a malformed link id", bad)

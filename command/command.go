@@ -28,13 +28,16 @@ type Command struct {
 	Metadata map[string]string
 	// OneWay marks an event: the receiver runs its handler and sends no reply.
 	OneWay bool
-	// FreshID reports that ID was made by the sending channel for this one
-	// delivery, because the command had none: no command with this ID is
-	// ever sent again (a caller that sends the same command again, without
-	// an ID, gets another one). A receiver need not remember such an ID to
-	// deduplicate retries, and the connector's dedup window does not. The
-	// sending channel sets it; a caller's value is ignored. To have retries
-	// deduplicated, give the command its ID before the first send.
+	// FreshID reports that ID was made for this one delivery: no command
+	// with this ID is ever sent again. A receiver need not remember such an
+	// ID to deduplicate retries, and the connector's dedup window does not.
+	// The sending channel sets it when it makes the ID (the command had
+	// none: a caller that sends the same command again, without an ID, gets
+	// another one). A caller that makes an ID for one delivery alone may set
+	// it too (the cluster does, for a command it forwards without an ID of
+	// its own); set on a command that is sent again, it turns deduplication
+	// off for it. To have retries deduplicated, give the command its ID
+	// before the first send, and leave FreshID unset.
 	FreshID bool
 	// Timeout is how long the sender will wait for the reply; zero means unknown.
 	// The channel fills it from the sender's context deadline so the receiver's

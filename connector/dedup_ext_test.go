@@ -269,10 +269,10 @@ func TestDedupRefusesReusedIDWhileRunning(t *testing.T) {
 	}
 }
 
-// TestDedupSkipsFreshIDs: a command whose id its sender's channel made for
-// that delivery alone (command.Command.FreshID) never comes again, so the
-// window neither remembers it nor answers it; a command with the caller's
-// own id is remembered even if the caller claims it fresh.
+// TestDedupSkipsFreshIDs: a command whose id was made for that delivery
+// alone (command.Command.FreshID: by its sender's channel, or by a caller
+// that says so) never comes again, so the window neither remembers it nor
+// answers it; a command with the caller's own id is remembered.
 func TestDedupSkipsFreshIDs(t *testing.T) {
 	ctx := testContext(t)
 	var runs atomic.Int32
@@ -289,15 +289,20 @@ func TestDedupSkipsFreshIDs(t *testing.T) {
 	if got := connector.WindowLen(c); got != 0 {
 		t.Errorf("window holds %d after two commands with fresh ids, want 0", got)
 	}
-	r, err := p.ch.Send(ctx, &command.Command{ID: "own", Type: "DO", FreshID: true})
-	if err != nil {
-		t.Fatalf("Send(DO own) = %v", err)
-	}
-	if n, _ := command.Decode[int32](r.Payload); n != 3 {
+	if n := sendID(ctx, t, p, "own"); n != 3 {
 		t.Fatalf("reply %d, want run 3", n)
 	}
 	if n := sendID(ctx, t, p, "own"); n != 3 || runs.Load() != 3 {
 		t.Errorf("the caller's id again: reply %d, runs %d; want 3 from the window", n, runs.Load())
+	}
+	for want := int32(4); want <= 5; want++ { // the caller vouches that the id is fresh
+		r, err := p.ch.Send(ctx, &command.Command{ID: "vouched", Type: "DO", FreshID: true})
+		if err != nil {
+			t.Fatalf("Send(DO vouched) = %v", err)
+		}
+		if n, _ := command.Decode[int32](r.Payload); n != want {
+			t.Errorf("id said fresh, sent again: reply %d, want run %d (not remembered)", n, want)
+		}
 	}
 	if got := connector.WindowLen(c); got != 1 {
 		t.Errorf("window holds %d, want 1 (the caller's id)", got)

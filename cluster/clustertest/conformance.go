@@ -203,8 +203,8 @@ func testForward(t *testing.T, open Open) {
 		t.Errorf("reply payload = %s", reply.Payload)
 	}
 	got := <-calls
-	if got.ch != "ch-1" || got.cmd.ID != cmd.ID || string(got.cmd.Payload) != `"hi"` || !got.dl {
-		t.Errorf("handler got channel %s, command %+v, deadline %v; want ch-1, the command, a deadline", got.ch, got.cmd, got.dl)
+	if got.ch != "ch-1" || got.cmd.ID != cmd.ID || string(got.cmd.Payload) != `"hi"` || !got.dl || got.cmd.FreshID {
+		t.Errorf("handler got channel %s, command %+v, deadline %v; want ch-1, the command (its own id, not fresh), a deadline", got.ch, got.cmd, got.dl)
 	}
 
 	// A command without an id (controller.Send leaves it to the channel)
@@ -215,8 +215,14 @@ func testForward(t *testing.T, open Open) {
 	if err != nil || !reply.Succeeded() {
 		t.Fatalf("Forward(no id) = %+v, %v; want a SUCCEEDED reply", reply, err)
 	}
-	if got := <-calls; reply.CommandID != got.cmd.ID {
+	got = <-calls
+	if reply.CommandID != got.cmd.ID {
 		t.Errorf("Forward(no id): reply to %q, the handler saw %q", reply.CommandID, got.cmd.ID)
+	}
+	// An id made on the way is made for this forward alone: the handler sees
+	// it marked fresh (or sees none, and its channel makes a fresh one).
+	if got.cmd.ID != "" && !got.cmd.FreshID {
+		t.Errorf("Forward(no id): the handler saw id %q not marked FreshID", got.cmd.ID)
 	}
 }
 
