@@ -124,21 +124,14 @@ func TestHandshakeLimits(t *testing.T) {
 				t.Fatalf("Stats().Handshakes = %d, want 3", got)
 			}
 			start := time.Now()
-			c, err := d.Dial(ctx)
-			if err == nil {
-				_ = c.Close()
-				t.Fatal("4th Dial() succeeded, want a refusal")
-			}
-			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
-				t.Fatalf("4th Dial() = %v, want ErrLimitExceeded and ErrUnavailable", err)
-			}
+			err := refusedDial(t, ctx, d, "4th Dial()")
 			t.Logf("4th Dial() = %v after %v", err, time.Since(start))
 			if got := srv.Stats().RefusedHandshakes; got != 1 {
 				t.Errorf("Stats().RefusedHandshakes = %d, want 1", got)
 			}
 
 			other := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure(), fromSource("127.0.0.2"))
-			c, err = other.Dial(ctx)
+			c, err := other.Dial(ctx)
 			switch {
 			case tc.other && err != nil:
 				t.Fatalf("Dial() from another source = %v, want it through", err)
@@ -485,14 +478,7 @@ func TestDialerThrottlesRefusedStreams(t *testing.T) {
 		d = newDialer(t, lis.Addr().String(), append([]grpcchannel.DialOption{grpcchannel.WithInsecure()}, opts...)...)
 		pending = dialPending(t, ctx, srv, d)
 		for range dials {
-			c, err := d.Dial(ctx)
-			if err == nil {
-				_ = c.Close()
-				t.Fatal("Dial() over the handshake limit succeeded")
-			}
-			if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
-				t.Fatalf("Dial() over the limit = %v, want ErrLimitExceeded and ErrUnavailable", err)
-			}
+			err := refusedDial(t, ctx, d, "Dial() over the handshake limit")
 			if strings.Contains(err.Error(), "throttled by the client") {
 				local++
 			}
@@ -535,4 +521,19 @@ func TestDialerThrottlesRefusedStreams(t *testing.T) {
 			t.Errorf("%d refused by the Dialer, %d by the server; want 0 and %d", local, server, dials)
 		}
 	})
+}
+
+// refusedDial dials d, which must be refused at a limit (by the server or by
+// the Dialer's own throttle), and returns the refusal.
+func refusedDial(t *testing.T, ctx context.Context, d *grpcchannel.Dialer, what string) error {
+	t.Helper()
+	c, err := d.Dial(ctx)
+	if err == nil {
+		_ = c.Close()
+		t.Fatalf("%s succeeded, want a refusal", what)
+	}
+	if !errors.Is(err, channel.ErrLimitExceeded) || !errors.Is(err, grpcchannel.ErrUnavailable) {
+		t.Fatalf("%s = %v, want ErrLimitExceeded and ErrUnavailable", what, err)
+	}
+	return err
 }
