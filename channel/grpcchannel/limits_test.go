@@ -424,13 +424,28 @@ func TestConnectionLimitOverTLS(t *testing.T) {
 // refused because the node's handshakes are all in flight, the commonest
 // event of a fleet's simultaneous start (docs/benchmarks.md, "Scale").
 func BenchmarkRefusedHandshake(b *testing.B) {
+	// Without the Dialer's throttle, which would soon refuse most of these
+	// itself (decision 0049): this measures the server's refusal.
+	benchRefusedDials(b, grpcchannel.WithoutThrottle())
+}
+
+// BenchmarkThrottledHandshake: the same refused stream once the Dialer's
+// throttle has learnt that the server refuses nearly everything (decision
+// 0049): most Dials are refused by the Dialer itself, with no stream.
+func BenchmarkThrottledHandshake(b *testing.B) {
+	srv := benchRefusedDials(b)
+	b.ReportMetric(float64(srv.Stats().RefusedHandshakes)/float64(b.N), "server-refusals/op")
+}
+
+// benchRefusedDials dials, b.N times, a server whose one handshake place is
+// held for the whole benchmark, with a Dialer of opts, and returns the
+// server.
+func benchRefusedDials(b *testing.B, opts ...grpcchannel.DialOption) *grpcchannel.Server {
 	ctx := testContext(b)
 	lis := listenTCP(b)
 	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
 		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
-	// Without the Dialer's throttle, which would soon refuse most of these
-	// itself (decision 0049): this measures the server's refusal.
-	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure(), grpcchannel.WithoutThrottle())
+	d := newDialer(b, lis.Addr().String(), append([]grpcchannel.DialOption{grpcchannel.WithInsecure()}, opts...)...)
 	dialPending(b, ctx, srv, d) // the one handshake in flight, for the whole benchmark
 	b.ReportAllocs()
 	for b.Loop() {
@@ -440,27 +455,7 @@ func BenchmarkRefusedHandshake(b *testing.B) {
 			b.Fatal("Dial() over the handshake limit succeeded")
 		}
 	}
-}
-
-// BenchmarkThrottledHandshake: the same refused stream once the Dialer's
-// throttle has learnt that the server refuses nearly everything (decision
-// 0049): most Dials are refused by the Dialer itself, with no stream.
-func BenchmarkThrottledHandshake(b *testing.B) {
-	ctx := testContext(b)
-	lis := listenTCP(b)
-	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
-		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
-	d := newDialer(b, lis.Addr().String(), grpcchannel.WithInsecure())
-	dialPending(b, ctx, srv, d)
-	b.ReportAllocs()
-	for b.Loop() {
-		c, err := d.Dial(ctx)
-		if err == nil {
-			_ = c.Close()
-			b.Fatal("Dial() over the handshake limit succeeded")
-		}
-	}
-	b.ReportMetric(float64(srv.Stats().RefusedHandshakes)/float64(b.N), "server-refusals/op")
+	return srv
 }
 
 // A Dialer whose streams the server keeps refusing at its handshake limit
