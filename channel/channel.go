@@ -998,10 +998,9 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	// every command, and live about as long.
 	var box *runBox
 	if cmd.Timeout > 0 {
-		box = &runBox{hc: handlerCtx{parent: c.ctx, deadline: time.Now().Add(cmd.Timeout), ownedByRun: true}}
-		if pd, ok := c.ctx.Deadline(); ok && pd.Before(box.hc.deadline) {
-			box.hc.deadline = pd
-		}
+		box = new(runBox)
+		box.hc.init(c.ctx, time.Now().Add(cmd.Timeout))
+		box.hc.ownedByRun = true
 		defer box.hc.cancel()
 		ctx = &box.hc
 	}

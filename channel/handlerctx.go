@@ -110,10 +110,18 @@ var _ context.Context = (*handlerCtx)(nil)
 // newHandlerCtx returns a context ending with parent or at d (if not zero),
 // whichever comes first; call cancel once the handler has returned.
 func newHandlerCtx(parent context.Context, d time.Time) *handlerCtx {
+	hc := &handlerCtx{}
+	hc.init(parent, d)
+	return hc
+}
+
+// init makes hc, a zero handlerCtx, a context ending with parent or at d (if
+// not zero), whichever comes first (newHandlerCtx in place).
+func (c *handlerCtx) init(parent context.Context, d time.Time) {
 	if pd, ok := parent.Deadline(); ok && (d.IsZero() || pd.Before(d)) {
 		d = pd
 	}
-	return &handlerCtx{parent: parent, deadline: d}
+	c.parent, c.deadline = parent, d
 }
 
 // parentDone returns the Done channel of the context hc ends with, its
