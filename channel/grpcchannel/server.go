@@ -70,8 +70,9 @@ var (
 //
 // Defaults: no TLS (use WithTLS), keepalive pings after 20 s of silence with a
 // 5 s timeout, client pings tolerated every 5 s even without streams, frames up to
-// 4 MiB each way, and the limits before HELLO of DefaultServerLimits (see
-// WithLimits).
+// 4 MiB each way, flow-control windows of FlowWindow, no HPACK dynamic table
+// for the headers clients send (decision 0053), and the limits before HELLO
+// of DefaultServerLimits (see WithLimits).
 func NewServer(opts ...ServerOption) *Server {
 	o := defaultServerOptions()
 	for _, opt := range opts {
@@ -113,6 +114,11 @@ func NewServer(opts ...ServerOption) *Server {
 		grpc.MaxSendMsgSize(o.maxFrameBytes),
 		grpc.StaticStreamWindowSize(FlowWindow),
 		grpc.StaticConnWindowSize(FlowWindow),
+		// No HPACK dynamic table for what clients send (decision 0053): a
+		// connection carries one long-lived stream, or a few, so the table
+		// compresses almost nothing, while its entries (about 1 KiB) stay
+		// for the connection's life.
+		grpc.HeaderTableSize(0),
 		serverCodec(), // Frames without reflection, protobuf for the rest (codec.go)
 	}
 	if l.MaxConcurrentStreams > 0 {
