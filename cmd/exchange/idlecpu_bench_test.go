@@ -15,13 +15,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/exchangekit/exchange/channel/grpcchannel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
+	"github.com/exchangekit/exchange/internal/cputime"
 )
 
 // BenchmarkIdleCPU measures what an idle fleet costs in CPU: an `exchange
@@ -111,14 +111,14 @@ func BenchmarkIdleCPU(b *testing.B) {
 	time.Sleep(settle) // registrations, primary notices and the first keepalive timers settle
 	b.ResetTimer()
 	for range b.N {
-		ctl0, self0 := procCPU(b, cmd.Process.Pid), selfCPU(b)
+		ctl0, self0 := procCPU(b, cmd.Process.Pid), cputime.Self()
 		start := time.Now()
 		if path := os.Getenv("EXCHANGE_IDLE_PROFILE"); path != "" {
 			// The controller's CPU profile over the window, to path.
 			profile(b, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", httpURL, int(window.Seconds())), path)
 		}
 		time.Sleep(window - time.Since(start))
-		ctl, self, elapsed := procCPU(b, cmd.Process.Pid)-ctl0, selfCPU(b)-self0, time.Since(start)
+		ctl, self, elapsed := procCPU(b, cmd.Process.Pid)-ctl0, cputime.Self()-self0, time.Since(start)
 		ctlPct := 100 * ctl.Seconds() / elapsed.Seconds()
 		selfPct := 100 * self.Seconds() / elapsed.Seconds()
 		b.ReportMetric(ctlPct, "controller-cpu%")
@@ -178,15 +178,6 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// selfCPU is this process's user and system CPU time so far.
-func selfCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func envInt(name string, def int) int {

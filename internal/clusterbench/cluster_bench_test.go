@@ -17,6 +17,7 @@ import (
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/connector"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/internal/cputime"
 	"github.com/exchangekit/exchange/state"
 )
 
@@ -231,7 +232,7 @@ func BenchmarkForwardInterleaved(b *testing.B) {
 		var next atomic.Int64
 		var failed atomic.Pointer[error]
 		var wg sync.WaitGroup
-		start, cpu0 := time.Now(), processCPU()
+		start, cpu0 := time.Now(), cputime.Self()
 		for range inFlight {
 			wg.Go(func() {
 				for next.Add(1) <= forwardSlice {
@@ -243,7 +244,7 @@ func BenchmarkForwardInterleaved(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		wall, cpu = time.Since(start), processCPU()-cpu0
+		wall, cpu = time.Since(start), cputime.Self()-cpu0
 		if err := failed.Load(); err != nil {
 			b.Fatal(*err)
 		}
