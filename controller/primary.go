@@ -208,6 +208,7 @@ type primaryDirty struct {
 	all      bool                // a snapshot replaced the state: look at everything
 	targets  map[string]struct{} // targets whose primary (or epoch) changed
 	channels map[string]struct{} // this node's channels registered or unregistered
+	taken    [2][]string         // what take returned last: targets, channels
 }
 
 // record notes what evs change for node's channels; it reports whether the
@@ -245,13 +246,42 @@ func (d *primaryDirty) markChannel(id string) {
 	d.mu.Unlock()
 }
 
-// take returns, sorted, and clears what was recorded.
+// take returns, sorted, what was recorded, and clears it. The slices are
+// valid until the next take: they are reused, as the maps are (cleared, not
+// dropped). A registration storm wakes the notifier every few registrations,
+// and new maps and slices at every wake were a tenth of a registration's
+// allocations. What a burst grew past dirtyKeep is let go.
 func (d *primaryDirty) take() (targets, channels []string, all bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	targets, channels, all = slices.Sorted(maps.Keys(d.targets)), slices.Sorted(maps.Keys(d.channels)), d.all
-	d.targets, d.channels, d.all = nil, nil, false
-	return targets, channels, all
+	d.taken[0] = appendSorted(d.taken[0][:0], d.targets)
+	d.taken[1] = appendSorted(d.taken[1][:0], d.channels)
+	all = d.all
+	d.targets, d.channels, d.all = clearKeys(d.targets), clearKeys(d.channels), false
+	return d.taken[0], d.taken[1], all
+}
+
+// dirtyKeep bounds what the notifier's dirty sets and their slices keep
+// between wakes.
+const dirtyKeep = 1024
+
+func appendSorted(dst []string, m map[string]struct{}) []string {
+	if cap(dst) > dirtyKeep {
+		dst = nil
+	}
+	for k := range m {
+		dst = append(dst, k)
+	}
+	slices.Sort(dst)
+	return dst
+}
+
+func clearKeys(m map[string]struct{}) map[string]struct{} {
+	if len(m) > dirtyKeep {
+		return nil
+	}
+	clear(m)
+	return m
 }
 
 func addKey(m map[string]struct{}, k string) map[string]struct{} {
