@@ -215,10 +215,17 @@ func (c *Controller) watch(lc *local) {
 // logClosed logs the end of lc's channel, with why: at WARN when that was
 // abnormal, else at INFO.
 func (c *Controller) logClosed(ctx context.Context, lc *local, attrs ...any) {
+	// The reason and the line's arguments are made only for a line that is
+	// logged: every reconnect closes a channel.
+	if !c.log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
 	reason, abnormal := lc.closeReason()
 	level := slog.LevelInfo
 	if abnormal {
 		level = slog.LevelWarn
+	} else if !c.log.Enabled(ctx, level) {
+		return
 	}
 	c.log.Log(ctx, level, "controller: channel closed", append([]any{"channel", lc.id, "target", lc.targetID,
 		"connector", lc.connectorID, "reason", reason}, attrs...)...)

@@ -50,6 +50,7 @@ type primaryResult struct {
 // stale primary.
 func (c *Controller) notifyPrimaries(ctx context.Context) {
 	tr := primary.NewTracker(primaryRetryBase, primaryRetryCeiling)
+	plan := newPrimaryPlan(c, tr)
 	results := make(chan primaryResult)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -82,7 +83,7 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 		if full {
 			nextFull = now.Add(c.cfg.ReconcileInterval)
 		}
-		notices, next := c.planPrimaries(tr, now, full)
+		notices, next := c.planPrimaries(plan, now, full)
 		for _, n := range notices {
 			wg.Go(func() {
 				// Its stack out of the 8 KiB spans of the Connect handlers:
@@ -109,10 +110,11 @@ func (c *Controller) notifyPrimaries(ctx context.Context) {
 // changed since the last wake, retires the local channels the state no longer
 // has, marks the channels to compare (every local channel when full), and
 // plans the notifications to send now, within PrimaryConcurrency.
-func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool) ([]primary.Notice, time.Time) {
+func (c *Controller) planPrimaries(p *primaryPlan, now time.Time, full bool) ([]primary.Notice, time.Time) {
 	targets, channels, all := c.dirty.take()
 	full = full || all
 	c.retireUnregistered(channels, full)
+	tr := p.tr
 	if full {
 		// Sorted outside c.mu: at 100k channels a sort holds the lock long
 		// enough to keep registrations (addLocal) waiting.
@@ -123,15 +125,9 @@ func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool
 		tr.Sync(ids)
 	} else {
 		if len(targets) > 0 {
-			c.store.View(func(s *state.State) {
-				for _, t := range targets {
-					for _, ch := range s.TargetChannels(t) {
-						if ch.NodeID == c.nodeID {
-							tr.Mark(ch.ID)
-						}
-					}
-				}
-			})
+			p.targets = targets
+			c.store.View(p.markTargets)
+			p.targets = nil
 		}
 		for _, id := range channels {
 			tr.Mark(id)
@@ -141,20 +137,55 @@ func (c *Controller) planPrimaries(tr *primary.Tracker, now time.Time, full bool
 	if limit <= 0 {
 		return nil, time.Time{} // a finishing notification wakes the loop again
 	}
-	var (
-		notices []primary.Notice
-		next    time.Time
-	)
 	// Lock order: c.mu, then the store (as Run's Subscribe); the store's
 	// subscription never takes c.mu.
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.store.View(func(s *state.State) {
-		notices, next = tr.PlanMarked(now, func(id string) (primary.Want, bool) {
-			return c.wantPrimary(s, id)
-		}, limit)
-	})
+	p.now, p.limit = now, limit
+	c.store.View(p.planMarked)
+	notices, next := p.notices, p.next
+	p.notices, p.next, p.s = nil, time.Time{}, nil
 	return notices, next
+}
+
+// primaryPlan is what planPrimaries works with beyond the Controller: the
+// notifier's Tracker, and the callbacks it hands the store, bound once per
+// notifier run (a closure made at every wake escapes to the heap, with what
+// it captures: a few allocations per wake, and a registration storm wakes the
+// notifier every few registrations).
+type primaryPlan struct {
+	c  *Controller
+	tr *primary.Tracker
+
+	markTargets, planMarked func(*state.State)
+	want                    func(id string) (primary.Want, bool)
+
+	// One wake's arguments and results, set around the store's View.
+	targets []string
+	now     time.Time
+	limit   int
+	s       *state.State
+	notices []primary.Notice
+	next    time.Time
+}
+
+func newPrimaryPlan(c *Controller, tr *primary.Tracker) *primaryPlan {
+	p := &primaryPlan{c: c, tr: tr}
+	p.markTargets = func(s *state.State) {
+		for _, t := range p.targets {
+			for _, ch := range s.TargetChannels(t) {
+				if ch.NodeID == p.c.nodeID {
+					p.tr.Mark(ch.ID)
+				}
+			}
+		}
+	}
+	p.planMarked = func(s *state.State) {
+		p.s = s
+		p.notices, p.next = p.tr.PlanMarked(p.now, p.want, p.limit)
+	}
+	p.want = func(id string) (primary.Want, bool) { return p.c.wantPrimary(p.s, id) }
+	return p
 }
 
 // wantPrimary says what local channel id should believe; ok is false if it is

@@ -20,8 +20,9 @@ import (
 // (nothing is sent on it), so the primary notifier's planning can be driven
 // wake by wake (planPrimaries) at any scale, without connections.
 type notifierRig struct {
-	c  *Controller
-	tr *primary.Tracker
+	c    *Controller
+	tr   *primary.Tracker
+	plan *primaryPlan
 }
 
 func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
@@ -63,6 +64,7 @@ func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
 		}
 	}
 	r := &notifierRig{c: c, tr: primary.NewTracker(primaryRetryBase, primaryRetryCeiling)}
+	r.plan = newPrimaryPlan(c, r.tr)
 	r.wake(tb, true) // the first wake is a full reconcile: everyone is told
 	return r
 }
@@ -72,7 +74,7 @@ func newNotifierRig(tb testing.TB, targets, perTarget int) *notifierRig {
 func (r *notifierRig) wake(tb testing.TB, full bool) []primary.Notice {
 	tb.Helper()
 	now := time.Now()
-	notices, _ := r.c.planPrimaries(r.tr, now, full)
+	notices, _ := r.c.planPrimaries(r.plan, now, full)
 	for _, n := range notices {
 		r.tr.Done(now, n.ChannelID, n.Want, true)
 	}
@@ -121,6 +123,7 @@ func TestPrimaryWakeNotifiesOnlyTheChangedTarget(t *testing.T) {
 func TestPrimaryWakeAfterRestoreLooksAtEverything(t *testing.T) {
 	r := newNotifierRig(t, 4, 2)
 	r.tr = primary.NewTracker(primaryRetryBase, primaryRetryCeiling) // forgets what was told
+	r.plan = newPrimaryPlan(r.c, r.tr)
 	if n := r.wake(t, false); len(n) != 0 {
 		t.Fatalf("incremental wake with nothing recorded: notices %v, want none", n)
 	}
