@@ -82,6 +82,7 @@ func TestPreHelloLimitsOverGRPC(t *testing.T) {
 	srv, addr := grpcLoopback(t, grpcchannel.ServerLimits{
 		MaxHandshakes:          2,
 		MaxHandshakesPerSource: -1,
+		HandshakeQueueWait:     -1, // refused at once, not queued
 		HandshakeTimeout:       300 * time.Millisecond,
 		ConnectionTimeout:      200 * time.Millisecond,
 		MaxConnectionIdle:      200 * time.Millisecond,

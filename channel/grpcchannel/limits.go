@@ -30,8 +30,9 @@ import (
 // (about 8 KiB per pending handshake after this change, see the decision
 // record); the caps per source leave headroom for a site of connectors behind
 // one NAT address reconnecting at once, which is refused with
-// RESOURCE_EXHAUSTED and retried with backoff (rather than queued, unless
-// HandshakeQueueWait turns the handshake queue on).
+// RESOURCE_EXHAUSTED and retried with backoff. Over the node's limit, a
+// stream waits in line for a place (HandshakeQueueWait) if the line should
+// serve it in time, and is refused the same way otherwise.
 //
 // DefaultMaxConnections is only the fallback of DefaultServerLimits when the
 // process's file-descriptor limit cannot be read (not Unix): the default cap
@@ -45,9 +46,10 @@ const (
 	DefaultHandshakeTimeout        = 5 * time.Second
 	DefaultConnectionTimeout       = 5 * time.Second
 	DefaultMaxConnectionIdle       = 5 * time.Minute
-	// The handshake queue (queue.go; decision 0044): off by default
-	// (DefaultHandshakeQueueWait negative) until bench/scale shows it pays.
-	DefaultHandshakeQueueWait  = -1 * time.Second
+	// The handshake queue (queue.go; decision 0044): on by default since
+	// bench/scale showed it pays (decision 0054). 4 s leaves a connector's
+	// 10 s HELLO timeout, which runs from its dial, 6 s for the rest.
+	DefaultHandshakeQueueWait  = 4 * time.Second
 	DefaultMaxQueuedHandshakes = 16000
 )
 
@@ -103,8 +105,9 @@ type ServerLimits struct {
 	// passed is refused then, with the same RESOURCE_EXHAUSTED as at the
 	// limit. A queued stream counts against its source's
 	// MaxHandshakesPerSource. Keep it well under the connectors' HELLO
-	// timeout (10 s from the dial): 4 s is suggested. Default off
-	// (negative); it needs a HandshakeTimeout and a MaxHandshakes.
+	// timeout (10 s from the dial). Default 4 s (decision 0054); negative
+	// turns the queue off (refused at once at the limit); it needs a
+	// HandshakeTimeout and a MaxHandshakes.
 	HandshakeQueueWait time.Duration
 	// MaxQueuedHandshakes bounds the streams queued at once whatever the
 	// rate (each holds a gRPC stream and its handler goroutine). Default

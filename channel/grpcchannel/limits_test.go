@@ -108,7 +108,7 @@ func TestHandshakeLimits(t *testing.T) {
 		// first is at its limit.
 		other bool
 	}{
-		{"PerNode", grpcchannel.ServerLimits{MaxHandshakes: 3, MaxHandshakesPerSource: -1}, false},
+		{"PerNode", grpcchannel.ServerLimits{MaxHandshakes: 3, MaxHandshakesPerSource: -1, HandshakeQueueWait: -1}, false},
 		{"PerSource", grpcchannel.ServerLimits{MaxHandshakes: -1, MaxHandshakesPerSource: 3}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +169,7 @@ func TestHandshakePlaceOfAStreamNeverHandled(t *testing.T) {
 			lis := listenTCP(t)
 			refuse, deny := refusingInterceptor()
 			srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
-				MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: timeout}),
+				MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeQueueWait: -1, HandshakeTimeout: timeout}),
 				grpcchannel.WithServerOptions(deny))
 			d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
 			if c, err := d.Dial(ctx); err == nil {
@@ -444,7 +444,7 @@ func benchRefusedDials(b *testing.B, opts ...grpcchannel.DialOption) *grpcchanne
 	ctx := testContext(b)
 	lis := listenTCP(b)
 	srv := startServer(b, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
-		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
+		MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeQueueWait: -1, HandshakeTimeout: time.Hour}))
 	d := newDialer(b, lis.Addr().String(), append([]grpcchannel.DialOption{grpcchannel.WithInsecure()}, opts...)...)
 	dialPending(b, ctx, srv, d) // the one handshake in flight, for the whole benchmark
 	b.ReportAllocs()
@@ -469,7 +469,7 @@ func TestDialerThrottlesRefusedStreams(t *testing.T) {
 	run := func(t *testing.T, opts ...grpcchannel.DialOption) (local int, server uint64, d *grpcchannel.Dialer, srv *grpcchannel.Server, pending channel.Conn) {
 		lis := listenTCP(t)
 		srv = startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{
-			MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeTimeout: time.Hour}))
+			MaxHandshakes: 1, MaxHandshakesPerSource: -1, HandshakeQueueWait: -1, HandshakeTimeout: time.Hour}))
 		d = newDialer(t, lis.Addr().String(), append([]grpcchannel.DialOption{grpcchannel.WithInsecure()}, opts...)...)
 		pending = dialPending(t, ctx, srv, d)
 		for range dials {

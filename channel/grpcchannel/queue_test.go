@@ -407,18 +407,46 @@ func TestHandshakeQueueStreamNeverHandled(t *testing.T) {
 	}
 }
 
-// Off (the default, or a negative wait), the queue changes nothing: the
-// stream over the limit is refused at once.
+// Off (a negative wait), the queue changes nothing: the stream over the
+// limit is refused at once.
 func TestHandshakeQueueOff(t *testing.T) {
 	ctx := testContext(t)
 	lis := listenTCP(t)
-	srv := startServer(t, lis, grpcchannel.WithLimits(grpcchannel.ServerLimits{MaxHandshakes: 1, MaxHandshakesPerSource: -1}))
+	srv := startServer(t, lis, grpcchannel.WithLimits(queueLimits(1, -1)))
 	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
 	holdPlaces(t, ctx, srv, d, 1)
 	if _, err := d.Dial(ctx); !errors.Is(err, channel.ErrLimitExceeded) {
 		t.Fatalf("Dial() over the limit without a queue = %v, want ErrLimitExceeded", err)
 	}
-	if st := srv.Stats(); st.Queued != 0 || st.RefusedHandshakes != 1 || st.QueueFull != 0 {
+	if st := srv.Stats(); st.Queued != 0 || st.RefusedHandshakes != 1 || st.QueueFull != 0 || st.QueueTimeouts != 0 {
 		t.Fatalf("Stats() = %+v, want 1 refusal, no queue", st)
+	}
+}
+
+// On by default (decision 0054): with the limits' zero value for the wait,
+// a stream over the limit waits in line and takes the first place freed.
+func TestHandshakeQueueOnByDefault(t *testing.T) {
+	if w := grpcchannel.DefaultServerLimits().HandshakeQueueWait; w <= 0 {
+		t.Fatalf("DefaultServerLimits().HandshakeQueueWait = %v, want the queue on", w)
+	}
+	ctx := testContext(t)
+	lis := listenTCP(t)
+	srv := startServer(t, lis, grpcchannel.WithLimits(queueLimits(1, 0)))
+	d := newDialer(t, lis.Addr().String(), grpcchannel.WithInsecure())
+	held := holdPlaces(t, ctx, srv, d, 1)
+	waiting := dialAsync(t, ctx, d)
+	waitUntil(t, ctx, "the stream over the limit queued", func() bool { return srv.Stats().Queued == 1 })
+	stillWaiting(t, waiting, "the queued Dial")
+	_ = held[0].Close()
+	if r := took(t, ctx, waiting); r.err != nil {
+		t.Fatalf("queued Dial = %v, want it served once the place is freed", r.err)
+	}
+	b, err := srv.Accept(ctx)
+	if err != nil {
+		t.Fatalf("Accept() of the served stream = %v", err)
+	}
+	_ = b.Close()
+	if st := srv.Stats(); st.QueueServed != 1 || st.RefusedHandshakes != 0 {
+		t.Fatalf("Stats() = %+v, want 1 served from the line, no refusal", st)
 	}
 }

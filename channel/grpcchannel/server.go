@@ -260,7 +260,6 @@ var acceptedHeader = metadata.Pairs("exchange-stream", "v1")
 // reached, or DEADLINE_EXCEEDED when the stream sends nothing within the
 // HandshakeTimeout.
 func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
-	growStack()
 	c, loop, err := s.connect(st)
 	if loop == nil {
 		return err
@@ -274,7 +273,7 @@ func (s *Server) Connect(st pb.Exchange_ConnectServer) error {
 }
 
 // growStackBytes is the frame growStack asks for: with the few frames of
-// gRPC's below Connect (about 1 KiB), it takes a handler's stack, which
+// gRPC's below connect (about 1.5 KiB), it takes a handler's stack, which
 // gRPC starts at the runtime's adaptive size (2 or 4 KiB), to 8 KiB in one
 // step, and never past it.
 const growStackBytes = 3 << 10
@@ -285,7 +284,7 @@ const growStackBytes = 3 << 10
 // it grows, and the handshake's deepest point (gRPC's SendHeader, 15 frames
 // down) is where the copy would otherwise happen: in a registration storm
 // that copy was 8 % of the controller's CPU (docs/benchmarks.md, "Eighth
-// pass").
+// pass"). connect calls it once the stream has its handshake place.
 //
 //go:noinline
 func growStack() {
@@ -310,6 +309,7 @@ func (s *Server) connect(st pb.Exchange_ConnectServer) (*conn, func(), error) {
 	if s.isClosed() {
 		return nil, nil, status.Error(codes.Unavailable, "grpcchannel: server is not accepting channels")
 	}
+	growStack() // after the line: a queued stream's handler waits on a small stack
 	// gRPC's transport stream ends the stream with a status from any
 	// goroutine (it cancels the stream's context too), which a Close needs
 	// while this goroutine hosts the read loop, blocked in Recv.
