@@ -22,40 +22,8 @@ import (
 // ends one writer per side, which BenchmarkIdleCPU (cmd/exchange) includes.
 func BenchmarkHealthCheck(b *testing.B) {
 	quiet := slog.New(slog.DiscardHandler)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpcchannel.NewServer()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			b.Errorf("Serve() = %v", err)
-		}
-	}()
-	cfg := fastConfig()
-	cfg.Logger = quiet
-	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- ctrl.Run(ctx) }()
-	defer func() {
-		if err := ctrl.Close(); err != nil {
-			b.Errorf("Close() = %v", err)
-		}
-		cancel()
-		if err := <-runDone; err != nil {
-			b.Errorf("Run() = %v", err)
-		}
-	}()
-
-	d, err := grpcchannel.NewDialer(lis.Addr().String(), grpcchannel.WithInsecure())
+	ctrl, ctx, addr := benchController(b)
+	d, err := grpcchannel.NewDialer(addr, grpcchannel.WithInsecure())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,4 +64,43 @@ func BenchmarkHealthCheck(b *testing.B) {
 			b.Fatal("health check not answered healthy")
 		}
 	}
+}
+
+// benchController runs a controller (fastConfig, logging nothing) over a
+// gRPC server with opts on loopback until the benchmark ends: it returns
+// the controller, a context ended with it, and the server's address.
+func benchController(b *testing.B, opts ...grpcchannel.ServerOption) (*controller.Controller, context.Context, string) {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpcchannel.NewServer(opts...)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	b.Cleanup(func() {
+		srv.Stop()
+		if err := <-served; err != nil {
+			b.Errorf("Serve() = %v", err)
+		}
+	})
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	runDone := make(chan error, 1)
+	go func() { runDone <- ctrl.Run(ctx) }()
+	b.Cleanup(func() {
+		if err := ctrl.Close(); err != nil {
+			b.Errorf("Close() = %v", err)
+		}
+		cancel()
+		if err := <-runDone; err != nil {
+			b.Errorf("Run() = %v", err)
+		}
+	})
+	return ctrl, ctx, lis.Addr().String()
 }

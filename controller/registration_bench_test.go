@@ -3,8 +3,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -12,9 +10,7 @@ import (
 
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/channel/grpcchannel"
-	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/command"
-	"github.com/exchangekit/exchange/controller"
 	"github.com/exchangekit/exchange/internal/cputime"
 )
 
@@ -29,42 +25,10 @@ import (
 // given machine come down to. One at a time, every step waits for the one
 // before (wake-ups dominate); 64 in flight, as in a storm, the work does.
 func BenchmarkRegistration(b *testing.B) {
-	quiet := slog.New(slog.DiscardHandler)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	lim := grpcchannel.DefaultServerLimits()
 	lim.MaxConcurrentStreams = -1 // no limit: one connection carries every stream, closing and new
-	srv := grpcchannel.NewServer(grpcchannel.WithLimits(lim))
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			b.Errorf("Serve() = %v", err)
-		}
-	}()
-	cfg := fastConfig()
-	cfg.Logger = quiet
-	ctrl, err := controller.New(cfg, srv, standalone.New(cfg.NodeID))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- ctrl.Run(ctx) }()
-	defer func() {
-		if err := ctrl.Close(); err != nil {
-			b.Errorf("Close() = %v", err)
-		}
-		cancel()
-		if err := <-runDone; err != nil {
-			b.Errorf("Run() = %v", err)
-		}
-	}()
-	d, err := grpcchannel.NewDialer(lis.Addr().String(), grpcchannel.WithInsecure())
+	_, ctx, addr := benchController(b, grpcchannel.WithLimits(lim))
+	d, err := grpcchannel.NewDialer(addr, grpcchannel.WithInsecure())
 	if err != nil {
 		b.Fatal(err)
 	}
