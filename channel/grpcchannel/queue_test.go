@@ -63,6 +63,21 @@ func took(t testing.TB, ctx context.Context, ch <-chan dialResult) dialResult {
 	}
 }
 
+// served fails the test unless the Dial of ch was served, and returns the
+// server's end of its stream (Accept), closed when the test ends.
+func served(t testing.TB, ctx context.Context, srv *grpcchannel.Server, ch <-chan dialResult, what string) channel.Conn {
+	t.Helper()
+	if r := took(t, ctx, ch); r.err != nil {
+		t.Fatalf("%s = %v, want it served", what, r.err)
+	}
+	b, err := srv.Accept(ctx)
+	if err != nil {
+		t.Fatalf("Accept() of the stream of %s = %v", what, err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 // stillWaiting fails the test if ch has a result.
 func stillWaiting(t testing.TB, ch <-chan dialResult, what string) {
 	t.Helper()
@@ -113,18 +128,10 @@ func TestHandshakeQueueServesInOrder(t *testing.T) {
 	}
 	for i := range waiting {
 		free[i]()
-		r := took(t, ctx, waiting[i])
-		if r.err != nil {
-			t.Fatalf("queued Dial %d = %v, want it served", i, r.err)
-		}
+		b := served(t, ctx, srv, waiting[i], fmt.Sprintf("queued Dial %d", i))
 		for j := i + 1; j < len(waiting); j++ {
 			stillWaiting(t, waiting[j], fmt.Sprintf("queued Dial %d after %d places freed", j, i+1))
 		}
-		b, err := srv.Accept(ctx)
-		if err != nil {
-			t.Fatalf("Accept() of the served stream = %v", err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
 		held = append(held, b)
 	}
 	st := srv.Stats()
@@ -186,14 +193,7 @@ func TestHandshakeQueueCancelled(t *testing.T) {
 	waitUntil(t, ctx, "the cancelled stream out of the line", func() bool { return srv.Stats().Queued == 1 })
 
 	_ = held[0].Close()
-	if r := took(t, ctx, second); r.err != nil {
-		t.Fatalf("second queued Dial = %v, want it served", r.err)
-	}
-	b, err := srv.Accept(ctx)
-	if err != nil {
-		t.Fatalf("Accept() = %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := served(t, ctx, srv, second, "second queued Dial")
 	st := srv.Stats()
 	if st.Queued != 0 || st.Handshakes != 2 || st.QueueServed != 1 || st.RefusedHandshakes != 0 {
 		t.Fatalf("Stats() = %+v, want none queued, 2 handshakes, 1 served, no refusal", st)
@@ -241,14 +241,7 @@ func TestHandshakeQueueRefusals(t *testing.T) {
 			t.Fatalf("Stats() = %+v, want 1 refused for a full line, 1 still queued", st)
 		}
 		_ = held[0].Close()
-		if r := took(t, ctx, queued); r.err != nil {
-			t.Fatalf("queued Dial = %v, want it served", r.err)
-		}
-		b, err := srv.Accept(ctx)
-		if err != nil {
-			t.Fatalf("Accept() = %v", err)
-		}
-		_ = b.Close()
+		_ = served(t, ctx, srv, queued, "queued Dial").Close()
 	})
 	t.Run("Budget", func(t *testing.T) {
 		// No cap: before any place has freed up the line takes MaxHandshakes
@@ -335,23 +328,10 @@ func TestHandshakeQueuePerSource(t *testing.T) {
 	waitUntil(t, ctx, "b's queued", func() bool { return srv.Stats().Queued == 2 })
 
 	_ = held[0].Close() // a's place goes to a's queued stream, first in line
-	if r := took(t, ctx, fromA); r.err != nil {
-		t.Fatalf("a's queued Dial = %v, want it served", r.err)
-	}
+	sa := served(t, ctx, srv, fromA, "a's queued Dial")
 	stillWaiting(t, fromB, "b's queued Dial")
-	sa, err := srv.Accept(ctx)
-	if err != nil {
-		t.Fatalf("Accept() = %v", err)
-	}
 	_ = sa.Close()
-	if r := took(t, ctx, fromB); r.err != nil {
-		t.Fatalf("b's queued Dial = %v, want it served", r.err)
-	}
-	sb, err := srv.Accept(ctx)
-	if err != nil {
-		t.Fatalf("Accept() = %v", err)
-	}
-	_ = sb.Close()
+	_ = served(t, ctx, srv, fromB, "b's queued Dial").Close()
 	waitUntil(t, ctx, "one place taken (a's)", func() bool { return srv.Stats().Handshakes == 1 })
 	// a's count is exact again: it holds one place, so one more place and
 	// one in line, and no more.
@@ -438,14 +418,7 @@ func TestHandshakeQueueOnByDefault(t *testing.T) {
 	waitUntil(t, ctx, "the stream over the limit queued", func() bool { return srv.Stats().Queued == 1 })
 	stillWaiting(t, waiting, "the queued Dial")
 	_ = held[0].Close()
-	if r := took(t, ctx, waiting); r.err != nil {
-		t.Fatalf("queued Dial = %v, want it served once the place is freed", r.err)
-	}
-	b, err := srv.Accept(ctx)
-	if err != nil {
-		t.Fatalf("Accept() of the served stream = %v", err)
-	}
-	_ = b.Close()
+	_ = served(t, ctx, srv, waiting, "queued Dial, once the place is freed").Close()
 	if st := srv.Stats(); st.QueueServed != 1 || st.RefusedHandshakes != 0 {
 		t.Fatalf("Stats() = %+v, want 1 served from the line, no refusal", st)
 	}
