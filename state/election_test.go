@@ -250,6 +250,9 @@ func TestApplyErrors(t *testing.T) {
 		{name: "set primary to an unknown channel", setup: []state.Op{reg("c1", "t1", "n1")}, op: setPrimary("t1", "c9"), want: state.ErrNotFound},
 		{name: "set primary to another target's channel", setup: []state.Op{reg("c1", "t1", "n1"), reg("c2", "t2", "n1")},
 			op: setPrimary("t1", "c2"), want: state.ErrNotFound},
+		// FuzzApply found it: an inactive channel made primary by hand.
+		{name: "set primary to an inactive channel", setup: []state.Op{reg("c1", "t1", "n1"), regInactive("c2", "t1")},
+			op: setPrimary("t1", "c2"), want: state.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,9 +388,12 @@ func TestElectionInvariantsRandomOps(t *testing.T) {
 					op = removeNode(nodes[rng.IntN(len(nodes))])
 				case r < 97:
 					c := s.Channels[ids[rng.IntN(len(ids))]]
-					if c.Active {
-						op = setPrimary(c.TargetID, c.ID)
-					} else {
+					op = setPrimary(c.TargetID, c.ID)
+					if !c.Active {
+						before := primaries(s)
+						if evs, err := s.Apply(op); !errors.Is(err, state.ErrInvalid) || len(evs) != 0 || !maps.Equal(primaries(s), before) {
+							t.Fatalf("op %d %+v (an inactive channel): Apply() = %+v, %v; want ErrInvalid and no change", i, op, evs, err)
+						}
 						op = unreg(c.ID)
 					}
 				default:
@@ -553,6 +559,47 @@ func TestUnmarshalOldSnapshot(t *testing.T) {
 	}
 	if want := []state.Event{registered("gone", "c2", "n1"), elected("gone", "c2", "n1", 10)}; !slices.Equal(evs, want) {
 		t.Errorf("events = %+v, want %+v", evs, want)
+	}
+}
+
+// A snapshot whose primaries are not registered active channels of their
+// targets (an operator's restore may say anything) is restored with those
+// targets elected again, in target order, each with the next epoch: every
+// node restoring the same bytes agrees, and a later restore of its Marshal
+// changes nothing.
+func TestUnmarshalReelectsInvalidPrimaries(t *testing.T) {
+	t.Parallel()
+	snap := `{"channels":{` +
+		`"a1":{"targetId":"ta","nodeId":"n1","active":true,"seq":1},` +
+		`"b1":{"targetId":"tb","nodeId":"n1","seq":2},"b2":{"targetId":"tb","nodeId":"n2","active":true,"seq":3},` +
+		`"c1":{"targetId":"tc","nodeId":"n1","seq":4},` +
+		`"d1":{"targetId":"td","nodeId":"n1","active":true,"seq":5}},` +
+		`"primaries":{"ta":{"channelId":"missing","epoch":4},"tb":{"channelId":"b1","epoch":5},` +
+		`"tc":{"channelId":"c1","epoch":6},"td":{"channelId":"a1","epoch":2}},"epoch":7,"seq":5}`
+	s, err := state.Unmarshal([]byte(snap))
+	if err != nil {
+		t.Fatalf("Unmarshal() = %v", err)
+	}
+	// ta: gone → a1; tb: inactive b1 → b2; tc: its only channel inactive →
+	// none; td: another target's channel → d1. Epochs 8, 9, 10, 11.
+	want := map[string]state.Primary{"ta": {ChannelID: "a1", Epoch: 8}, "tb": {ChannelID: "b2", Epoch: 9},
+		"tc": {Epoch: 10}, "td": {ChannelID: "d1", Epoch: 11}}
+	if got := primaries(s); !maps.Equal(got, want) {
+		t.Errorf("primaries = %+v, want %+v", got, want)
+	}
+	if s.Epoch != 11 || s.PrimaryCount() != 3 {
+		t.Errorf("Epoch = %d, PrimaryCount() = %d; want 11 and 3", s.Epoch, s.PrimaryCount())
+	}
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := state.Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := primaries(again); !maps.Equal(got, want) || again.Epoch != 11 {
+		t.Errorf("restored again: primaries = %+v, epoch %d; want %+v, 11", got, again.Epoch, want)
 	}
 }
 

@@ -66,7 +66,8 @@ func FuzzApply(f *testing.F) {
 
 // FuzzUnmarshal decodes arbitrary bytes as a snapshot, the way a node
 // restores one: Unmarshal never panics, and whatever it accepts has the
-// indexes a rebuild makes, no primary epoch above the counter, and survives
+// indexes a rebuild makes, no primary epoch above the counter, every primary
+// a registered active channel of its target, and survives
 // a round trip: Marshal, Unmarshal and Marshal again write the same bytes.
 func FuzzUnmarshal(f *testing.F) {
 	s := state.NewState()
@@ -101,6 +102,9 @@ func FuzzUnmarshal(f *testing.F) {
 		for target, p := range s.Primaries {
 			if p.Epoch > s.Epoch {
 				t.Fatalf("epoch %d of %s above the counter %d", p.Epoch, target, s.Epoch)
+			}
+			if c, ok := s.Channels[p.ChannelID]; p.ChannelID != "" && (!ok || c.TargetID != target || !c.Active) {
+				t.Fatalf("restored primary %s of %s is not a registered active channel of it", p.ChannelID, target)
 			}
 		}
 		first, err := s.Marshal()

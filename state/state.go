@@ -153,7 +153,7 @@ type UnregisterChannel struct {
 }
 
 // SetPrimary forces a target's primary (ChannelID empty: no primary). The
-// channel must be registered for the target. Elections normally happen inside
+// channel must be registered for the target and active. Elections normally happen inside
 // Apply; this op exists for operators moving the role by hand.
 type SetPrimary struct {
 	TargetID  string `json:"targetId"`
@@ -340,6 +340,11 @@ func (s *State) setPrimary(target, channelID string) ([]Event, error) {
 		if !ok || c.TargetID != target {
 			return nil, fmt.Errorf("set primary of %s to %s: channel %w for that target", target, channelID, ErrNotFound)
 		}
+		if !c.Active {
+			// Only an active channel is ever primary (Elect's rule): a
+			// forced inactive one would be a primary no send may use.
+			return nil, fmt.Errorf("%w: set primary of %s to %s: the channel is not active", ErrInvalid, target, channelID)
+		}
 	}
 	return s.changePrimary(nil, target, channelID), nil
 }
@@ -498,6 +503,29 @@ func (s *State) ChannelCount() int { return len(s.Channels) }
 // It costs O(1), as do ChannelCount, ActiveChannelCount and PrimaryCount.
 func (s *State) TargetCount() int { return len(s.index().targets) }
 
+// reelectInvalidPrimaries gives a new election (Elect's, with the next
+// epoch) to every target of a restored snapshot whose primary is not a
+// registered active channel of its own: a snapshot this version writes has
+// none, but one restored by an operator may say anything. Targets go in
+// sorted order, so that every node restoring the same bytes hands out the
+// same epochs.
+func (s *State) reelectInvalidPrimaries() {
+	var bad []string
+	for target, p := range s.Primaries {
+		if p.ChannelID == "" {
+			continue
+		}
+		if c, ok := s.Channels[p.ChannelID]; !ok || c.TargetID != target || !c.Active {
+			bad = append(bad, target)
+		}
+	}
+	slices.Sort(bad)
+	for _, target := range bad {
+		next, _ := Elect(s, target)
+		s.changePrimary(nil, target, next)
+	}
+}
+
 // ActiveChannelCount returns the number of registered channels that are
 // active.
 func (s *State) ActiveChannelCount() int { return s.index().active }
@@ -521,7 +549,8 @@ func (s *State) Marshal() ([]byte, error) { return json.Marshal(s) }
 // one, and rebuilds the indexes. A snapshot from before the global epoch
 // counter gets its counter set to the highest epoch of its targets, and loses
 // the Primaries entries of targets without channels (their epochs live on in
-// the counter).
+// the counter). A target whose primary is not a registered active channel of
+// its own is elected again (reelectInvalidPrimaries).
 func Unmarshal(b []byte) (*State, error) {
 	s := NewState()
 	if err := json.Unmarshal(b, s); err != nil {
@@ -553,6 +582,7 @@ func Unmarshal(b []byte) (*State, error) {
 		}
 	}
 	s.idx.primaries = countPrimaries(s.Primaries)
+	s.reelectInvalidPrimaries()
 	s.initBatches()
 	return s, nil
 }
