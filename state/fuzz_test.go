@@ -12,7 +12,8 @@ import (
 // entries are decoded, and applies them: Apply must never panic, and after
 // every op a target has at most one primary, a registered active channel of
 // its own, epochs never decrease (nor pass the State's counter), and the
-// indexes are the ones a rebuild makes.
+// indexes are the ones a rebuild makes; the state it reaches restores from
+// its snapshot unchanged.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte(`[{"register":{"channel":{"id":"a","targetId":"t","nodeId":"n","active":true}}},` +
 		`{"register":{"channel":{"id":"b","targetId":"t","nodeId":"m","active":true}}},` +
@@ -25,6 +26,11 @@ func FuzzApply(f *testing.F) {
 		`"instance":"i","attempt":1},"takeOver":true}},` +
 		`{"register":{"channel":{"id":"c","targetId":"t","connectorId":"gw","nodeId":"n","active":true,` +
 		`"instance":"j","attempt":18446744073709551615},"takeOver":true}}]`))
+	scenario, err := json.Marshal(state.BatchScenario(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(scenario) // batches: create, attempts, results, reset, delete
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ops []state.Op
 		if json.Unmarshal(data, &ops) != nil {
@@ -58,8 +64,16 @@ func FuzzApply(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := state.Unmarshal(b); err != nil {
+		r, err := state.Unmarshal(b)
+		if err != nil {
 			t.Fatalf("snapshot of a reachable state does not restore: %v", err)
+		}
+		again, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, again) {
+			t.Fatalf("a reachable state changed in a snapshot round trip:\nbefore %s\nafter  %s", b, again)
 		}
 	})
 }
