@@ -71,6 +71,20 @@ func applyAll(t *testing.T, ops ...state.Op) *state.State {
 	return s
 }
 
+// restored is s after a snapshot round trip: Marshal, then Unmarshal.
+func restored(t testing.TB, s *state.State) *state.State {
+	t.Helper()
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatalf("Marshal() = %v", err)
+	}
+	r, err := state.Unmarshal(b)
+	if err != nil {
+		t.Fatalf("Unmarshal(Marshal()) = %v", err)
+	}
+	return r
+}
+
 func primaries(s *state.State) map[string]state.Primary {
 	out := map[string]state.Primary{}
 	for t, p := range s.Primaries {
@@ -429,14 +443,7 @@ func TestSnapshotRoundTripKeepsEpochs(t *testing.T) {
 		reg("c3", "t2", "n1"), unreg("c3"), // t2: took 3, evicted at 4, gone
 		reg("c4", "t3", "n1"), // t3: c4 at epoch 5
 	)
-	b, err := s.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := state.Unmarshal(b)
-	if err != nil {
-		t.Fatalf("Unmarshal() = %v", err)
-	}
+	r := restored(t, s)
 	if got, want := primaries(r), primaries(s); !maps.Equal(got, want) {
 		t.Errorf("primaries after round trip = %+v, want %+v", got, want)
 	}
@@ -506,13 +513,7 @@ func TestTargetComesBackWithHigherEpoch(t *testing.T) {
 	}
 	for round := range 3 {
 		if round > 0 {
-			b, err := s.Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s, err = state.Unmarshal(b); err != nil {
-				t.Fatal(err)
-			}
+			s = restored(t, s)
 		}
 		id := fmt.Sprint("back", round)
 		if _, err := s.Apply(reg(id, "t1", "n2")); err != nil {
@@ -590,14 +591,7 @@ func TestUnmarshalReelectsInvalidPrimaries(t *testing.T) {
 	if s.Epoch != 11 || s.PrimaryCount() != 3 {
 		t.Errorf("Epoch = %d, PrimaryCount() = %d; want 11 and 3", s.Epoch, s.PrimaryCount())
 	}
-	b, err := s.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := state.Unmarshal(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := restored(t, s)
 	if got := primaries(again); !maps.Equal(got, want) || again.Epoch != 11 {
 		t.Errorf("restored again: primaries = %+v, epoch %d; want %+v, 11", got, again.Epoch, want)
 	}

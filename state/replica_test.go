@@ -72,14 +72,7 @@ func checkReplica(t *testing.T, r *state.Replica) {
 			t.Fatalf("indexes: %v", err)
 		}
 		checkAccessors(t, s)
-		b, err := s.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := state.Unmarshal(b)
-		if err != nil {
-			t.Fatalf("Unmarshal(Marshal()) = %v", err)
-		}
+		u := restored(t, s)
 		if d := gocmp.Diff(s, u, stateCmp); d != "" {
 			t.Fatalf("Marshal→Unmarshal changed the state (-before +after):\n%s", d)
 		}
