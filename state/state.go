@@ -153,8 +153,8 @@ type UnregisterChannel struct {
 }
 
 // SetPrimary forces a target's primary (ChannelID empty: no primary). The
-// channel must be registered for the target and active. Elections normally happen inside
-// Apply; this op exists for operators moving the role by hand.
+// channel must be registered for the target and active. Elections normally
+// happen inside Apply; this op exists for operators moving the role by hand.
 type SetPrimary struct {
 	TargetID  string `json:"targetId"`
 	ChannelID string `json:"channelId,omitempty"`
