@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,19 +42,30 @@ func BenchmarkHandlerStack(b *testing.B) {
 // says and returns the stacks in use per stream.
 func handlerStack(ctx context.Context, mode string, n int) (float64, error) {
 	var waiting atomic.Int64 // handlers (or their readers) about to block
+	allWaiting := make(chan struct{})
+	wait := func() {
+		if waiting.Add(1) == int64(n) {
+			close(allWaiting)
+		}
+	}
 	handler := func(_ any, st grpc.ServerStream) error {
 		var m emptypb.Empty
 		switch mode {
 		case "recv":
-			waiting.Add(1)
+			wait()
 			return st.RecvMsg(&m)
 		case "reader":
+			// The handler owns its reader: it returns once the reader has
+			// (RecvMsg ends with the stream's context).
+			read := make(chan struct{})
 			go func() {
-				waiting.Add(1)
+				defer close(read)
+				wait()
 				_ = st.RecvMsg(&m)
 			}()
+			defer func() { <-read }()
 		default:
-			waiting.Add(1)
+			wait()
 		}
 		<-st.Context().Done()
 		return nil
@@ -83,11 +93,10 @@ func handlerStack(ctx context.Context, mode string, n int) (float64, error) {
 			return 0, err
 		}
 	}
-	for waiting.Load() < int64(n) {
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("%d of %d handlers waiting: %w", waiting.Load(), n, ctx.Err())
-		}
-		runtime.Gosched()
+	select {
+	case <-allWaiting:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%d of %d handlers waiting: %w", waiting.Load(), n, ctx.Err())
 	}
 	// A goroutine counted as waiting may not have parked yet: read until
 	// two readings agree (each after the collections that shrink stacks).
