@@ -7,8 +7,9 @@ BIN       ?= bin/exchange
 PKGS      ?= ./...
 GOFLAGS   ?=
 TESTFLAGS ?= -race -count=1 -timeout 9m
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test vet deps screenshot run demo proto verify-proto bench bench-quick bench-lib bench-compare fuzz cover tidy clean
+.PHONY: all build test vet lint deps screenshot run demo proto verify-proto bench bench-quick bench-lib bench-compare fuzz cover tidy clean
 
 all: build
 
@@ -18,10 +19,16 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
-## test: vet, then every test with the race detector (the CI gate), then the
-## bench/ module's own tests (each runner once at a tiny size, so that
+## lint: staticcheck (pinned; go run fetches it through the module proxy and
+## builds it once per machine, go.mod is untouched) over both modules.
+lint:
+	$(GO) run $(STATICCHECK) $(PKGS)
+	cd bench && $(GO) run $(STATICCHECK) ./...
+
+## test: vet and lint, then every test with the race detector (the CI
+## gate), then the bench/ module's own tests (each runner once at a tiny size, so that
 ## make bench and make bench-scale cannot rot).
-test: vet deps
+test: vet lint deps
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 

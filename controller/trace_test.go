@@ -67,7 +67,7 @@ func TestSendSpanIsParentOfHandleSpan(t *testing.T) {
 	}
 	got := map[attribute.Key]string{}
 	for _, kv := range send.Attributes() {
-		got[kv.Key] = kv.Value.Emit()
+		got[kv.Key] = kv.Value.String()
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -21,31 +21,38 @@ import (
 // fromProto, kept in convert_ref_test.go); the comments name the
 // google.golang.org/protobuf behaviour each rule mirrors.
 
-// Field tags, with their wire types (2: length-delimited, 0: varint).
+// Wire types of the protobuf encoding (protowire.VarintType, BytesType): a
+// field's tag is its number shifted left by 3, ored with its wire type.
 const (
-	tagFrameCommand = 1<<3 | 2
-	tagFrameReply   = 2<<3 | 2
-	tagFrameBatch   = 3<<3 | 2
-	tagFramesFrame  = 1<<3 | 2
+	wtVarint = 0
+	wtBytes  = 2
+)
 
-	tagCommandID       = 1<<3 | 2
-	tagCommandType     = 2<<3 | 2
-	tagCommandPayload  = 3<<3 | 2
-	tagCommandMetadata = 4<<3 | 2
-	tagCommandOneWay   = 5<<3 | 0
-	tagCommandTimeout  = 6<<3 | 0
-	tagCommandFreshID  = 7<<3 | 0
+// Field tags, with their wire types.
+const (
+	tagFrameCommand = 1<<3 | wtBytes
+	tagFrameReply   = 2<<3 | wtBytes
+	tagFrameBatch   = 3<<3 | wtBytes
+	tagFramesFrame  = 1<<3 | wtBytes
 
-	tagEntryKey   = 1<<3 | 2
-	tagEntryValue = 2<<3 | 2
+	tagCommandID       = 1<<3 | wtBytes
+	tagCommandType     = 2<<3 | wtBytes
+	tagCommandPayload  = 3<<3 | wtBytes
+	tagCommandMetadata = 4<<3 | wtBytes
+	tagCommandOneWay   = 5<<3 | wtVarint
+	tagCommandTimeout  = 6<<3 | wtVarint
+	tagCommandFreshID  = 7<<3 | wtVarint
 
-	tagReplyCommandID  = 1<<3 | 2
-	tagReplyType       = 2<<3 | 2
-	tagReplyStatus     = 3<<3 | 0
-	tagReplyPayload    = 4<<3 | 2
-	tagReplyError      = 5<<3 | 2
-	tagReplyRetryAfter = 6<<3 | 0
-	tagReplyCode       = 7<<3 | 0
+	tagEntryKey   = 1<<3 | wtBytes
+	tagEntryValue = 2<<3 | wtBytes
+
+	tagReplyCommandID  = 1<<3 | wtBytes
+	tagReplyType       = 2<<3 | wtBytes
+	tagReplyStatus     = 3<<3 | wtVarint
+	tagReplyPayload    = 4<<3 | wtBytes
+	tagReplyError      = 5<<3 | wtBytes
+	tagReplyRetryAfter = 6<<3 | wtVarint
+	tagReplyCode       = 7<<3 | wtVarint
 )
 
 // ---- Encoding ----
