@@ -29,7 +29,8 @@ type CloseWithErrorer interface {
 // call is a pending Send: where its result goes, and whether it counts
 // against the control bound (Config.MaxControl) or MaxInFlight.
 type call struct {
-	ch      chan result
+	ch      chan result // a Send's waiter; nil for SendAsync
+	async   *asyncCall  // SendAsync's; nil for Send
 	control bool
 }
 
@@ -603,6 +604,10 @@ func (c *Channel) deliver(id string, r result) bool {
 	if !ok {
 		return false
 	}
+	if p.async != nil {
+		p.async.complete(r)
+		return true
+	}
 	p.ch <- r // buffered(1), and only one sender ever holds ch: never blocks
 	return true
 }
@@ -684,6 +689,10 @@ func (c *Channel) shutdown(cause, tell error) {
 			go h.f()
 		}
 		for _, p := range pending {
+			if p.async != nil {
+				p.async.complete(result{err: cause})
+				continue
+			}
 			p.ch <- result{err: cause} // buffered(1), never blocks
 		}
 	})
@@ -721,7 +730,7 @@ func (c *Channel) readLoop() {
 			c.receiveReply(f.Reply)
 			continue
 		}
-		if sem := c.admit(f.Command); sem != nil {
+		if sem := c.admit(f.Command); sem != nil && !c.handOver(f.Command, sem) {
 			c.dispatch(job{cmd: f.Command, sem: sem})
 		}
 	}
@@ -759,7 +768,9 @@ func (c *Channel) takeInline(f *Frame) bool {
 		return false
 	}
 	c.addHandling(1)
-	c.dispatch(job{cmd: f.Command, sem: sem})
+	if !c.handOver(f.Command, sem) {
+		c.dispatch(job{cmd: f.Command, sem: sem})
+	}
 	return true
 }
 
@@ -1021,8 +1032,23 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 	} else {
 		r, err = c.h.Handle(ctx, cmd)
 	}
+	gaveUp := err != nil && cmd.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	var spare *command.Reply
+	if box != nil {
+		spare = &box.reply
+	}
+	return c.answer(cmd, r, err, gaveUp, spare)
+}
+
+// answer turns what a handler returned for cmd (r, err) into the reply to
+// send, or nil when none is to be sent. gaveUp says the handler failed
+// because the sender's deadline (cmd.Timeout) passed. A reply the handler
+// built is copied unless it is complete for cmd already (the handler may
+// share it between commands; the fields Complete sets are ours): into spare
+// when given.
+func (c *Channel) answer(cmd *command.Command, r *command.Reply, err error, gaveUp bool, spare *command.Reply) *command.Reply {
 	switch {
-	case err != nil && cmd.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.ctx.Err() == nil:
+	case gaveUp && c.ctx.Err() == nil:
 		// The handler gave up because the sender's deadline passed: the
 		// sender stopped waiting (its deadline came first, as its clock
 		// started first), so an answer would only be dropped there. Without
@@ -1040,16 +1066,12 @@ func (c *Channel) run(cmd *command.Command) (r *command.Reply) {
 		r = &command.Reply{Status: command.StatusSucceeded}
 	case r.IsCompleteFor(cmd):
 		return r // complete already (as built by command.Succeeded or Failed, or by the connector's window)
+	case spare != nil:
+		*spare = *r
+		r = spare
 	default:
-		// The handler may share its reply between commands; the fields
-		// Complete sets are ours.
-		if box != nil {
-			box.reply = *r
-			r = &box.reply
-		} else {
-			cp := *r
-			r = &cp
-		}
+		cp := *r
+		r = &cp
 	}
 	r.Complete(cmd)
 	return r
@@ -1164,25 +1186,11 @@ func (c *Channel) submit(ctx context.Context, res <-chan result, f Frame, inline
 	if borrowed && c.writing { // queued after all
 		f.Command.Payload = slices.Clone(f.Command.Payload)
 	}
-	if c.writing {
-		c.wq = append(c.wq, f)
-		c.wmu.Unlock()
+	if c.writing || !inline {
+		c.queueLocked(f)
 		return false, nil
 	}
 	c.writing = true
-	if !inline {
-		c.wq = append(c.wq, f)
-		if c.wparked { // hand Conn.Send to the writer waiting for more
-			c.wparked = false
-			c.wwake <- struct{}{} // buffered(1), one send per park: never blocks
-			c.wmu.Unlock()
-			return false, nil
-		}
-		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
-		c.wmu.Unlock()
-		go c.writeLoop()
-		return false, nil
-	}
 	c.wmu.Unlock()
 	buf := writeBufs.Get().(*writeBuf) // f would escape to the heap
 	defer writeBufs.Put(buf)
@@ -1220,6 +1228,27 @@ func (c *Channel) submit(ctx context.Context, res <-chan result, f Frame, inline
 	c.wmu.Unlock()
 	go c.writeLoop()
 	return true, nil
+}
+
+// queueLocked appends f to the write queue and makes sure a writer sends
+// it: the one writing now, the parked writer (woken, it then owns
+// Conn.Send), or a new writer goroutine. c.wmu must be held, on a live
+// channel (not wdead); queueLocked releases it.
+func (c *Channel) queueLocked(f Frame) {
+	c.wq = append(c.wq, f)
+	switch {
+	case c.writing:
+		c.wmu.Unlock()
+	case c.wparked: // hand Conn.Send to the writer waiting for more
+		c.writing, c.wparked = true, false
+		c.wwake <- struct{}{} // buffered(1), one send per park: never blocks
+		c.wmu.Unlock()
+	default:
+		c.writing = true
+		c.wg.Add(1) // before shutdown sets wdead, so before Close waits
+		c.wmu.Unlock()
+		go c.writeLoop()
+	}
 }
 
 // releaseWriting gives up the Conn's send side after a failed write.

@@ -61,8 +61,9 @@ type Node struct {
 	logs  *countingLogStore
 	lead  *leadership
 
-	fmu     sync.Mutex // protects forward
-	forward func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
+	fmu          sync.Mutex // protects forward
+	forward      func(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error)
+	forwardAsync atomic.Pointer[AsyncForwardFunc] // read by the links' readers for every command
 
 	// A node of a cluster: nil for a single node.
 	links      *links
@@ -240,7 +241,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.lead = newLeadership(r)
 	n.stop = make(chan struct{})
 	if cc.Links != nil {
-		n.links = newLinks(n.id, cc.Token, cc.Links, n.resolveLink, command.HandlerFunc(n.serveLinkCommand), lg)
+		n.links = newLinks(n.id, cc.Token, cc.Links, n.resolveLink, linkHandler{n}, lg)
 		n.links.serve()
 	}
 	if cc.clustered() {
@@ -563,11 +564,17 @@ func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*com
 	ctx, span := startForwardSpan(ctx, trace.SpanKindServer, "", n.id, ch, orig)
 	reply, err := h(ctx, ch, orig)
 	endForwardSpan(span, reply, err)
+	return linkReply(cmd, orig, reply, err), nil
+}
+
+// linkReply is the link's answer to the link command cmd, which forwarded
+// orig, from what the local delivery returned.
+func linkReply(cmd, orig *command.Command, reply *command.Reply, err error) *command.Reply {
 	if err != nil {
-		return errorReply(cmd, err), nil
+		return errorReply(cmd, err)
 	}
 	if reply == nil {
-		return errorReply(cmd, errors.New("cluster: the local send returned neither a reply nor an error")), nil
+		return errorReply(cmd, errors.New("cluster: the local send returned neither a reply nor an error"))
 	}
 	// The reply is the handler's to give (HandleForward): it is readdressed
 	// in place, not copied.
@@ -575,7 +582,44 @@ func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*com
 	if reply.Type == typeLinkError { // a reply that mimics the link's error marker is the connector's own
 		reply.Type = orig.Type
 	}
-	return reply, nil
+	return reply
+}
+
+// linkHandler serves the commands that arrive on links (channel.AsyncHandler):
+// applies on the link channel's handler goroutines (they wait for raft), and,
+// once HandleForwardAsync has set its handler, forwarded commands without a
+// goroutine each while the connector answers.
+type linkHandler struct{ n *Node }
+
+func (h linkHandler) Handle(ctx context.Context, cmd *command.Command) (*command.Reply, error) {
+	return h.n.serveLinkCommand(ctx, cmd)
+}
+
+func (h linkHandler) Async(cmd *command.Command) bool {
+	if cmd.Type == typeApply {
+		return false
+	}
+	return h.n.forwardAsync.Load() != nil
+}
+
+func (h linkHandler) HandleAsync(ctx context.Context, cmd *command.Command, answer func(*command.Reply, error)) {
+	n := h.n
+	ch, orig, ok := forwardedCommand(cmd)
+	if !ok {
+		answer(errorReply(cmd, fmt.Errorf("cluster: link command %s of type %s is neither an apply nor a forwarded command", cmd.ID, cmd.Type)), nil)
+		return
+	}
+	fh := n.forwardAsync.Load()
+	if fh == nil {
+		answer(errorReply(cmd, fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)), nil)
+		return
+	}
+	orig.Timeout = cmd.Timeout // the time the forwarding node still waits (AsyncForwardFunc)
+	ctx, span := startForwardSpan(ctx, trace.SpanKindServer, "", n.id, ch, orig)
+	(*fh)(ctx, ch, orig, func(reply *command.Reply, err error) {
+		endForwardSpan(span, reply, err)
+		answer(linkReply(cmd, orig, reply, err), nil)
+	})
 }
 
 // raftError maps an error of a raft future to this package's errors.
@@ -757,6 +801,27 @@ func (n *Node) Forward(ctx context.Context, to state.NodeID, ch state.ChannelID,
 	}
 	reply.CommandID = id // the link's Send gave this reply to us alone: readdressed in place
 	return reply, nil
+}
+
+// AsyncForwardFunc delivers cmd, forwarded by another node, to the local
+// channel ch without waiting for the outcome: it must not block, and must
+// call done exactly once, on any goroutine, with what HandleForward's
+// handler would return (done does not block). cmd.Timeout is the time the
+// forwarding node still waits; ctx carries the trace context and ends when
+// the link closes.
+type AsyncForwardFunc = func(ctx context.Context, ch state.ChannelID, cmd *command.Command, done func(*command.Reply, error))
+
+// HandleForwardAsync sets a second receiving side of Forward, beside
+// HandleForward's: with it, the links deliver forwarded commands without a
+// goroutine waiting for each (channel.AsyncHandler). A reply h gives done
+// is the Node's, as with HandleForward. Forward to this node itself still
+// goes to HandleForward's handler. nil turns it off.
+func (n *Node) HandleForwardAsync(h AsyncForwardFunc) {
+	if h == nil {
+		n.forwardAsync.Store(nil)
+		return
+	}
+	n.forwardAsync.Store(&h)
 }
 
 // HandleForward sets the receiving side of Forward. A reply h returns is

@@ -205,6 +205,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.events.Start()
 	c.unsub = c.store.Subscribe(c.onStoreEvents)
 	c.store.HandleForward(c.deliver)
+	if af, ok := c.store.(asyncForwarding); ok {
+		af.HandleForwardAsync(c.deliverAsync)
+	}
 	c.routes.start()
 	c.applier.push(applyReq{op: state.Op{RemoveNodeChannels: &state.RemoveNodeChannels{NodeID: c.nodeID}}})
 	c.workers.Go(func() { c.notifyPrimaries(c.ctx) })

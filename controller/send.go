@@ -117,6 +117,42 @@ func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *comma
 	return reply, nil
 }
 
+// asyncForwarding is implemented by a Cluster whose links can deliver
+// forwarded commands without a goroutine waiting for each (cluster.Node,
+// whose HandleForwardAsync takes a cluster.AsyncForwardFunc): the
+// controller gives it deliverAsync beside deliver.
+type asyncForwarding interface {
+	HandleForwardAsync(h func(ctx context.Context, ch state.ChannelID, cmd *command.Command, done func(*command.Reply, error)))
+}
+
+// deliverAsync is deliver without waiting (cluster.AsyncForwardFunc): the
+// command goes out with SendAsync, within cmd.Timeout, and done gets what
+// deliver would return.
+func (c *Controller) deliverAsync(ctx context.Context, ch state.ChannelID, cmd *command.Command, done func(*command.Reply, error)) {
+	if cmd == nil {
+		done(nil, errors.New("controller: deliver needs a command"))
+		return
+	}
+	if c.ctx.Err() != nil {
+		done(nil, fmt.Errorf("controller: deliver %s to channel %s: node %s is closing: %w: %w", cmd, ch, c.nodeID, ErrClosed, ErrForwardingUnavailable))
+		return
+	}
+	lc := c.localChannel(string(ch))
+	if lc == nil {
+		done(nil, fmt.Errorf("controller: deliver %s: node %s holds no channel %s: %w", cmd, c.nodeID, ch, channel.ErrClosed))
+		return
+	}
+	err := lc.ch.SendAsync(ctx, cmd, cmd.Timeout, func(reply *command.Reply, err error) {
+		if err != nil {
+			err = fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err)
+		}
+		done(reply, err)
+	})
+	if err != nil {
+		done(nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err))
+	}
+}
+
 // route lets route.Pick choose among the target's channels: its routes (from
 // the state, see routes) with the live figures of the local ones. It returns
 // the local channel chosen, if the choice is Local.

@@ -38,7 +38,7 @@ var discard = slog.New(slog.DiscardHandler)
 
 // startController runs a controller on m's node and gRPC server until
 // stop is called (or the benchmark ends).
-func startController(b *testing.B, m *clustertest.Member) (ctrl *controller.Controller, stop func()) {
+func startController(b testing.TB, m *clustertest.Member) (ctrl *controller.Controller, stop func()) {
 	b.Helper()
 	cfg := controller.DefaultConfig()
 	cfg.Logger = discard
@@ -56,12 +56,18 @@ func startController(b *testing.B, m *clustertest.Member) (ctrl *controller.Cont
 
 // startConnector runs a connector of target, answering ECHO, connected to
 // m's gRPC address, until stop is called (or the benchmark ends).
-func startConnector(b *testing.B, m *clustertest.Member, id string) (stop func()) {
+func startConnector(b testing.TB, m *clustertest.Member, id string) (stop func()) {
 	b.Helper()
 	mux := command.NewMux()
 	mux.RegisterFunc("ECHO", func(_ context.Context, c *command.Command) (*command.Reply, error) {
 		return &command.Reply{Status: command.StatusSucceeded, Payload: c.Payload}, nil
 	})
+	return startConnectorMux(b, m, id, mux)
+}
+
+// startConnectorMux is startConnector answering with mux.
+func startConnectorMux(b testing.TB, m *clustertest.Member, id string, mux *command.Mux) (stop func()) {
+	b.Helper()
 	d, err := grpcchannel.NewDialer(m.GRPCAddr(), grpcchannel.WithInsecure())
 	if err != nil {
 		b.Fatal(err)
@@ -92,7 +98,7 @@ func startConnector(b *testing.B, m *clustertest.Member, id string) (stop func()
 
 // waitFor polls cond every 5 ms until it holds; it fails the benchmark after
 // setupTimeout.
-func waitFor(b *testing.B, what string, cond func() bool) {
+func waitFor(b testing.TB, what string, cond func() bool) {
 	b.Helper()
 	deadline := time.Now().Add(setupTimeout)
 	for !cond() {
