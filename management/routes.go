@@ -65,8 +65,9 @@ func (s *Server) routes() {
 
 // pprofRoutes mounts net/http/pprof under /debug/pprof/, behind the same
 // authentication as /metrics (on loopback without a token, like the rest of
-// the API). CPU profiles and traces last ?seconds= (default 30), which must
-// stay under Config.WriteTimeout.
+// the API). CPU profiles and traces last ?seconds= (by default 30 for a
+// profile, 1 for a trace, net/http/pprof's), which must stay under
+// Config.WriteTimeout.
 func (s *Server) pprofRoutes() {
 	e := s.echo
 	wrap := func(h http.HandlerFunc) echo.HandlerFunc { return echo.WrapHandler(h) }

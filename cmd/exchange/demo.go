@@ -30,10 +30,11 @@ func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo [--cluster]",
 		Short: "One process: an embedded controller and connectors, narrated",
-		Long: `Runs a controller and three connectors for two targets in one process, over the
-embedded (in-process) channel, and narrates: registration, primary election,
-commands and replies, the primary's connector killed and a new primary
-elected, and a batch of commands delivered in order.
+		Long: `Runs a controller and four connectors for three targets in one process, over
+the embedded (in-process) channel, and narrates: registration, primary
+election, commands and replies, the primary's connector killed and a new
+primary elected, and a batch of commands stored for a target without a
+connector, then delivered in order once one connects.
 
 With --cluster: three real cluster nodes in the process (raft with data in a
 temporary directory, gossip and node-to-node links over gRPC on loopback), a
