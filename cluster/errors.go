@@ -3,12 +3,14 @@ package cluster
 import (
 	"errors"
 	"fmt"
+
+	"github.com/exchangekit/exchange/state"
 )
 
 var (
 	// ErrClosed is returned by operations on a closed Node, and by Applies
-	// still waiting when it closed.
-	ErrClosed = errors.New("cluster: node closed")
+	// still waiting when it closed. It is also state.ErrClosed.
+	ErrClosed error = state.ClosedError("cluster: node closed")
 	// ErrNotLeader is wrapped by NotLeaderError: the node is not the raft
 	// leader, so it cannot apply (forwarding to the leader comes with the
 	// multi-node cluster).

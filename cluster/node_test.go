@@ -258,8 +258,8 @@ func TestClose(t *testing.T) {
 	}
 	closeNode(t, n)
 	closeNode(t, n)
-	if err := state.Err(n.Apply(ctx, register("c2", "t1"))); !errors.Is(err, cluster.ErrClosed) {
-		t.Errorf("Apply() after Close = %v, want cluster.ErrClosed", err)
+	if err := state.Err(n.Apply(ctx, register("c2", "t1"))); !errors.Is(err, cluster.ErrClosed) || !errors.Is(err, state.ErrClosed) {
+		t.Errorf("Apply() after Close = %v, want cluster.ErrClosed, also state.ErrClosed", err)
 	}
 	if err := n.Snapshot(ctx); !errors.Is(err, cluster.ErrClosed) {
 		t.Errorf("Snapshot() after Close = %v, want cluster.ErrClosed", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/exchangekit/exchange/channel"
 	"github.com/exchangekit/exchange/command"
 	"github.com/exchangekit/exchange/controller"
+	"github.com/exchangekit/exchange/state"
 )
 
 // The errors handlers return; httpError turns them (and the typed errors of
@@ -142,7 +143,7 @@ func httpError(err error) (code int, message string, retryAfter time.Duration) {
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("Too large for the channel: %s: %v", what, cause), 0
 	case errors.Is(err, channel.ErrClosed):
 		return http.StatusBadGateway, fmt.Sprintf("The channel closed before replying to %s", what), 0
-	case errors.Is(err, controller.ErrClosed):
+	case errors.Is(err, controller.ErrClosed), errors.Is(err, state.ErrClosed):
 		return http.StatusServiceUnavailable, "The controller is shutting down", 0
 	case errors.Is(err, controller.ErrForwardingUnavailable):
 		// The channel is on another node that cannot be reached (it died,

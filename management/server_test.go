@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/exchangekit/exchange/batch"
+	"github.com/exchangekit/exchange/cluster/standalone"
 	"github.com/exchangekit/exchange/controller"
 )
 
@@ -354,6 +355,8 @@ func TestHTTPErrorBatchRunner(t *testing.T) {
 		{&batchError{"b1", fmt.Errorf("execute: %w", batch.ErrClosed)}, http.StatusServiceUnavailable},
 		{&batchError{"b1", &batch.ValidationError{Field: "commands[3].command", Reason: "required"}}, http.StatusBadRequest},
 		{fmt.Errorf("x: %w", controller.ErrClosed), http.StatusServiceUnavailable},
+		// The store closed under a delete (the node is shutting down).
+		{&batchError{"b1", fmt.Errorf("delete: %w", standalone.ErrClosed)}, http.StatusServiceUnavailable},
 		// In a cluster: the node holding the channel is unreachable.
 		{fmt.Errorf("x: %w", controller.ErrForwardingUnavailable), http.StatusServiceUnavailable},
 	}

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -20,8 +19,9 @@ import (
 	"github.com/exchangekit/exchange/state"
 )
 
-// ErrClosed is returned by the methods of a closed Cluster.
-var ErrClosed = errors.New("standalone: closed")
+// ErrClosed is returned by the methods of a closed Cluster. It is also
+// state.ErrClosed.
+var ErrClosed error = state.ClosedError("standalone: closed")
 
 // Cluster is a cluster of one node, in memory. It is safe for concurrent
 // use. Embed it to wrap one of its methods (tests inject faults that way).
