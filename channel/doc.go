@@ -19,7 +19,9 @@
 //  3. Start a Channel with New(conn, handler, cfg). The handler (usually a
 //     command.Mux) answers the peer's commands; both sides may send.
 //  4. Send commands with Send (request/reply) or Notify (one-way). Watch Done
-//     and Err to learn when and why the channel ended.
+//     and Err to learn when and why the channel ended. SendAsync is Send
+//     whose outcome goes to a callback, for a caller that must not wait
+//     (a cluster node delivering forwarded commands, decision 0057).
 //  5. Close the Channel when done. Close waits for the channel's goroutines.
 //
 // # The Conn contract
@@ -62,7 +64,9 @@
 //     health check. A one-way command beyond the bound is dropped; the
 //     warning is logged at most once a second per Channel, with the number
 //     of drops not logged since the previous line.
-//   - Handlers run on their own goroutines, never on the read loop. A handler
+//   - Handlers run on their own goroutines, never on the read loop, except
+//     that an AsyncHandler may take a command on the reader and answer it
+//     later from any goroutine (no goroutine waits for its answer). A handler
 //     error or panic becomes a NO_REPLY reply (*RemoteError at the sender); an
 //     unregistered type becomes an UNKNOWN reply (*UnknownCommandError). In
 //     both cases the channel stays up. A reply built with command.Failed is a
