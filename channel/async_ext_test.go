@@ -83,14 +83,9 @@ func TestSendAsyncDeadline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var seen atomic.Int64
 				a, b := embedded.Pipe()
 				ca := channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
-				cb := channel.New(b, command.HandlerFunc(func(ctx context.Context, c *command.Command) (*command.Reply, error) {
-					seen.Store(int64(c.Timeout))
-					<-ctx.Done()
-					return nil, ctx.Err()
-				}), channel.Config{})
+				cb, seen := silentPeer(b)
 				defer cb.Close()
 				defer ca.Close()
 				ctx := t.Context()

@@ -33,14 +33,9 @@ func TestSendTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var seen atomic.Int64 // the command's timeout, as the peer got it
 				a, b := embedded.Pipe()
 				ca := channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
-				cb := channel.New(b, command.HandlerFunc(func(ctx context.Context, c *command.Command) (*command.Reply, error) {
-					seen.Store(int64(c.Timeout))
-					<-ctx.Done() // a peer that never answers
-					return nil, ctx.Err()
-				}), channel.Config{})
+				cb, seen := silentPeer(b)
 				defer cb.Close()
 				defer ca.Close()
 				ctx := t.Context()
@@ -63,6 +58,18 @@ func TestSendTimeout(t *testing.T) {
 			})
 		})
 	}
+}
+
+// silentPeer is a Channel over b that never answers a command; seen holds
+// the Timeout of the last command it got, as it got it.
+func silentPeer(b channel.Conn) (cb *channel.Channel, seen *atomic.Int64) {
+	seen = new(atomic.Int64)
+	cb = channel.New(b, command.HandlerFunc(func(ctx context.Context, c *command.Command) (*command.Reply, error) {
+		seen.Store(int64(c.Timeout))
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}), channel.Config{})
+	return cb, seen
 }
 
 // stuckConn is a Conn whose peer reads nothing: Send of a command blocks

@@ -551,20 +551,36 @@ func (n *Node) serveLinkCommand(ctx context.Context, cmd *command.Command) (*com
 		}
 		return &command.Reply{CommandID: cmd.ID, Type: typeApply, Status: command.StatusSucceeded, Payload: b}, nil
 	}
-	ch, orig, ok := forwardedCommand(cmd)
-	if !ok {
-		return errorReply(cmd, fmt.Errorf("cluster: link command %s of type %s is neither an apply nor a forwarded command", cmd.ID, cmd.Type)), nil
+	ch, orig, err := n.forwarded(cmd)
+	if err != nil {
+		return errorReply(cmd, err), nil
 	}
 	n.fmu.Lock()
 	h := n.forward
 	n.fmu.Unlock()
 	if h == nil {
-		return errorReply(cmd, fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)), nil
+		return errorReply(cmd, n.noForwarding()), nil
 	}
 	ctx, span := startForwardSpan(ctx, trace.SpanKindServer, "", n.id, ch, orig)
 	reply, err := h(ctx, ch, orig)
 	endForwardSpan(span, reply, err)
 	return linkReply(cmd, orig, reply, err), nil
+}
+
+// forwarded decodes the link command cmd, which is not an apply: the
+// channel and the command it forwards.
+func (n *Node) forwarded(cmd *command.Command) (state.ChannelID, *command.Command, error) {
+	ch, orig, ok := forwardedCommand(cmd)
+	if !ok {
+		return "", nil, fmt.Errorf("cluster: link command %s of type %s is neither an apply nor a forwarded command", cmd.ID, cmd.Type)
+	}
+	return ch, orig, nil
+}
+
+// noForwarding is the error of a forwarded command this node has no
+// handler for yet.
+func (n *Node) noForwarding() error {
+	return fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)
 }
 
 // linkReply is the link's answer to the link command cmd, which forwarded
@@ -604,14 +620,14 @@ func (h linkHandler) Async(cmd *command.Command) bool {
 
 func (h linkHandler) HandleAsync(ctx context.Context, cmd *command.Command, answer func(*command.Reply, error)) {
 	n := h.n
-	ch, orig, ok := forwardedCommand(cmd)
-	if !ok {
-		answer(errorReply(cmd, fmt.Errorf("cluster: link command %s of type %s is neither an apply nor a forwarded command", cmd.ID, cmd.Type)), nil)
+	ch, orig, err := n.forwarded(cmd)
+	if err != nil {
+		answer(errorReply(cmd, err), nil)
 		return
 	}
 	fh := n.forwardAsync.Load()
 	if fh == nil {
-		answer(errorReply(cmd, fmt.Errorf("cluster: node %s does not take forwarded commands yet: %w", n.id, state.ErrNodeUnavailable)), nil)
+		answer(errorReply(cmd, n.noForwarding()), nil)
 		return
 	}
 	orig.Timeout = cmd.Timeout // the time the forwarding node still waits (AsyncForwardFunc)

@@ -98,6 +98,20 @@ func (c *Controller) sendVia(ctx context.Context, targetID string, cmd *command.
 // never two): a channel this node does not hold, or no longer holds, is a
 // closed channel to the sender, which picks another on its next try.
 func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *command.Command) (*command.Reply, error) {
+	lc, err := c.deliveryChannel(ch, cmd)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := lc.ch.Send(ctx, cmd)
+	if err != nil {
+		return nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err)
+	}
+	return reply, nil
+}
+
+// deliveryChannel is the local channel ch, to which deliver and
+// deliverAsync send cmd, or why there is none.
+func (c *Controller) deliveryChannel(ch state.ChannelID, cmd *command.Command) (*local, error) {
 	if cmd == nil {
 		return nil, errors.New("controller: deliver needs a command")
 	}
@@ -110,11 +124,7 @@ func (c *Controller) deliver(ctx context.Context, ch state.ChannelID, cmd *comma
 	if lc == nil {
 		return nil, fmt.Errorf("controller: deliver %s: node %s holds no channel %s: %w", cmd, c.nodeID, ch, channel.ErrClosed)
 	}
-	reply, err := lc.ch.Send(ctx, cmd)
-	if err != nil {
-		return nil, fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err)
-	}
-	return reply, nil
+	return lc, nil
 }
 
 // asyncForwarding is implemented by a Cluster whose links can deliver
@@ -129,20 +139,12 @@ type asyncForwarding interface {
 // command goes out with SendAsync, within cmd.Timeout, and done gets what
 // deliver would return.
 func (c *Controller) deliverAsync(ctx context.Context, ch state.ChannelID, cmd *command.Command, done func(*command.Reply, error)) {
-	if cmd == nil {
-		done(nil, errors.New("controller: deliver needs a command"))
+	lc, err := c.deliveryChannel(ch, cmd)
+	if err != nil {
+		done(nil, err)
 		return
 	}
-	if c.ctx.Err() != nil {
-		done(nil, fmt.Errorf("controller: deliver %s to channel %s: node %s is closing: %w: %w", cmd, ch, c.nodeID, ErrClosed, ErrForwardingUnavailable))
-		return
-	}
-	lc := c.localChannel(string(ch))
-	if lc == nil {
-		done(nil, fmt.Errorf("controller: deliver %s: node %s holds no channel %s: %w", cmd, c.nodeID, ch, channel.ErrClosed))
-		return
-	}
-	err := lc.ch.SendAsync(ctx, cmd, cmd.Timeout, func(reply *command.Reply, err error) {
+	err = lc.ch.SendAsync(ctx, cmd, cmd.Timeout, func(reply *command.Reply, err error) {
 		if err != nil {
 			err = fmt.Errorf("controller: deliver %s to channel %s: %w", cmd, ch, err)
 		}
