@@ -87,6 +87,50 @@ func (c *Controller) Target(id string) (TargetInfo, bool) {
 	return out, len(out.Channels) > 0
 }
 
+// targetsChunk is how many targets TargetsOf reads in one view of the
+// state: the view holds the state's read lock, which writes wait for.
+const targetsChunk = 128
+
+// TargetsOf returns the targets among ids that have at least one registered
+// channel, as Target returns each, in the order of ids: a page of targets
+// (GET /exchange/targets), read in two views of the state per targetsChunk
+// targets rather than two per target, into one slice of channels.
+func (c *Controller) TargetsOf(ids []string) []TargetInfo {
+	out := make([]TargetInfo, 0, len(ids))
+	var scratch []*state.Channel
+	var chIDs []string
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), targetsChunk)]
+		ids = ids[len(chunk):]
+		chIDs = chIDs[:0]
+		c.store.View(func(s *state.State) {
+			for _, id := range chunk {
+				scratch = s.AppendTargetChannels(scratch[:0], id)
+				for _, ch := range scratch {
+					chIDs = append(chIDs, ch.ID)
+				}
+			}
+		})
+		locals := c.localsOf(chIDs...) // the chunk's, not a copy of every local channel
+		c.store.View(func(s *state.State) {
+			infos := make([]ChannelInfo, 0, len(chIDs)) // the chunk's channels, each target's a part
+			for _, id := range chunk {
+				scratch = s.AppendTargetChannels(scratch[:0], id)
+				if len(scratch) == 0 {
+					continue // it lost its channels since
+				}
+				pid, epoch := s.PrimaryOf(id)
+				from := len(infos)
+				for _, ch := range scratch {
+					infos = append(infos, c.channelInfo(s, ch, locals))
+				}
+				out = append(out, TargetInfo{ID: id, PrimaryID: pid, Epoch: epoch, Channels: infos[from:len(infos):len(infos)]})
+			}
+		})
+	}
+	return out
+}
+
 // Cluster describes the cluster as this node sees it. A single node is its
 // own leader.
 func (c *Controller) Cluster() ClusterInfo {

@@ -39,6 +39,16 @@ type targetIDLister interface {
 	TargetIDsAfter(after string, limit int) []string
 }
 
+// targetsReader is implemented by an Exchange that reads several targets at
+// once, as Target reads one; *controller.Controller does, in a few reads of
+// its state for a whole page. Pages of targets and channels then cost that,
+// not a read per target.
+type targetsReader interface {
+	// TargetsOf returns the targets among ids that have at least one
+	// channel, in the order of ids.
+	TargetsOf(ids []string) []controller.TargetInfo
+}
+
 // Batches is what the management API reads and drives of the batch runner.
 // Every method must be safe for concurrent use.
 type Batches interface {

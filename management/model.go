@@ -3,7 +3,6 @@ package management
 import (
 	"cmp"
 	"encoding/json"
-	"maps"
 	"slices"
 	"time"
 
@@ -176,9 +175,19 @@ type BatchCommandRequest struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
+// noMetadata is the metadata of a channel that has none: written {} (not
+// null), like the reference. Shared: the documents of the API are only
+// encoded, never changed.
+var noMetadata = map[string]string{}
+
+// channelOf converts c, whose Metadata the Channel then shares: c is a copy
+// the Exchange made for the caller (controller.ChannelInfo), and the
+// Channel is only encoded.
 func channelOf(c controller.ChannelInfo) Channel {
-	md := map[string]string{}
-	maps.Copy(md, c.Metadata)
+	md := c.Metadata
+	if md == nil {
+		md = noMetadata
+	}
 	return Channel{
 		ID:            c.ID,
 		TargetID:      c.TargetID,
@@ -203,9 +212,7 @@ func channelsOf(in []controller.ChannelInfo) []Channel {
 	for _, c := range in {
 		out = append(out, channelOf(c))
 	}
-	slices.SortStableFunc(out, func(a, b Channel) int {
-		return slices.Compare(channelKey(a), channelKey(b))
-	})
+	slices.SortStableFunc(out, compareChannels)
 	return out
 }
 

@@ -1,12 +1,14 @@
 package management
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -111,23 +113,76 @@ func paginate[T any](c echo.Context, items []T, key func(T) []string, p page) []
 // timeKey writes t so that keys sort in time order.
 // (It runs in sort comparisons: strconv, not fmt.)
 func timeKey(t time.Time) string {
+	var b [20]byte
+	return string(appendTimeKey(b[:0], t))
+}
+
+// appendTimeKey appends timeKey(t) to dst.
+func appendTimeKey(dst []byte, t time.Time) []byte {
 	n := t.UnixNano()
 	if n < 0 {
-		return fmt.Sprintf("%020d", n)
+		return fmt.Appendf(dst, "%020d", n)
 	}
-	var b [20]byte
-	d := strconv.AppendInt(b[:0], n, 10)
-	pad := len(b) - len(d)
-	copy(b[pad:], d)
-	for i := range pad {
-		b[i] = '0'
+	var d [20]byte // zero-padded: int64's 19 digits and one more
+	for i, u := len(d)-1, uint64(n); i >= 0; i, u = i-1, u/10 {
+		d[i] = byte('0' + u%10)
 	}
-	return string(b[:])
+	return append(dst, d[:]...)
 }
 
 func batchKey(b Batch) []string      { return []string{timeKey(b.CreatedAt), b.ID} }
 func channelKey(ch Channel) []string { return []string{ch.TargetID, timeKey(ch.RegisteredAt), ch.ID} }
-func targetKey(t Target) []string    { return []string{t.ID} }
+
+// compareChannels orders a and b as their keys (channelKey) do, without
+// making the keys: a page sorts and filters thousands of channels.
+func compareChannels(a, b Channel) int {
+	if c := strings.Compare(a.TargetID, b.TargetID); c != 0 {
+		return c
+	}
+	if c := compareTimeKeys(a.RegisteredAt, b.RegisteredAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// compareChannelKey is slices.Compare(channelKey(ch), key), without making
+// ch's key (key is a cursor's, of any length).
+func compareChannelKey(ch Channel, key []string) int {
+	for i := range 3 {
+		if i == len(key) {
+			return 1
+		}
+		var c int
+		switch i {
+		case 0:
+			c = strings.Compare(ch.TargetID, key[0])
+		case 1:
+			var b [20]byte
+			c = strings.Compare(string(appendTimeKey(b[:0], ch.RegisteredAt)), key[1])
+		case 2:
+			c = strings.Compare(ch.ID, key[2])
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	if len(key) > 3 {
+		return -1
+	}
+	return 0
+}
+
+// compareTimeKeys compares timeKey(a) and timeKey(b) without making them:
+// the keys of times from 1970 on are zero-padded numbers of the same
+// length, in the order of the numbers.
+func compareTimeKeys(a, b time.Time) int {
+	na, nb := a.UnixNano(), b.UnixNano()
+	if na >= 0 && nb >= 0 {
+		return cmp.Compare(na, nb)
+	}
+	return strings.Compare(timeKey(a), timeKey(b))
+}
+func targetKey(t Target) []string { return []string{t.ID} }
 
 // summarize drops the payloads of batches (view=summary).
 func summarize(bs []Batch) []Batch {

@@ -162,3 +162,69 @@ func TestClientFollowsPages(t *testing.T) {
 		t.Errorf("Client.Batches() = %d batches (%d distinct), want %d", len(got), len(seen), DefaultPageLimit+5)
 	}
 }
+
+// Walking the pages of the targets and of the channels of a real controller
+// (which reads a page's targets together, targetsReader) with limits that
+// cut targets and parts of targets anywhere yields every item once, in
+// order, the channels of a target oldest first.
+func TestPagesOfAControllerWalkEveryItemOnce(t *testing.T) {
+	const n = 601 // channels, two per target: the last target has one
+	ctrl := pageController(t, n)
+	ts := serveHTTP(t, newServer(t, Config{}, ctrl, nil))
+	walk := func(path string) (items []json.RawMessage, pages int) {
+		for path != "" {
+			resp, body := do(t, ts, http.MethodGet, path, "", nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+			}
+			var got []json.RawMessage
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, got...)
+			pages++
+			path = "" // the next page's, from the Link header: <path>; rel="next"
+			if link := resp.Header.Get("Link"); link != "" {
+				path = strings.TrimPrefix(strings.SplitN(link, ">", 2)[0], "<")
+			}
+		}
+		return items, pages
+	}
+	for _, limit := range []int{1, 7, 64, 65, 1000} {
+		raw, pages := walk(fmt.Sprintf("/exchange/targets?limit=%d", limit))
+		if want := (n/2 + 1 + limit - 1) / limit; pages != want {
+			t.Errorf("targets, limit %d: %d pages, want %d", limit, pages, want)
+		}
+		if len(raw) != n/2+1 {
+			t.Fatalf("targets, limit %d: %d targets, want %d", limit, len(raw), n/2+1)
+		}
+		for i, r := range raw {
+			var tg Target
+			if err := json.Unmarshal(r, &tg); err != nil {
+				t.Fatal(err)
+			}
+			wantCh := min(2, n-2*i)
+			if want := fmt.Sprintf("target-%06d", i); tg.ID != want || len(tg.Channels) != wantCh {
+				t.Fatalf("targets, limit %d: #%d = %s with %d channels, want %s with %d", limit, i, tg.ID, len(tg.Channels), want, wantCh)
+			}
+			for j, ch := range tg.Channels {
+				if want := fmt.Sprintf("ch-%07d", 2*i+j); ch.ID != want || ch.Metadata["version"] != "1.2.3" {
+					t.Fatalf("targets, limit %d: %s channel #%d = %+v, want %s with its metadata", limit, tg.ID, j, ch, want)
+				}
+			}
+		}
+		raw, _ = walk(fmt.Sprintf("/exchange/channels?limit=%d", limit))
+		if len(raw) != n {
+			t.Fatalf("channels, limit %d: %d channels, want %d", limit, len(raw), n)
+		}
+		for i, r := range raw {
+			var ch Channel
+			if err := json.Unmarshal(r, &ch); err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("ch-%07d", i); ch.ID != want {
+				t.Fatalf("channels, limit %d: #%d = %s, want %s", limit, i, ch.ID, want)
+			}
+		}
+	}
+}

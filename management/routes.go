@@ -127,10 +127,13 @@ func (s *Server) listTargets(c echo.Context) error {
 			out = append(out, Target{ID: id})
 		}
 		page := paginate(c, out, targetKey, p)
+		pageIDs := make([]string, len(page))
+		for i, pt := range page {
+			pageIDs[i] = pt.ID
+		}
 		out = out[:0:0]
-		for _, pt := range page {
-			t, ok := s.ex.Target(pt.ID)
-			if !ok || len(t.Channels) == 0 {
+		for _, t := range s.targetsOf(pageIDs) {
+			if len(t.Channels) == 0 {
 				continue // it lost its channels since
 			}
 			bs := batchesOf(s.listBatchesOf(batch.Filter{TargetID: t.ID}))
@@ -325,11 +328,7 @@ func (s *Server) listChannels(c echo.Context) error {
 // the targets walked to fill the page.
 func (s *Server) channelsPage(ids targetIDLister, target string, keep func(controller.ChannelInfo) bool, p page) []Channel {
 	out := []Channel{} // an empty page is [], not null
-	add := func(id string) {
-		t, ok := s.ex.Target(id)
-		if !ok {
-			return
-		}
+	add := func(t controller.TargetInfo) {
 		var in []controller.ChannelInfo
 		for _, ch := range t.Channels {
 			if keep(ch) {
@@ -337,34 +336,62 @@ func (s *Server) channelsPage(ids targetIDLister, target string, keep func(contr
 			}
 		}
 		for _, ch := range channelsOf(in) {
-			if p.after == nil || slices.Compare(channelKey(ch), p.after) > 0 {
+			if p.after == nil || compareChannelKey(ch, p.after) > 0 {
 				out = append(out, ch)
 			}
 		}
 	}
 	if target != "" {
-		add(target)
+		for _, t := range s.targetsOf([]string{target}) {
+			add(t)
+		}
 		return out
 	}
 	from := ""
 	if len(p.after) > 0 {
 		from = p.after[0]
-		add(from) // the rest of the cursor's target
+		for _, t := range s.targetsOf([]string{from}) {
+			add(t) // the rest of the cursor's target
+		}
 	}
 	// Target ids a page at a time: about two channels per target, the
-	// usual fleet, fill a page from one read.
+	// usual fleet, fill a page from one read. Their targets are read a
+	// part at a time, until the page is full.
 	batch := min(p.limit+1, MaxPageLimit)
 	for len(out) <= p.limit {
 		next := ids.TargetIDsAfter(from, batch)
-		for _, id := range next {
-			add(id)
-			from = id
-			if len(out) > p.limit {
-				break
+		for part := range slices.Chunk(next, targetsPart) {
+			for _, t := range s.targetsOf(part) {
+				add(t)
+				if len(out) > p.limit {
+					return out
+				}
 			}
+			from = part[len(part)-1]
 		}
 		if len(next) < batch {
 			break
+		}
+	}
+	return out
+}
+
+// targetsPart is how many targets a page of channels reads at once: a page
+// of the usual fleet (two channels per target) reads about half a part more
+// than it shows.
+const targetsPart = 64
+
+// targetsOf returns the targets among ids that have at least one channel,
+// in the order of ids: in one call when the Exchange reads several at once
+// (targetsReader), else one by one.
+func (s *Server) targetsOf(ids []string) []controller.TargetInfo {
+	if tr, ok := s.ex.(targetsReader); ok {
+		return tr.TargetsOf(ids)
+	}
+	var out []controller.TargetInfo
+	for _, id := range ids {
+		if t, ok := s.ex.Target(id); ok && len(t.Channels) > 0 {
+			out = append(out, t)
 		}
 	}
 	return out

@@ -1,7 +1,6 @@
 package management
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -206,12 +205,36 @@ func (s *Server) writeError(err error, c echo.Context) {
 // writeJSON writes v as compact JSON with status code. Never indented: an
 // indented document grows with the square of its nesting (a 200 KB reply
 // nested thousands deep once made a 2 GB listing); pipe through jq to read.
+//
+// The document goes to the response in one write, from the encoder's own
+// (pooled) buffer: json.Encoder encodes the whole value before it writes, so
+// a value that cannot be encoded writes nothing, and the error handler still
+// answers 500.
 func writeJSON(c echo.Context, code int, v any) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	enc := json.NewEncoder(&responseWriter{c: c, code: code})
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("management: encode response: %w", err)
 	}
-	return c.Blob(code, echo.MIMEApplicationJSON, buf.Bytes())
+	return nil
+}
+
+// responseWriter writes a JSON response's status and headers before its
+// first byte (what echo's Blob does).
+type responseWriter struct {
+	c       echo.Context
+	code    int
+	started bool
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	r := w.c.Response()
+	if !w.started {
+		w.started = true
+		if r.Header().Get(echo.HeaderContentType) == "" {
+			r.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+		}
+		r.WriteHeader(w.code)
+	}
+	return r.Write(p)
 }

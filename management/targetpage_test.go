@@ -181,3 +181,37 @@ func TestTimeKey(t *testing.T) {
 		}
 	}
 }
+
+// compareChannels and compareChannelKey order as the channels' keys do
+// (channelKey, compared by slices.Compare), without making them: for times
+// before and after 1970, equal and different parts, and cursors of every
+// length.
+func TestCompareChannelsAsKeys(t *testing.T) {
+	times := []time.Time{time.Time{}, time.Unix(-5, 0), time.Unix(-10, 0), time.Unix(0, 0), time.Unix(0, 1), base, base.Add(time.Nanosecond)}
+	var chs []Channel
+	for _, target := range []string{"", "a", "b"} {
+		for _, tm := range times {
+			for _, id := range []string{"", "x", "y"} {
+				chs = append(chs, Channel{TargetID: target, RegisteredAt: tm, ID: id})
+			}
+		}
+	}
+	sign := func(n int) int { return max(-1, min(1, n)) }
+	for _, a := range chs {
+		for _, b := range chs {
+			if got, want := sign(compareChannels(a, b)), sign(slices.Compare(channelKey(a), channelKey(b))); got != want {
+				t.Errorf("compareChannels(%v, %v) = %d, want %d", channelKey(a), channelKey(b), got, want)
+			}
+			key := channelKey(b)
+			for n := range len(key) + 2 {
+				k := key[:min(n, len(key))]
+				if n > len(key) {
+					k = append(slices.Clone(key), "z")
+				}
+				if got, want := sign(compareChannelKey(a, k)), sign(slices.Compare(channelKey(a), k)); got != want {
+					t.Errorf("compareChannelKey(%v, %q) = %d, want %d", channelKey(a), k, got, want)
+				}
+			}
+		}
+	}
+}

@@ -432,11 +432,21 @@ func (s *State) TargetChannels(target string) []*Channel {
 	if t == nil {
 		return nil
 	}
-	out := make([]*Channel, 0, t.n)
-	for l := t.head; l != nil; l = l.next {
-		out = append(out, l.c)
+	return s.AppendTargetChannels(make([]*Channel, 0, t.n), target)
+}
+
+// AppendTargetChannels appends target's channels to dst, in the order of
+// TargetChannels, and returns the extended slice: TargetChannels for a
+// caller that reads many targets into one slice.
+func (s *State) AppendTargetChannels(dst []*Channel, target string) []*Channel {
+	t := s.index().targets[target]
+	if t == nil {
+		return dst
 	}
-	return out
+	for l := t.head; l != nil; l = l.next {
+		dst = append(dst, l.c)
+	}
+	return dst
 }
 
 // Targets returns the ids of the targets that have at least one channel,

@@ -113,7 +113,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.wait, "wait", 4*time.Minute, "bound on each wait for the fleet (start, reconnections)")
 	fs.StringVar(&c.bin, "exchange", "", "the exchange binary (default: built from the main module)")
 	fs.StringVar(&c.results, "results", "results/latest.json", "results file to merge into")
-	fs.StringVar(&c.profiles, "profiles", "", "directory for the controller's pprof profiles (start, idle, send CPU; heap; goroutines)")
+	fs.StringVar(&c.profiles, "profiles", "", "directory for the controller's pprof profiles (start, idle, pages, send CPU; heap; goroutines)")
 	fs.StringVar(&c.clientProfiles, "client-profiles", "", "directory for the client processes' CPU profiles, one per client and phase: <label>-client-<i>-<start|storm-immediate|storm-outage>.cpu.pprof, each from the phase's start (the broadcast start, the kill) until the fleet is all back")
 	fs.DurationVar(&c.startProfile, "start-profile", 20*time.Second, "length of the CPU profile taken from the start (with -profiles)")
 	fs.StringVar(&c.controllerFlags, "controller-flags", "", "more flags for the controller, space-separated (they override the tool's: --max-handshakes 20000)")

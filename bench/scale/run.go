@@ -234,6 +234,16 @@ func run(ctx context.Context, o options) (_ []results.Result, err error) {
 	if err := m.management(ctx, ctrl); err != nil {
 		return nil, err
 	}
+	if o.Profiles != "" {
+		// What a page costs: a profile while the first page of the
+		// targets is fetched over and over.
+		cpuProfile("pages", pageProfile)
+		err := m.pages(ctx, ctrl, pageProfile)
+		profs.Wait()
+		if err != nil {
+			return nil, err
+		}
+	}
 
 	// Sends spread over every target.
 	cpuProfile("send", o.SendFor)
@@ -481,6 +491,30 @@ func (m *measure) management(ctx context.Context, ctrl *ctrlProc) error {
 		fmt.Sprintf("GET /exchange/channels (default page, %d bytes), median of 5 (max %.1f ms), %d channels", chBytes, slices.Max(chPage), m.o.N))
 	m.add("metrics_scrape_ms", "ms", results.Median(scrape), 100, false,
 		fmt.Sprintf("GET /metrics, median of 5 (max %.1f ms)", slices.Max(scrape)))
+	return nil
+}
+
+// pageProfile is how long the pages' profile lasts (with -profiles).
+const pageProfile = 5 * time.Second
+
+// pages fetches the first page of the targets, one request after the
+// other, for d.
+func (m *measure) pages(ctx context.Context, ctrl *ctrlProc, d time.Duration) error {
+	var took []float64
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		start := time.Now()
+		code, _, err := ctrl.get(ctx, "/exchange/targets")
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("GET /exchange/targets: status %d", code)
+		}
+		took = append(took, float64(time.Since(start).Microseconds())/1000)
+	}
+	slices.Sort(took)
+	m.o.logf("pages: %d first pages of the targets one after the other in %s: median %.1f ms, p90 %.1f ms, max %.1f ms",
+		len(took), d, results.Median(took), took[len(took)*9/10], took[len(took)-1])
 	return nil
 }
 
