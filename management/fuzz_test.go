@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -214,4 +217,75 @@ func TestClientListRepeatedCursor(t *testing.T) {
 			t.Fatalf("cursors %q: %d requests, want at most %d", cursors, got, len(cursors)+1)
 		}
 	}
+}
+
+// FuzzPageCursor sends the pages of a real controller any cursor a client
+// may make up (a key of any length and content, or no key at all) and any
+// limit: the answer is 200 with the items after the cursor's key in order,
+// or 400 for a cursor or limit this server did not make, never a failure.
+func FuzzPageCursor(f *testing.F) {
+	ctrl := pageController(f, 21) // 11 targets, the last with one channel
+	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)}, ctrl, nil, testRegistry())
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := s.Handler()
+	f.Add("target-000003", "00000000000000000004", "ch-0000007", 3, false)
+	f.Add("target-000003", "", "", 1, false)
+	f.Add("", "", "", 0, true)
+	f.Add("target-999999", "-0000000000000000005", "", 10000, false)
+	f.Add("target-000010", "00000000000000000020", "ch-0000020", 2, true)
+	f.Fuzz(func(t *testing.T, target, at, id string, limit int, raw bool) {
+		key := []string{target, at, id}
+		for len(key) > 0 && key[len(key)-1] == "" {
+			key = key[:len(key)-1] // keys of every length
+		}
+		cursor := encodeCursor(key)
+		if raw {
+			cursor = target // not a cursor this server made, or by chance one
+			key = nil       // the key the server reads from it
+			if k, err := decodeCursor(cursor); err == nil && cursor != "" {
+				key = k
+			}
+		}
+		after := "" // the target the pages start after
+		if len(key) > 0 {
+			after = key[0]
+		}
+		for _, path := range []string{"/exchange/channels", "/exchange/targets"} {
+			q := url.Values{"cursor": {cursor}, "limit": {strconv.Itoa(limit)}}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1"+path+"?"+q.Encode(), nil))
+			if rec.Code == http.StatusBadRequest {
+				continue // checked by the page tests: a bad cursor or limit
+			}
+			if rec.Code != http.StatusOK {
+				t.Fatalf("GET %s?%s = %d %s", path, q.Encode(), rec.Code, rec.Body)
+			}
+			if path == "/exchange/targets" {
+				var got []Target
+				if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+					t.Fatal(err)
+				}
+				for i, tg := range got {
+					if tg.ID <= after || (i > 0 && tg.ID <= got[i-1].ID) || len(tg.Channels) == 0 {
+						t.Fatalf("GET %s after %q: target #%d %s out of order or empty", path, key, i, tg.ID)
+					}
+				}
+				continue
+			}
+			var got []Channel
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) > limit {
+				t.Fatalf("GET %s: %d channels, limit %d", path, len(got), limit)
+			}
+			for i, ch := range got {
+				if slices.Compare(channelKey(ch), key) <= 0 || (i > 0 && slices.Compare(channelKey(ch), channelKey(got[i-1])) <= 0) {
+					t.Fatalf("GET %s after %q: channel #%d %v out of order", path, key, i, channelKey(ch))
+				}
+			}
+		}
+	})
 }
