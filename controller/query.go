@@ -75,16 +75,10 @@ func (c *Controller) TargetIDsAfter(after string, limit int) []string {
 
 // Target returns target id, if it has at least one registered channel.
 func (c *Controller) Target(id string) (TargetInfo, bool) {
-	var out TargetInfo
-	var ids []string
-	c.store.View(func(s *state.State) {
-		for _, ch := range s.TargetChannels(id) {
-			ids = append(ids, ch.ID)
-		}
-	})
-	locals := c.localsOf(ids...) // the target's, not a copy of every local channel
-	c.store.View(func(s *state.State) { out = c.targetInfo(s, id, locals) })
-	return out, len(out.Channels) > 0
+	if ts := c.TargetsOf([]string{id}); len(ts) == 1 {
+		return ts[0], true
+	}
+	return TargetInfo{}, false
 }
 
 // targetsChunk is how many targets TargetsOf reads in one view of the
