@@ -18,5 +18,9 @@
 // The benchmarks (testing.B) measure the same contenders one at a time, with
 // allocations: go test -run '^$' -bench . -benchmem
 //
+// Two commands go with it: ./scale (one controller process and N real
+// connectors, make bench-scale) and ./machine (what this machine charges for
+// a page fault and a system call, to compare scale figures across machines).
+//
 // It is a separate module so that NATS stays out of the library's go.mod.
 package bench
