@@ -3,6 +3,8 @@ package batch
 import (
 	"fmt"
 	"slices"
+
+	"github.com/google/btree"
 )
 
 // SetJitter replaces the runner's jitter source (tests make backoff exact).
@@ -55,15 +57,30 @@ func CheckTable(t *Table) error {
 	if len(t.byStatus) != len(n.byStatus) {
 		return fmt.Errorf("byStatus: %d statuses, want %d", len(t.byStatus), len(n.byStatus))
 	}
+	inOrder := func(tr *btree.BTreeG[*entry]) []string {
+		var out []string
+		if tr != nil {
+			tr.Ascend(func(e *entry) bool { out = append(out, e.b.ID); return true })
+		}
+		return out
+	}
 	for s, m := range n.byStatus {
-		if len(t.byStatus[s]) != len(m) {
-			return fmt.Errorf("byStatus[%s]: %d batches, want %d", s, len(t.byStatus[s]), len(m))
+		if got, want := inOrder(t.byStatus[s]), inOrder(m); !slices.Equal(got, want) {
+			return fmt.Errorf("byStatus[%s] = %v, want %v", s, got, want)
 		}
-		for id := range m {
-			if t.byStatus[s][id] != t.byID[id] {
-				return fmt.Errorf("byStatus[%s] misses %s", s, id)
+		var bad error
+		t.byStatus[s].Ascend(func(e *entry) bool {
+			if t.byID[e.b.ID] != e || e.b.Status != s {
+				bad = fmt.Errorf("byStatus[%s] holds %s (%s), not the table's", s, e.b.ID, e.b.Status)
 			}
+			return bad == nil
+		})
+		if bad != nil {
+			return bad
 		}
+	}
+	if got, want := inOrder(t.listing), inOrder(n.listing); !slices.Equal(got, want) {
+		return fmt.Errorf("listing = %v, want %v", got, want)
 	}
 	for target, es := range t.open {
 		for _, e := range es {

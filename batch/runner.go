@@ -587,6 +587,16 @@ func (r *Runner) ListBatches(f Filter) []Batch {
 	return out
 }
 
+// ListBatchesPage returns at most limit batches that match f, in the order
+// of the listings (creation time, then id), after the position after (from
+// the first when nil): a page of ListBatches, whose cost does not grow with
+// the number of batches stored (Table.Page).
+func (r *Runner) ListBatchesPage(f Filter, after *Position, limit int) []Batch {
+	var out []Batch
+	r.store.View(func(t *Table) { out = t.Page(f, after, limit) })
+	return out
+}
+
 // DeleteBatch removes batch id whatever its status (an error wrapping
 // ErrNotFound if there is none). Deleting an unfinished batch cancels it: a
 // running attempt stops at its next store write, and observers of the batch

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/google/btree"
 )
 
 // Table holds the batches of the replicated state, with indexes by target
@@ -17,14 +19,29 @@ import (
 // A Table is not safe for concurrent use; the store that holds it serialises
 // Apply and readers. The zero Table is empty and ready to use.
 type Table struct {
-	seq      uint64                       // last creation sequence number handed out
-	byID     map[string]*entry            // every batch
-	byTarget map[string][]*entry          // target → batches, creation order
-	open     map[string][]*entry          // target → unfinished batches, creation order
-	byKey    map[string][]*entry          // key → batches, creation order
-	byStatus map[Status]map[string]*entry // status → batches
-	ended    []*entry                     // terminal batches by (UpdatedAt, seq): retention order
+	seq      uint64                           // last creation sequence number handed out
+	byID     map[string]*entry                // every batch
+	byTarget map[string][]*entry              // target → batches, creation order
+	open     map[string][]*entry              // target → unfinished batches, creation order
+	byKey    map[string][]*entry              // key → batches, creation order
+	byStatus map[Status]*btree.BTreeG[*entry] // status → batches, listing order (byListing)
+	listing  *btree.BTreeG[*entry]            // every batch, listing order: pages of the listing (Page)
+	ended    []*entry                         // terminal batches by (UpdatedAt, seq): retention order
 }
+
+// byListing is the order of the API's listings: creation time, then id.
+func byListing(a, b *entry) bool {
+	if c := a.b.CreatedAt.Compare(b.b.CreatedAt); c != 0 {
+		return c < 0
+	}
+	return a.b.ID < b.b.ID
+}
+
+// listingDegree is the degree of the listing's B-trees (nodes of up to 63
+// entries), as the state's ordered index of targets.
+const listingDegree = 32
+
+func newListing() *btree.BTreeG[*entry] { return btree.NewG(listingDegree, byListing) }
 
 // entry is one stored batch and its creation sequence number.
 type entry struct {
@@ -47,7 +64,8 @@ func (t *Table) init() {
 	t.byTarget = map[string][]*entry{}
 	t.open = map[string][]*entry{}
 	t.byKey = map[string][]*entry{}
-	t.byStatus = map[Status]map[string]*entry{}
+	t.byStatus = map[Status]*btree.BTreeG[*entry]{}
+	t.listing = newListing()
 }
 
 // Len returns the number of batches.
@@ -76,6 +94,79 @@ func (f Filter) match(b *Batch) bool {
 		(f.Key == "" || b.Key == f.Key)
 }
 
+// Position is where a page of batches starts: after the batch created at
+// CreatedAt with id ID, in the order of the listings (creation time, then
+// id). An ID of "" is before every batch created at CreatedAt.
+type Position struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// Page returns copies of at most limit batches that match f, in the order of
+// the listings (creation time, then id), after the position after (from the
+// first when nil). Its cost does not grow with the table: it reads the
+// batches it returns and those it passes over, from after on, in the
+// batches of f's target or key when f names one, else of f's status, else
+// of the whole table.
+func (t *Table) Page(f Filter, after *Position, limit int) []Batch {
+	out := []Batch{}
+	if limit <= 0 {
+		return out
+	}
+	var pivot *entry
+	if after != nil {
+		pivot = &entry{b: Batch{CreatedAt: after.CreatedAt, ID: after.ID}}
+	}
+	take := func(e *entry) bool {
+		if pivot != nil && !byListing(pivot, e) {
+			return true // at or before the position: skipped
+		}
+		if f.match(&e.b) {
+			out = append(out, e.b.Clone())
+		}
+		return len(out) < limit
+	}
+	var es []*entry
+	switch {
+	case f.TargetID != "":
+		es = t.byTarget[f.TargetID]
+	case f.Key != "":
+		es = t.byKey[f.Key]
+	default:
+		tree := t.listing
+		if f.Status != 0 {
+			tree = t.byStatus[f.Status]
+		}
+		if tree == nil {
+			return out
+		}
+		if pivot == nil {
+			tree.Ascend(take)
+		} else {
+			tree.AscendGreaterOrEqual(pivot, take)
+		}
+		return out
+	}
+	// A target's or a key's batches, in creation order: in the listing's
+	// order (take skips those up to the position).
+	es = slices.Clone(es)
+	slices.SortFunc(es, func(a, b *entry) int {
+		switch {
+		case byListing(a, b):
+			return -1
+		case byListing(b, a):
+			return 1
+		}
+		return 0
+	})
+	for _, e := range es {
+		if !take(e) {
+			break
+		}
+	}
+	return out
+}
+
 // List returns copies of the batches that match f, oldest first.
 func (t *Table) List(f Filter) []Batch {
 	var es []*entry
@@ -85,8 +176,8 @@ func (t *Table) List(f Filter) []Batch {
 	case f.Key != "":
 		es = t.byKey[f.Key]
 	case f.Status != 0:
-		for _, e := range t.byStatus[f.Status] {
-			es = append(es, e)
+		if m := t.byStatus[f.Status]; m != nil {
+			m.Ascend(func(e *entry) bool { es = append(es, e); return true })
 		}
 		slices.SortFunc(es, bySeq)
 	default:
@@ -226,8 +317,8 @@ func (t *Table) changed(e *entry, old Status) []Event {
 		return nil
 	}
 	if m := t.byStatus[old]; m != nil {
-		delete(m, b.ID)
-		if len(m) == 0 {
+		m.Delete(e)
+		if m.Len() == 0 {
 			delete(t.byStatus, old)
 		}
 	}
@@ -258,8 +349,8 @@ func (t *Table) reset(op *ResetInProgress) []Event {
 			es = append(es, e)
 		}
 	} else {
-		for _, e := range t.byStatus[StatusInProgress] {
-			es = append(es, e)
+		if m := t.byStatus[StatusInProgress]; m != nil {
+			m.Ascend(func(e *entry) bool { es = append(es, e); return true })
 		}
 		slices.SortFunc(es, bySeq)
 	}
@@ -285,6 +376,7 @@ func (t *Table) delete(id string) ([]Event, error) {
 func (t *Table) insert(e *entry) {
 	b := &e.b
 	t.byID[b.ID] = e
+	t.listing.ReplaceOrInsert(e)
 	t.byTarget[b.TargetID] = insertSorted(t.byTarget[b.TargetID], e, bySeq)
 	if b.Key != "" {
 		t.byKey[b.Key] = insertSorted(t.byKey[b.Key], e, bySeq)
@@ -300,6 +392,7 @@ func (t *Table) insert(e *entry) {
 func (t *Table) remove(e *entry) {
 	b := &e.b
 	delete(t.byID, b.ID)
+	t.listing.Delete(e)
 	removeFrom(t.byTarget, b.TargetID, e)
 	if b.Key != "" {
 		removeFrom(t.byKey, b.Key, e)
@@ -315,16 +408,16 @@ func (t *Table) remove(e *entry) {
 func (t *Table) indexStatus(e *entry) {
 	m := t.byStatus[e.b.Status]
 	if m == nil {
-		m = map[string]*entry{}
+		m = newListing()
 		t.byStatus[e.b.Status] = m
 	}
-	m[e.b.ID] = e
+	m.ReplaceOrInsert(e)
 }
 
 func (t *Table) unindexStatus(e *entry) {
 	if m := t.byStatus[e.b.Status]; m != nil {
-		delete(m, e.b.ID)
-		if len(m) == 0 {
+		m.Delete(e)
+		if m.Len() == 0 {
 			delete(t.byStatus, e.b.Status)
 		}
 	}

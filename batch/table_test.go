@@ -1,14 +1,18 @@
 package batch_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
@@ -92,7 +96,7 @@ func TestTableApply(t *testing.T) {
 		if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
 			t.Fatalf("step %d: Apply() error = %v, want %v", i, err, st.wantErr)
 		}
-		if diff := cmp.Diff(st.want, evs); diff != "" {
+		if diff := gocmp.Diff(st.want, evs); diff != "" {
 			t.Fatalf("step %d: events mismatch (-want +got):\n%s", i, diff)
 		}
 		if err != nil {
@@ -154,7 +158,7 @@ func TestTableList(t *testing.T) {
 		{batch.Filter{TargetID: "nope"}, nil},
 	}
 	for _, tt := range tests {
-		if diff := cmp.Diff(tt.want, list(tt.f)); diff != "" {
+		if diff := gocmp.Diff(tt.want, list(tt.f)); diff != "" {
 			t.Errorf("List(%+v) mismatch (-want +got):\n%s", tt.f, diff)
 		}
 	}
@@ -209,7 +213,7 @@ func TestTableReplayVersusSnapshot(t *testing.T) {
 				if fmt.Sprint(errA) != fmt.Sprint(errB) {
 					t.Fatalf("seed %d step %d: errors differ: %v vs %v", seed, step, errA, errB)
 				}
-				if diff := cmp.Diff(evA, evB); diff != "" {
+				if diff := gocmp.Diff(evA, evB); diff != "" {
 					t.Fatalf("seed %d step %d: events differ:\n%s", seed, step, diff)
 				}
 			}
@@ -232,7 +236,7 @@ func TestTableReplayVersusSnapshot(t *testing.T) {
 		if string(ja) != string(jb) {
 			t.Fatalf("seed %d: tables differ:\n%s\n%s", seed, ja, jb)
 		}
-		if diff := cmp.Diff(a.List(batch.Filter{}), b.List(batch.Filter{})); diff != "" {
+		if diff := gocmp.Diff(a.List(batch.Filter{}), b.List(batch.Filter{})); diff != "" {
 			t.Fatalf("seed %d: listings differ:\n%s", seed, diff)
 		}
 		if err := batch.CheckTable(b); err != nil {
@@ -313,7 +317,7 @@ func TestOpJSONRoundTrip(t *testing.T) {
 		if err := json.Unmarshal(data, &got); err != nil {
 			t.Fatalf("op %d: Unmarshal() = %v", i, err)
 		}
-		if diff := cmp.Diff(op, got); diff != "" {
+		if diff := gocmp.Diff(op, got); diff != "" {
 			t.Errorf("op %d mismatch (-want +got):\n%s\n%s", i, diff, data)
 		}
 	}
@@ -344,8 +348,120 @@ func FuzzCommandJSON(f *testing.F) {
 		if err := json.Unmarshal(data, &got); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(c, got); diff != "" {
+		if diff := gocmp.Diff(c, got); diff != "" {
 			t.Fatalf("round trip mismatch:\n%s\n%s", diff, data)
 		}
 	})
+}
+
+// Page returns what List returns, in the listings' order (creation time,
+// then id), after the position and at most limit: for every filter, every
+// position (each batch's, before and between them, past the last) and
+// several limits, over tables of random histories where batches share
+// creation times.
+func TestTablePage(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(3) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		var tab batch.Table
+		targets := []string{"t1", "t2", "t3"}
+		n := 0
+		for step := range 80 {
+			op := randomOp(t, rng, &tab, targets, &n, time.Duration(step)*time.Second)
+			if op.Create != nil { // creation times that batches share, out of id order
+				op.Create.Batch.CreatedAt = t0.Add(time.Duration(rng.IntN(4)) * time.Second)
+			}
+			_, _ = tab.Apply(op)
+		}
+		all := tab.List(batch.Filter{})
+		listed := func(f batch.Filter) []batch.Batch {
+			out := tab.List(f)
+			slices.SortFunc(out, func(a, b batch.Batch) int {
+				return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+			})
+			return out
+		}
+		positions := []*batch.Position{nil, {CreatedAt: t0.Add(-time.Second)}, {CreatedAt: t0.Add(time.Hour)}}
+		for i := range 4 { // before every batch of a time
+			positions = append(positions, &batch.Position{CreatedAt: t0.Add(time.Duration(i) * time.Second)})
+		}
+		for _, b := range all { // a batch's own, and between it and the next
+			positions = append(positions, &batch.Position{CreatedAt: b.CreatedAt, ID: b.ID},
+				&batch.Position{CreatedAt: b.CreatedAt, ID: b.ID + "~"})
+		}
+		var filters []batch.Filter
+		for _, s := range []batch.Status{0, batch.StatusCreated, batch.StatusPending, batch.StatusSucceeded} {
+			filters = append(filters, batch.Filter{Status: s}, batch.Filter{Status: s, TargetID: "t2"}, batch.Filter{Status: s, Key: "k1"})
+		}
+		for _, f := range filters {
+			want := listed(f)
+			for _, pos := range positions {
+				after := want
+				if pos != nil {
+					after = slices.DeleteFunc(slices.Clone(want), func(b batch.Batch) bool {
+						return cmp.Or(b.CreatedAt.Compare(pos.CreatedAt), strings.Compare(b.ID, pos.ID)) <= 0
+					})
+				}
+				for _, limit := range []int{1, 3, 1000} {
+					got, want := tab.Page(f, pos, limit), after[:min(limit, len(after))]
+					if pos == nil && limit == 1000 { // the batches themselves, once per filter
+						if diff := gocmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+							t.Fatalf("seed %d: Page(%+v, nil, %d) differs from the listing (-want +got):\n%s", seed, f, limit, diff)
+						}
+					}
+					if !slices.Equal(idsOf(got), idsOf(want)) {
+						t.Fatalf("seed %d: Page(%+v, %+v, %d) = %v, want %v", seed, f, pos, limit, idsOf(got), idsOf(want))
+					}
+				}
+			}
+		}
+	}
+	var zero batch.Table // empty and ready
+	if got := zero.Page(batch.Filter{}, nil, 10); got == nil || len(got) != 0 {
+		t.Errorf("Page of the zero Table = %v, want an empty page", got)
+	}
+}
+
+func idsOf(bs []batch.Batch) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.ID
+	}
+	return out
+}
+
+// BenchmarkTablePage reads the first page of 1,000 batches, and the page
+// after the middle one, out of 1k, 10k and 100k, with Page and as the
+// listings did before it (List, every batch copied, then a page taken): a
+// page must cost the same at every size.
+func BenchmarkTablePage(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		var tab batch.Table
+		for i := range n {
+			in := batch.Batch{ID: fmt.Sprintf("b%07d", i), TargetID: fmt.Sprintf("t%d", i%1000),
+				Commands: []batch.Command{{Command: &command.Command{ID: "c", Type: "A", Payload: []byte(`{"n":1}`)}}}}
+			bt, err := batch.Prepare(in, t0.Add(time.Duration(i)*time.Millisecond), 3, ids())
+			if err != nil {
+				b.Fatal(err)
+			}
+			mustApply(b, &tab, createOp(bt))
+		}
+		mid := &batch.Position{CreatedAt: t0.Add(time.Duration(n/2) * time.Millisecond), ID: fmt.Sprintf("b%07d", n/2)}
+		b.Run(fmt.Sprintf("page/batches=%dk", n/1000), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(tab.Page(batch.Filter{}, nil, 1000)) != 1000 || len(tab.Page(batch.Filter{}, mid, 1000)) != min(1000, n-n/2-1) {
+					b.Fatal("wrong page length")
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("list/batches=%dk", n/1000), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(tab.List(batch.Filter{})) != n {
+					b.Fatal("wrong listing length")
+				}
+			}
+		})
+	}
 }

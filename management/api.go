@@ -67,6 +67,16 @@ type Batches interface {
 	DeleteBatch(ctx context.Context, id string) error
 }
 
+// batchPager is implemented by Batches that read a page of batches without
+// reading them all (*batch.Runner): the listings of batches then cost a
+// page, whatever the number of batches stored.
+type batchPager interface {
+	// ListBatchesPage returns at most limit batches that match f, ordered
+	// by creation time then id, after the position after (nil: from the
+	// first).
+	ListBatchesPage(f batch.Filter, after *batch.Position, limit int) []batch.Batch
+}
+
 // The controller and the batch runner are what New is normally given.
 var (
 	_ Exchange = (*controller.Controller)(nil)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/exchangekit/exchange/batch"
 )
 
 // Listings are paged so that no response grows with the whole state. A page
@@ -130,7 +132,26 @@ func appendTimeKey(dst []byte, t time.Time) []byte {
 	return append(dst, d[:]...)
 }
 
-func batchKey(b Batch) []string      { return []string{timeKey(b.CreatedAt), b.ID} }
+func batchKey(b Batch) []string { return []string{timeKey(b.CreatedAt), b.ID} }
+
+// batchPosition is where the page after the cursor key of a batch (batchKey)
+// starts, as paginate reads the key: nil without one, a *badRequestError for
+// a key whose time no batch could have.
+func batchPosition(key []string) (*batch.Position, error) {
+	if len(key) == 0 {
+		return nil, nil // every batch's key follows an empty one
+	}
+	n, err := strconv.ParseInt(key[0], 10, 64)
+	at := time.Unix(0, n)
+	if err != nil || timeKey(at) != key[0] {
+		return nil, &badRequestError{"query parameter cursor", "is not a cursor this server returned"}
+	}
+	pos := &batch.Position{CreatedAt: at} // [time]: every batch of that time follows
+	if len(key) > 1 {
+		pos.ID = key[1] // [time, id, …]: the batch of that key does not
+	}
+	return pos, nil
+}
 func channelKey(ch Channel) []string { return []string{ch.TargetID, timeKey(ch.RegisteredAt), ch.ID} }
 func targetKey(t Target) []string    { return []string{t.ID} }
 

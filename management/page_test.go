@@ -1,15 +1,23 @@
 package management
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/exchangekit/exchange/batch"
 	"github.com/exchangekit/exchange/command"
+	"github.com/exchangekit/exchange/state"
 )
 
 // manyBatches returns fake batches b00..b(n-1) on t1, created a second apart.
@@ -225,6 +233,92 @@ func TestPagesOfAControllerWalkEveryItemOnce(t *testing.T) {
 			if want := fmt.Sprintf("ch-%07d", i); ch.ID != want {
 				t.Fatalf("channels, limit %d: #%d = %s, want %s", limit, i, ch.ID, want)
 			}
+		}
+	}
+}
+
+// onlyBatches hides a Batches' pager: the listings then read every batch
+// and page them (the path of Batches that cannot page).
+type onlyBatches struct{ Batches }
+
+// Walking the pages of the batches of a real runner (which reads a page
+// alone, batchPager) yields every batch once, in creation-time then id
+// order, with every filter and limit, and page for page the same bodies and
+// cursors as reading every batch does. The batches share creation times,
+// and their ids do not follow them.
+func TestBatchPagesOfARunnerMatchTheWholeListing(t *testing.T) {
+	store := state.NewBatchStore(state.NewMemory())
+	runner, err := batch.NewRunner(batch.Config{Logger: slog.New(slog.DiscardHandler)},
+		batch.SenderFunc(func(context.Context, string, *command.Command) (*command.Reply, error) {
+			return nil, errors.New("not sent in this test")
+		}), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 37
+	for i := range n {
+		in := batch.Batch{ID: fmt.Sprintf("b%02d", i*7%n), TargetID: fmt.Sprintf("t%d", i%3), Key: []string{"", "k"}[i%2],
+			Commands: []batch.Command{{Command: &command.Command{ID: "c", Type: "A"}}}}
+		b, err := batch.Prepare(in, base.Add(time.Duration(i%5)*time.Second), 3, func() string { return "unused" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Apply(t.Context(), batch.Op{Create: &batch.CreateBatch{Batch: b}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paged := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), runner))
+	whole := serveHTTP(t, newServer(t, Config{}, newFakeExchange(), onlyBatches{runner}))
+	walk := func(ts *httptest.Server, path string) (bodies, links []string) {
+		for path != "" {
+			resp, body := do(t, ts, http.MethodGet, path, "", nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+			}
+			bodies, links = append(bodies, string(body)), append(links, resp.Header.Get("Link"))
+			path = ""
+			if link := resp.Header.Get("Link"); link != "" {
+				path = strings.TrimPrefix(strings.SplitN(link, ">", 2)[0], "<")
+			}
+		}
+		return bodies, links
+	}
+	for _, query := range []string{"", "targetId=t1&", "key=k&", "status=CREATED&", "status=SUCCEEDED&"} {
+		for _, limit := range []int{1, 4, 36, 37, 1000} {
+			path := fmt.Sprintf("/exchange/batchs?%slimit=%d", query, limit)
+			gotBodies, gotLinks := walk(paged, path)
+			wantBodies, wantLinks := walk(whole, path)
+			if diff := cmp.Diff(wantBodies, gotBodies); diff != "" {
+				t.Fatalf("GET %s: pages differ from the whole listing's (-whole +paged):\n%s", path, diff)
+			}
+			if diff := cmp.Diff(wantLinks, gotLinks); diff != "" {
+				t.Fatalf("GET %s: links differ (-whole +paged):\n%s", path, diff)
+			}
+			if query == "" {
+				var ids []string
+				for _, body := range gotBodies {
+					var page []Batch
+					if err := json.Unmarshal([]byte(body), &page); err != nil {
+						t.Fatal(err)
+					}
+					for _, b := range page {
+						ids = append(ids, b.ID)
+					}
+				}
+				if slices.Sort(ids); len(slices.Compact(ids)) != n {
+					t.Fatalf("GET %s: %d distinct batches, want %d", path, len(slices.Compact(ids)), n)
+				}
+			}
+		}
+	}
+	for path, want := range map[string]int{
+		"/exchange/targets/t1/batchs?limit=5":                                                               http.StatusOK,
+		"/exchange/batchs?cursor=" + encodeCursor([]string{"x", "b01"}):                                     http.StatusBadRequest,
+		"/exchange/batchs?cursor=" + encodeCursor([]string{}):                                               http.StatusBadRequest,
+		"/exchange/batchs?cursor=" + encodeCursor([]string{timeKey(base.Add(2 * time.Second)), "b05", "z"}): http.StatusOK,
+	} {
+		if resp, body := do(t, paged, http.MethodGet, path, "", nil); resp.StatusCode != want {
+			t.Errorf("GET %s = %d %s, want %d", path, resp.StatusCode, body, want)
 		}
 	}
 }

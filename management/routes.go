@@ -216,7 +216,17 @@ func (s *Server) writeBatches(c echo.Context, f batch.Filter) error {
 	if err != nil {
 		return err
 	}
-	out := paginate(c, batchesOf(s.listBatchesOf(f)), batchKey, p)
+	var out []Batch
+	if bp, ok := s.batches.(batchPager); ok {
+		// The page alone (and one more, to know whether another follows).
+		after, err := batchPosition(p.after)
+		if err != nil {
+			return err
+		}
+		out = paginate(c, batchesOf(bp.ListBatchesPage(f, after, p.limit+1)), batchKey, p)
+	} else {
+		out = paginate(c, batchesOf(s.listBatchesOf(f)), batchKey, p)
+	}
 	if p.summary {
 		out = summarize(out)
 	}
