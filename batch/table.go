@@ -126,13 +126,8 @@ func (t *Table) Page(f Filter, after *Position, limit int) []Batch {
 		}
 		return len(out) < limit
 	}
-	var es []*entry
-	switch {
-	case f.TargetID != "":
-		es = t.byTarget[f.TargetID]
-	case f.Key != "":
-		es = t.byKey[f.Key]
-	default:
+	es, ok := t.named(f)
+	if !ok {
 		tree := t.listing
 		if f.Status != 0 {
 			tree = t.byStatus[f.Status]
@@ -167,14 +162,23 @@ func (t *Table) Page(f Filter, after *Position, limit int) []Batch {
 	return out
 }
 
-// List returns copies of the batches that match f, oldest first.
-func (t *Table) List(f Filter) []Batch {
-	var es []*entry
+// named returns the batches of f's target, else of f's key, in creation
+// order; ok is false when f names neither.
+func (t *Table) named(f Filter) (es []*entry, ok bool) {
 	switch {
 	case f.TargetID != "":
-		es = t.byTarget[f.TargetID]
+		return t.byTarget[f.TargetID], true
 	case f.Key != "":
-		es = t.byKey[f.Key]
+		return t.byKey[f.Key], true
+	}
+	return nil, false
+}
+
+// List returns copies of the batches that match f, oldest first.
+func (t *Table) List(f Filter) []Batch {
+	es, ok := t.named(f)
+	switch {
+	case ok:
 	case f.Status != 0:
 		if m := t.byStatus[f.Status]; m != nil {
 			m.Ascend(func(e *entry) bool { es = append(es, e); return true })
