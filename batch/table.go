@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/btree"
 )
 
 // Table holds the batches of the replicated state, with indexes by target
-// (creation order), key and status. It changes only through Apply, which is
+// (creation order), key and status, and in the listings' order (creation
+// time, then id: Page) overall and per status. It changes only through Apply, which is
 // deterministic: the same ops in the same order give the same Table on every
 // node, and a Table restored from its JSON behaves exactly like the one that
 // was encoded.
@@ -29,13 +31,12 @@ type Table struct {
 	ended    []*entry                         // terminal batches by (UpdatedAt, seq): retention order
 }
 
-// byListing is the order of the API's listings: creation time, then id.
-func byListing(a, b *entry) bool {
-	if c := a.b.CreatedAt.Compare(b.b.CreatedAt); c != 0 {
-		return c < 0
-	}
-	return a.b.ID < b.b.ID
+// cmpListing is the order of the API's listings: creation time, then id.
+func cmpListing(a, b *entry) int {
+	return cmp.Or(a.b.CreatedAt.Compare(b.b.CreatedAt), strings.Compare(a.b.ID, b.b.ID))
 }
+
+func byListing(a, b *entry) bool { return cmpListing(a, b) < 0 }
 
 // listingDegree is the degree of the listing's B-trees (nodes of up to 63
 // entries), as the state's ordered index of targets.
@@ -145,15 +146,7 @@ func (t *Table) Page(f Filter, after *Position, limit int) []Batch {
 	// A target's or a key's batches, in creation order: in the listing's
 	// order (take skips those up to the position).
 	es = slices.Clone(es)
-	slices.SortFunc(es, func(a, b *entry) int {
-		switch {
-		case byListing(a, b):
-			return -1
-		case byListing(b, a):
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(es, cmpListing)
 	for _, e := range es {
 		if !take(e) {
 			break
