@@ -83,17 +83,7 @@ func TestSendAsyncDeadline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				a, b := embedded.Pipe()
-				ca := channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
-				cb, seen := silentPeer(b)
-				defer cb.Close()
-				defer ca.Close()
-				ctx := t.Context()
-				if tc.ctxTimeout > 0 {
-					var cancel context.CancelFunc
-					ctx, cancel = context.WithTimeout(ctx, tc.ctxTimeout)
-					defer cancel()
-				}
+				ca, seen, ctx := silentPair(t, tc.ctxTimeout)
 				done, out := asyncDone(t)
 				start := time.Now()
 				if err := ca.SendAsync(ctx, &command.Command{Type: "SLOW"}, tc.timeout, done); err != nil {

@@ -33,17 +33,7 @@ func TestSendTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				a, b := embedded.Pipe()
-				ca := channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
-				cb, seen := silentPeer(b)
-				defer cb.Close()
-				defer ca.Close()
-				ctx := t.Context()
-				if tc.ctxTimeout > 0 {
-					var cancel context.CancelFunc
-					ctx, cancel = context.WithTimeout(ctx, tc.ctxTimeout)
-					defer cancel()
-				}
+				ca, seen, ctx := silentPair(t, tc.ctxTimeout)
 				start := time.Now()
 				_, err := ca.SendTimeout(ctx, &command.Command{Type: command.TypeHealthCheck}, tc.timeout)
 				if !errors.Is(err, context.DeadlineExceeded) {
@@ -58,6 +48,24 @@ func TestSendTimeout(t *testing.T) {
 			})
 		})
 	}
+}
+
+// silentPair is a Channel (DefaultTimeout a minute) whose peer is a
+// silentPeer, both closed when the test ends, and the context to send with:
+// the test's, with a deadline ctxTimeout from now when positive.
+func silentPair(t *testing.T, ctxTimeout time.Duration) (ca *channel.Channel, seen *atomic.Int64, ctx context.Context) {
+	a, b := embedded.Pipe()
+	ca = channel.New(a, nil, channel.Config{DefaultTimeout: time.Minute})
+	cb, seen := silentPeer(b)
+	t.Cleanup(func() { _ = cb.Close() })
+	t.Cleanup(func() { _ = ca.Close() }) // before the peer's
+	ctx = t.Context()
+	if ctxTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ctxTimeout)
+		t.Cleanup(cancel)
+	}
+	return ca, seen, ctx
 }
 
 // silentPeer is a Channel over b that never answers a command; seen holds
